@@ -1,0 +1,40 @@
+"""lakeflow: versioned tables as a flow of commits, stored as Delta Lake tables."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from lakeflow.errors import (  # noqa: E402
+    CommitConflictError,
+    CorruptLogError,
+    InvalidArgumentError,
+    LakeflowError,
+    LateDataError,
+    SchemaMismatchError,
+    StorageError,
+    TableExistsError,
+    TableNotFoundError,
+    UnsupportedFeatureError,
+    VersionNotFoundError,
+)
+from lakeflow.snapshot import DataFile, Snapshot  # noqa: E402
+from lakeflow.table import Commit, Table  # noqa: E402
+
+__all__ = [
+    "Commit",
+    "CommitConflictError",
+    "CorruptLogError",
+    "DataFile",
+    "InvalidArgumentError",
+    "LakeflowError",
+    "LateDataError",
+    "SchemaMismatchError",
+    "Snapshot",
+    "StorageError",
+    "Table",
+    "TableExistsError",
+    "TableNotFoundError",
+    "UnsupportedFeatureError",
+    "VersionNotFoundError",
+    "__version__",
+]

@@ -1,0 +1,154 @@
+"""Parquet checkpoints: a cached replay of the log, read (single/multi-part) and written."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lakeflow.actions import Action, decode_action
+from lakeflow.errors import CorruptLogError, UnsupportedFeatureError
+from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, checkpoint_path
+from lakeflow.storage import Storage
+
+_STR_MAP = pa.map_(pa.string(), pa.string())
+CHECKPOINT_SCHEMA = pa.schema(
+    [
+        ("txn", pa.struct([("appId", pa.string()), ("version", pa.int64()),
+                           ("lastUpdated", pa.int64())])),
+        ("add", pa.struct([("path", pa.string()), ("partitionValues", _STR_MAP),
+                           ("size", pa.int64()), ("modificationTime", pa.int64()),
+                           ("dataChange", pa.bool_()), ("stats", pa.string()),
+                           ("tags", _STR_MAP)])),
+        ("remove", pa.struct([("path", pa.string()), ("deletionTimestamp", pa.int64()),
+                              ("dataChange", pa.bool_()), ("extendedFileMetadata", pa.bool_()),
+                              ("partitionValues", _STR_MAP), ("size", pa.int64())])),
+        ("metaData", pa.struct([("id", pa.string()), ("name", pa.string()),
+                                ("description", pa.string()),
+                                ("format", pa.struct([("provider", pa.string()),
+                                                      ("options", _STR_MAP)])),
+                                ("schemaString", pa.string()),
+                                ("partitionColumns", pa.list_(pa.string())),
+                                ("configuration", _STR_MAP), ("createdTime", pa.int64())])),
+        ("protocol", pa.struct([("minReaderVersion", pa.int32()),
+                                ("minWriterVersion", pa.int32()),
+                                ("readerFeatures", pa.list_(pa.string())),
+                                ("writerFeatures", pa.list_(pa.string()))])),
+        ("domainMetadata", pa.struct([("domain", pa.string()), ("configuration", pa.string()),
+                                      ("removed", pa.bool_())])),
+    ]
+)
+_ACTION_COLUMNS = ("protocol", "metaData", "txn", "add", "remove", "domainMetadata")
+_DROP_FIELDS = {"stats_parsed", "partitionValues_parsed"}
+
+
+def read_checkpoint(storage: Storage, names: Sequence[str]) -> list[Action]:
+    """Read all parts of one checkpoint into actions.
+
+    Raises:
+        CorruptLogError: a part cannot be read as Parquet.
+        UnsupportedFeatureError: the checkpoint uses the v2 spec (sidecars).
+    """
+    actions: list[Action] = []
+    for name in names:
+        path = f"{LOG_DIR}/{name}"
+        try:
+            table = pq.read_table(io.BytesIO(storage.read(path)))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise CorruptLogError(f"checkpoint {path} cannot be read: {e}") from e
+        for v2 in ("checkpointMetadata", "sidecar"):
+            if v2 in table.column_names and table.column(v2).null_count < len(table):
+                raise UnsupportedFeatureError(
+                    f"checkpoint {path} uses v2Checkpoint ({v2}), which lakeflow does not support yet"
+                )
+        for column in _ACTION_COLUMNS:
+            if column not in table.column_names:
+                continue
+            col = table.column(column)
+            if col.null_count == len(col):
+                continue
+            col = col.filter(col.is_valid())
+            kept = [f.name for f in col.type if f.name not in _DROP_FIELDS]
+            if len(kept) != col.type.num_fields:
+                col = pa.chunked_array(
+                    [pa.StructArray.from_arrays([c.field(n) for n in kept], names=kept)
+                     for c in col.chunks], type=pa.struct([col.type.field(n) for n in kept]))
+            for row in col.to_pylist():
+                try:
+                    action = decode_action({column: row})
+                except (KeyError, TypeError, ValueError) as e:
+                    raise CorruptLogError(f"checkpoint {path} has an invalid {column} row: {e}") from e
+                if action is not None:
+                    actions.append(action)
+    return actions
+
+
+def _tombstone_retention_ms(state: TableState) -> int:
+    """`delta.deletedFileRetentionDuration` in ms (default one week)."""
+    text = state.metadata.configuration.get("delta.deletedFileRetentionDuration", "interval 1 week")
+    return parse_interval_ms(text, default=7 * 24 * 3600 * 1000)
+
+
+_UNITS_MS = {"millisecond": 1, "second": 1000, "minute": 60_000, "hour": 3_600_000,
+             "day": 86_400_000, "week": 7 * 86_400_000}
+
+
+def parse_interval_ms(text: str, default: int) -> int:
+    """Parse a Delta interval string such as `interval 7 days`; `default` when unparsable."""
+    m = re.fullmatch(r"\s*(?:interval\s+)?(\d+)\s+([a-z]+?)s?\s*", text.lower())
+    if not m or m.group(2) not in _UNITS_MS:
+        return default
+    return int(m.group(1)) * _UNITS_MS[m.group(2)]
+
+
+def _rows(state: TableState, now_ms: int) -> list[dict[str, Any]]:
+    keep_after = now_ms - _tombstone_retention_ms(state)
+    rows: list[dict[str, Any]] = [state.protocol.to_json(), state.metadata.to_json()]
+    rows += [t.to_json() for t in state.txns.values()]
+    rows += [d.to_json() for d in state.domains.values()]
+    rows += [a.to_json() for a in state.files.values()]
+    for r in state.tombstones.values():
+        if (r.deletion_timestamp or 0) >= keep_after:
+            j = r.to_json()
+            j["remove"].pop("stats", None)
+            j["remove"].pop("tags", None)
+            rows.append(j)
+    for row in rows:
+        for key in ("add", "remove", "metaData"):
+            body = row.get(key)
+            if body is None:
+                continue
+            for map_key in ("partitionValues", "tags", "configuration"):
+                if isinstance(body.get(map_key), dict):
+                    body[map_key] = list(body[map_key].items())
+            fmt = body.get("format")
+            if isinstance(fmt, dict) and isinstance(fmt.get("options"), dict):
+                fmt["options"] = list(fmt["options"].items())
+    return rows
+
+
+def write_checkpoint(storage: Storage, state: TableState, now_ms: int | None = None) -> str:
+    """Write a single-part checkpoint of `state` and point `_last_checkpoint` at it.
+
+    The checkpoint file is written whole (create-or-replace: two writers produce
+    the same content) before `_last_checkpoint` moves, so readers never follow a
+    pointer to a partial checkpoint.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    rows = _rows(state, now_ms)
+    table = pa.Table.from_pylist(rows, schema=CHECKPOINT_SCHEMA)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="snappy")
+    data = buf.getvalue()
+    path = checkpoint_path(state.version)
+    storage.write(path, data)
+    last = {"version": state.version, "size": len(rows), "sizeInBytes": len(data),
+            "numOfAddFiles": len(state.files)}
+    storage.write(LAST_CHECKPOINT, json.dumps(last).encode())
+    return path

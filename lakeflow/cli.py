@@ -1,0 +1,171 @@
+"""The `lakeflow` command: a thin typer + rich layer over the library.
+
+This is the only module that knows typer and rich. Every `LakeflowError` is
+mapped to one line on stderr and exit code 1, in `main`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+import lakeflow as lf
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Versioned tables as a flow of commits (Delta Lake compatible).")
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, default=str, indent=2))
+
+
+def _show_arrow(table: pa.Table, title: str, limit: int = 20) -> None:
+    rt = RichTable(title=title)
+    for name in table.column_names:
+        rt.add_column(name)
+    for row in table.slice(0, limit).to_pylist():
+        rt.add_row(*["" if v is None else str(v) for v in row.values()])
+    console.print(rt)
+    if table.num_rows > limit:
+        console.print(f"... {table.num_rows - limit} more rows")
+
+
+@app.command()
+def info(uri: str, as_json: bool = JsonOpt) -> None:
+    """Show a table's version, schema, partitioning and size."""
+    t = lf.Table(uri)
+    snap = t.snapshot()
+    out = {
+        "uri": t.uri, "version": t.version, "num_rows": snap.num_rows,
+        "num_files": len(snap.files), "partition_by": list(t.partition_by),
+        "key": list(t.key), "event_time": t.event_time,
+        "schema": {f.name: str(f.type) for f in snap.schema},
+        "properties": dict(t.properties),
+    }
+    if as_json:
+        _print_json(out)
+        return
+    for k, v in out.items():
+        console.print(f"[bold]{k}[/bold]: {v}")
+
+
+@app.command()
+def history(uri: str, limit: int = typer.Option(None, help="Newest N commits only."),
+            as_json: bool = JsonOpt) -> None:
+    """List commits, newest first."""
+    commits = lf.Table(uri).history(limit)
+    rows = [{"version": c.version, "timestamp": c.timestamp.isoformat() if c.timestamp else None,
+             "operation": c.operation, "app_id": c.app_id, "txn_version": c.txn_version,
+             "rows": c.metrics.get("numOutputRows"), "engine": c.engine} for c in commits]
+    if as_json:
+        _print_json(rows)
+        return
+    rt = RichTable(title=f"history of {uri}")
+    for col in rows[0] if rows else ["version"]:
+        rt.add_column(col)
+    for r in rows:
+        rt.add_row(*["" if v is None else str(v) for v in r.values()])
+    console.print(rt)
+
+
+@app.command()
+def show(uri: str, version: int = typer.Option(None, help="Version to read."),
+         as_of: str = typer.Option(None, help="ISO instant to read as of."),
+         limit: int = typer.Option(20, help="Rows to print."), as_json: bool = JsonOpt) -> None:
+    """Print the rows of a table at a version or instant."""
+    snap = lf.Table(uri).snapshot(version=version, as_of=as_of)
+    table = snap.to_arrow()
+    if as_json:
+        _print_json({"version": snap.version, "num_rows": table.num_rows,
+                     "rows": table.slice(0, limit).to_pylist()})
+        return
+    _show_arrow(table, f"{uri} @ version {snap.version}", limit)
+
+
+@app.command()
+def checkpoint(uri: str, as_json: bool = JsonOpt) -> None:
+    """Write a checkpoint at the latest version."""
+    version = lf.Table(uri).checkpoint()
+    if as_json:
+        _print_json({"checkpoint_version": version})
+    else:
+        console.print(f"checkpoint written at version {version}")
+
+
+@app.command()
+def demo(path: str = typer.Argument(None, help="Directory for the demo table (default: a temp dir)."),
+         as_json: bool = JsonOpt) -> None:
+    """Create a table, append twice (once retried), time travel and show history."""
+    root = Path(path) if path else Path(tempfile.mkdtemp(prefix="lakeflow-demo-"))
+    uri = str(root / "payments")
+    schema = pa.schema([("account", pa.string()), ("amount", pa.int64()),
+                        ("day", pa.date32()), ("ts", pa.timestamp("us", tz="UTC"))])
+    t = lf.Table.create(uri, schema, partition_by=["day"], key=["account", "ts"], event_time="ts")
+    day = dt.date(2024, 5, 1)
+
+    def batch(rows: list[tuple[str, int, int]]) -> pa.Table:
+        return pa.table({
+            "account": [r[0] for r in rows], "amount": [r[1] for r in rows],
+            "day": [day] * len(rows),
+            "ts": pa.array([dt.datetime(2024, 5, 1, r[2], tzinfo=dt.timezone.utc) for r in rows],
+                           pa.timestamp("us", tz="UTC")),
+        })
+
+    v1 = t.append(batch([("alice", 100, 9), ("bob", 50, 10)]), app_id="ingest", txn_version=1)
+    v2 = t.append(batch([("alice", -30, 12), ("carol", 75, 13)]), app_id="ingest", txn_version=2)
+    retried = t.append(batch([("alice", -30, 12), ("carol", 75, 13)]), app_id="ingest", txn_version=2)
+    first, latest = t.snapshot(version=v1), t.snapshot()
+    result = {
+        "uri": uri, "versions": [0, v1, v2], "retry_returned": retried,
+        "rows_at_v1": first.num_rows, "rows_latest": latest.num_rows,
+        "history": [{"version": c.version, "operation": c.operation, "app_id": c.app_id,
+                     "txn_version": c.txn_version} for c in t.history()],
+    }
+    if as_json:
+        _print_json(result)
+        return
+    console.print(f"[bold]table[/bold] {uri}")
+    console.print(f"appended versions {v1} and {v2}; the retried batch 2 wrote nothing "
+                  f"and returned version {retried}")
+    _show_arrow(first.to_arrow(), f"version {v1}")
+    _show_arrow(latest.to_arrow(), f"version {latest.version} (latest)")
+    history(uri, limit=None, as_json=False)
+    console.print("read it elsewhere: deltalake.DeltaTable(uri) or polars.scan_delta(uri)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI, mapping every lakeflow error to one line and exit code 1."""
+    runner: Callable[..., Any] = typer.main.get_command(app)
+    try:
+        runner(args=argv, standalone_mode=False)
+    except lf.LakeflowError as e:
+        err_console.print(f"[red]error:[/red] {type(e).__name__}: {e}", highlight=False)
+        return 1
+    except typer.Abort:
+        return 1
+    except Exception as e:  # click usage errors carry their own exit code
+        code = getattr(e, "exit_code", None)
+        if code is not None and hasattr(e, "show"):
+            e.show()
+            return int(code)
+        raise
+    return 0
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The lakeflow error tree: every failure a user can act on is one of these."""
+
+from __future__ import annotations
+
+
+class LakeflowError(Exception):
+    """Base class of every error lakeflow raises on purpose."""
+
+
+class TableNotFoundError(LakeflowError):
+    """No Delta table (no `_delta_log` commits) exists at the given URI."""
+
+
+class TableExistsError(LakeflowError):
+    """`Table.create` was asked to create a table where one already exists."""
+
+
+class SchemaMismatchError(LakeflowError):
+    """Input data or arguments do not fit the table schema."""
+
+
+class CommitConflictError(LakeflowError):
+    """A concurrent writer won, and this commit cannot be replayed on top of it."""
+
+
+class VersionNotFoundError(LakeflowError):
+    """The requested version or instant does not exist in the log."""
+
+
+class UnsupportedFeatureError(LakeflowError):
+    """The table uses a Delta feature lakeflow does not implement yet."""
+
+
+class CorruptLogError(LakeflowError):
+    """A log entry or checkpoint cannot be parsed, or points outside the table."""
+
+
+class LateDataError(LakeflowError):
+    """Rows arrived behind the table's watermark and the policy refuses them."""
+
+
+class StorageError(LakeflowError):
+    """The storage backend failed, or cannot give the guarantees a write needs."""
+
+
+class InvalidArgumentError(LakeflowError, ValueError):
+    """An argument has the wrong type or value."""
+
+
+__all__ = [
+    "CommitConflictError",
+    "CorruptLogError",
+    "InvalidArgumentError",
+    "LakeflowError",
+    "LateDataError",
+    "SchemaMismatchError",
+    "StorageError",
+    "TableExistsError",
+    "TableNotFoundError",
+    "UnsupportedFeatureError",
+    "VersionNotFoundError",
+]

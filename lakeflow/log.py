@@ -1,0 +1,300 @@
+"""The transaction log: list it, read commits, and replay them into a table state.
+
+`replay` is a pure function of a starting state and a sequence of commits; a
+checkpoint is a cached replay, so `replay(checkpoint, tail) == replay(None, all)`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from lakeflow.actions import (
+    Action,
+    Add,
+    Cdc,
+    CommitInfo,
+    DomainMetadata,
+    Metadata,
+    Protocol,
+    Remove,
+    Txn,
+    parse_commit,
+)
+from lakeflow.errors import CorruptLogError, UnsupportedFeatureError, VersionNotFoundError
+from lakeflow.storage import FileInfo, Storage
+
+LOG_DIR = "_delta_log"
+LAST_CHECKPOINT = f"{LOG_DIR}/_last_checkpoint"
+
+_COMMIT_RE = re.compile(r"^(\d{20})\.json$")
+_CHECKPOINT_RE = re.compile(r"^(\d{20})\.checkpoint(?:\.(\d{10})\.(\d{10}))?\.parquet$")
+
+# What lakeflow implements; anything else in a table's protocol is refused.
+READER_FEATURES = frozenset({"timestampNtz"})
+WRITER_FEATURES = frozenset(
+    {"timestampNtz", "appendOnly", "invariants", "changeDataFeed", "inCommitTimestamp",
+     "domainMetadata"}
+)
+MAX_READER_VERSION = 3
+MAX_WRITER_VERSION = 7
+
+
+def commit_path(version: int) -> str:
+    """The log path of commit `version`."""
+    return f"{LOG_DIR}/{version:020d}.json"
+
+
+def checkpoint_path(version: int) -> str:
+    """The log path of the single-part checkpoint at `version`."""
+    return f"{LOG_DIR}/{version:020d}.checkpoint.parquet"
+
+
+@dataclass(frozen=True)
+class TableState:
+    """The replayed state of a table at one version (the sum of its commits)."""
+
+    version: int
+    protocol: Protocol
+    metadata: Metadata
+    files: Mapping[str, Add]
+    tombstones: Mapping[str, Remove] = field(default_factory=dict)
+    txns: Mapping[str, Txn] = field(default_factory=dict)
+    domains: Mapping[str, DomainMetadata] = field(default_factory=dict)
+
+
+def check_data_path(path: str, where: str) -> str:
+    """Decode a file action's path once and make sure it stays inside the table.
+
+    Raises:
+        CorruptLogError: the path is absolute, has a scheme, or escapes the root.
+    """
+    decoded = unquote(path)
+    parts = decoded.replace("\\", "/").split("/")
+    if (
+        not decoded
+        or decoded.startswith(("/", "\\"))
+        or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", decoded)
+        or ".." in parts
+        or "\x00" in decoded
+    ):
+        raise CorruptLogError(
+            f"{where} references the file {path!r}, which is not a relative path inside "
+            "the table root; lakeflow refuses to read or delete it (absolute paths, "
+            "shallow clones and '..' are not supported)"
+        )
+    return decoded
+
+
+def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Action]]]) -> TableState:
+    """Apply commits, in order, on top of `state` (None: an empty table) and return the new state.
+
+    Raises:
+        CorruptLogError: the first state has no protocol or metadata.
+    """
+    version = state.version if state else -1
+    protocol = state.protocol if state else None
+    metadata = state.metadata if state else None
+    files = dict(state.files) if state else {}
+    tombstones = dict(state.tombstones) if state else {}
+    txns = dict(state.txns) if state else {}
+    domains = dict(state.domains) if state else {}
+    for v, actions in commits:
+        where = f"commit {v}"
+        for a in actions:
+            if isinstance(a, Add):
+                check_data_path(a.path, where)
+                files[a.path] = a
+                tombstones.pop(a.path, None)
+            elif isinstance(a, Remove):
+                check_data_path(a.path, where)
+                files.pop(a.path, None)
+                tombstones[a.path] = a
+            elif isinstance(a, Metadata):
+                metadata = a
+            elif isinstance(a, Protocol):
+                protocol = a
+            elif isinstance(a, Txn):
+                txns[a.app_id] = a
+            elif isinstance(a, DomainMetadata):
+                if a.removed:
+                    domains.pop(a.domain, None)
+                else:
+                    domains[a.domain] = a
+            elif isinstance(a, Cdc):
+                check_data_path(a.path, where)
+        version = v
+    if protocol is None or metadata is None:
+        raise CorruptLogError(
+            f"the log up to version {version} has no {'protocol' if protocol is None else 'metaData'} "
+            "action; this is not a valid Delta table"
+        )
+    return TableState(version, protocol, metadata, files, tombstones, txns, domains)
+
+
+def check_readable(protocol: Protocol, metadata: Metadata | None = None) -> None:
+    """Refuse tables that need reader features lakeflow does not implement.
+
+    Raises:
+        UnsupportedFeatureError: naming the feature.
+    """
+    if protocol.min_reader_version > MAX_READER_VERSION:
+        raise UnsupportedFeatureError(
+            f"table needs Delta reader version {protocol.min_reader_version}; lakeflow "
+            f"reads up to {MAX_READER_VERSION}"
+        )
+    if protocol.min_reader_version == 3:
+        missing = sorted(set(protocol.reader_features or ()) - READER_FEATURES)
+        if missing:
+            raise UnsupportedFeatureError(
+                f"table uses Delta reader feature(s) {', '.join(missing)}, which lakeflow "
+                "does not support yet; read it with deltalake or Spark"
+            )
+    if metadata is not None:
+        mode = metadata.configuration.get("delta.columnMapping.mode", "none")
+        if mode not in ("none", "") and protocol.min_reader_version >= 2:
+            raise UnsupportedFeatureError(
+                f"table uses columnMapping (delta.columnMapping.mode={mode}), which lakeflow "
+                "does not support yet"
+            )
+
+
+def check_writable(protocol: Protocol) -> None:
+    """Refuse writing tables whose writer features lakeflow does not implement.
+
+    Raises:
+        UnsupportedFeatureError: naming the feature.
+    """
+    if protocol.min_writer_version > MAX_WRITER_VERSION:
+        raise UnsupportedFeatureError(
+            f"table needs Delta writer version {protocol.min_writer_version}; lakeflow "
+            f"writes up to {MAX_WRITER_VERSION}"
+        )
+    if protocol.min_writer_version == 7:
+        missing = sorted(set(protocol.writer_features or ()) - WRITER_FEATURES)
+        if missing:
+            raise UnsupportedFeatureError(
+                f"table uses Delta writer feature(s) {', '.join(missing)}, which lakeflow "
+                "cannot write yet; the table is read-only for lakeflow"
+            )
+    elif protocol.min_writer_version >= 5:
+        raise UnsupportedFeatureError(
+            f"table uses Delta writer version {protocol.min_writer_version} (column mapping "
+            "or identity columns), which lakeflow cannot write yet"
+        )
+
+
+@dataclass(frozen=True)
+class LogListing:
+    """What `_delta_log/` holds: commits (version -> file) and complete checkpoints."""
+
+    commits: Mapping[int, FileInfo]
+    checkpoints: Mapping[int, tuple[str, ...]]
+
+    @property
+    def latest(self) -> int | None:
+        """The newest version the log can reach, or None when the log is empty."""
+        versions = list(self.commits) + list(self.checkpoints)
+        return max(versions) if versions else None
+
+
+def list_log(storage: Storage) -> LogListing:
+    """List `_delta_log/`, keeping commits and checkpoints whose parts are all present."""
+    commits: dict[int, FileInfo] = {}
+    parts: dict[tuple[int, int], list[str]] = {}
+    for info in storage.list_dir(LOG_DIR):
+        m = _COMMIT_RE.match(info.name)
+        if m:
+            commits[int(m.group(1))] = info
+            continue
+        m = _CHECKPOINT_RE.match(info.name)
+        if m:
+            total = int(m.group(3)) if m.group(3) else 1
+            parts.setdefault((int(m.group(1)), total), []).append(info.name)
+    checkpoints: dict[int, tuple[str, ...]] = {}
+    for (version, total), names in sorted(parts.items()):
+        if len(names) == total:  # a multi-part checkpoint with a missing part is ignored
+            checkpoints[version] = tuple(sorted(names))
+    return LogListing(commits, checkpoints)
+
+
+def read_last_checkpoint(storage: Storage) -> int | None:
+    """The version `_last_checkpoint` points to, or None when absent or unreadable."""
+    try:
+        data = json.loads(storage.read(LAST_CHECKPOINT))
+        return int(data["version"])
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None
+
+
+def read_commit(storage: Storage, version: int) -> list[Action]:
+    """Read and parse one commit file.
+
+    Raises:
+        FileNotFoundError: the commit does not exist.
+        CorruptLogError: the commit cannot be parsed.
+    """
+    path = commit_path(version)
+    return parse_commit(storage.read(path), path)
+
+
+def plan_segment(listing: LogListing, version: int | None) -> tuple[int | None, list[int]]:
+    """Choose the newest usable checkpoint <= `version` and the commits after it.
+
+    Raises:
+        VersionNotFoundError: `version` is not reachable from the log.
+        CorruptLogError: versions are missing in the middle of the log.
+    """
+    latest = listing.latest
+    if latest is None:
+        raise VersionNotFoundError("the table log is empty")
+    target = latest if version is None else version
+    if target > latest or target < 0:
+        raise VersionNotFoundError(
+            f"version {target} does not exist; this table has versions "
+            f"{_describe_versions(listing)}"
+        )
+    cps = [v for v in listing.checkpoints if v <= target]
+    start = max(cps) if cps else None
+    first_commit = (start + 1) if start is not None else 0
+    needed = list(range(first_commit, target + 1))
+    missing = [v for v in needed if v not in listing.commits]
+    if missing and start is None and missing[0] == 0:
+        raise VersionNotFoundError(
+            f"version {target} is no longer reconstructable: its early log entries were "
+            f"cleaned up and no checkpoint covers them; this table has versions "
+            f"{_describe_versions(listing)}"
+        )
+    if missing:
+        raise CorruptLogError(
+            f"the log has a gap: commit file(s) for version(s) {missing[:5]} are missing "
+            f"between {first_commit} and {target}"
+        )
+    return start, needed
+
+
+def reachable_versions(listing: LogListing) -> list[int]:
+    """Versions that can be reconstructed: from the oldest checkpoint (or 0) on."""
+    latest = listing.latest
+    if latest is None:
+        return []
+    floor = 0 if 0 in listing.commits else min(listing.checkpoints, default=latest)
+    return list(range(floor, latest + 1))
+
+
+def _describe_versions(listing: LogListing) -> str:
+    versions = reachable_versions(listing)
+    if not versions:
+        return "none"
+    return f"{versions[0]}..{versions[-1]}" if len(versions) > 1 else str(versions[0])
+
+
+def commit_timestamp(actions: Sequence[Action], info: FileInfo | None) -> int | None:
+    """A commit's time in ms: its in-commit timestamp or commitInfo, else the file mtime."""
+    for a in actions:
+        if isinstance(a, CommitInfo) and a.timestamp is not None:
+            return a.timestamp
+    return info.mtime_ms if info else None

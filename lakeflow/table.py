@@ -1,0 +1,584 @@
+"""The table handle: create, open, append, snapshots, time travel and history.
+
+A `Table` holds the latest state it has seen and refreshes incrementally by
+reading only commits newer than that state. Reading an old version builds a
+separate `Snapshot` and never changes the handle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+
+from lakeflow.actions import Action, CommitInfo, Metadata, Protocol, Txn
+from lakeflow.checkpoint import read_checkpoint, write_checkpoint
+from lakeflow.errors import (
+    InvalidArgumentError,
+    LakeflowError,
+    SchemaMismatchError,
+    StorageError,
+    TableExistsError,
+    TableNotFoundError,
+    VersionNotFoundError,
+)
+from lakeflow.log import (
+    LOG_DIR,
+    TableState,
+    check_readable,
+    check_writable,
+    commit_path,
+    commit_timestamp,
+    list_log,
+    plan_segment,
+    reachable_versions,
+    read_commit,
+    replay,
+)
+from lakeflow.schema import arrow_to_delta, canonical, uses_timestamp_ntz
+from lakeflow.snapshot import Snapshot
+from lakeflow.storage import FileInfo, Storage, open_storage
+from lakeflow.transaction import CommitOutcome, Transaction, commit
+from lakeflow.write import conform, to_arrow_table, write_data_files
+
+DEFAULT_CHECKPOINT_INTERVAL = 100
+_COMMIT_CACHE_SIZE = 4096
+_RESERVED_INFO_KEYS = {"timestamp", "inCommitTimestamp", "operation", "operationParameters",
+                       "operationMetrics", "readVersion", "isBlindAppend", "engineInfo",
+                       "clientVersion"}
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One entry of the table history."""
+
+    version: int
+    timestamp: dt.datetime | None
+    operation: str | None
+    parameters: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    app_id: str | None = None
+    txn_version: int | None = None
+    engine: str | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _to_ms(instant: dt.datetime | dt.date | str) -> int:
+    if isinstance(instant, str):
+        try:
+            instant = dt.datetime.fromisoformat(instant.replace("Z", "+00:00"))
+        except ValueError as e:
+            raise InvalidArgumentError(
+                f"as_of {instant!r} is not an ISO-8601 instant such as 2024-05-01T12:00:00Z"
+            ) from e
+    if isinstance(instant, dt.datetime):
+        if instant.tzinfo is None:
+            raise InvalidArgumentError(
+                f"as_of {instant!r} has no time zone; pass an aware datetime "
+                "(e.g. datetime(..., tzinfo=timezone.utc)) or an ISO string ending in Z"
+            )
+        return int(instant.timestamp() * 1000)
+    if isinstance(instant, dt.date):
+        raise InvalidArgumentError("as_of needs an instant (datetime or ISO string), not a date")
+    raise InvalidArgumentError(f"as_of must be a datetime or ISO string, got {type(instant).__name__}")
+
+
+def _from_ms(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
+
+
+def _protocol_for(schema: pa.Schema, configuration: Mapping[str, str]) -> Protocol:
+    """The smallest protocol that covers the features the table uses."""
+    ntz = uses_timestamp_ntz(schema)
+    ict = configuration.get("delta.enableInCommitTimestamps", "").lower() == "true"
+    cdf = configuration.get("delta.enableChangeDataFeed", "").lower() == "true"
+    if ntz or ict:
+        writer = ["appendOnly", "invariants"]
+        if cdf:
+            writer.append("changeDataFeed")
+        if ntz:
+            writer.append("timestampNtz")
+        if ict:
+            writer.append("inCommitTimestamp")
+        return Protocol(3 if ntz else 1, 7, ("timestampNtz",) if ntz else None, tuple(writer))
+    return Protocol(1, 4 if cdf else 2)
+
+
+class Table:
+    """A handle on one Delta table.
+
+    Args:
+        uri: local path, `memory://name`, `s3://bucket/prefix` or another fsspec URI.
+        storage_options: credentials and store settings (see `open_storage`).
+
+    Raises:
+        TableNotFoundError: there is no Delta log at `uri`.
+    """
+
+    def __init__(self, uri: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        self._storage: Storage = open_storage(uri, storage_options)
+        self._commits: OrderedDict[int, list[Action]] = OrderedDict()
+        self._timestamps: dict[int, int | None] = {}
+        self._listing_mtimes: dict[int, int | None] = {}
+        self._state = self._load_state(None)
+
+    # ---- opening -----------------------------------------------------------------------
+
+    def _read_commit_cached(self, version: int) -> list[Action]:
+        actions = self._commits.get(version)
+        if actions is None:
+            actions = read_commit(self._storage, version)
+            self._commits[version] = actions
+            if len(self._commits) > _COMMIT_CACHE_SIZE:
+                self._commits.popitem(last=False)
+        return actions
+
+    def _load_state(self, version: int | None) -> TableState:
+        try:
+            listing = list_log(self._storage)
+        except OSError as e:
+            raise StorageError(f"cannot list {self.uri}/{LOG_DIR}: {e}") from e
+        if listing.latest is None:
+            if self._storage.exists(""):
+                detail = "it has no _delta_log commits"
+            else:
+                detail = "nothing exists there"
+            raise TableNotFoundError(
+                f"no Delta table at {self._storage.uri}: {detail}; create one with "
+                "lakeflow.Table.create(uri, schema)"
+            )
+        checkpoint, commits = plan_segment(listing, version)
+        for v in commits:
+            self._timestamps.setdefault(v, None)
+        state = None
+        if checkpoint is not None:
+            state = replay(None, [(checkpoint, read_checkpoint(self._storage, listing.checkpoints[checkpoint]))])
+        try:
+            state = replay(state, [(v, self._read_commit_cached(v)) for v in commits])
+        except FileNotFoundError as e:
+            raise VersionNotFoundError(
+                f"a commit vanished while reading {self.uri} (concurrent log cleanup?): {e}"
+            ) from e
+        check_readable(state.protocol, state.metadata)
+        self._listing_mtimes.update({v: info.mtime_ms for v, info in listing.commits.items()})
+        return state
+
+    @classmethod
+    def create(
+        cls,
+        uri: str,
+        schema: Any,
+        partition_by: Sequence[str] = (),
+        key: Sequence[str] = (),
+        event_time: str | None = None,
+        properties: Mapping[str, str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Table:
+        """Create a new table (version 0) and return a handle on it.
+
+        Args:
+            uri: where the table lives.
+            schema: a `pyarrow.Schema` (or anything exposing `__arrow_c_schema__`).
+            partition_by: columns to partition files by (Hive-style directories).
+            key: columns that identify a row (used by merge and keyed diffs).
+            event_time: a timestamp or date column holding when each event happened.
+            properties: table configuration; `delta.*` keys are Delta properties.
+            storage_options: credentials and store settings.
+            name: optional table name stored in the metadata.
+            description: optional table description stored in the metadata.
+
+        Raises:
+            TableExistsError: a table already exists at `uri`.
+            SchemaMismatchError: the schema or a named column is invalid.
+        """
+        storage = open_storage(uri, storage_options)
+        if not isinstance(schema, pa.Schema):
+            try:
+                schema = pa.schema(schema)
+            except (TypeError, ValueError, pa.ArrowException) as e:
+                raise SchemaMismatchError(f"schema must be a pyarrow.Schema: {e}") from e
+        if len(schema) == 0:
+            raise SchemaMismatchError("a table needs at least one column")
+        schema_string = arrow_to_delta(schema)
+        schema = canonical(schema)
+        partition_by, key = tuple(partition_by), tuple(key)
+        for what, cols in (("partition_by", partition_by), ("key", key)):
+            unknown = [c for c in cols if c not in schema.names]
+            if unknown:
+                raise SchemaMismatchError(f"{what} names unknown column(s) {unknown}; the schema has {schema.names}")
+            if len(set(cols)) != len(cols):
+                raise SchemaMismatchError(f"{what} repeats a column: {list(cols)}")
+        for c in partition_by:
+            if pa.types.is_nested(schema.field(c).type):
+                raise SchemaMismatchError(f"partition column {c!r} has nested type {schema.field(c).type}")
+        if len(partition_by) == len(schema):
+            raise SchemaMismatchError("at least one column must not be a partition column")
+        if event_time is not None:
+            if event_time not in schema.names:
+                raise SchemaMismatchError(f"event_time column {event_time!r} is not in the schema")
+            t = schema.field(event_time).type
+            if not (pa.types.is_timestamp(t) or pa.types.is_date(t)):
+                raise SchemaMismatchError(f"event_time column {event_time!r} must be a timestamp or date, not {t}")
+        config: dict[str, str] = {"delta.enableChangeDataFeed": "true"}
+        for k, v in (properties or {}).items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise InvalidArgumentError(f"table properties must map str to str, got {k!r}: {v!r}")
+            config[k] = v
+        if key:
+            config["lakeflow.key"] = json.dumps(list(key))
+        if event_time is not None:
+            config["lakeflow.eventTime"] = event_time
+        protocol = _protocol_for(schema, config)
+        if list_log(storage).latest is not None:
+            raise TableExistsError(f"a Delta table already exists at {storage.uri}; open it with lakeflow.Table(uri)")
+        now = int(time.time() * 1000)
+        metadata = Metadata(id=str(uuid.uuid4()), schema_string=schema_string,
+                            partition_columns=partition_by, configuration=config,
+                            name=name, description=description, created_time=now)
+        empty = TableState(-1, protocol, metadata, {})
+        tx = Transaction(
+            actions=[protocol, metadata], operation="CREATE TABLE",
+            parameters={"partitionBy": json.dumps(list(partition_by)), "key": json.dumps(list(key))},
+        )
+        try:
+            commit(storage, empty, tx, last_timestamp_ms=None, read_winner=_no_winner, max_attempts=1)
+        except _CreateRace as e:
+            raise TableExistsError(f"another writer created a table at {storage.uri} first") from e
+        return cls(uri, storage_options)
+
+    # ---- properties --------------------------------------------------------------------
+
+    @property
+    def uri(self) -> str:
+        """The table URI as given."""
+        return self._storage.uri
+
+    @property
+    def version(self) -> int:
+        """The latest version this handle knows (call `refresh()` to look for newer)."""
+        return self._state.version
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema at the handle's version."""
+        return self.snapshot().schema
+
+    @property
+    def partition_by(self) -> tuple[str, ...]:
+        """Partition columns."""
+        return self._state.metadata.partition_columns
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        """The declared key columns (empty when none)."""
+        raw = self._state.metadata.configuration.get("lakeflow.key")
+        return tuple(json.loads(raw)) if raw else ()
+
+    @property
+    def event_time(self) -> str | None:
+        """The declared event-time column, if any."""
+        return self._state.metadata.configuration.get("lakeflow.eventTime")
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        """The table configuration."""
+        return dict(self._state.metadata.configuration)
+
+    @property
+    def storage(self) -> Storage:
+        """The storage backend (for advanced use and tests)."""
+        return self._storage
+
+    @property
+    def state(self) -> TableState:
+        """The replayed log state at the handle's version."""
+        return self._state
+
+    def __repr__(self) -> str:
+        return f"Table({self.uri!r}, version={self.version})"
+
+    # ---- reading -----------------------------------------------------------------------
+
+    def refresh(self) -> int:
+        """Read commits newer than the handle's version (only those) and return the latest."""
+        new: list[tuple[int, list[Action]]] = []
+        v = self._state.version + 1
+        while True:
+            try:
+                new.append((v, self._read_commit_cached(v)))
+            except FileNotFoundError:
+                break
+            v += 1
+        if new:
+            self._state = replay(self._state, new)
+            check_readable(self._state.protocol, self._state.metadata)
+        return self._state.version
+
+    def _commit_ts(self, version: int) -> int | None:
+        if version not in self._timestamps or self._timestamps[version] is None:
+            try:
+                actions = self._read_commit_cached(version)
+            except FileNotFoundError:
+                return None
+            mtime = self._listing_mtimes.get(version)
+            self._timestamps[version] = commit_timestamp(
+                actions, FileInfo("", 0, mtime) if mtime is not None else None)
+        return self._timestamps[version]
+
+    def _timeline(self) -> list[tuple[int, int]]:
+        """(version, monotonic timestamp ms) for every version whose commit is readable."""
+        listing = list_log(self._storage)
+        self._listing_mtimes.update({v: i.mtime_ms for v, i in listing.commits.items()})
+        out: list[tuple[int, int]] = []
+        last = None
+        for v in reachable_versions(listing):
+            ts = self._commit_ts(v)
+            if ts is None:
+                continue
+            # Clock skew between writers must not make time travel ambiguous.
+            ts = ts if last is None else max(ts, last + 1)
+            out.append((v, ts))
+            last = ts
+        return out
+
+    def version_at(self, instant: dt.datetime | str) -> int:
+        """The latest version committed at or before `instant`.
+
+        Raises:
+            VersionNotFoundError: `instant` is before the first commit.
+        """
+        target = _to_ms(instant)
+        timeline = self._timeline()
+        best = None
+        for v, ts in timeline:
+            if ts <= target:
+                best = v
+            else:
+                break
+        if best is None:
+            first = _from_ms(timeline[0][1]) if timeline else None
+            raise VersionNotFoundError(
+                f"no version of {self.uri} existed at {_from_ms(target)}; the first commit "
+                f"was at {first}"
+            )
+        return best
+
+    def snapshot(self, version: int | None = None, as_of: dt.datetime | str | None = None) -> Snapshot:
+        """The table as of a version or an instant (default: the handle's version).
+
+        Args:
+            version: a version number.
+            as_of: a datetime (with time zone) or ISO-8601 string; picks the latest
+                commit at or before it.
+
+        Raises:
+            VersionNotFoundError: the version or instant does not exist in the log.
+            InvalidArgumentError: both `version` and `as_of` were given.
+        """
+        if version is not None and as_of is not None:
+            raise InvalidArgumentError("pass either version or as_of, not both")
+        if as_of is not None:
+            version = self.version_at(as_of)
+        if version is None or version == self._state.version:
+            return Snapshot(self._storage, self._state, _from_ms(self._commit_ts(self._state.version)))
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise InvalidArgumentError(f"version must be an int, got {version!r}")
+        if version < 0:
+            raise VersionNotFoundError(f"version {version} does not exist: versions start at 0")
+        if version > self._state.version:
+            self.refresh()
+            if version == self._state.version:
+                return self.snapshot()
+        state = self._load_state(version)
+        return Snapshot(self._storage, state, _from_ms(self._commit_ts(version)))
+
+    def history(self, limit: int | None = None) -> list[Commit]:
+        """Commits, newest first (only those whose log entries still exist)."""
+        self.refresh()
+        out = []
+        for v in range(self._state.version, -1, -1):
+            if limit is not None and len(out) >= limit:
+                break
+            try:
+                actions = self._read_commit_cached(v)
+            except FileNotFoundError:
+                break
+            info: dict[str, Any] = {}
+            txn = None
+            for a in actions:
+                if isinstance(a, CommitInfo):
+                    info = dict(a.values)
+                elif isinstance(a, Txn):
+                    txn = a
+            out.append(Commit(
+                version=v,
+                timestamp=_from_ms(self._commit_ts(v)),
+                operation=info.get("operation"),
+                parameters=info.get("operationParameters") or {},
+                metrics=info.get("operationMetrics") or {},
+                app_id=txn.app_id if txn else None,
+                txn_version=txn.version if txn else None,
+                engine=info.get("engineInfo"),
+                info=info,
+            ))
+        return out
+
+    def to_arrow(self, **kwargs: Any) -> pa.Table:
+        """Shorthand for `snapshot().to_arrow(...)` at the latest version."""
+        self.refresh()
+        return self.snapshot().to_arrow(**kwargs)
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def _txn_version_holding(self, app_id: str, txn_version: int) -> int:
+        """The version whose commit recorded (app_id, >= txn_version); latest if unknown."""
+        found = self._state.version
+        for v in range(self._state.version, -1, -1):
+            try:
+                actions = self._read_commit_cached(v)
+            except FileNotFoundError:
+                break
+            hit = [a for a in actions if isinstance(a, Txn) and a.app_id == app_id]
+            if hit:
+                if hit[0].version < txn_version:
+                    break
+                found = v
+        return found
+
+    def commit(self, tx: Transaction) -> CommitOutcome:
+        """Commit a prepared transaction on top of the handle's state (advanced use).
+
+        Raises:
+            CommitConflictError: a concurrent commit conflicts, or retries ran out.
+        """
+        check_writable(self._state.protocol)
+
+        def read_winner(version: int) -> tuple[list[Action], int | None]:
+            return self._read_commit_cached(version), self._commit_ts(version)
+
+        outcome = commit(self._storage, self._state, tx,
+                         last_timestamp_ms=self._commit_ts(self._state.version),
+                         read_winner=read_winner)
+        self._state = outcome.state
+        self._timestamps[outcome.version] = outcome.timestamp_ms
+        if not outcome.deduplicated:
+            self._maybe_checkpoint()
+        return outcome
+
+    def _maybe_checkpoint(self) -> None:
+        raw = self._state.metadata.configuration.get("delta.checkpointInterval")
+        try:
+            interval = int(raw) if raw else DEFAULT_CHECKPOINT_INTERVAL
+        except ValueError:
+            interval = DEFAULT_CHECKPOINT_INTERVAL
+        if interval > 0 and self._state.version > 0 and self._state.version % interval == 0:
+            try:
+                write_checkpoint(self._storage, self._state)
+            except (OSError, LakeflowError) as e:
+                # The commit is durable; a missing checkpoint only slows readers down.
+                warnings.warn(f"checkpoint at version {self._state.version} failed: {e}", stacklevel=3)
+
+    def checkpoint(self) -> int:
+        """Write a checkpoint at the latest version and return that version."""
+        self.refresh()
+        write_checkpoint(self._storage, self._state)
+        return self._state.version
+
+    def append(
+        self,
+        data: Any,
+        app_id: str | None = None,
+        txn_version: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        schema_mode: str | None = None,
+    ) -> int:
+        """Append rows and return the new version.
+
+        Args:
+            data: pyarrow Table/RecordBatchReader, polars or pandas DataFrame, or
+                any Arrow PyCapsule object.
+            app_id: with `txn_version`, makes the append exactly-once: if this
+                application already committed `txn_version` (or a later one), nothing
+                is written and the version holding it is returned.
+            txn_version: the application's monotonically increasing batch number.
+            metadata: extra key/values stored in the commitInfo.
+            schema_mode: "merge" adds new nullable input columns to the schema.
+
+        Raises:
+            SchemaMismatchError: the data does not fit the schema.
+            CommitConflictError: concurrent writers kept winning, or changed the schema.
+        """
+        if (app_id is None) != (txn_version is None):
+            raise InvalidArgumentError("pass app_id and txn_version together")
+        if app_id is not None and (not isinstance(app_id, str) or not app_id):
+            raise InvalidArgumentError("app_id must be a non-empty string")
+        if txn_version is not None and (isinstance(txn_version, bool) or not isinstance(txn_version, int) or txn_version < 0):
+            raise InvalidArgumentError(f"txn_version must be a non-negative int, got {txn_version!r}")
+        extra = dict(metadata or {})
+        clash = sorted(set(extra) & _RESERVED_INFO_KEYS)
+        if clash:
+            raise InvalidArgumentError(f"metadata keys {clash} are reserved by the commitInfo format")
+        try:
+            json.dumps(extra)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(f"metadata must be JSON-serializable: {e}") from e
+        table = to_arrow_table(data)
+        self.refresh()
+        check_writable(self._state.protocol)
+        if app_id is not None and txn_version is not None:
+            seen = self._state.txns.get(app_id)
+            if seen is not None and seen.version >= txn_version:
+                return self._txn_version_holding(app_id, txn_version)
+        conformed = conform(table, self.snapshot().schema, schema_mode)
+        if conformed.table.num_rows == 0 and conformed.new_schema is None:
+            return self._state.version
+        actions: list[Action] = []
+        if conformed.new_schema is not None:
+            old = self._state.metadata
+            actions.append(Metadata(
+                id=old.id, schema_string=arrow_to_delta(conformed.new_schema),
+                partition_columns=old.partition_columns, configuration=old.configuration,
+                name=old.name, description=old.description, created_time=old.created_time))
+            new_protocol = _protocol_for(conformed.new_schema, old.configuration)
+            if new_protocol != self._state.protocol and uses_timestamp_ntz(conformed.new_schema):
+                actions.append(new_protocol)
+        adds = write_data_files(self._storage, conformed.table, self.partition_by)
+        actions += adds
+        tx = Transaction(
+            actions=actions,
+            operation="WRITE",
+            parameters={"mode": "Append", "partitionBy": json.dumps(list(self.partition_by))},
+            metrics={"numFiles": len(adds), "numOutputRows": conformed.table.num_rows,
+                     "numOutputBytes": sum(a.size for a in adds)},
+            txn=Txn(app_id, txn_version) if app_id is not None and txn_version is not None else None,
+            extra_info=extra,
+        )
+        outcome = self.commit(tx)
+        if outcome.deduplicated:
+            # Another attempt of the same batch won: our files were never committed.
+            for a in adds:
+                self._storage.delete(unquote(a.path))
+        return outcome.version
+
+
+class _CreateRace(Exception):
+    pass
+
+
+def _no_winner(version: int) -> tuple[list[Action], int | None]:
+    raise _CreateRace(version)
+
+
+__all__ = ["Commit", "Table", "commit_path"]

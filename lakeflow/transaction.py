@@ -1,0 +1,170 @@
+"""Optimistic commits: staged actions plus a record of what was read.
+
+A commit tries version N = read version + 1 with an atomic put-if-absent. On
+losing the race it reads the winning commits and checks them against what the
+transaction read: a winner that removed a file it read, changed the schema or
+protocol, or (for predicates) added files that could match, is a logical
+conflict. Otherwise the transaction is replayed at the next version, a bounded
+number of times.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lakeflow import __version__
+from lakeflow.actions import Action, Add, CommitInfo, Metadata, Protocol, Remove, Txn, encode_commit
+from lakeflow.errors import CommitConflictError
+from lakeflow.log import TableState, commit_path, replay
+from lakeflow.storage import Storage
+
+DEFAULT_MAX_ATTEMPTS = 1000
+
+
+@dataclass(frozen=True)
+class Transaction:
+    """What a writer wants to commit, and what it read to decide it.
+
+    Attributes:
+        actions: the file/metadata actions to commit (no commitInfo).
+        operation: the Delta operation name (WRITE, MERGE, DELETE, ...).
+        parameters: operationParameters for commitInfo.
+        metrics: operationMetrics for commitInfo.
+        read_files: paths whose content the decision depended on.
+        read_predicate: a test for files added by winners that the transaction
+            would have had to read (None: it read no predicate).
+        txn: the application transaction recorded for exactly-once appends.
+        extra_info: more commitInfo fields (lakeflow's own, user metadata).
+    """
+
+    actions: Sequence[Action]
+    operation: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    read_files: frozenset[str] = frozenset()
+    read_predicate: Callable[[Add], bool] | None = None
+    txn: Txn | None = None
+    extra_info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def blind_append(self) -> bool:
+        """Adds only, having read nothing: never conflicts with other appends."""
+        return not self.read_files and self.read_predicate is None and all(
+            isinstance(a, Add) for a in self.actions)
+
+
+@dataclass(frozen=True)
+class CommitOutcome:
+    """The result of a commit: the version written (or found), and the state after it."""
+
+    version: int
+    state: TableState
+    timestamp_ms: int
+    deduplicated: bool = False
+
+
+def uses_in_commit_timestamps(state: TableState) -> bool:
+    """Whether the In-Commit Timestamps feature is active on the table."""
+    return (
+        state.metadata.configuration.get("delta.enableInCommitTimestamps", "").lower() == "true"
+        and "inCommitTimestamp" in (state.protocol.writer_features or ())
+    )
+
+
+def conflict_reason(tx: Transaction, winner: Sequence[Action]) -> str | None:
+    """Why `winner` invalidates `tx`, or None when `tx` can be replayed on top of it."""
+    for a in winner:
+        if isinstance(a, (Metadata, Protocol)):
+            return "a concurrent commit changed the table schema, configuration or protocol"
+        if isinstance(a, Remove) and a.path in tx.read_files and a.data_change:
+            return f"a concurrent commit removed the file {a.path} that this operation read"
+        if isinstance(a, Add) and a.data_change and tx.read_predicate is not None \
+                and tx.read_predicate(a):
+            return f"a concurrent commit added the file {a.path}, which this operation's predicate could match"
+    return None
+
+
+def _txn_satisfied(txn: Txn | None, winner: Sequence[Action]) -> bool:
+    return txn is not None and any(
+        isinstance(a, Txn) and a.app_id == txn.app_id and a.version >= txn.version for a in winner)
+
+
+def _commit_info(tx: Transaction, state: TableState, timestamp_ms: int) -> CommitInfo:
+    values: dict[str, Any] = {"timestamp": timestamp_ms}
+    if uses_in_commit_timestamps(state):
+        values["inCommitTimestamp"] = timestamp_ms
+    values.update({
+        "operation": tx.operation,
+        "operationParameters": dict(tx.parameters),
+        "operationMetrics": dict(tx.metrics),
+        "isBlindAppend": tx.blind_append,
+        "engineInfo": f"lakeflow/{__version__}",
+        "clientVersion": f"lakeflow-{__version__}",
+    })
+    if state.version >= 0:
+        values["readVersion"] = state.version
+    values.update(tx.extra_info)
+    return CommitInfo(values)
+
+
+def commit(
+    storage: Storage,
+    state: TableState,
+    tx: Transaction,
+    *,
+    last_timestamp_ms: int | None,
+    read_winner: Callable[[int], tuple[Sequence[Action], int | None]],
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    clock: Callable[[], float] = time.time,
+) -> CommitOutcome:
+    """Commit `tx` on top of `state`, replaying it past concurrent winners.
+
+    Args:
+        storage: the table's storage.
+        state: the state the transaction was prepared against.
+        tx: the transaction.
+        last_timestamp_ms: the commit timestamp of `state.version`.
+        read_winner: reads commit N, returning its actions and timestamp.
+        max_attempts: how many versions to try before giving up.
+        clock: time source (seconds), for tests.
+
+    Raises:
+        CommitConflictError: a winner conflicts logically, or attempts ran out.
+    """
+    for attempt in range(max_attempts):
+        version = state.version + 1
+        now = int(clock() * 1000)
+        ts = now if last_timestamp_ms is None else max(now, last_timestamp_ms + 1)
+        # commitInfo first: required with In-Commit Timestamps, harmless otherwise.
+        actions: list[Action] = [_commit_info(tx, state, ts)]
+        actions += list(tx.actions)
+        if tx.txn is not None:
+            actions.append(Txn(tx.txn.app_id, tx.txn.version, ts))
+        data = encode_commit(actions)
+        try:
+            storage.write_if_absent(commit_path(version), data)
+        except FileExistsError:
+            winner, winner_ts = read_winner(version)
+            if _txn_satisfied(tx.txn, winner):
+                state = replay(state, [(version, winner)])
+                return CommitOutcome(version, state, winner_ts or ts, deduplicated=True)
+            reason = conflict_reason(tx, winner)
+            if reason is not None:
+                raise CommitConflictError(
+                    f"{tx.operation} based on version {state.version} conflicts with version "
+                    f"{version}: {reason}; re-read the table and retry"
+                ) from None
+            state = replay(state, [(version, winner)])
+            last_timestamp_ms = winner_ts
+            if attempt >= 3:
+                time.sleep(random.uniform(0, min(0.05, 0.001 * attempt)))
+            continue
+        return CommitOutcome(version, replay(state, [(version, actions)]), ts)
+    raise CommitConflictError(
+        f"{tx.operation} lost the race for a new version {max_attempts} times in a row; "
+        "too many concurrent writers, retry later"
+    )

@@ -1,0 +1,272 @@
+"""Turn user data into data files: normalize any Arrow input once, check it against
+the table schema, and write partitioned Parquet files with per-file statistics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lakeflow.actions import Add
+from lakeflow.errors import InvalidArgumentError, SchemaMismatchError
+from lakeflow.partitions import encode_log_path, partition_dir, serialize_partition_value
+from lakeflow.schema import arrow_to_delta, canonical
+from lakeflow.storage import Storage
+
+STRING_STATS_PREFIX = 32
+
+
+def to_arrow_table(data: Any) -> pa.Table:
+    """Normalize any supported input to a `pyarrow.Table`.
+
+    Accepts pyarrow Table/RecordBatch/RecordBatchReader, polars DataFrame/LazyFrame,
+    pandas DataFrame, any object with the Arrow PyCapsule stream or array interface,
+    a dict of columns or a list of row dicts.
+
+    Raises:
+        InvalidArgumentError: the input is none of these.
+    """
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    if isinstance(data, pa.RecordBatchReader):
+        return data.read_all()
+    module = type(data).__module__.split(".")[0]
+    if module == "polars":
+        if hasattr(data, "collect"):
+            data = data.collect()
+        return data.to_arrow()
+    if module == "pandas" and hasattr(data, "columns"):
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.table(data)
+    if hasattr(data, "__arrow_c_array__"):
+        return pa.Table.from_batches([pa.record_batch(data)])
+    if isinstance(data, dict):
+        return pa.table(data)
+    if isinstance(data, list) and all(isinstance(r, dict) for r in data):
+        return pa.Table.from_pylist(data)
+    raise InvalidArgumentError(
+        f"cannot append {type(data).__name__}: pass a pyarrow Table/RecordBatchReader, a "
+        "polars or pandas DataFrame, or an object with the Arrow PyCapsule interface"
+    )
+
+
+_INT_ORDER = [pa.int8(), pa.int16(), pa.int32(), pa.int64()]
+
+
+def _widens(src: pa.DataType, dst: pa.DataType) -> bool:
+    """Whether `src` values always fit `dst` (the casts Delta type widening allows)."""
+    if src in _INT_ORDER and dst in _INT_ORDER:
+        return _INT_ORDER.index(src) <= _INT_ORDER.index(dst)
+    if pa.types.is_unsigned_integer(src) and dst in _INT_ORDER:
+        return src.bit_width < dst.bit_width
+    if pa.types.is_integer(src) and src.bit_width <= 32 and pa.types.is_float64(dst):
+        return True
+    if pa.types.is_float32(src) and pa.types.is_float64(dst):
+        return True
+    if pa.types.is_date(src) and pa.types.is_timestamp(dst) and dst.tz is None:
+        return True
+    if pa.types.is_decimal(src) and pa.types.is_decimal(dst):
+        return dst.scale >= src.scale and dst.precision - dst.scale >= src.precision - src.scale
+    if pa.types.is_integer(src) and pa.types.is_decimal(dst):
+        digits = {8: 3, 16: 5, 32: 10, 64: 20}[src.bit_width]
+        return dst.precision - dst.scale >= digits
+    return False
+
+
+def _same_delta_type(src: pa.DataType, dst: pa.DataType) -> bool:
+    try:
+        return canonical(pa.schema([pa.field("c", src)])) == canonical(pa.schema([pa.field("c", dst)]))
+    except SchemaMismatchError:
+        return False
+
+
+def _cast_column(col: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
+    src, dst = col.type, field.type
+    if src == dst:
+        return col
+    if pa.types.is_dictionary(src):
+        col = col.cast(src.value_type)
+        src = col.type
+    naive_into_tz = (pa.types.is_timestamp(src) and pa.types.is_timestamp(dst)
+                     and src.tz is None and dst.tz is not None)
+    if naive_into_tz:
+        raise SchemaMismatchError(
+            f"column {field.name!r} holds timestamps without a time zone but the table "
+            f"stores {dst}; attach the zone first (e.g. pc.assume_timezone or "
+            "polars .dt.replace_time_zone('UTC'))"
+        )
+    if not (_same_delta_type(src, dst) or _widens(src, dst)):
+        raise SchemaMismatchError(
+            f"column {field.name!r} has type {src} but the table stores {dst}; lakeflow "
+            "only applies casts that cannot lose data, cast it explicitly first"
+        )
+    try:
+        return col.cast(dst, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise SchemaMismatchError(
+            f"column {field.name!r} cannot be stored as {dst} without losing data: {e}"
+        ) from e
+
+
+@dataclass(frozen=True)
+class Conformed:
+    """Input data reshaped to the table schema; `schema` is set when it evolved."""
+
+    table: pa.Table
+    new_schema: pa.Schema | None
+
+
+def conform(data: pa.Table, schema: pa.Schema, schema_mode: str | None = None) -> Conformed:
+    """Check `data` against the table `schema` and reshape it: order, types, nulls.
+
+    Args:
+        data: the input rows.
+        schema: the table schema.
+        schema_mode: None (strict) or "merge" (new nullable columns are added).
+
+    Raises:
+        SchemaMismatchError: naming the columns that are missing, unknown or mistyped.
+    """
+    if schema_mode not in (None, "merge"):
+        raise InvalidArgumentError(f"schema_mode must be None or 'merge', got {schema_mode!r}")
+    names = data.column_names
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise SchemaMismatchError(f"input has duplicate column(s) {dupes}")
+    table_names = {n.lower(): n for n in schema.names}
+    extra = [n for n in names if n.lower() not in table_names]
+    case_only = [n for n in names if n.lower() in table_names and n not in schema.names]
+    if case_only:
+        raise SchemaMismatchError(
+            f"column(s) {case_only} differ from the table's {[table_names[n.lower()] for n in case_only]} "
+            "only by case; rename them"
+        )
+    new_schema = None
+    if extra:
+        if schema_mode != "merge":
+            raise SchemaMismatchError(
+                f"input has column(s) {extra} that the table does not have (table columns: "
+                f"{schema.names}); pass schema_mode='merge' to add them"
+            )
+        added = [pa.field(n, data.schema.field(n).type, nullable=True) for n in extra]
+        new_schema = canonical(pa.schema(list(schema) + added))
+        arrow_to_delta(new_schema)
+        schema = new_schema
+    columns = []
+    for field in schema:
+        if field.name in names:
+            col = _cast_column(data.column(field.name), field)
+            if not field.nullable and col.null_count:
+                raise SchemaMismatchError(
+                    f"column {field.name!r} is not nullable but the input has "
+                    f"{col.null_count} null(s)"
+                )
+        elif field.nullable:
+            col = pa.chunked_array([pa.nulls(len(data), field.type)])
+        else:
+            raise SchemaMismatchError(
+                f"input is missing the non-nullable column {field.name!r} (input columns: {names})"
+            )
+        columns.append(col)
+    return Conformed(pa.Table.from_arrays(columns, schema=schema), new_schema)
+
+
+def _json_stat(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds").replace(
+                "+00:00", "Z")
+        return value.isoformat(timespec="milliseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, (int, str)):
+        return value
+    return None
+
+
+def file_stats(table: pa.Table) -> dict[str, Any]:
+    """Delta per-file statistics: numRecords, and min/max/nullCount of primitive columns."""
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for field, col in zip(table.schema, table.columns):
+        t = field.type
+        if pa.types.is_nested(t):
+            continue
+        nulls[field.name] = col.null_count
+        statable = (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_string(t)
+                    or pa.types.is_date(t) or pa.types.is_timestamp(t))
+        if not statable or col.null_count == len(col):
+            continue
+        if pa.types.is_floating(t) and pc.any(pc.is_nan(col)).as_py():
+            continue  # NaN makes a min/max bound meaningless for skipping
+        mm = pc.min_max(col)
+        lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        if isinstance(lo, str):
+            if len(hi) > STRING_STATS_PREFIX:
+                continue  # a truncated max would not be an upper bound
+            lo = lo[:STRING_STATS_PREFIX]
+        jlo, jhi = _json_stat(lo), _json_stat(hi)
+        if jlo is not None and jhi is not None:
+            mins[field.name], maxs[field.name] = jlo, jhi
+    return {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
+
+def _group_by_partition(table: pa.Table, partition_by: Sequence[str]) -> list[tuple[dict[str, Any], pa.Table]]:
+    if not partition_by:
+        return [({}, table)]
+    idx = "__lakeflow_row__"
+    keyed = table.select(list(partition_by)).append_column(idx, pa.array(range(table.num_rows), pa.int64()))
+    groups = keyed.group_by(list(partition_by), use_threads=False).aggregate([(idx, "list")])
+    out = []
+    for row in groups.to_pylist():
+        values = {c: row[c] for c in partition_by}
+        out.append((values, table.take(pa.array(row[f"{idx}_list"], pa.int64()))))
+    return out
+
+
+def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[str],
+                     data_change: bool = True) -> list[Add]:
+    """Write `table` as Parquet files (one per partition) and return their `add` actions.
+
+    Raises:
+        SchemaMismatchError: a partition value cannot be stored (NaN, infinity).
+    """
+    groups = _group_by_partition(table, partition_by)
+    serialized = [[(c, serialize_partition_value(values[c], c)) for c in partition_by]
+                  for values, _ in groups]
+    adds = []
+    now_ms = int(time.time() * 1000)
+    for (_, part), pvalues in zip(groups, serialized):
+        data = part.drop_columns(list(partition_by)) if partition_by else part
+        buf = io.BytesIO()
+        pq.write_table(data, buf, compression="snappy", coerce_timestamps="us",
+                       allow_truncated_timestamps=False)
+        payload = buf.getvalue()
+        name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        rel = f"{partition_dir(pvalues)}/{name}" if partition_by else name
+        storage.write(rel, payload)
+        adds.append(Add(
+            path=encode_log_path(rel),
+            partition_values=dict(pvalues),
+            size=len(payload),
+            modification_time=now_ms,
+            data_change=data_change,
+            stats=json.dumps(file_stats(data), separators=(",", ":")),
+        ))
+    return adds
