@@ -97,6 +97,8 @@ def _cast_column(col: pa.ChunkedArray, field: pa.Field) -> pa.ChunkedArray:
     src, dst = col.type, field.type
     if src == dst:
         return col
+    if pa.types.is_null(src):  # an all-null column has no type of its own
+        return col.cast(dst)
     if pa.types.is_dictionary(src):
         col = col.cast(src.value_type)
         src = col.type
