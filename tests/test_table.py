@@ -329,3 +329,29 @@ def test_append_cost_does_not_replay_the_log(table_uri, monkeypatch):
     monkeypatch.setattr(table_mod, "read_commit", counting)
     t.append(rows([99]))
     assert all(v > 5 for v in reads), reads
+
+
+def test_concurrent_appends_from_threads(table_uri):
+    from concurrent.futures import ThreadPoolExecutor
+
+    lf.Table.create(table_uri, SCHEMA)
+
+    def writer(w):
+        t = lf.Table(table_uri)
+        return [t.append(rows([w * 100 + i])) for i in range(10)]
+
+    with ThreadPoolExecutor(4) as pool:
+        versions = [v for vs in pool.map(writer, range(4)) for v in vs]
+    assert sorted(versions) == list(range(1, 41))
+    ids = lf.Table(table_uri).snapshot().to_arrow().column("id").to_pylist()
+    assert sorted(ids) == sorted(w * 100 + i for w in range(4) for i in range(10))
+
+
+def test_conflict_when_winner_changes_schema(table_uri):
+    a = lf.Table.create(table_uri, SCHEMA)
+    b = lf.Table(table_uri)
+    a.append(rows([1]).append_column("extra", pa.array([1])), schema_mode="merge")
+    from lakeflow.transaction import Transaction
+
+    with pytest.raises(lf.CommitConflictError, match="schema"):
+        b.commit(Transaction(actions=[], operation="WRITE"))
