@@ -18,7 +18,7 @@ from lakeflow.errors import CorruptLogError
 JSON = dict[str, Any]
 
 
-def _as_map(value: Any) -> dict[str, Any]:
+def as_map(value: Any) -> dict[str, Any]:
     """Normalize a map from JSON (dict) or from a checkpoint row (list of pairs)."""
     if value is None:
         return {}
@@ -83,12 +83,12 @@ class Metadata:
             id=str(d["id"]),
             schema_string=str(d["schemaString"]),
             partition_columns=tuple(d.get("partitionColumns") or ()),
-            configuration={k: v for k, v in _as_map(d.get("configuration")).items()
+            configuration={k: v for k, v in as_map(d.get("configuration")).items()
                            if v is not None},
             name=d.get("name"),
             description=d.get("description"),
             format_provider=fmt.get("provider") or "parquet",
-            format_options=_as_map(fmt.get("options")),
+            format_options=as_map(fmt.get("options")),
             created_time=d.get("createdTime"),
         )
 
@@ -129,12 +129,12 @@ class Add:
     def from_json(cls, d: JSON) -> Add:
         return cls(
             path=str(d["path"]),
-            partition_values=_as_map(d.get("partitionValues")),
+            partition_values=as_map(d.get("partitionValues")),
             size=int(d.get("size") or 0),
             modification_time=int(d.get("modificationTime") or 0),
             data_change=bool(d.get("dataChange", True)),
             stats=d.get("stats"),
-            tags=_as_map(d["tags"]) if d.get("tags") else None,
+            tags=as_map(d["tags"]) if d.get("tags") else None,
             deletion_vector=d.get("deletionVector"),
             base_row_id=d.get("baseRowId"),
             default_row_commit_version=d.get("defaultRowCommitVersion"),
@@ -211,10 +211,10 @@ class Remove:
             deletion_timestamp=d.get("deletionTimestamp"),
             data_change=bool(d.get("dataChange", True)),
             extended_file_metadata=d.get("extendedFileMetadata"),
-            partition_values=_as_map(pv) if pv is not None else None,
+            partition_values=as_map(pv) if pv is not None else None,
             size=d.get("size"),
             stats=d.get("stats"),
-            tags=_as_map(d["tags"]) if d.get("tags") else None,
+            tags=as_map(d["tags"]) if d.get("tags") else None,
             deletion_vector=d.get("deletionVector"),
         )
 
@@ -292,10 +292,10 @@ class Cdc:
     def from_json(cls, d: JSON) -> Cdc:
         return cls(
             path=str(d["path"]),
-            partition_values=_as_map(d.get("partitionValues")),
+            partition_values=as_map(d.get("partitionValues")),
             size=int(d.get("size") or 0),
             data_change=bool(d.get("dataChange", False)),
-            tags=_as_map(d["tags"]) if d.get("tags") else None,
+            tags=as_map(d["tags"]) if d.get("tags") else None,
         )
 
     def to_json(self) -> JSON:

@@ -66,12 +66,17 @@ class TableState:
     domains: Mapping[str, DomainMetadata] = field(default_factory=dict)
 
 
+_SUSPICIOUS = ("%", "..", ":", "\\", "\x00")
+
+
 def check_data_path(path: str, where: str) -> str:
     """Decode a file action's path once and make sure it stays inside the table.
 
     Raises:
         CorruptLogError: the path is absolute, has a scheme, or escapes the root.
     """
+    if path and not path.startswith("/") and not any(c in path for c in _SUSPICIOUS):
+        return path  # the common case: nothing to decode, nothing suspicious
     decoded = unquote(path)
     parts = decoded.replace("\\", "/").split("/")
     if (
@@ -221,13 +226,19 @@ def list_log(storage: Storage) -> LogListing:
     return LogListing(commits, checkpoints)
 
 
-def read_last_checkpoint(storage: Storage) -> int | None:
-    """The version `_last_checkpoint` points to, or None when absent or unreadable."""
+def read_last_checkpoint(storage: Storage) -> tuple[int, tuple[str, ...]] | None:
+    """The checkpoint `_last_checkpoint` points to (version, part names); None when
+    absent or unreadable (readers then fall back to listing the log)."""
     try:
         data = json.loads(storage.read(LAST_CHECKPOINT))
-        return int(data["version"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        version = int(data["version"])
+        parts = int(data.get("parts") or 1)
+    except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    if parts == 1:
+        return version, (f"{version:020d}.checkpoint.parquet",)
+    return version, tuple(f"{version:020d}.checkpoint.{i:010d}.{parts:010d}.parquet"
+                          for i in range(1, parts + 1))
 
 
 def read_commit(storage: Storage, version: int) -> list[Action]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -55,8 +56,9 @@ def _field_to_arrow(f: dict[str, Any]) -> pa.Field:
     return pa.field(f["name"], _type_to_arrow(f["type"]), nullable=bool(f.get("nullable", True)))
 
 
+@functools.lru_cache(maxsize=256)
 def delta_to_arrow(schema_string: str) -> pa.Schema:
-    """Convert a Delta `schemaString` to an Arrow schema."""
+    """Convert a Delta `schemaString` to an Arrow schema (cached: schemas rarely change)."""
     parsed = json.loads(schema_string)
     return pa.schema([_field_to_arrow(f) for f in parsed.get("fields", [])])
 

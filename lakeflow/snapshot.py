@@ -63,12 +63,6 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         check_readable(self.state.protocol, self.state.metadata)
-        for add in self.state.files.values():
-            if add.deletion_vector:
-                raise UnsupportedFeatureError(
-                    f"file {add.path} has a deletion vector (deletionVectors), which lakeflow "
-                    "does not support yet"
-                )
 
     @property
     def version(self) -> int:
@@ -106,6 +100,11 @@ class Snapshot:
         schema = self.schema
         out = []
         for add in sorted(self.state.files.values(), key=lambda a: a.path):
+            if add.deletion_vector:
+                raise UnsupportedFeatureError(
+                    f"file {add.path} has a deletion vector (deletionVectors), which lakeflow "
+                    "does not support yet"
+                )
             path = check_data_path(add.path, f"version {self.version}")
             values = {
                 c: parse_partition_value(add.partition_values.get(c), schema.field(c).type, c)

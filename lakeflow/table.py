@@ -23,6 +23,7 @@ import pyarrow as pa
 from lakeflow.actions import Action, CommitInfo, Metadata, Protocol, Txn
 from lakeflow.checkpoint import read_checkpoint, write_checkpoint
 from lakeflow.errors import (
+    CorruptLogError,
     InvalidArgumentError,
     LakeflowError,
     SchemaMismatchError,
@@ -42,6 +43,7 @@ from lakeflow.log import (
     plan_segment,
     reachable_versions,
     read_commit,
+    read_last_checkpoint,
     replay,
 )
 from lakeflow.schema import arrow_to_delta, canonical, uses_timestamp_ntz
@@ -142,7 +144,38 @@ class Table:
                 self._commits.popitem(last=False)
         return actions
 
+    def _advance(self, state: TableState, until: int | None = None) -> TableState:
+        """Replay the commits after `state` (up to `until`), probing instead of listing."""
+        new: list[tuple[int, list[Action]]] = []
+        v = state.version + 1
+        while until is None or v <= until:
+            try:
+                new.append((v, self._read_commit_cached(v)))
+            except FileNotFoundError:
+                if self._storage.exists(commit_path(v + 1)):
+                    raise CorruptLogError(
+                        f"the log of {self.uri} has a gap: version {v} is missing but "
+                        f"{v + 1} exists"
+                    ) from None
+                break
+            v += 1
+        if not new:
+            return state
+        state = replay(state, new)
+        check_readable(state.protocol, state.metadata)
+        return state
+
     def _load_state(self, version: int | None) -> TableState:
+        last = read_last_checkpoint(self._storage)
+        if last is not None and (version is None or last[0] <= version):
+            try:
+                state = replay(None, [(last[0], read_checkpoint(self._storage, last[1]))])
+            except FileNotFoundError:
+                pass  # a stale pointer: fall back to listing the log
+            else:
+                state = self._advance(state, version)
+                if version is None or state.version == version:
+                    return state
         try:
             listing = list_log(self._storage)
         except OSError as e:
@@ -157,8 +190,6 @@ class Table:
                 "lakeflow.Table.create(uri, schema)"
             )
         checkpoint, commits = plan_segment(listing, version)
-        for v in commits:
-            self._timestamps.setdefault(v, None)
         state = None
         if checkpoint is not None:
             state = replay(None, [(checkpoint, read_checkpoint(self._storage, listing.checkpoints[checkpoint]))])
@@ -313,17 +344,7 @@ class Table:
 
     def refresh(self) -> int:
         """Read commits newer than the handle's version (only those) and return the latest."""
-        new: list[tuple[int, list[Action]]] = []
-        v = self._state.version + 1
-        while True:
-            try:
-                new.append((v, self._read_commit_cached(v)))
-            except FileNotFoundError:
-                break
-            v += 1
-        if new:
-            self._state = replay(self._state, new)
-            check_readable(self._state.protocol, self._state.metadata)
+        self._state = self._advance(self._state)
         return self._state.version
 
     def _commit_ts(self, version: int) -> int | None:
