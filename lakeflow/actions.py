@@ -323,7 +323,7 @@ class DomainMetadata:
                                    "removed": self.removed}}
 
 
-Action = Union[Protocol, Metadata, Add, Remove, Txn, CommitInfo, Cdc, DomainMetadata]
+Action = Union[Protocol, Metadata, Add, Remove, Txn, CommitInfo, Cdc, DomainMetadata]  # noqa: UP007 (py3.10 runtime alias)
 
 _DECODERS: dict[str, Any] = {
     "protocol": Protocol.from_json,

@@ -50,8 +50,9 @@ _ACTION_COLUMNS = ("protocol", "metaData", "txn", "add", "remove", "domainMetada
 def _column_values(col: pa.ChunkedArray, name: str, n: int) -> list[Any]:
     if name not in {f.name for f in col.type}:
         return [None] * n
-    return pa.chunked_array([c.field(name) for c in col.chunks],
-                            type=col.type.field(name).type).to_pylist()
+    values: list[Any] = pa.chunked_array([c.field(name) for c in col.chunks],
+                                         type=col.type.field(name).type).to_pylist()
+    return values
 
 
 def _decode_adds(col: pa.ChunkedArray) -> list[Add]:

@@ -64,7 +64,7 @@ def info(uri: str, as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
-def history(uri: str, limit: int = typer.Option(None, help="Newest N commits only."),
+def history(uri: str, limit: int | None = typer.Option(None, help="Newest N commits only."),
             as_json: bool = JsonOpt) -> None:
     """List commits, newest first."""
     commits = lf.Table(uri).history(limit)
@@ -83,8 +83,8 @@ def history(uri: str, limit: int = typer.Option(None, help="Newest N commits onl
 
 
 @app.command()
-def show(uri: str, version: int = typer.Option(None, help="Version to read."),
-         as_of: str = typer.Option(None, help="ISO instant to read as of."),
+def show(uri: str, version: int | None = typer.Option(None, help="Version to read."),
+         as_of: str | None = typer.Option(None, help="ISO instant to read as of."),
          limit: int = typer.Option(20, help="Rows to print."), as_json: bool = JsonOpt) -> None:
     """Print the rows of a table at a version or instant."""
     snap = lf.Table(uri).snapshot(version=version, as_of=as_of)

@@ -227,8 +227,10 @@ def list_log(storage: Storage) -> LogListing:
 
 
 def read_last_checkpoint(storage: Storage) -> tuple[int, tuple[str, ...]] | None:
-    """The checkpoint `_last_checkpoint` points to (version, part names); None when
-    absent or unreadable (readers then fall back to listing the log)."""
+    """The checkpoint `_last_checkpoint` points to, as (version, part names).
+
+    None when absent or unreadable: readers then fall back to listing the log.
+    """
     try:
         data = json.loads(storage.read(LAST_CHECKPOINT))
         version = int(data["version"])

@@ -8,6 +8,7 @@ partial file. Each store gets it from its own atomic primitive.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -117,10 +118,8 @@ class LocalStorage:
         return sorted(out, key=lambda f: f.name)
 
     def delete(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._abs(path))
-        except FileNotFoundError:
-            pass
 
     def exists(self, path: str) -> bool:
         return os.path.exists(self._abs(path))
@@ -188,10 +187,8 @@ class FsspecStorage:
         return sorted(out, key=lambda f: f.name)
 
     def delete(self, path: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._abs(path))
-        except FileNotFoundError:
-            pass
 
     def exists(self, path: str) -> bool:
         return bool(self.fs.exists(self._abs(path)))

@@ -181,20 +181,17 @@ class Table:
         except OSError as e:
             raise StorageError(f"cannot list {self.uri}/{LOG_DIR}: {e}") from e
         if listing.latest is None:
-            if self._storage.exists(""):
-                detail = "it has no _delta_log commits"
-            else:
-                detail = "nothing exists there"
+            detail = "it has no _delta_log commits" if self._storage.exists("") else "nothing exists there"
             raise TableNotFoundError(
                 f"no Delta table at {self._storage.uri}: {detail}; create one with "
                 "lakeflow.Table.create(uri, schema)"
             )
         checkpoint, commits = plan_segment(listing, version)
-        state = None
+        base: TableState | None = None
         if checkpoint is not None:
-            state = replay(None, [(checkpoint, read_checkpoint(self._storage, listing.checkpoints[checkpoint]))])
+            base = replay(None, [(checkpoint, read_checkpoint(self._storage, listing.checkpoints[checkpoint]))])
         try:
-            state = replay(state, [(v, self._read_commit_cached(v)) for v in commits])
+            state = replay(base, [(v, self._read_commit_cached(v)) for v in commits])
         except FileNotFoundError as e:
             raise VersionNotFoundError(
                 f"a commit vanished while reading {self.uri} (concurrent log cleanup?): {e}"
@@ -428,7 +425,7 @@ class Table:
     def history(self, limit: int | None = None) -> list[Commit]:
         """Commits, newest first (only those whose log entries still exist)."""
         self.refresh()
-        out = []
+        out: list[Commit] = []
         for v in range(self._state.version, -1, -1):
             if limit is not None and len(out) >= limit:
                 break
@@ -545,7 +542,8 @@ class Table:
             raise InvalidArgumentError("pass app_id and txn_version together")
         if app_id is not None and (not isinstance(app_id, str) or not app_id):
             raise InvalidArgumentError("app_id must be a non-empty string")
-        if txn_version is not None and (isinstance(txn_version, bool) or not isinstance(txn_version, int) or txn_version < 0):
+        if txn_version is not None and (
+                isinstance(txn_version, bool) or not isinstance(txn_version, int) or txn_version < 0):
             raise InvalidArgumentError(f"txn_version must be a non-negative int, got {txn_version!r}")
         extra = dict(metadata or {})
         clash = sorted(set(extra) & _RESERVED_INFO_KEYS)

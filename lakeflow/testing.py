@@ -43,7 +43,7 @@ def assert_table_equal(actual: Any, expected: Any, *, check_order: bool = False,
         raise AssertionError(f"row counts differ: {left.num_rows} != {right.num_rows}")
     if check_order:
         lrows, rrows = left.select(columns).to_pylist(), right.select(columns).to_pylist()
-        for i, (a, b) in enumerate(zip(lrows, rrows)):
+        for i, (a, b) in enumerate(zip(lrows, rrows, strict=False)):
             if a != b:
                 raise AssertionError(f"row {i} differs: {a} != {b}")
         return

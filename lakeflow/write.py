@@ -1,5 +1,8 @@
-"""Turn user data into data files: normalize any Arrow input once, check it against
-the table schema, and write partitioned Parquet files with per-file statistics."""
+"""Turn user data into data files.
+
+Normalize any Arrow input once, check it against the table schema, and write
+partitioned Parquet files with per-file statistics.
+"""
 
 from __future__ import annotations
 
@@ -71,7 +74,7 @@ def _widens(src: pa.DataType, dst: pa.DataType) -> bool:
     if src in _INT_ORDER and dst in _INT_ORDER:
         return _INT_ORDER.index(src) <= _INT_ORDER.index(dst)
     if pa.types.is_unsigned_integer(src) and dst in _INT_ORDER:
-        return src.bit_width < dst.bit_width
+        return bool(src.bit_width < dst.bit_width)
     if pa.types.is_integer(src) and src.bit_width <= 32 and pa.types.is_float64(dst):
         return True
     if pa.types.is_float32(src) and pa.types.is_float64(dst):
@@ -79,16 +82,16 @@ def _widens(src: pa.DataType, dst: pa.DataType) -> bool:
     if pa.types.is_date(src) and pa.types.is_timestamp(dst) and dst.tz is None:
         return True
     if pa.types.is_decimal(src) and pa.types.is_decimal(dst):
-        return dst.scale >= src.scale and dst.precision - dst.scale >= src.precision - src.scale
+        return bool(dst.scale >= src.scale and dst.precision - dst.scale >= src.precision - src.scale)
     if pa.types.is_integer(src) and pa.types.is_decimal(dst):
         digits = {8: 3, 16: 5, 32: 10, 64: 20}[src.bit_width]
-        return dst.precision - dst.scale >= digits
+        return bool(dst.precision - dst.scale >= digits)
     return False
 
 
 def _same_delta_type(src: pa.DataType, dst: pa.DataType) -> bool:
     try:
-        return canonical(pa.schema([pa.field("c", src)])) == canonical(pa.schema([pa.field("c", dst)]))
+        return bool(canonical(pa.schema([pa.field("c", src)])) == canonical(pa.schema([pa.field("c", dst)])))
     except SchemaMismatchError:
         return False
 
@@ -206,7 +209,7 @@ def file_stats(table: pa.Table) -> dict[str, Any]:
     mins: dict[str, Any] = {}
     maxs: dict[str, Any] = {}
     nulls: dict[str, int] = {}
-    for field, col in zip(table.schema, table.columns):
+    for field, col in zip(table.schema, table.columns, strict=False):
         t = field.type
         if pa.types.is_nested(t):
             continue
@@ -254,7 +257,7 @@ def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[s
                   for values, _ in groups]
     adds = []
     now_ms = int(time.time() * 1000)
-    for (_, part), pvalues in zip(groups, serialized):
+    for (_, part), pvalues in zip(groups, serialized, strict=False):
         data = part.drop_columns(list(partition_by)) if partition_by else part
         buf = io.BytesIO()
         pq.write_table(data, buf, compression="snappy", coerce_timestamps="us",
