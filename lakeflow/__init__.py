@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from lakeflow.errors import (  # noqa: E402
+from lakeflow.errors import (
     CommitConflictError,
     CorruptLogError,
     InvalidArgumentError,
@@ -17,8 +17,8 @@ from lakeflow.errors import (  # noqa: E402
     UnsupportedFeatureError,
     VersionNotFoundError,
 )
-from lakeflow.snapshot import DataFile, Snapshot  # noqa: E402
-from lakeflow.table import Commit, Table  # noqa: E402
+from lakeflow.snapshot import DataFile, Snapshot
+from lakeflow.table import Commit, Table
 
 __all__ = [
     "Commit",
