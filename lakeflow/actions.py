@@ -20,7 +20,7 @@ JSON = dict[str, Any]
 
 def as_map(value: Any) -> dict[str, Any]:
     """Normalize a map from JSON (dict) or from a checkpoint row (list of pairs)."""
-    if value is None:
+    if not value:
         return {}
     if isinstance(value, Mapping):
         return dict(value)

@@ -67,9 +67,9 @@ def _decode_adds(col: pa.ChunkedArray) -> list[Add]:
     tags = _column_values(col, "tags", n)
     dvs = _column_values(col, "deletionVector", n)
     return [
-        Add(path=str(paths[i]), partition_values=as_map(pvs[i]), size=int(sizes[i] or 0),
-            modification_time=int(mtimes[i] or 0),
-            data_change=True if changes[i] is None else bool(changes[i]), stats=stats[i],
+        Add(path=paths[i], partition_values=as_map(pvs[i]), size=sizes[i] or 0,
+            modification_time=mtimes[i] or 0,
+            data_change=changes[i] is not False, stats=stats[i],
             tags=as_map(tags[i]) or None, deletion_vector=dvs[i])
         for i in range(n)
     ]
@@ -88,7 +88,7 @@ def read_checkpoint(storage: Storage, names: Sequence[str]) -> list[Action]:
         path = f"{LOG_DIR}/{name}"
         data = storage.read(path)
         try:
-            table = pq.read_table(io.BytesIO(data))
+            table = pq.ParquetFile(io.BytesIO(data)).read()
         except (pa.ArrowInvalid, OSError) as e:
             raise CorruptLogError(f"checkpoint {path} cannot be read: {e}") from e
         for v2 in ("checkpointMetadata", "sidecar"):
