@@ -152,12 +152,15 @@ class Table:
             try:
                 new.append((v, self._read_commit_cached(v)))
             except FileNotFoundError:
-                if self._storage.exists(commit_path(v + 1)):
+                if not self._storage.exists(commit_path(v + 1)):
+                    break
+                # v + 1 exists: either v was committed meanwhile (read it) or the log has a gap.
+                if not self._storage.exists(commit_path(v)):
                     raise CorruptLogError(
                         f"the log of {self.uri} has a gap: version {v} is missing but "
                         f"{v + 1} exists"
                     ) from None
-                break
+                continue
             v += 1
         if not new:
             return state

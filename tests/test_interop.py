@@ -125,3 +125,19 @@ def test_timestamp_ntz_uses_table_features(local_uri):
     data = pa.table({"id": [1], "local": pa.array([dt.datetime(2024, 1, 1, 8)], pa.timestamp("us"))})
     t.append(data)
     assert_table_equal(oracle(local_uri, 1).cast(schema), data)
+
+
+def test_deltalake_reads_typed_partition_values(local_uri):
+    schema = pa.schema([("v", pa.int64()), ("ts", pa.timestamp("us", tz="UTC")), ("b", pa.bool_()),
+                        ("d", pa.decimal128(10, 2)), ("i", pa.int32())])
+    t = lf.Table.create(local_uri, schema, partition_by=["ts", "b", "d", "i"])
+    data = pa.table({
+        "v": [1, 2, 3],
+        "ts": pa.array([dt.datetime(2024, 1, 1, 12, 30, 1, 5, tzinfo=UTC), None,
+                        dt.datetime(1999, 12, 31, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+        "b": [True, None, False],
+        "d": pa.array([decimal.Decimal("-12.50"), None, decimal.Decimal("3.00")], pa.decimal128(10, 2)),
+        "i": pa.array([-5, None, 7], pa.int32()),
+    }, schema=schema)
+    t.append(data)
+    assert_table_equal(oracle(local_uri, 1).cast(schema), data)
