@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import fsspec
 import pyarrow.fs as pafs
 
-from lakeflow.errors import InvalidArgumentError, StorageError
+from lakeflow.errors import InvalidArgumentError, LakeflowError, StorageError
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,18 @@ class LocalStorage:
         return os.path.join(self.root, *path.split("/")) if path else self.root
 
     def read(self, path: str) -> bytes:
-        with open(self._abs(path), "rb") as f:
-            return f.read()
+        try:
+            with open(self._abs(path), "rb") as f:
+                return f.read()
+        except NotADirectoryError as e:  # a parent is a file: the path does not exist
+            raise FileNotFoundError(e.errno, e.strerror, e.filename) from e
 
     def _write_temp(self, target: str, data: bytes) -> str:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+        except FileExistsError as e:
+            # A file sits where a directory is needed: not "another writer won".
+            raise NotADirectoryError(e.errno, e.strerror, e.filename) from e
         tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
         with open(tmp, "wb") as f:
             f.write(data)
@@ -129,47 +137,60 @@ class LocalStorage:
 
 
 class FsspecStorage:
-    """Any fsspec filesystem. Creation is atomic only where the store says so."""
+    """Any fsspec filesystem. Creation is atomic only where the store says so.
+
+    Args:
+        uri: the table URI, for messages.
+        fs: the fsspec filesystem.
+        root: the table root inside `fs`.
+        conditional_put: whether an S3 store honours `If-None-Match: *`.
+        allow_unsafe_writes: write even where put-if-absent is not atomic.
+    """
 
     _memory_lock = threading.Lock()
 
-    def __init__(self, uri: str, fs: Any, root: str, *, allow_unsafe_writes: bool) -> None:
+    def __init__(self, uri: str, fs: Any, root: str, *, conditional_put: bool = True,
+                 allow_unsafe_writes: bool = False) -> None:
         self.uri = uri
         self.fs = fs
         self.root = root.rstrip("/")
         self.protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        self.conditional_put = conditional_put and self.protocol in ("s3", "s3a")
+        self.atomic_create = self.protocol == "memory" or self.conditional_put
         self.allow_unsafe_writes = allow_unsafe_writes
 
     def _abs(self, path: str) -> str:
         return _join(self.root, path)
+
+    def _check_writable(self) -> None:
+        if not (self.atomic_create or self.allow_unsafe_writes):
+            raise StorageError(
+                f"the {self.protocol!r} store has no atomic put-if-absent (conditional put), so "
+                "two writers could both commit the same version and one commit would be lost; "
+                "lakeflow refuses to write to it. If only one process ever writes this table, "
+                "pass storage_options={'allow_unsafe_writes': True} to accept the risk"
+            )
 
     def read(self, path: str) -> bytes:
         data: bytes = self.fs.cat_file(self._abs(path))
         return data
 
     def write_if_absent(self, path: str, data: bytes) -> None:
+        self._check_writable()
         target = self._abs(path)
-        if self.protocol == "memory":
-            # One process-wide lock: the memory store lives in this process only.
-            with self._memory_lock:
-                if self.fs.exists(target):
-                    raise FileExistsError(target)
-                self.fs.pipe_file(target, data)
-        elif self.protocol in ("s3", "s3a"):
+        if self.conditional_put:
             # s3fs sends If-None-Match: * and maps 412 to FileExistsError.
             self.fs.pipe_file(target, data, mode="create")
-        elif self.allow_unsafe_writes:
-            if self.fs.exists(target):
+            return
+        # memory: atomic under the lock, since that store lives in this process only.
+        # Other stores: the user accepted a check-then-write race (allow_unsafe_writes).
+        with self._memory_lock:
+            if self.exists(path):
                 raise FileExistsError(target)
             self.fs.pipe_file(target, data)
-        else:
-            raise StorageError(
-                f"the {self.protocol!r} store has no atomic put-if-absent, so two writers "
-                "could both commit the same version and lose data; write from one process "
-                "only and pass storage_options={'allow_unsafe_writes': True} to accept the risk"
-            )
 
     def write(self, path: str, data: bytes) -> None:
+        self._check_writable()
         self.fs.pipe_file(self._abs(path), data)
 
     def list_dir(self, path: str) -> list[FileInfo]:
@@ -187,14 +208,77 @@ class FsspecStorage:
         return sorted(out, key=lambda f: f.name)
 
     def delete(self, path: str) -> None:
+        self._check_writable()
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._abs(path))
 
     def exists(self, path: str) -> bool:
-        return bool(self.fs.exists(self._abs(path)))
+        target = self._abs(path)
+        # A listing cached by an earlier ls() must not hide files other writers created.
+        self.fs.invalidate_cache(target)
+        return bool(self.fs.exists(target))
 
     def arrow_fs(self) -> tuple[pafs.FileSystem, str]:
         return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs)), self.root
+
+
+_T = TypeVar("_T")
+
+
+class CheckedStorage:
+    """The one place where store failures become `StorageError`.
+
+    Wraps any store: a failure of the store (OSError, or an SDK error such as
+    botocore's) surfaces as `StorageError` naming the operation and path, with the
+    original exception chained as its cause. The protocol's own signals pass
+    through: `FileNotFoundError` from `read`, `FileExistsError` from
+    `write_if_absent`. Secret option values are masked in messages.
+
+    Args:
+        inner: the store.
+        secrets: strings that must never appear in an error message.
+    """
+
+    def __init__(self, inner: Storage, secrets: Iterable[str] = ()) -> None:
+        self.inner = inner
+        self.uri = inner.uri
+        self._secrets = tuple(secrets)
+
+    def __repr__(self) -> str:
+        return f"{type(self.inner).__name__}({self.uri!r})"
+
+    def _call(self, op: str, path: str, fn: Callable[[], _T],
+              passes: tuple[type[BaseException], ...] = ()) -> _T:
+        try:
+            return fn()
+        except passes:
+            raise
+        except LakeflowError:
+            raise
+        except Exception as e:  # any store failure, whatever SDK raised it
+            message = f"cannot {op} {_join(self.uri, path)}: {type(e).__name__}: {e}"
+            raise StorageError(_redact(message, self._secrets)) from e
+
+    def read(self, path: str) -> bytes:
+        return self._call("read", path, lambda: self.inner.read(path), (FileNotFoundError,))
+
+    def write_if_absent(self, path: str, data: bytes) -> None:
+        self._call("create", path, lambda: self.inner.write_if_absent(path, data), (FileExistsError,))
+
+    def write(self, path: str, data: bytes) -> None:
+        self._call("write", path, lambda: self.inner.write(path, data))
+
+    def list_dir(self, path: str) -> list[FileInfo]:
+        return self._call("list", path, lambda: self.inner.list_dir(path))
+
+    def delete(self, path: str) -> None:
+        self._call("delete", path, lambda: self.inner.delete(path))
+
+    def exists(self, path: str) -> bool:
+        return self._call("check", path, lambda: self.inner.exists(path))
+
+    def arrow_fs(self) -> tuple[pafs.FileSystem, str]:
+        return self.inner.arrow_fs()
 
 
 def _to_ms(value: Any) -> int | None:
@@ -218,27 +302,61 @@ _S3_OPTION_NAMES = {
     "aws_endpoint_url": "endpoint_url",
     "aws_endpoint": "endpoint_url",
     "endpoint": "endpoint_url",
-    "aws_region": "region",
+    "aws_region": "region_name",
+    "aws_default_region": "region_name",
+    "region": "region_name",
 }
+# deltalake (object_store) options that have no s3fs counterpart: s3fs takes http from
+# the endpoint URL, and lakeflow needs no rename lock (it uses conditional put).
+_S3_IGNORED = {"aws_allow_http", "allow_http", "aws_s3_allow_unsafe_rename"}
+_S3_CONDITIONAL_PUT = {"aws_conditional_put", "conditional_put"}
+_SECRET_NAME = re.compile(r"secret|token|password|passwd|credential|key|sas|signature", re.IGNORECASE)
 
 
-def _s3_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Accept deltalake-style (AWS_*) and s3fs-style option names alike."""
+def _s3_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Map deltalake-style (AWS_*) and s3fs-style option names to s3fs arguments.
+
+    Returns:
+        The s3fs keyword arguments, and whether the store honours conditional put
+        (False when `conditional_put`/`AWS_CONDITIONAL_PUT` is `disabled` or a
+        DynamoDB lock, which lakeflow does not implement).
+    """
     out: dict[str, Any] = {}
     client_kwargs: dict[str, Any] = dict(options.get("client_kwargs") or {})
+    conditional_put = True
     for name, value in options.items():
-        if name == "client_kwargs":
+        lower = name.lower()
+        key = _S3_OPTION_NAMES.get(lower, name)
+        if name == "client_kwargs" or lower in _S3_IGNORED:
             continue
-        key = _S3_OPTION_NAMES.get(name.lower(), name)
-        if key in ("region", "region_name"):
+        if lower in _S3_CONDITIONAL_PUT:
+            conditional_put = str(value).lower() not in ("disabled", "false") and \
+                not str(value).lower().startswith("dynamo")
+        elif key == "region_name":
             client_kwargs["region_name"] = value
-        elif key == "aws_allow_http" or key == "allow_http":
-            continue
         else:
             out[key] = value
     if client_kwargs:
         out["client_kwargs"] = client_kwargs
-    return out
+    return out, conditional_put
+
+
+def _secret_values(options: Mapping[str, Any]) -> list[str]:
+    """String values of options whose names look like credentials (to mask them)."""
+    found: list[str] = []
+    for name, value in options.items():
+        if isinstance(value, Mapping):
+            found += _secret_values(value)
+        elif isinstance(value, str) and _SECRET_NAME.search(str(name)):
+            found.append(value)
+    return found
+
+
+def _redact(message: str, secrets: Iterable[str]) -> str:
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    return message
 
 
 def open_storage(uri: str, storage_options: Mapping[str, Any] | None = None) -> Storage:
@@ -247,36 +365,50 @@ def open_storage(uri: str, storage_options: Mapping[str, Any] | None = None) -> 
     Args:
         uri: a local path, `file://`, `memory://name`, `s3://bucket/prefix` or any
             fsspec URI.
-        storage_options: credentials and settings for the store; `allow_unsafe_writes`
-            opts in to writing on stores without atomic put-if-absent.
+        storage_options: credentials and settings for the store. For S3 both the
+            deltalake names (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+            `AWS_SESSION_TOKEN`, `AWS_ENDPOINT_URL`, `AWS_REGION`,
+            `AWS_CONDITIONAL_PUT`) and the s3fs names (`key`, `secret`, `token`,
+            `endpoint_url`, `client_kwargs`, ...) work. Two options are lakeflow's
+            own: `allow_unsafe_writes` opts in to writing on stores without atomic
+            put-if-absent, and `filesystem` passes a ready fsspec filesystem (the
+            URI's path is then the table root inside it).
 
     Raises:
         InvalidArgumentError: the URI is empty or names an unknown protocol.
     """
     if not isinstance(uri, (str, os.PathLike)) or not str(uri).strip():
         raise InvalidArgumentError(f"table URI must be a non-empty path or URL, got {uri!r}")
+    if storage_options is not None and not isinstance(storage_options, Mapping):
+        raise InvalidArgumentError(
+            f"storage_options must be a mapping, got {type(storage_options).__name__}")
     uri = os.fspath(uri)
     options = dict(storage_options or {})
     allow_unsafe = bool(options.pop("allow_unsafe_writes", False))
-    if "://" not in uri:
-        return LocalStorage(uri)
-    protocol, rest = uri.split("://", 1)
+    fs = options.pop("filesystem", None)
+    secrets = _secret_values(options)
+    protocol, rest = uri.split("://", 1) if "://" in uri else ("file", uri)
     protocol = protocol.lower()
-    if protocol == "file":
-        return LocalStorage(rest)
+    conditional_put = True
+    if protocol == "file" and fs is None:
+        return CheckedStorage(LocalStorage(rest), secrets)
+    if protocol in ("s3", "s3a"):
+        options, conditional_put = _s3_options(options)
+        protocol = "s3"
     if protocol == "memory":
         if not rest.strip("/"):
             raise InvalidArgumentError("memory:// URIs need a name, e.g. memory://my-table")
-        return FsspecStorage(uri, fsspec.filesystem("memory"), "/" + rest.strip("/"),
-                             allow_unsafe_writes=allow_unsafe)
-    if protocol in ("s3", "s3a"):
-        options = _s3_options(options)
-        protocol = "s3"
-    try:
-        fs, root = fsspec.core.url_to_fs(f"{protocol}://{rest}", **options)
-    except (ValueError, ImportError) as e:
-        raise InvalidArgumentError(
-            f"cannot open {uri!r}: {e}; use a local path, memory://, s3:// or an installed "
-            "fsspec protocol"
-        ) from e
-    return FsspecStorage(uri, fs, root, allow_unsafe_writes=allow_unsafe)
+        fs, root = fs or fsspec.filesystem("memory"), "/" + rest.strip("/")
+    elif fs is not None:
+        root = rest
+    else:
+        try:
+            fs, root = fsspec.core.url_to_fs(f"{protocol}://{rest}", **options)
+        except (ValueError, TypeError, ImportError) as e:
+            raise InvalidArgumentError(
+                f"cannot open {uri!r}: {_redact(str(e), secrets)}; use a local path, memory://, s3:// or an "
+                "installed fsspec protocol with its storage_options"
+            ) from e
+    inner = FsspecStorage(uri, fs, root, conditional_put=conditional_put,
+                          allow_unsafe_writes=allow_unsafe)
+    return CheckedStorage(inner, secrets)
