@@ -13,15 +13,17 @@ import time
 import uuid
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
 import pyarrow as pa
 
+from lakeflow import maintenance
 from lakeflow.actions import Action, CommitInfo, Metadata, Protocol, Txn
 from lakeflow.checkpoint import read_checkpoint, write_checkpoint
+from lakeflow.diff import CommitChanges, Diff, VersionRef, compute_diff, iter_changes
 from lakeflow.errors import (
     CorruptLogError,
     InvalidArgumentError,
@@ -46,6 +48,18 @@ from lakeflow.log import (
     read_last_checkpoint,
     replay,
 )
+from lakeflow.maintenance import DEFAULT_TARGET_FILE_SIZE, CompactResult, VacuumResult
+from lakeflow.late import (
+    TIME_INFO_KEYS,
+    arrive,
+    check_policy,
+    format_window,
+    read_time_info,
+    read_watermark,
+    window_micros,
+    window_start,
+)
+from lakeflow.merge import MatchedAction, MergeResult, delete_where, merge_into
 from lakeflow.schema import arrow_to_delta, canonical, uses_timestamp_ntz
 from lakeflow.snapshot import Snapshot
 from lakeflow.storage import FileInfo, Storage, open_storage
@@ -72,6 +86,9 @@ class Commit:
     txn_version: int | None = None
     engine: str | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    late_rows: int | None = None
+    revised_windows: tuple[dt.datetime, ...] = ()
+    watermark: dt.datetime | None = None
 
 
 def _to_ms(instant: dt.datetime | dt.date | str) -> int:
@@ -128,6 +145,7 @@ class Table:
 
     def __init__(self, uri: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self._storage: Storage = open_storage(uri, storage_options)
+        self._storage_options = storage_options  # for side tables (the late-row quarantine)
         self._commits: OrderedDict[int, list[Action]] = OrderedDict()
         self._timestamps: dict[int, int | None] = {}
         self._listing_mtimes: dict[int, int | None] = {}
@@ -216,6 +234,7 @@ class Table:
         *,
         name: str | None = None,
         description: str | None = None,
+        window: str | dt.timedelta | None = None,
     ) -> Table:
         """Create a new table (version 0) and return a handle on it.
 
@@ -229,6 +248,8 @@ class Table:
             storage_options: credentials and store settings.
             name: optional table name stored in the metadata.
             description: optional table description stored in the metadata.
+            window: the event-time window ("1d", "1h", "15m", ...) late rows are
+                reported by (default 1d); needs `event_time`.
 
         Raises:
             TableExistsError: a table already exists at `uri`.
@@ -271,6 +292,11 @@ class Table:
             config["lakeflow.key"] = json.dumps(list(key))
         if event_time is not None:
             config["lakeflow.eventTime"] = event_time
+        if window is not None:
+            if event_time is None:
+                raise SchemaMismatchError("window= needs an event_time column")
+            config["lakeflow.window"] = format_window(window)
+        check_policy(config.get("lakeflow.late"), "table property lakeflow.late")
         protocol = _protocol_for(schema, config)
         if list_log(storage).latest is not None:
             raise TableExistsError(f"a Delta table already exists at {storage.uri}; open it with lakeflow.Table(uri)")
@@ -321,6 +347,23 @@ class Table:
     def event_time(self) -> str | None:
         """The declared event-time column, if any."""
         return self._state.metadata.configuration.get("lakeflow.eventTime")
+
+    @property
+    def window(self) -> str | None:
+        """The event-time window late rows are reported by ("1d" when unset)."""
+        if self.event_time is None:
+            return None
+        return self._state.metadata.configuration.get("lakeflow.window", "1d")
+
+    @property
+    def watermark(self) -> dt.datetime | None:
+        """The event-time watermark at the handle's version (None: none yet).
+
+        The largest `watermark=` any append or merge passed; see docs/late-data.md.
+        """
+        if self.event_time is None:
+            return None
+        return read_watermark(self._read_commit_cached, self._state.version)
 
     @property
     def properties(self) -> Mapping[str, str]:
@@ -453,6 +496,7 @@ class Table:
                 txn_version=txn.version if txn else None,
                 engine=info.get("engineInfo"),
                 info=info,
+                **vars(read_time_info(info)),
             ))
         return out
 
@@ -460,6 +504,44 @@ class Table:
         """Shorthand for `snapshot().to_arrow(...)` at the latest version."""
         self.refresh()
         return self.snapshot().to_arrow(**kwargs)
+
+    def diff(self, from_version: VersionRef, to_version: VersionRef | None = None,
+             key: Sequence[str] | str | None = None,
+             columns: Sequence[str] | str | None = None) -> Diff:
+        """The changes in (from_version, to_version], consolidated (see docs/diff.md).
+
+        Only files added or removed in the range are read (change data files where
+        the commit has them); rows written and removed again cancel out.
+
+        Args:
+            from_version: a version, or an instant as for `snapshot(as_of=...)`;
+                -1 is the empty table before version 0.
+            to_version: likewise; default the latest. Older than `from_version`
+                gives the reverse diff; equal gives an empty one.
+            key: columns pairing removed and added rows into updates (default the
+                table's declared key; `()` for none).
+            columns: compare and return only these columns (plus the key).
+
+        Raises:
+            VersionNotFoundError: a version does not exist or its log is gone.
+            SchemaMismatchError: `key` or `columns` names an unknown column.
+            DuplicateKeyError: the key is not unique among the changed rows.
+        """
+        return compute_diff(self, from_version, to_version, key=key, columns=columns)
+
+    def changes(self, from_version: VersionRef, to_version: VersionRef | None = None
+                ) -> Iterator[CommitChanges]:
+        """The changes of each commit in (from_version, to_version], not consolidated.
+
+        Rows match the Delta change data feed (`deltalake` `load_cdf` of versions
+        from_version + 1 .. to_version). Arguments are checked and the log planned
+        at once; each commit's files are read as the iteration reaches it.
+
+        Raises:
+            VersionNotFoundError: a version does not exist or its log is gone.
+            InvalidArgumentError: `from_version` is after `to_version`.
+        """
+        return iter_changes(self, from_version, to_version)
 
     # ---- writing -----------------------------------------------------------------------
 
@@ -517,6 +599,23 @@ class Table:
         write_checkpoint(self._storage, self._state)
         return self._state.version
 
+    def compact(self, target_file_size: int = DEFAULT_TARGET_FILE_SIZE) -> CompactResult:
+        """Rewrite small files of each partition into fewer, larger files (no data change)."""
+        return maintenance.compact(self, target_file_size)
+
+    def vacuum(self, retention: dt.timedelta = dt.timedelta(days=7), dry_run: bool = False,
+               enforce_retention: bool = True) -> VacuumResult:
+        """Delete data files no version within `retention` needs (see `maintenance.vacuum`)."""
+        return maintenance.vacuum(self, retention, dry_run, enforce_retention)
+
+    def cleanup_log(self, retention: dt.timedelta | None = None) -> list[int]:
+        """Delete log entries older than the log retention that a checkpoint covers."""
+        return maintenance.cleanup_log(self, retention)
+
+    def commit_timestamps(self) -> dict[int, int]:
+        """Commit time (ms since the epoch, monotonic) of every version still in the log."""
+        return dict(self._timeline())
+
     def append(
         self,
         data: Any,
@@ -524,6 +623,9 @@ class Table:
         txn_version: int | None = None,
         metadata: Mapping[str, Any] | None = None,
         schema_mode: str | None = None,
+        watermark: dt.datetime | None = None,
+        late: str | None = None,
+        quarantine: Table | str | None = None,
     ) -> int:
         """Append rows and return the new version.
 
@@ -536,9 +638,17 @@ class Table:
             txn_version: the application's monotonically increasing batch number.
             metadata: extra key/values stored in the commitInfo.
             schema_mode: "merge" adds new nullable input columns to the schema.
+            watermark: an aware datetime: all events before it have now arrived
+                (tables with an event-time column; see docs/late-data.md).
+            late: what to do with rows behind the table watermark: "accept",
+                "reject" or "quarantine" (default: the `lakeflow.late` property,
+                else accept).
+            quarantine: the table (or URI) quarantined rows go to (default
+                `<uri>/_lakeflow_quarantine`).
 
         Raises:
             SchemaMismatchError: the data does not fit the schema.
+            LateDataError: late rows under the reject policy (nothing is written).
             CommitConflictError: concurrent writers kept winning, or changed the schema.
         """
         if (app_id is None) != (txn_version is None):
@@ -549,7 +659,7 @@ class Table:
                 isinstance(txn_version, bool) or not isinstance(txn_version, int) or txn_version < 0):
             raise InvalidArgumentError(f"txn_version must be a non-negative int, got {txn_version!r}")
         extra = dict(metadata or {})
-        clash = sorted(set(extra) & _RESERVED_INFO_KEYS)
+        clash = sorted(set(extra) & (_RESERVED_INFO_KEYS | TIME_INFO_KEYS))
         if clash:
             raise InvalidArgumentError(f"metadata keys {clash} are reserved by the commitInfo format")
         try:
@@ -564,8 +674,9 @@ class Table:
             if seen is not None and seen.version >= txn_version:
                 return self._txn_version_holding(app_id, txn_version)
         conformed = conform(table, self.snapshot().schema, schema_mode)
-        if conformed.table.num_rows == 0 and conformed.new_schema is None:
-            return self._state.version
+        arrival = arrive(self, conformed.table, watermark, late, quarantine)
+        if arrival.rows.num_rows == 0 and conformed.new_schema is None and not arrival.must_commit:
+            return arrival.settle(self, self._state.version)
         actions: list[Action] = []
         if conformed.new_schema is not None:
             old = self._state.metadata
@@ -576,23 +687,95 @@ class Table:
             new_protocol = _protocol_for(conformed.new_schema, old.configuration)
             if new_protocol != self._state.protocol and uses_timestamp_ntz(conformed.new_schema):
                 actions.append(new_protocol)
-        adds = write_data_files(self._storage, conformed.table, self.partition_by)
+        adds = write_data_files(self._storage, arrival.rows, self.partition_by) if arrival.rows.num_rows else []
         actions += adds
         tx = Transaction(
             actions=actions,
             operation="WRITE",
             parameters={"mode": "Append", "partitionBy": json.dumps(list(self.partition_by))},
-            metrics={"numFiles": len(adds), "numOutputRows": conformed.table.num_rows,
+            metrics={"numFiles": len(adds), "numOutputRows": arrival.rows.num_rows,
                      "numOutputBytes": sum(a.size for a in adds)},
             txn=Txn(app_id, txn_version) if app_id is not None and txn_version is not None else None,
-            extra_info=extra,
+            extra_info={**extra, **arrival.info},
         )
         outcome = self.commit(tx)
         if outcome.deduplicated:
             # Another attempt of the same batch won: our files were never committed.
             for a in adds:
                 self._storage.delete(unquote(a.path))
-        return outcome.version
+            return outcome.version
+        return arrival.settle(self, outcome.version)
+
+    def merge(
+        self,
+        data: Any,
+        on: str | Sequence[str] | None = None,
+        when_matched: MatchedAction = "update",
+        when_not_matched: str = "insert",
+        when_not_matched_by_source: str = "keep",
+        watermark: dt.datetime | None = None,
+        *,
+        late: str | None = None,
+        quarantine: Table | str | None = None,
+        null_keys: str = "error",
+        retries: int = 0,
+    ) -> MergeResult:
+        """Upsert `data` by key in one commit, rewriting only files with changed rows.
+
+        Args:
+            data: the source rows (anything `append` accepts); one row per key.
+            on: key columns (default: the table's declared key).
+            when_matched: for source rows whose key exists: "update" (replace the
+                row), "ignore", "delete", a mapping of column -> polars expression
+                over `pl.col("target.<c>")` / `pl.col("source.<c>")`, or a callable
+                `(target, source) -> DataFrame` of new values, one row per matched
+                pair (see docs/merge.md).
+            when_not_matched: "insert" or "ignore" source rows with a new key.
+            when_not_matched_by_source: "keep" or "delete" target rows no source
+                row matches.
+            watermark: as for `append`.
+            late: as for `append`; a change is late when a row it writes or
+                retires is behind the table watermark.
+            quarantine: as for `append`.
+            null_keys: "error" (default) or "skip" source rows with a null key.
+            retries: on a conflicting concurrent commit, start over this many times.
+
+        Raises:
+            SchemaMismatchError: unknown key columns, or source rows that do not fit.
+            DuplicateKeyError: two source rows share a key.
+            LateDataError: late changes under the reject policy (nothing is written).
+            CommitConflictError: a concurrent commit touched what the merge read.
+        """
+        return merge_into(self, data, on, when_matched=when_matched,
+                          when_not_matched=when_not_matched,
+                          when_not_matched_by_source=when_not_matched_by_source,
+                          watermark=watermark, late=late, quarantine=quarantine,
+                          null_keys=null_keys, retries=retries)
+
+    def delete(self, where: Any, *, retries: int = 0) -> int:
+        """Delete the rows where `where` is true, in one commit; return how many.
+
+        Files the predicate matches wholly are removed without being rewritten;
+        files it matches in part are rewritten without those rows.
+
+        Args:
+            where: a `pyarrow.compute` boolean expression, e.g. `pc.field("day") < d`.
+            retries: on a conflicting concurrent commit, start over this many times.
+
+        Raises:
+            SchemaMismatchError: the predicate names an unknown column.
+            CommitConflictError: a concurrent commit touched what the delete read.
+        """
+        return delete_where(self, where, retries=retries)
+
+    def revisions(self, window: dt.datetime | dt.date | str) -> list[Commit]:
+        """The commits that revised an event-time window with late changes, newest first.
+
+        Args:
+            window: an instant (or date) inside the window, e.g. its start.
+        """
+        start = window_start(window, window_micros(self.window or "1d"))
+        return [c for c in self.history() if start in c.revised_windows]
 
 
 class _CreateRace(Exception):

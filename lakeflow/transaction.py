@@ -80,7 +80,7 @@ def conflict_reason(tx: Transaction, winner: Sequence[Action]) -> str | None:
     for a in winner:
         if isinstance(a, (Metadata, Protocol)):
             return "a concurrent commit changed the table schema, configuration or protocol"
-        if isinstance(a, Remove) and a.path in tx.read_files and a.data_change:
+        if isinstance(a, Remove) and a.path in tx.read_files:
             return f"a concurrent commit removed the file {a.path} that this operation read"
         if isinstance(a, Add) and a.data_change and tx.read_predicate is not None \
                 and tx.read_predicate(a):
