@@ -34,7 +34,8 @@ def _print_json(value: Any) -> None:
 
 
 def _show_arrow(table: pa.Table, title: str, limit: int = 20) -> None:
-    rt = RichTable(title=title)
+    console.print(f"[bold]{title}[/bold]")
+    rt = RichTable()
     for name in table.column_names:
         rt.add_column(name)
     for row in table.slice(0, limit).to_pylist():
@@ -93,7 +94,7 @@ def show(uri: str, version: int | None = typer.Option(None, help="Version to rea
         _print_json({"version": snap.version, "num_rows": table.num_rows,
                      "rows": table.slice(0, limit).to_pylist()})
         return
-    _show_arrow(table, f"{uri} @ version {snap.version}", limit)
+    _show_arrow(table, f"version {snap.version}", limit)
 
 
 @app.command()
@@ -104,6 +105,36 @@ def checkpoint(uri: str, as_json: bool = JsonOpt) -> None:
         _print_json({"checkpoint_version": version})
     else:
         console.print(f"checkpoint written at version {version}")
+
+
+@app.command()
+def compact(uri: str, target_file_size: int = typer.Option(128 * 1024 * 1024, help="Bytes per output file."),
+            as_json: bool = JsonOpt) -> None:
+    """Rewrite small files into larger ones (no change to the rows)."""
+    r = lf.Table(uri).compact(target_file_size)
+    out = {"version": r.version, "files_removed": r.files_removed, "files_added": r.files_added, "rows": r.rows}
+    if as_json:
+        _print_json(out)
+    elif r.version is None:
+        console.print("nothing to compact")
+    else:
+        console.print(f"version {r.version}: {r.files_removed} files rewritten into {r.files_added}")
+
+
+@app.command()
+def vacuum(uri: str, retention_hours: float = typer.Option(168.0, help="Keep files needed within this many hours."),
+           dry_run: bool = typer.Option(False, "--dry-run", help="List, do not delete."),
+           force: bool = typer.Option(False, "--force", help="Allow a retention below the table's setting."),
+           as_json: bool = JsonOpt) -> None:
+    """Delete data files no version within the retention period needs."""
+    r = lf.Table(uri).vacuum(dt.timedelta(hours=retention_hours), dry_run=dry_run, enforce_retention=not force)
+    if as_json:
+        _print_json({"files": list(r.files), "bytes": r.bytes, "dry_run": r.dry_run})
+        return
+    verb = "would delete" if r.dry_run else "deleted"
+    console.print(f"{verb} {len(r.files)} files ({r.bytes} bytes)")
+    for f in r.files:
+        console.print(f"  {f}", highlight=False)
 
 
 @app.command()
