@@ -109,7 +109,9 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
     domains = dict(state.domains) if state else {}
     for v, actions in commits:
         where = f"commit {v}"
-        for a in actions:
+        # Actions in a commit are unordered. A path has at most one add and one remove
+        # per commit (with different deletion vectors), and then the add survives.
+        for a in sorted(actions, key=lambda a: isinstance(a, Add)):
             if isinstance(a, Add):
                 check_data_path(a.path, where)
                 files[a.path] = a
