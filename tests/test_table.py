@@ -354,3 +354,14 @@ def test_conflict_when_winner_changes_schema(table_uri):
 
     with pytest.raises(lf.CommitConflictError, match="schema"):
         b.commit(Transaction(actions=[], operation="WRITE"))
+
+
+def test_replay_applies_removes_before_adds_within_a_commit():
+    from lakeflow.actions import Add, Metadata, Protocol, Remove
+    from lakeflow.log import replay
+
+    base = [Protocol(1, 2), Metadata("id", '{"type":"struct","fields":[]}')]
+    add = Add("f.parquet", {}, 1, 0)
+    # A rewrite of f (new deletion vector) may list its add before its remove.
+    state = replay(None, [(0, [*base, add]), (1, [add, Remove("f.parquet", 5)])])
+    assert list(state.files) == ["f.parquet"]
