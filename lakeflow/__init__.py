@@ -4,9 +4,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from lakeflow.diff import CommitChanges, Diff, DiffSummary
 from lakeflow.errors import (
     CommitConflictError,
     CorruptLogError,
+    DuplicateKeyError,
     InvalidArgumentError,
     LakeflowError,
     LateDataError,
@@ -22,9 +24,13 @@ from lakeflow.table import Commit, Table
 
 __all__ = [
     "Commit",
+    "CommitChanges",
     "CommitConflictError",
     "CorruptLogError",
     "DataFile",
+    "Diff",
+    "DiffSummary",
+    "DuplicateKeyError",
     "InvalidArgumentError",
     "LakeflowError",
     "LateDataError",

@@ -19,6 +19,10 @@ class SchemaMismatchError(LakeflowError):
     """Input data or arguments do not fit the table schema."""
 
 
+class DuplicateKeyError(SchemaMismatchError):
+    """Rows that must be told apart by a key share a key value."""
+
+
 class CommitConflictError(LakeflowError):
     """A concurrent writer won, and this commit cannot be replayed on top of it."""
 
@@ -50,6 +54,7 @@ class InvalidArgumentError(LakeflowError, ValueError):
 __all__ = [
     "CommitConflictError",
     "CorruptLogError",
+    "DuplicateKeyError",
     "InvalidArgumentError",
     "LakeflowError",
     "LateDataError",

@@ -97,7 +97,6 @@ class Snapshot:
     @functools.cached_property
     def files(self) -> tuple[DataFile, ...]:
         """The active data files, sorted by path."""
-        schema = self.schema
         out = []
         for add in sorted(self.state.files.values(), key=lambda a: a.path):
             if add.deletion_vector:
@@ -106,10 +105,8 @@ class Snapshot:
                     "does not support yet"
                 )
             path = check_data_path(add.path, f"version {self.version}")
-            values = {
-                c: parse_partition_value(add.partition_values.get(c), schema.field(c).type, c)
-                for c in self.partition_columns
-            }
+            values = typed_partition_values(add.partition_values, self.schema,
+                                            self.partition_columns)
             out.append(DataFile(path, add.size, values, add.num_records(), add))
         return tuple(out)
 
@@ -128,11 +125,7 @@ class Snapshot:
 
     def _guarantee(self, f: DataFile) -> pc.Expression:
         schema = self.schema
-        terms: list[pc.Expression] = []
-        for c, v in f.partition_values.items():
-            field = pc.field(c)
-            terms.append(field.is_null() if v is None
-                         else field == pa.scalar(v, type=schema.field(c).type))
+        terms = [partition_guarantee(schema, f.partition_values)]
         stats = f.add.parsed_stats() or {}
         mins, maxs, nulls = (stats.get(k) or {} for k in ("minValues", "maxValues", "nullCount"))
         for name in mins.keys() & maxs.keys():
@@ -148,15 +141,8 @@ class Snapshot:
 
     def to_pyarrow_dataset(self) -> ds.FileSystemDataset:
         """A pyarrow dataset over this snapshot's files, with partition columns filled in."""
-        fs, root = self.storage.arrow_fs()
-        files = self.files
-        return ds.FileSystemDataset.from_paths(
-            [f"{root}/{f.path}" for f in files],
-            schema=self.schema,
-            format=PARQUET_FORMAT,
-            filesystem=fs,
-            partitions=[self._guarantee(f) for f in files],
-        )
+        return scan_files(self.storage, self.schema,
+                          [(f.path, self._guarantee(f)) for f in self.files])
 
     def files_matching(self, filter: pc.Expression | None) -> list[DataFile]:
         """The files a scan with `filter` must read (after partition and stats pruning)."""
@@ -210,6 +196,42 @@ class Snapshot:
         if not self.files:
             return pl.from_arrow(self.schema.empty_table()).lazy()  # type: ignore[union-attr]
         return pl.scan_pyarrow_dataset(self.to_pyarrow_dataset())
+
+
+def typed_partition_values(raw: Mapping[str, str | None], schema: pa.Schema,
+                           partition_columns: Sequence[str]) -> dict[str, Any]:
+    """Parse a file action's `partitionValues` strings by the schema's types."""
+    return {c: parse_partition_value(raw.get(c), schema.field(c).type, c)
+            for c in partition_columns}
+
+
+def partition_guarantee(schema: pa.Schema, values: Mapping[str, Any]) -> pc.Expression:
+    """What every row of a file holds in its partition columns (typed `values`)."""
+    terms = [pc.field(c).is_null() if v is None
+             else pc.field(c) == pa.scalar(v, type=schema.field(c).type)
+             for c, v in values.items()]
+    return functools.reduce(lambda a, b: a & b, terms, pc.scalar(True))
+
+
+def scan_files(storage: Storage, schema: pa.Schema,
+               files: Sequence[tuple[str, pc.Expression]]) -> ds.FileSystemDataset:
+    """A pyarrow dataset over data or change files, read with `schema`.
+
+    Args:
+        storage: the table's storage.
+        schema: the columns to read; columns a file lacks come back null.
+        files: (path relative to the table root, URL-decoded; guarantee) pairs.
+            Columns a file does not store (partition columns, or virtual ones
+            such as a commit version) are filled from equalities in its guarantee.
+    """
+    fs, root = storage.arrow_fs()
+    return ds.FileSystemDataset.from_paths(
+        [f"{root}/{path}" for path, _ in files],
+        schema=schema,
+        format=PARQUET_FORMAT,
+        filesystem=fs,
+        partitions=[g for _, g in files],
+    )
 
 
 def _stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scalar] | None:
