@@ -19,8 +19,10 @@ from lakeflow.errors import (
     UnsupportedFeatureError,
     VersionNotFoundError,
 )
+from lakeflow.merge import MergeResult
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.table import Commit, Table
+from lakeflow.views import View
 
 __all__ = [
     "Commit",
@@ -34,6 +36,7 @@ __all__ = [
     "InvalidArgumentError",
     "LakeflowError",
     "LateDataError",
+    "MergeResult",
     "SchemaMismatchError",
     "Snapshot",
     "StorageError",
@@ -42,5 +45,6 @@ __all__ = [
     "TableNotFoundError",
     "UnsupportedFeatureError",
     "VersionNotFoundError",
+    "View",
     "__version__",
 ]

@@ -26,7 +26,7 @@ from lakeflow.actions import Add, Metadata, Protocol
 from lakeflow.errors import (
     InvalidArgumentError,
     LakeflowError,
-     SchemaMismatchError,
+    SchemaMismatchError,
     UnsupportedFeatureError,
 )
 from lakeflow.log import TableState, check_data_path, check_readable
