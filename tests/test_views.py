@@ -36,8 +36,9 @@ def expected(source: lf.Table, version: int, keys, window=None) -> pa.Table:
     aggs = [pl.col("amount").sum().alias("total"), pl.len().cast(pl.Int64).alias("n"),
             pl.col("fee").mean().alias("avg_fee"), pl.col("amount").min().alias("lo"),
             pl.col("amount").max().alias("hi"), pl.col("fee").count().cast(pl.Int64).alias("fees")]
-    out = frame.group_by(keys).agg(aggs) if keys else (frame.select(aggs) if frame.height else frame.clear().select(aggs).clear())
-    return out.to_arrow()
+    if keys:
+        return frame.group_by(keys).agg(aggs).to_arrow()
+    return (frame.select(aggs) if frame.height else frame.select(aggs).clear()).to_arrow()
 
 
 def check(view, source, version, keys, window=None):
@@ -67,7 +68,7 @@ def test_view_folds_appends_and_deletions(local_uri, tmp_path):
     for v in range(source.version + 1):
         check(view, source, v, ["account"])
     moved = view.diff(1, 3)
-    kinds = sorted(zip(moved.column("account").to_pylist(), moved.column("_change_type").to_pylist()))
+    kinds = sorted(zip(moved.column("account").to_pylist(), moved.column("_change_type").to_pylist(), strict=True))
     assert kinds == [("a", "update_postimage"), ("a", "update_preimage"), ("b", "delete"), ("c", "insert")]
 
 
