@@ -20,13 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lakeflow.actions import Add
+from lakeflow.actions import Add, Cdc
 from lakeflow.errors import InvalidArgumentError, SchemaMismatchError
 from lakeflow.partitions import encode_log_path, partition_dir, serialize_partition_value
 from lakeflow.schema import arrow_to_delta, canonical
 from lakeflow.storage import Storage
 
 STRING_STATS_PREFIX = 32
+CHANGE_DATA_DIR = "_change_data"
 
 
 def to_arrow_table(data: Any) -> pa.Table:
@@ -245,6 +246,26 @@ def _group_by_partition(table: pa.Table, partition_by: Sequence[str]) -> list[tu
     return out
 
 
+def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str], directory: str,
+                 prefix: str) -> list[tuple[str, list[tuple[str, str | None]], int, pa.Table]]:
+    """Write one Parquet file per partition; (relative path, values, size, rows) for each."""
+    groups = _group_by_partition(table, partition_by)
+    serialized = [[(c, serialize_partition_value(values[c], c)) for c in partition_by]
+                  for values, _ in groups]
+    out = []
+    for (_, part), pvalues in zip(groups, serialized, strict=False):
+        data = part.drop_columns(list(partition_by)) if partition_by else part
+        buf = io.BytesIO()
+        pq.write_table(data, buf, compression="snappy", coerce_timestamps="us",
+                       allow_truncated_timestamps=False)
+        payload = buf.getvalue()
+        name = f"{prefix}-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        rel = "/".join(p for p in (directory, partition_dir(pvalues) if partition_by else "", name) if p)
+        storage.write(rel, payload)
+        out.append((rel, pvalues, len(payload), data))
+    return out
+
+
 def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[str],
                      data_change: bool = True) -> list[Add]:
     """Write `table` as Parquet files (one per partition) and return their `add` actions.
@@ -252,26 +273,29 @@ def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[s
     Raises:
         SchemaMismatchError: a partition value cannot be stored (NaN, infinity).
     """
-    groups = _group_by_partition(table, partition_by)
-    serialized = [[(c, serialize_partition_value(values[c], c)) for c in partition_by]
-                  for values, _ in groups]
-    adds = []
     now_ms = int(time.time() * 1000)
-    for (_, part), pvalues in zip(groups, serialized, strict=False):
-        data = part.drop_columns(list(partition_by)) if partition_by else part
-        buf = io.BytesIO()
-        pq.write_table(data, buf, compression="snappy", coerce_timestamps="us",
-                       allow_truncated_timestamps=False)
-        payload = buf.getvalue()
-        name = f"part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        rel = f"{partition_dir(pvalues)}/{name}" if partition_by else name
-        storage.write(rel, payload)
-        adds.append(Add(
+    return [
+        Add(
             path=encode_log_path(rel),
             partition_values=dict(pvalues),
-            size=len(payload),
+            size=size,
             modification_time=now_ms,
             data_change=data_change,
             stats=json.dumps(file_stats(data), separators=(",", ":")),
-        ))
-    return adds
+        )
+        for rel, pvalues, size, data in _write_parts(storage, table, partition_by, "", "part")
+    ]
+
+
+def write_cdc_files(storage: Storage, changes: pa.Table, partition_by: Sequence[str]) -> list[Cdc]:
+    """Write change rows (table columns plus `_change_type`) under `_change_data/`.
+
+    Files are partitioned like the data, as the Delta protocol recommends, and
+    returned as `cdc` actions.
+
+    Raises:
+        SchemaMismatchError: a partition value cannot be stored (NaN, infinity).
+    """
+    return [Cdc(path=encode_log_path(rel), partition_values=dict(pvalues), size=size)
+            for rel, pvalues, size, _ in _write_parts(storage, changes, partition_by,
+                                                      CHANGE_DATA_DIR, "cdc")]

@@ -1,0 +1,710 @@
+"""Copy-on-write merge (upsert) and delete, recorded as Delta change data.
+
+A merge pairs source rows with target rows by key. Only files that can hold a
+source key are read: their partition values and the min/max statistics of the
+key columns rule the others out. Only files holding at least one changed row
+are rewritten; a matched row that comes out identical is `unchanged` and costs
+no write. When the table has `delta.enableChangeDataFeed=true`, the change rows
+(insert, delete, update_preimage, update_postimage) go to `_change_data/`
+files in the same commit, so every Delta change-feed reader sees them. As the
+protocol allows, a commit whose adds and removes are exactly its changes (only
+inserts, or only whole files deleted) writes no change files: readers take its
+adds as inserts and its removes as deletes.
+
+One operation is one commit. It records the files it read and a predicate for
+files a concurrent writer might add; a concurrent commit that removed a read
+file, or added a file that could hold one of the keys (or rows the delete
+predicate matches), makes it fail with `CommitConflictError` (or start over
+when `retries` allows), and any other concurrent commit is simply stepped over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from lakeflow.actions import Action, Add, Cdc
+from lakeflow.errors import (
+    CommitConflictError,
+    DuplicateKeyError,
+    InvalidArgumentError,
+    LakeflowError,
+    SchemaMismatchError,
+)
+from lakeflow.late import EventClock, Quarantine, check_quarantine_arg, from_micros, quarantine_for
+from lakeflow.log import check_writable
+from lakeflow.partitions import parse_partition_value
+from lakeflow.snapshot import DataFile, Snapshot, _stat_bounds
+from lakeflow.transaction import Transaction
+from lakeflow.write import conform, to_arrow_table, write_cdc_files, write_data_files
+
+if TYPE_CHECKING:
+    from lakeflow.table import Table
+
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+IndexArray = np.ndarray[Any, np.dtype[np.int64]]
+_EMPTY: IndexArray = np.zeros(0, dtype=np.int64)
+MatchedAction = str | Mapping[str, pl.Expr] | Callable[[pl.DataFrame, pl.DataFrame], Any]
+
+CHANGE_TYPE = "_change_type"
+# File reads and writes overlap I/O with pyarrow's own (GIL-free) work; more
+# threads than cores only contend.
+_IO_THREADS = max(2, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What a merge did.
+
+    Attributes:
+        version: the version committed (the current version when nothing changed).
+        inserted: source rows inserted.
+        updated: target rows whose values changed.
+        deleted: target rows deleted.
+        unchanged: matched target rows left as they were (identical or ignored).
+        late_rows: committed changes to rows behind the table watermark.
+        revised_windows: starts of the event-time windows those changes revised.
+        files_read: data files read, after partition and statistics pruning.
+        files_rewritten: data files replaced because they held a changed row.
+        quarantined: late source rows sent to the quarantine table.
+    """
+
+    version: int
+    inserted: int
+    updated: int
+    deleted: int
+    unchanged: int
+    late_rows: int
+    revised_windows: tuple[dt.datetime, ...]
+    files_read: int
+    files_rewritten: int
+    quarantined: int = 0
+
+
+@dataclass(frozen=True)
+class _MergeArgs:
+    on: tuple[str, ...]
+    when_matched: MatchedAction
+    when_not_matched: str
+    when_not_matched_by_source: str
+    watermark: Any
+    late: str | None
+    quarantine: Any
+    null_keys: str
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise InvalidArgumentError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def _check_args(args: _MergeArgs) -> None:
+    action = args.when_matched
+    if isinstance(action, Mapping):
+        for col, expr in action.items():
+            if not isinstance(col, str) or not isinstance(expr, pl.Expr):
+                raise InvalidArgumentError(
+                    "a when_matched mapping maps column names to polars expressions, e.g. "
+                    "{'amount': pl.col('target.amount') + pl.col('source.amount')}")
+    elif not callable(action):
+        _check_choice("when_matched", action, ("update", "ignore", "delete"))
+    _check_choice("when_not_matched", args.when_not_matched, ("insert", "ignore"))
+    _check_choice("when_not_matched_by_source", args.when_not_matched_by_source, ("keep", "delete"))
+    _check_choice("null_keys", args.null_keys, ("error", "skip"))
+
+
+def _key_columns(on: str | Sequence[str] | None, table: Table, schema: pa.Schema,
+                 source: pa.Table, action: MatchedAction) -> tuple[str, ...]:
+    keys = (on,) if isinstance(on, str) else tuple(on) if on is not None else table.key
+    if not keys:
+        raise InvalidArgumentError("merge needs key columns: pass on=[...] or create the table with key=")
+    unknown = [k for k in keys if k not in schema.names]
+    if unknown:
+        raise SchemaMismatchError(f"on names unknown column(s) {unknown}; the table has {schema.names}")
+    missing = [k for k in keys if k not in source.column_names]
+    if missing:
+        raise SchemaMismatchError(f"the source lacks the key column(s) {missing}")
+    if len(set(keys)) != len(keys):
+        raise InvalidArgumentError(f"on repeats a column: {list(keys)}")
+    if isinstance(action, Mapping) and set(action) & set(keys):
+        raise InvalidArgumentError(
+            f"when_matched cannot set the key column(s) {sorted(set(action) & set(keys))}")
+    if isinstance(action, Mapping) and set(action) - set(schema.names):
+        raise SchemaMismatchError(
+            f"when_matched sets unknown column(s) {sorted(set(action) - set(schema.names))}")
+    return keys
+
+
+def _prepare_source(source: pa.Table, schema: pa.Schema, on: tuple[str, ...], null_keys: str,
+                    full_rows: bool) -> pa.Table:
+    """Drop or refuse null keys, cast to the table types, refuse repeated keys.
+
+    With `full_rows` the source must have the table's columns (its rows become
+    table rows); otherwise only the key columns are cast and the rest kept.
+    """
+    null = np.zeros(source.num_rows, dtype=bool)
+    for k in on:
+        null |= np.asarray(source.column(k).is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    if null.any():
+        if null_keys == "error":
+            raise SchemaMismatchError(
+                f"{int(null.sum())} source row(s) have a null in the key column(s) {list(on)}; "
+                "null keys never match, pass null_keys='skip' to leave them out")
+        source = source.filter(pa.array(~null))
+    if full_rows:
+        source = conform(source, schema).table
+    else:
+        keys = conform(source.select(list(on)), pa.schema([schema.field(k) for k in on])).table
+        for k in on:
+            source = source.set_column(source.schema.get_field_index(k), schema.field(k), keys.column(k))
+    frame = _frame(source.select(list(on)))
+    dupes = frame.filter(frame.is_duplicated())
+    if dupes.height:
+        raise DuplicateKeyError(
+            f"multiple source rows have the key {dupes.row(0, named=True)} ({dupes.height} rows "
+            "share a key); a merge needs at most one source row per key, deduplicate the source")
+    return source
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+class _KeyIndex:
+    """The source keys, grouped by partition value and sorted, for file pruning.
+
+    `could_match(add)` is true when some source key falls in the file's partition
+    and within the min/max statistics of every key column: the file may hold a
+    matching row. It decides both which files a merge reads and which files
+    added by a concurrent writer conflict with it.
+    """
+
+    def __init__(self, keys: pa.Table, schema: pa.Schema, partition_columns: Sequence[str]) -> None:
+        self._schema = schema
+        self._part = [k for k in keys.column_names if k in partition_columns]
+        self._data = [k for k in keys.column_names if k not in partition_columns]
+        frame = _frame(keys)
+        if self._data:
+            frame = frame.sort(self._data[0])
+        self._groups: dict[tuple[Any, ...], pl.DataFrame] = (
+            {tuple(k): g for k, g in frame.partition_by(self._part, as_dict=True,
+                                                         maintain_order=True).items()}
+            if self._part else {(): frame})
+
+    def could_match(self, add: Add) -> bool:
+        try:
+            return self._could_match(add)
+        except (LakeflowError, ValueError, TypeError, ArithmeticError, pl.exceptions.PolarsError):
+            return True  # when in doubt the file is read, never skipped
+
+    def _could_match(self, add: Add) -> bool:
+        part = tuple(parse_partition_value(add.partition_values.get(c), self._schema.field(c).type, c)
+                     for c in self._part)
+        rows = self._groups.get(part)
+        if rows is None:
+            return False
+        stats = add.parsed_stats() or {}
+        mins, maxs = stats.get("minValues") or {}, stats.get("maxValues") or {}
+        for i, c in enumerate(self._data):
+            bounds = (_stat_bounds(self._schema.field(c).type, mins[c], maxs[c])
+                      if c in mins and c in maxs else None)
+            if bounds is None:
+                continue
+            lo, hi = bounds[0].as_py(), bounds[1].as_py()
+            if i == 0:  # sorted: a binary search
+                col = rows.get_column(c)
+                start = int(col.search_sorted(lo, side="left"))
+                rows = rows.slice(start, int(col.search_sorted(hi, side="right")) - start)
+            else:
+                rows = rows.filter(pl.col(c).is_between(lo, hi))
+            if rows.height == 0:
+                return False
+        return rows.height > 0
+
+
+def _read_files(snap: Snapshot, files: Sequence[DataFile]) -> list[pa.Table]:
+    """The rows of each file (partition columns filled in), in one parallel scan."""
+    if not files:
+        return []
+    dataset = snap.to_pyarrow_dataset()
+    _, root = snap.storage.arrow_fs()
+    position = {f"{root}/{f.path}": i for i, f in enumerate(files)}
+    fragments: list[Any] = [None] * len(files)
+    for fragment in dataset.get_fragments():
+        i = position.get(fragment.path)
+        if i is not None:
+            fragments[i] = fragment
+    subset = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
+    rows = subset.to_table(columns=[*dataset.schema.names, "__fragment_index"])
+    index = rows.column("__fragment_index").to_numpy()
+    if len(index) and (np.diff(index) < 0).any():  # scans keep fragment order; be sure anyway
+        order = np.argsort(index, kind="stable")
+        rows, index = rows.take(pa.array(order)), index[order]
+    rows = rows.drop_columns(["__fragment_index"])
+    bounds = np.searchsorted(index, np.arange(len(files) + 1), side="left")
+    return [rows.slice(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]
+
+
+def _rows_equal(old: pa.Table, new: pa.Table) -> BoolArray:
+    """Row-wise: are all columns equal (nulls equal nulls, NaN equals NaN)?"""
+    a, b = _frame(old), _frame(new)
+    same = pl.Series(np.ones(old.num_rows, dtype=bool))
+    for c in old.column_names:
+        same &= a.get_column(c).eq_missing(b.get_column(c))
+    return same.to_numpy()
+
+
+def _apply_matched(action: MatchedAction, old: pa.Table, source_rows: pa.Table,
+                   schema: pa.Schema, on: tuple[str, ...]) -> pa.Table:
+    """New values for matched rows from a column->expression mapping or a callable."""
+    target_frame, source_frame = _frame(old), _frame(source_rows)
+    if isinstance(action, Mapping):
+        context = pl.concat([target_frame.rename({c: f"target.{c}" for c in old.column_names}),
+                             source_frame.rename({c: f"source.{c}" for c in source_rows.column_names})],
+                            how="horizontal")
+        try:
+            out = context.select([expr.alias(c) for c, expr in action.items()]).to_arrow()
+        except pl.exceptions.PolarsError as e:
+            raise InvalidArgumentError(
+                f"a when_matched expression failed ({e}); refer to columns as "
+                "pl.col('target.<name>') and pl.col('source.<name>')") from e
+    else:
+        assert callable(action)
+        out = to_arrow_table(action(target_frame, source_frame))
+    unknown = [c for c in out.column_names if c not in schema.names]
+    if unknown:
+        raise SchemaMismatchError(f"when_matched returned unknown column(s) {unknown}")
+    if out.num_rows != old.num_rows:
+        raise InvalidArgumentError(
+            f"when_matched returned {out.num_rows} rows for {old.num_rows} matched rows; "
+            "it must return one row per matched row, in order")
+    result = old
+    for c in out.column_names:
+        f = schema.field(c)
+        try:
+            col = out.column(c).cast(f.type, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise SchemaMismatchError(f"when_matched value for {c!r} cannot be stored as {f.type}: {e}") from e
+        if not f.nullable and col.null_count:
+            raise SchemaMismatchError(f"when_matched sets the non-nullable column {c!r} to null")
+        if c in on and not col.equals(old.column(c)):
+            raise InvalidArgumentError(f"when_matched cannot change the key column {c!r}")
+        result = result.set_column(schema.get_field_index(c), f, col)
+    return result
+
+
+def _cdf_enabled(snap: Snapshot) -> bool:
+    """Whether the protocol requires change data files for this table."""
+    if snap.properties.get("delta.enableChangeDataFeed", "").lower() != "true":
+        return False
+    p = snap.protocol
+    if p.min_writer_version >= 7:
+        return "changeDataFeed" in (p.writer_features or ())
+    return p.min_writer_version >= 4
+
+
+def _change_rows(schema: pa.Schema, parts: Sequence[tuple[pa.Table, str]]) -> pa.Table:
+    tables = [t.cast(schema).append_column(CHANGE_TYPE, pa.array([kind] * t.num_rows, pa.string()))
+              for t, kind in parts if t.num_rows]
+    return pa.concat_tables(tables)
+
+
+def _take(table: pa.Table, idx: IndexArray) -> pa.Table:
+    return table.take(pa.array(idx, pa.int64()))
+
+
+def _positions(mask: BoolArray) -> IndexArray:
+    return np.flatnonzero(mask).astype(np.int64)
+
+
+@dataclass
+class _Rewrite:
+    """Data and change files a plan wrote; removed again if its commit loses."""
+
+    adds: list[Add] = field(default_factory=list)
+    cdcs: list[Cdc] = field(default_factory=list)
+
+    def discard(self, table: Table) -> None:
+        paths = [a.path for a in self.adds] + [c.path for c in self.cdcs]
+        for path in paths:
+            # An orphan left behind is harmless: vacuum removes it.
+            with contextlib.suppress(OSError, LakeflowError):
+                table.storage.delete(unquote(path))
+
+
+def _rewrite_files(table: Table, files: Sequence[DataFile], file_tables: Sequence[pa.Table],
+                   starts: IndexArray, removed: IndexArray, replacements: pa.Table,
+                   replaced: IndexArray, written: _Rewrite) -> tuple[list[Action], int, int]:
+    """Rewrite the files holding `removed` target rows.
+
+    `replacements` are the new versions of the `replaced` rows; each goes into
+    the rewrite of its old file. Returns the actions, rows copied, files touched.
+    """
+    file_of = np.searchsorted(starts, removed, side="right") - 1
+    touched = np.unique(file_of)
+    repl_file = np.searchsorted(starts, replaced, side="right") - 1
+    partition_by = table.partition_by
+
+    def rewrite(f: int) -> tuple[int, list[Add]]:
+        local = removed[file_of == f] - starts[f]
+        keep = np.ones(file_tables[f].num_rows, dtype=bool)
+        keep[local] = False
+        out = file_tables[f].filter(pa.array(keep))
+        if replacements.num_rows:
+            out = pa.concat_tables([out, _take(replacements, _positions(repl_file == f))])
+        return int(keep.sum()), write_data_files(table.storage, out, partition_by) if out.num_rows else []
+
+    now = int(time.time() * 1000)
+    actions: list[Action] = [files[f].add.remove(now) for f in touched]
+    copied = 0
+    with ThreadPoolExecutor(_IO_THREADS) as pool:
+        for kept, adds in pool.map(rewrite, touched.tolist()):
+            copied += kept
+            written.adds += adds
+            actions += adds
+    return actions, copied, len(touched)
+
+
+def _commit(table: Table, tx: Transaction, written: _Rewrite) -> int:
+    try:
+        return table.commit(tx).version
+    except CommitConflictError:
+        written.discard(table)
+        raise
+
+
+def _with_retries(table: Table, retries: int, attempt: Callable[[], Any]) -> Any:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidArgumentError(f"retries must be a non-negative int, got {retries!r}")
+    for n in range(retries + 1):
+        table.refresh()
+        try:
+            return attempt()
+        except CommitConflictError:
+            if n == retries:
+                raise
+    raise AssertionError("unreachable")
+
+
+def merge_into(
+    table: Table,
+    data: Any,
+    on: str | Sequence[str] | None = None,
+    *,
+    when_matched: MatchedAction = "update",
+    when_not_matched: str = "insert",
+    when_not_matched_by_source: str = "keep",
+    watermark: Any = None,
+    late: str | None = None,
+    quarantine: Any = None,
+    null_keys: str = "error",
+    retries: int = 0,
+) -> MergeResult:
+    """Upsert `data` into `table` by key; see `Table.merge`."""
+    args = _MergeArgs(() if on is None else (on,) if isinstance(on, str) else tuple(on),
+                      when_matched, when_not_matched, when_not_matched_by_source, watermark,
+                      late, quarantine, null_keys)
+    _check_args(args)
+    source = to_arrow_table(data)
+    result: MergeResult = _with_retries(table, retries, lambda: _merge_once(table, source, on, args))
+    return result
+
+
+def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
+                args: _MergeArgs) -> MergeResult:
+    snap = table.snapshot()
+    check_writable(snap.protocol)
+    schema = snap.schema
+    on = _key_columns(on_arg, table, schema, raw, args.when_matched)
+    clock = EventClock.of(table, args.watermark, args.late)
+    check_quarantine_arg(clock, args.quarantine)
+    full_rows = (args.when_matched == "update" or args.when_not_matched == "insert"
+                 or (clock is not None and clock.policy == "quarantine"))
+    source = _prepare_source(raw, schema, on, args.null_keys, full_rows)
+
+    by_source = args.when_not_matched_by_source == "delete"
+    if by_source:
+        files: list[DataFile] = list(snap.files)
+        predicate: Callable[[Add], bool] = _any_file
+    else:
+        index = _KeyIndex(source.select(list(on)), schema, snap.partition_columns)
+        files = [f for f in snap.files if index.could_match(f.add)]
+        predicate = index.could_match
+    file_tables = _read_files(snap, files)
+    target = pa.concat_tables(file_tables) if file_tables else schema.empty_table()
+    starts = np.cumsum([0] + [t.num_rows for t in file_tables[:-1]]).astype(np.int64)
+
+    pairs = (_frame(target.select(list(on))).with_row_index("__t")
+             .join(_frame(source.select(list(on))).with_row_index("__s"), on=list(on), how="inner"))
+    t_idx = pairs.get_column("__t").to_numpy().astype(np.int64)
+    s_idx = pairs.get_column("__s").to_numpy().astype(np.int64)
+
+    # Each change: the target rows it replaces or removes, the source rows behind it.
+    action = args.when_matched
+    ch = _Changes(ins_s=_EMPTY, upd_t=_EMPTY, upd_s=_EMPTY, upd_new=schema.empty_table(),
+                  del_t=_EMPTY, del_s=_EMPTY, gone_t=_EMPTY)
+    unchanged = len(t_idx)
+    if action == "delete":
+        ch.del_t, ch.del_s, unchanged = t_idx, s_idx, 0
+    elif action != "ignore":
+        old = _take(target, t_idx)
+        new = (_take(source, s_idx) if action == "update"
+               else _apply_matched(action, old, _take(source, s_idx), schema, on)).select(schema.names)
+        changed = ~_rows_equal(old, new)
+        ch.upd_t, ch.upd_s, ch.upd_new = t_idx[changed], s_idx[changed], new.filter(pa.array(changed))
+        unchanged = len(t_idx) - len(ch.upd_t)
+    if args.when_not_matched == "insert":
+        unmatched = np.ones(source.num_rows, dtype=bool)
+        unmatched[s_idx] = False
+        ch.ins_s = _positions(unmatched)
+    if by_source:
+        unmatched_t = np.ones(target.num_rows, dtype=bool)
+        unmatched_t[t_idx] = False
+        ch.gone_t = _positions(unmatched_t)
+    late_rows, windows, held = _judge(ch, clock, table, source, target, args.quarantine)
+
+    upd_t, upd_new = ch.upd_t, ch.upd_new
+    # Only a merge that inserts has full source rows.
+    inserted = _take(source, ch.ins_s).select(schema.names) if len(ch.ins_s) else schema.empty_table()
+    deleted_t = np.concatenate([ch.del_t, ch.gone_t])
+    written = _Rewrite()
+    try:
+        actions, copied, rewritten = _rewrite_files(
+            table, files, file_tables, starts, np.concatenate([upd_t, deleted_t]), upd_new, upd_t,
+            written)
+        if inserted.num_rows:
+            adds = write_data_files(table.storage, inserted, table.partition_by)
+            written.adds += adds
+            actions += adds
+        if _cdf_enabled(snap) and (len(upd_t) or copied):
+            written.cdcs = write_cdc_files(table.storage, _change_rows(schema, [
+                (inserted, "insert"), (_take(target, upd_t), "update_preimage"),
+                (upd_new, "update_postimage"), (_take(target, deleted_t), "delete")]),
+                table.partition_by)
+            actions += written.cdcs
+    except BaseException:
+        written.discard(table)
+        raise
+
+    version = table.version
+    if actions or (clock is not None and clock.advances):
+        tx = Transaction(
+            actions=actions,
+            operation="MERGE",
+            parameters=_merge_parameters(on, args),
+            metrics={
+                "numSourceRows": source.num_rows,
+                "numTargetRowsInserted": inserted.num_rows,
+                "numTargetRowsUpdated": len(upd_t),
+                "numTargetRowsDeleted": len(deleted_t),
+                "numTargetRowsCopied": copied,
+                "numTargetRowsUnchanged": unchanged,
+                "numOutputRows": inserted.num_rows + len(upd_t) + copied,
+                "numTargetFilesBeforeSkipping": len(snap.files),
+                "numTargetFilesAfterSkipping": len(files),
+                "numTargetFilesRemoved": rewritten,
+                "numTargetFilesAdded": len(written.adds),
+                "numTargetChangeFilesAdded": len(written.cdcs),
+            },
+            read_files=frozenset(f.add.path for f in files),
+            read_predicate=predicate,
+            extra_info=clock.commit_info(late_rows, windows) if clock is not None else {},
+        )
+        version = _commit(table, tx, written)
+    if held is not None:
+        held.write(table, version)
+    return MergeResult(
+        version=version, inserted=inserted.num_rows, updated=len(upd_t), deleted=len(deleted_t),
+        unchanged=unchanged, late_rows=late_rows,
+        revised_windows=tuple(from_micros(w) for w in sorted(windows)),
+        files_read=len(files), files_rewritten=rewritten,
+        quarantined=held.rows.num_rows if held is not None else 0)
+
+
+@dataclass
+class _Changes:
+    """A merge's changes as row positions: `*_t` in the target, `*_s` in the source."""
+
+    ins_s: IndexArray
+    upd_t: IndexArray
+    upd_s: IndexArray
+    upd_new: pa.Table
+    del_t: IndexArray
+    del_s: IndexArray
+    gone_t: IndexArray  # deleted because no source row matched them
+
+    def images(self, source: pa.Table, target: pa.Table) -> list[pa.Table]:
+        """Insert, update pre- and post-, matched-delete and unmatched-delete rows."""
+        return [_take(source, self.ins_s), _take(target, self.upd_t), self.upd_new,
+                _take(target, self.del_t), _take(target, self.gone_t)]
+
+    def drop(self, late_ins: BoolArray, late_upd: BoolArray, late_del: BoolArray) -> None:
+        """Leave out the source-driven changes the masks flag."""
+        self.ins_s = self.ins_s[~late_ins]
+        self.upd_t, self.upd_s = self.upd_t[~late_upd], self.upd_s[~late_upd]
+        self.upd_new = self.upd_new.filter(pa.array(~late_upd))
+        self.del_t, self.del_s = self.del_t[~late_del], self.del_s[~late_del]
+
+
+def _judge(ch: _Changes, clock: EventClock | None, table: Table, source: pa.Table,
+           target: pa.Table, quarantine: Any) -> tuple[int, set[int], Quarantine | None]:
+    """Apply the lateness policy to a merge's changes.
+
+    A change is late when any row image it writes or retires has an event time
+    behind the table watermark. Reject refuses the merge; quarantine holds back
+    the source rows behind late changes (deletes of unmatched target rows have
+    no source row and are applied). Returns the late changes committed, the
+    windows they revise, and the held rows.
+    """
+    if clock is None or clock.watermark_us is None:
+        return 0, set(), None
+    images = ch.images(source, target)
+    masks = [clock.late(rows) for rows in images]
+    late_ins, late_upd, late_del = masks[0], masks[1] | masks[2], masks[3]
+    total = int(late_ins.sum() + late_upd.sum() + late_del.sum() + masks[4].sum())
+    if total and clock.policy == "reject":
+        earliest = min(clock.earliest(rows, m) for rows, m in zip(images, masks, strict=True) if m.any())
+        raise clock.refuse(total, earliest, "changed rows are")
+    held = None
+    if clock.policy == "quarantine" and (late_ins.any() or late_upd.any() or late_del.any()):
+        rows = np.concatenate([ch.ins_s[late_ins], ch.upd_s[late_upd], ch.del_s[late_del]])
+        held = quarantine_for(table, _take(source, rows), clock, quarantine)
+        ch.drop(late_ins, late_upd, late_del)
+        images = ch.images(source, target)
+        masks = [clock.late(rows) for rows in images]
+    late_rows = int(masks[0].sum() + (masks[1] | masks[2]).sum() + masks[3].sum() + masks[4].sum())
+    windows: set[int] = set()
+    for rows, m in zip(images, masks, strict=True):
+        windows |= clock.windows(rows, m)
+    return late_rows, windows, held
+
+
+def _any_file(add: Add) -> bool:
+    return True
+
+
+def _merge_parameters(on: tuple[str, ...], args: _MergeArgs) -> dict[str, str]:
+    action = args.when_matched
+    matched = ([] if action == "ignore"
+               else [{"actionType": action if isinstance(action, str) else "update"}])
+    return {
+        "mergePredicate": " AND ".join(f"target.{k} = source.{k}" for k in on),
+        "matchedPredicates": json.dumps(matched),
+        "notMatchedPredicates": json.dumps(
+            [{"actionType": "insert"}] if args.when_not_matched == "insert" else []),
+        "notMatchedBySourcePredicates": json.dumps(
+            [{"actionType": "delete"}] if args.when_not_matched_by_source == "delete" else []),
+    }
+
+
+def delete_where(table: Table, where: pc.Expression, *, retries: int = 0) -> int:
+    """Delete the rows matching `where`; see `Table.delete`."""
+    if not isinstance(where, pc.Expression):
+        raise InvalidArgumentError(
+            f"where must be a pyarrow.compute.Expression such as pc.field('day') < date, "
+            f"got {type(where).__name__}")
+    deleted: int = _with_retries(table, retries, lambda: _delete_once(table, where))
+    return deleted
+
+
+def _delete_once(table: Table, where: pc.Expression) -> int:
+    snap = table.snapshot()
+    check_writable(snap.protocol)
+    schema = snap.schema
+    try:
+        schema.empty_table().filter(where)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise SchemaMismatchError(f"cannot evaluate where={where} on the table: {e}") from e
+    clock = EventClock.of(table)
+    surely = pc.coalesce(where, pa.scalar(False))
+    candidates = snap.files_matching(where)
+    may_keep = {f.path for f in snap.files_matching(pc.invert(surely))}
+    whole = [f for f in candidates if f.path not in may_keep]
+    partial = [f for f in candidates if f.path in may_keep]
+
+    gone: list[pa.Table] = []
+    removed: list[DataFile] = []
+    kept_parts: list[tuple[DataFile, pa.Table]] = []
+    for f, rows in zip(partial, _read_files(snap, partial), strict=True):
+        hit = rows.filter(where)
+        if hit.num_rows == rows.num_rows:
+            removed.append(f)
+        elif hit.num_rows:
+            kept_parts.append((f, rows.filter(pc.invert(surely))))
+        if hit.num_rows:
+            gone.append(hit)
+    cdc = _cdf_enabled(snap) and bool(kept_parts)
+    need_rows = cdc or (clock is not None and clock.watermark_us is not None)
+    unread = [f for f in whole if need_rows or f.num_records is None]
+    gone += _read_files(snap, unread)
+    count = sum(t.num_rows for t in gone) + sum(
+        f.num_records or 0 for f in whole if f not in unread)
+    removed += whole
+    if count == 0:
+        return 0
+
+    written = _Rewrite()
+    now = int(time.time() * 1000)
+    actions: list[Action] = [f.add.remove(now) for f in removed]
+    copied = 0
+    try:
+        for f, kept in kept_parts:
+            adds = write_data_files(table.storage, kept, table.partition_by)
+            written.adds += adds
+            actions += [f.add.remove(now), *adds]
+            copied += kept.num_rows
+        gone_rows = pa.concat_tables(gone) if gone else schema.empty_table()
+        if cdc:
+            written.cdcs = write_cdc_files(table.storage, _change_rows(schema, [(gone_rows, "delete")]),
+                                           table.partition_by)
+            actions += written.cdcs
+    except BaseException:
+        written.discard(table)
+        raise
+    info: dict[str, Any] = {}
+    if clock is not None:
+        mask = clock.late(gone_rows)
+        info = clock.commit_info(int(mask.sum()), clock.windows(gone_rows, mask))
+    tx = Transaction(
+        actions=actions,
+        operation="DELETE",
+        parameters={"predicate": str(where)},
+        metrics={"numDeletedRows": count, "numRemovedFiles": len(removed) + len(kept_parts),
+                 "numAddedFiles": len(written.adds), "numCopiedRows": copied,
+                 "numAddedChangeFiles": len(written.cdcs)},
+        read_files=frozenset(f.add.path for f in candidates),
+        read_predicate=lambda add: _may_hold(snap, add, where),
+        extra_info=info,
+    )
+    _commit(table, tx, written)
+    return int(count)
+
+
+def _may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
+    """Whether a file added by a concurrent writer could hold rows `where` matches."""
+    try:
+        alone = Snapshot(snap.storage, dataclasses.replace(snap.state, files={add.path: add}))
+        return bool(alone.files_matching(where))
+    except (LakeflowError, pa.ArrowException):
+        return True
+
+
+__all__ = ["MatchedAction", "MergeResult", "delete_where", "merge_into"]
