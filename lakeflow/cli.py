@@ -6,6 +6,7 @@ mapped to one line on stderr and exit code 1, in `main`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -95,6 +96,33 @@ def show(uri: str, version: int | None = typer.Option(None, help="Version to rea
                      "rows": table.slice(0, limit).to_pylist()})
         return
     _show_arrow(table, f"version {snap.version}", limit)
+
+
+@app.command()
+def diff(uri: str, from_version: str = typer.Argument(..., help="Version number or ISO instant."),
+         to_version: str | None = typer.Argument(None, help="Version or instant (default: latest)."),
+         key: list[str] | None = typer.Option(None, "--key", help="Pair rows by these columns."),
+         limit: int = typer.Option(20, help="Rows to print."), as_json: bool = JsonOpt) -> None:
+    """Show what changed between two versions (inserted, deleted, updated rows)."""
+    d = lf.Table(uri).diff(_version_ref(from_version), _version_ref(to_version) if to_version else None,
+                           key=key or None)
+    summary = dataclasses.asdict(d.summary)
+    changes = d.to_arrow()
+    if as_json:
+        _print_json({"from_version": d.from_version, "to_version": d.to_version, "summary": summary,
+                     "changes": changes.slice(0, limit).to_pylist()})
+        return
+    console.print(f"[bold]{uri}[/bold]: {d.from_version} -> {d.to_version}  " +
+                  "  ".join(f"{k}={v}" for k, v in summary.items()), highlight=False)
+    _show_arrow(changes, "changes", limit)
+
+
+def _version_ref(text: str) -> int | str:
+    """A CLI version argument: an integer version, else an ISO instant."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 @app.command()

@@ -68,3 +68,14 @@ def test_errors_are_one_line_and_exit_1(tmp_path, capsys):
 
 def test_usage_error_exit_code(capsys):
     assert main(["show"]) == 2
+
+
+def test_diff_command(table, capsys):
+    code, out, _ = run(capsys, "diff", table, "1", "--json")
+    result = json.loads(out)
+    assert code == 0 and (result["from_version"], result["to_version"]) == (1, 2)
+    assert [(r["id"], r["_change_type"]) for r in result["changes"]] == [(3, "insert")]
+    code, out, _ = run(capsys, "diff", table, "0", "2")
+    assert code == 0 and "inserted=3" in out
+    code, _, err = run(capsys, "diff", table, "9")
+    assert code == 1 and "VersionNotFoundError" in err
