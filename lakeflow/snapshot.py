@@ -27,6 +27,7 @@ from lakeflow.errors import (
     InvalidArgumentError,
     LakeflowError,
     SchemaMismatchError,
+    StorageError,
     UnsupportedFeatureError,
 )
 from lakeflow.log import TableState, check_data_path, check_readable
@@ -165,6 +166,7 @@ class Snapshot:
         Raises:
             SchemaMismatchError: a requested column does not exist.
             InvalidArgumentError: `filter` is not a pyarrow expression.
+            StorageError: the store failed while reading a data file.
         """
         if columns is not None:
             unknown = [c for c in columns if self.schema.get_field_index(c) < 0]
@@ -188,6 +190,10 @@ class Snapshot:
             if "No match for FieldRef" in str(e) or "FieldRef" in str(e):
                 raise SchemaMismatchError(f"filter names an unknown column: {e}") from e
             raise
+        except OSError as e:  # the store failed while pyarrow read a data file
+            raise StorageError(
+                f"cannot read the data files of {self.storage.uri} at version {self.version}: {e}"
+            ) from e
 
     def to_polars(self) -> pl.LazyFrame:
         """A polars LazyFrame over this snapshot; filters and projections are pushed down."""

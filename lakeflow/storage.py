@@ -120,9 +120,13 @@ class LocalStorage:
             return []
         out = []
         for e in entries:
-            if e.is_file():
+            try:
+                if not e.is_file():
+                    continue
                 st = e.stat()
-                out.append(FileInfo(e.name, st.st_size, int(st.st_mtime * 1000)))
+            except FileNotFoundError:
+                continue  # removed since the listing, e.g. another writer's temp file
+            out.append(FileInfo(e.name, st.st_size, int(st.st_mtime * 1000)))
         return sorted(out, key=lambda f: f.name)
 
     def delete(self, path: str) -> None:

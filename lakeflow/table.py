@@ -29,13 +29,22 @@ from lakeflow.errors import (
     InvalidArgumentError,
     LakeflowError,
     SchemaMismatchError,
-    StorageError,
     TableExistsError,
     TableNotFoundError,
     VersionNotFoundError,
 )
+from lakeflow.late import (
+    TIME_INFO_KEYS,
+    arrive,
+    check_policy,
+    format_window,
+    read_time_info,
+    read_watermark,
+    window_micros,
+    window_start,
+)
 from lakeflow.log import (
-    LOG_DIR,
+    LogListing,
     TableState,
     check_readable,
     check_writable,
@@ -49,16 +58,6 @@ from lakeflow.log import (
     replay,
 )
 from lakeflow.maintenance import DEFAULT_TARGET_FILE_SIZE, CompactResult, VacuumResult
-from lakeflow.late import (
-    TIME_INFO_KEYS,
-    arrive,
-    check_policy,
-    format_window,
-    read_time_info,
-    read_watermark,
-    window_micros,
-    window_start,
-)
 from lakeflow.merge import MatchedAction, MergeResult, delete_where, merge_into
 from lakeflow.schema import arrow_to_delta, canonical, uses_timestamp_ntz
 from lakeflow.snapshot import Snapshot
@@ -70,7 +69,7 @@ DEFAULT_CHECKPOINT_INTERVAL = 100
 _COMMIT_CACHE_SIZE = 4096
 _RESERVED_INFO_KEYS = {"timestamp", "inCommitTimestamp", "operation", "operationParameters",
                        "operationMetrics", "readVersion", "isBlindAppend", "engineInfo",
-                       "clientVersion"}
+                       "clientVersion", "txnId"}
 
 
 @dataclass(frozen=True)
@@ -191,26 +190,34 @@ class Table:
         if last is not None and (version is None or last[0] <= version):
             try:
                 state = replay(None, [(last[0], read_checkpoint(self._storage, last[1]))])
-            except FileNotFoundError:
-                pass  # a stale pointer: fall back to listing the log
+            except (FileNotFoundError, CorruptLogError):
+                pass  # a stale pointer or a torn checkpoint: fall back to listing the log
             else:
                 state = self._advance(state, version)
                 if version is None or state.version == version:
                     return state
-        try:
-            listing = list_log(self._storage)
-        except OSError as e:
-            raise StorageError(f"cannot list {self.uri}/{LOG_DIR}: {e}") from e
+        listing = list_log(self._storage)
         if listing.latest is None:
             detail = "it has no _delta_log commits" if self._storage.exists("") else "nothing exists there"
             raise TableNotFoundError(
                 f"no Delta table at {self._storage.uri}: {detail}; create one with "
                 "lakeflow.Table.create(uri, schema)"
             )
-        checkpoint, commits = plan_segment(listing, version)
-        base: TableState | None = None
-        if checkpoint is not None:
-            base = replay(None, [(checkpoint, read_checkpoint(self._storage, listing.checkpoints[checkpoint]))])
+        while True:
+            checkpoint, commits = plan_segment(listing, version)
+            base: TableState | None = None
+            if checkpoint is None:
+                break
+            try:
+                base = replay(None, [(checkpoint, read_checkpoint(self._storage, listing.checkpoints[checkpoint]))])
+                break
+            except CorruptLogError as e:
+                # A torn checkpoint (a crash while writing it to a store without atomic
+                # writes) is only a cache: plan again from the commits it summarises.
+                warnings.warn(f"ignoring the unreadable checkpoint at version {checkpoint}: {e}",
+                              stacklevel=3)
+                listing = LogListing(listing.commits,
+                                     {v: p for v, p in listing.checkpoints.items() if v != checkpoint})
         try:
             state = replay(base, [(v, self._read_commit_cached(v)) for v in commits])
         except FileNotFoundError as e:

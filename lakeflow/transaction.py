@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,7 +94,12 @@ def _txn_satisfied(txn: Txn | None, winner: Sequence[Action]) -> bool:
         isinstance(a, Txn) and a.app_id == txn.app_id and a.version >= txn.version for a in winner)
 
 
-def _commit_info(tx: Transaction, state: TableState, timestamp_ms: int) -> CommitInfo:
+def _written_by(winner: Sequence[Action], txn_id: str) -> bool:
+    """Whether commit `winner` is this transaction's own (its commitInfo carries `txn_id`)."""
+    return any(isinstance(a, CommitInfo) and a.values.get("txnId") == txn_id for a in winner)
+
+
+def _commit_info(tx: Transaction, state: TableState, timestamp_ms: int, txn_id: str) -> CommitInfo:
     values: dict[str, Any] = {"timestamp": timestamp_ms}
     if uses_in_commit_timestamps(state):
         values["inCommitTimestamp"] = timestamp_ms
@@ -108,6 +114,7 @@ def _commit_info(tx: Transaction, state: TableState, timestamp_ms: int) -> Commi
     if state.version >= 0:
         values["readVersion"] = state.version
     values.update(tx.extra_info)
+    values["txnId"] = txn_id
     return CommitInfo(values)
 
 
@@ -135,12 +142,15 @@ def commit(
     Raises:
         CommitConflictError: a winner conflicts logically, or attempts ran out.
     """
+    # Identifies this transaction's commit: a store SDK that retries a conditional put
+    # whose reply was lost gets "already exists" for the commit it just wrote.
+    txn_id = str(uuid.uuid4())
     for attempt in range(max_attempts):
         version = state.version + 1
         now = int(clock() * 1000)
         ts = now if last_timestamp_ms is None else max(now, last_timestamp_ms + 1)
         # commitInfo first: required with In-Commit Timestamps, harmless otherwise.
-        actions: list[Action] = [_commit_info(tx, state, ts)]
+        actions: list[Action] = [_commit_info(tx, state, ts, txn_id)]
         actions += list(tx.actions)
         if tx.txn is not None:
             actions.append(Txn(tx.txn.app_id, tx.txn.version, ts))
@@ -149,6 +159,8 @@ def commit(
             storage.write_if_absent(commit_path(version), data)
         except FileExistsError:
             winner, winner_ts = read_winner(version)
+            if _written_by(winner, txn_id):
+                return CommitOutcome(version, replay(state, [(version, actions)]), ts)
             if _txn_satisfied(tx.txn, winner):
                 state = replay(state, [(version, winner)])
                 return CommitOutcome(version, state, winner_ts or ts, deduplicated=True)
