@@ -63,6 +63,7 @@ _EMPTY: IndexArray = np.zeros(0, dtype=np.int64)
 MatchedAction = str | Mapping[str, pl.Expr] | Callable[[pl.DataFrame, pl.DataFrame], Any]
 
 CHANGE_TYPE = "_change_type"
+REWRITE_FILE_SIZE = 32 * 1024 * 1024
 # File reads and writes overlap I/O with pyarrow's own (GIL-free) work; more
 # threads than cores only contend.
 _IO_THREADS = max(2, os.cpu_count() or 1)
@@ -350,33 +351,62 @@ class _Rewrite:
                 table.storage.delete(unquote(path))
 
 
+def _bins(files: Sequence[DataFile], touched: Sequence[int], key: str, target: int) -> list[list[int]]:
+    """Group rewritten files to pack together.
+
+    A group holds files of one partition, neighbours in `key` order, up to
+    `target` bytes (a file larger than that stays alone).
+    """
+
+    def order(f: int) -> tuple[str, bool, Any]:
+        low = ((files[f].add.parsed_stats() or {}).get("minValues") or {}).get(key)
+        return json.dumps(files[f].add.partition_values, sort_keys=True), low is None, low or 0
+
+    bins: list[list[int]] = []
+    last, size = None, 0
+    for f in sorted(touched, key=order):
+        part = order(f)[0]
+        if bins and part == last and size + files[f].size <= target:
+            bins[-1].append(f)
+            size += files[f].size
+        else:
+            bins.append([f])
+            last, size = part, files[f].size
+    return bins
+
+
 def _rewrite_files(table: Table, files: Sequence[DataFile], file_tables: Sequence[pa.Table],
                    starts: IndexArray, removed: IndexArray, replacements: pa.Table,
-                   replaced: IndexArray, written: _Rewrite) -> tuple[list[Action], int, int]:
+                   replaced: IndexArray, key: str, written: _Rewrite) -> tuple[list[Action], int, int]:
     """Rewrite the files holding `removed` target rows.
 
-    `replacements` are the new versions of the `replaced` rows; each goes into
-    the rewrite of its old file. Returns the actions, rows copied, files touched.
+    `replacements` are the new versions of the `replaced` rows; each goes where
+    its old row was. Small files are packed together on the way, up to the
+    table's `delta.targetFileSize` (default 32 MiB: small enough that one
+    changed row never rewrites much). Returns the actions, rows copied, and how
+    many files were rewritten.
     """
     file_of = np.searchsorted(starts, removed, side="right") - 1
-    touched = np.unique(file_of)
+    touched = np.unique(file_of).tolist()
     repl_file = np.searchsorted(starts, replaced, side="right") - 1
-    partition_by = table.partition_by
+    target = int(table.properties.get("delta.targetFileSize", REWRITE_FILE_SIZE))
 
-    def rewrite(f: int) -> tuple[int, list[Add]]:
-        local = removed[file_of == f] - starts[f]
-        keep = np.ones(file_tables[f].num_rows, dtype=bool)
-        keep[local] = False
-        out = file_tables[f].filter(pa.array(keep))
-        if replacements.num_rows:
-            out = pa.concat_tables([out, _take(replacements, _positions(repl_file == f))])
-        return int(keep.sum()), write_data_files(table.storage, out, partition_by) if out.num_rows else []
+    def rewrite(group: list[int]) -> tuple[int, list[Add]]:
+        parts, kept = [], 0
+        for f in group:
+            keep = np.ones(file_tables[f].num_rows, dtype=bool)
+            keep[removed[file_of == f] - starts[f]] = False
+            kept += int(keep.sum())
+            parts += [file_tables[f].filter(pa.array(keep)),
+                      _take(replacements, _positions(repl_file == f)).cast(file_tables[f].schema)]
+        out = pa.concat_tables(parts)
+        return kept, write_data_files(table.storage, out, table.partition_by) if out.num_rows else []
 
     now = int(time.time() * 1000)
     actions: list[Action] = [files[f].add.remove(now) for f in touched]
     copied = 0
     with ThreadPoolExecutor(_IO_THREADS) as pool:
-        for kept, adds in pool.map(rewrite, touched.tolist()):
+        for kept, adds in pool.map(rewrite, _bins(files, touched, key, target)):
             copied += kept
             written.adds += adds
             actions += adds
@@ -489,7 +519,7 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
     try:
         actions, copied, rewritten = _rewrite_files(
             table, files, file_tables, starts, np.concatenate([upd_t, deleted_t]), upd_new, upd_t,
-            written)
+            on[0], written)
         if inserted.num_rows:
             adds = write_data_files(table.storage, inserted, table.partition_by)
             written.adds += adds
