@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import posixpath
 import re
 import threading
 import uuid
@@ -191,11 +192,16 @@ class FsspecStorage:
         with self._memory_lock:
             if self.exists(path):
                 raise FileExistsError(target)
-            self.fs.pipe_file(target, data)
+            self._pipe(target, data)
 
     def write(self, path: str, data: bytes) -> None:
         self._check_writable()
-        self.fs.pipe_file(self._abs(path), data)
+        self._pipe(self._abs(path), data)
+
+    def _pipe(self, target: str, data: bytes) -> None:
+        if not self.atomic_create:  # generic stores (e.g. fsspec's local one) want parents
+            self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        self.fs.pipe_file(target, data)
 
     def list_dir(self, path: str) -> list[FileInfo]:
         try:

@@ -1,0 +1,200 @@
+"""Storage guarantees: exclusive create on every store, S3 options and caching,
+refusal of stores without atomic create, and secrets kept out of messages."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+
+import fsspec
+import pyarrow as pa
+import pytest
+
+import lakeflow as lf
+from lakeflow.storage import _s3_options, open_storage
+from lakeflow.testing import Fault, FaultyFileSystem
+
+SCHEMA = pa.schema([("id", pa.int64())])
+
+
+def race(uri: str, path: str, writers: int, options=None) -> list[int]:
+    """`writers` threads, each with its own storage handle, create `path` at once."""
+    barrier = threading.Barrier(writers)
+    winners: list[int] = []
+
+    def write(i: int) -> None:
+        storage = open_storage(uri, options)
+        barrier.wait()
+        try:
+            storage.write_if_absent(path, str(i).encode())
+            winners.append(i)
+        except FileExistsError:
+            pass
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return winners
+
+
+def test_write_if_absent_has_exactly_one_winner(table_uri):
+    for n in range(10):
+        path = f"_delta_log/{n:020d}.json"
+        winners = race(table_uri, path, writers=8)
+        assert len(winners) == 1, winners
+        assert open_storage(table_uri).read(path) == str(winners[0]).encode()
+
+
+s3_only = pytest.mark.parametrize("backend", ["s3"], indirect=True)
+
+
+@s3_only
+def test_moto_conditional_put_is_atomic_even_with_a_slow_check(table_uri, monkeypatch):
+    """moto checks If-None-Match, then stores: widen that gap and still one writer wins.
+
+    Guards the test setup: conftest serializes moto's requests, because a plain
+    ThreadedMotoServer lets every writer of this race win.
+    """
+    from moto.s3.models import S3Backend
+
+    get_object = S3Backend.get_object
+
+    def slow_get_object(self, *args, **kwargs):
+        found = get_object(self, *args, **kwargs)
+        time.sleep(0.02)
+        return found
+
+    monkeypatch.setattr(S3Backend, "get_object", slow_get_object)
+    winners = race(table_uri, "_delta_log/00000000000000000000.json", writers=4)
+    assert len(winners) == 1, winners
+
+
+@s3_only
+def test_s3_listing_cache_never_hides_new_commits(table_uri, s3_endpoint):
+    storage = open_storage(table_uri)
+    assert storage.list_dir("_delta_log") == []  # s3fs caches this (empty) listing
+    # Another machine: its own S3 client, no shared cache.
+    other = fsspec.filesystem("s3", skip_instance_cache=True)
+    root = table_uri.removeprefix("s3://")
+    other.pipe_file(f"{root}/_delta_log/00000000000000000000.json", b"{}", mode="create")
+    assert storage.exists("_delta_log/00000000000000000000.json")
+    assert [f.name for f in storage.list_dir("_delta_log")] == ["00000000000000000000.json"]
+
+
+@s3_only
+def test_s3_handles_see_commits_made_elsewhere(table_uri, s3_options):
+    here = lf.Table.create(table_uri, SCHEMA)
+    here.history()
+    elsewhere = lf.Table(table_uri, storage_options=s3_options)  # another S3 client
+    assert elsewhere.append(pa.table({"id": [1]})) == 1
+    assert here.refresh() == 1 and lf.Table(table_uri).version == 1
+    # A create that raced a create elsewhere loses, even though its listing was empty.
+    late = open_storage(table_uri + "-x")
+    assert late.list_dir("_delta_log") == []
+    lf.Table.create(table_uri + "-x", SCHEMA, storage_options=s3_options)
+    with pytest.raises(lf.TableExistsError):
+        lf.Table.create(table_uri + "-x", SCHEMA)
+
+
+def test_s3_option_names_map_to_s3fs():
+    deltalake_style = {
+        "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "s", "AWS_SESSION_TOKEN": "t",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_REGION": "eu-west-1",
+        "AWS_ALLOW_HTTP": "true", "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+    assert _s3_options(deltalake_style) == ({
+        "key": "id", "secret": "s", "token": "t", "endpoint_url": "http://127.0.0.1:9000",
+        "client_kwargs": {"region_name": "eu-west-1"}}, True)
+    s3fs_style = {"key": "id", "secret": "s", "endpoint_url": "http://e",
+                  "client_kwargs": {"verify": False}, "region": "us-east-2"}
+    assert _s3_options(s3fs_style) == ({
+        "key": "id", "secret": "s", "endpoint_url": "http://e",
+        "client_kwargs": {"verify": False, "region_name": "us-east-2"}}, True)
+    for value, honoured in [("etag", True), ("disabled", False), ("dynamo:locks", False)]:
+        assert _s3_options({"AWS_CONDITIONAL_PUT": value}) == ({}, honoured)
+        assert _s3_options({"conditional_put": value}) == ({}, honoured)
+
+
+@s3_only
+def test_explicit_storage_options_reach_s3(table_uri, s3_options, s3_endpoint, monkeypatch):
+    from deltalake import DeltaTable
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+                 "AWS_DEFAULT_REGION", "AWS_ALLOW_HTTP"):
+        monkeypatch.delenv(name)
+    t = lf.Table.create(table_uri, SCHEMA, storage_options=s3_options)
+    t.append(pa.table({"id": [1, 2]}))
+    s3fs_style = {"endpoint_url": s3_endpoint, "key": s3_options["AWS_ACCESS_KEY_ID"],
+                  "secret": s3_options["AWS_SECRET_ACCESS_KEY"],
+                  "client_kwargs": {"region_name": "us-east-1"}}
+    again = lf.Table(table_uri, storage_options=s3fs_style)
+    assert again.version == 1 and again.to_arrow().num_rows == 2
+    assert DeltaTable(table_uri, storage_options=s3_options).to_pyarrow_table().num_rows == 2
+
+
+UNSAFE = [
+    pytest.param("local", {}, id="fsspec-local"),
+    pytest.param("s3", {"AWS_CONDITIONAL_PUT": "disabled"}, id="s3-without-conditional-put"),
+]
+
+
+@pytest.fixture
+def unsafe_uri(request, tmp_path, s3_endpoint, table_uri) -> str:
+    return f"local://{tmp_path}/t" if request.param == "local" else table_uri
+
+
+@pytest.mark.parametrize("backend", ["s3"], indirect=True)
+@pytest.mark.parametrize("unsafe_uri, options", UNSAFE, indirect=["unsafe_uri"])
+def test_store_without_atomic_create_is_refused_unless_opted_in(unsafe_uri, options):
+    fs, root = fsspec.core.url_to_fs(unsafe_uri)
+    with pytest.raises(lf.StorageError, match="allow_unsafe_writes") as excinfo:
+        lf.Table.create(unsafe_uri, SCHEMA, storage_options=options)
+    assert "put-if-absent" in str(excinfo.value) and "lost" in str(excinfo.value)
+    assert not fs.exists(root)
+    opted_in = {**options, "allow_unsafe_writes": True}
+    t = lf.Table.create(unsafe_uri, SCHEMA, storage_options=opted_in)
+    assert t.append(pa.table({"id": [1]})) == 1
+    files = set(fs.find(root))
+    # A handle without the opt-in reads the table but writes nothing, not even data files.
+    reader = lf.Table(unsafe_uri, storage_options=options)
+    assert reader.to_arrow().num_rows == 1
+    with pytest.raises(lf.StorageError, match="allow_unsafe_writes"):
+        reader.append(pa.table({"id": [2]}))
+    assert set(fs.find(root)) == files
+
+
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"
+
+
+def test_secrets_are_masked_in_error_messages():
+    """An SDK error that echoes a credential is reported with the credential masked."""
+    echo = OSError(f"signature mismatch for secret {SECRET}")
+    fs = FaultyFileSystem(fsspec.filesystem("memory"), [Fault("any", times=None, error=echo)])
+    with pytest.raises(lf.StorageError) as excinfo:
+        lf.Table("memory://masked", storage_options={"filesystem": fs, "aws_secret_access_key": SECRET})
+    assert SECRET not in str(excinfo.value) and "***" in str(excinfo.value)
+    assert excinfo.value.__cause__ is echo  # the original stays available to the caller
+
+
+@s3_only
+def test_secrets_never_in_reprs_messages_or_logs(table_uri, s3_options, caplog):
+    options = {**s3_options, "AWS_SECRET_ACCESS_KEY": SECRET}
+    with caplog.at_level(logging.DEBUG):
+        t = lf.Table.create(table_uri, SCHEMA, storage_options=options)
+        t.append(pa.table({"id": [1]}))
+        assert t.to_arrow().num_rows == 1
+        shown = [repr(t), str(t.storage), repr(t.storage), repr(t.history()), repr(t.snapshot())]
+        failures = []
+        for call in (lambda: lf.Table("s3://no-such-bucket/t", storage_options=options),
+                     lambda: lf.Table.create("s3://no-such-bucket/t", SCHEMA, storage_options=options),
+                     lambda: lf.Table(table_uri, storage_options={**options, "bogus_option": 1})):
+            with pytest.raises(lf.LakeflowError) as excinfo:
+                call()
+            failures.append("".join(traceback.format_exception(excinfo.value)))
+    assert any("no-such-bucket" in f for f in failures)
+    for text in [*shown, *failures, caplog.text]:
+        assert SECRET not in text
