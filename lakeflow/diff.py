@@ -8,13 +8,14 @@ over (from, to] is the sum of its commits with identical rows summed, so a row
 rewritten unchanged (compaction, a no-op merge, an overwrite with the same data)
 cancels out, and duplicate rows keep their multiplicity.
 
-The plan comes from the log alone. Walking the commits from the file set at
-`from`, every data file gets a net weight; a file added and removed again in the
-range nets to zero and is never opened. Only files with a non-zero net weight
+The plan comes from the log alone. Every data file gets a net weight over the
+range; a file added and removed again (or removed and re-added under the same
+path) nets to zero and is never opened. Only files with a non-zero net weight
 and the change data files are read, so the cost follows the size of the change,
-not of the table. Actions flagged `dataChange=false` only rearrange rows and
-weigh nothing. Both snapshots are read whole only when the range really replaced
-every file (an overwrite): then the log cannot tell which rows survived.
+not of the table. Like every change data feed reader, the plan trusts the
+`dataChange` flag: actions without it (compaction) only rearrange rows and weigh
+nothing. Both ends are read whole only when the range really replaced every file
+(an overwrite): then the log cannot tell which rows survived.
 """
 
 from __future__ import annotations
@@ -261,15 +262,39 @@ def _file(action: Add | Cdc, partition_columns: Sequence[str], version: int) -> 
     return _File(path, action.size, values, version)
 
 
+def _removed_file(remove: Remove, known: Mapping[str, Add], partition_columns: Sequence[str],
+                  version: int) -> _File:
+    """The file a remove retires; old writers leave its partition values and size to its add."""
+    add = known.get(remove.path)
+    if add is not None and (remove.partition_values is None or remove.size is None):
+        return _file(add, partition_columns, version)
+    values = remove.partition_values or {}
+    return _File(check_data_path(remove.path, f"commit {version}"), remove.size or 0,
+                 {c: values.get(c) for c in partition_columns}, version)
+
+
 def _plan(table: Table, lo: int, hi: int) -> _Plan:
-    """Walk the commits in (lo, hi] from the file set at `lo`: what each one changed."""
-    start = _start_state(table, lo)
-    present = dict(start.files)
+    """What each commit in (lo, hi] changed, from the log alone.
+
+    Like every change data feed reader, this trusts `dataChange`: an add flagged
+    with it brings new rows, a remove flagged with it retires rows, and actions
+    without it only rearrange rows.
+    """
+    log = [(v, _commit(table, v)) for v in range(lo + 1, hi + 1)]
+    evolves = any(isinstance(a, (Metadata, Protocol)) for _, actions in log for a in actions)
+    incomplete = any(isinstance(a, Remove) and (a.partition_values is None or a.size is None)
+                     for _, actions in log for a in actions)
+    # Replaying the state at `lo` (a checkpoint read) is only needed for a schema the
+    # range changed, or for removes that do not say which file they retire.
+    if hi == table.version and not (evolves or incomplete):
+        start, known = table.state, {}
+    else:
+        start = _start_state(table, lo)
+        known = dict(start.files)
     protocol, metadata = start.protocol, start.metadata
     schemas = [metadata.schema_string]
     commits = []
-    for v in range(lo + 1, hi + 1):
-        actions = _commit(table, v)
+    for v, actions in log:
         for a in actions:
             if isinstance(a, Metadata):
                 metadata = a
@@ -283,16 +308,13 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
         for a in actions:
             if isinstance(a, Add):
                 _refuse_deletion_vector(a)
-                fresh = a.path not in present  # re-adding a present path changes no rows
-                present[a.path] = a
-                if fresh and a.data_change:
+                known[a.path] = a
+                if a.data_change:
                     added.append(_file(a, columns, v))
             elif isinstance(a, Remove):
                 _refuse_deletion_vector(a)
-                gone = present.pop(a.path, None)
-                if gone is not None and a.data_change:
-                    _refuse_deletion_vector(gone)
-                    removed.append(_file(gone, columns, v))
+                if a.data_change:
+                    removed.append(_removed_file(a, known, columns, v))
         operation = next((a.values.get("operation") for a in actions
                           if isinstance(a, CommitInfo)), None)
         # With change data files, they alone describe the commit (Delta CDF reader rule).
@@ -342,61 +364,63 @@ def _names(value: Sequence[str] | str) -> tuple[str, ...]:
 
 
 def _read(storage: Storage, schema: pa.Schema, files: Sequence[tuple[_File, int]],
-          columns: Sequence[str], change_files: bool) -> pl.DataFrame:
-    """Rows of `files` with `_change_type`, their weight and `_commit_version`.
+          columns: Sequence[str], change_files: bool) -> pa.Table:
+    """Rows of `files` as [*columns, _change_type, weight, _commit_version].
 
-    Data files weigh what the pair says (their change type follows); change data
-    files weigh by the `_change_type` they store.
+    Data files weigh what their pair says and their change type follows; change
+    data files weigh by the `_change_type` they store.
     """
     virtual = pa.field(CHANGE_TYPE, pa.string()) if change_files else pa.field(_WEIGHT, pa.int64())
     read_schema = pa.schema([*schema, virtual, pa.field(COMMIT_VERSION, pa.int64())])
-    wanted = [*columns, virtual.name, COMMIT_VERSION]
-    if not files:
-        return pl.DataFrame(read_schema.empty_table().select(wanted)).with_columns(
-            pl.lit(None, pl.String).alias(CHANGE_TYPE), pl.lit(None, pl.Int64).alias(_WEIGHT))
     scan = []
     for f, weight in files:
         values = typed_partition_values(f.partition_values, schema, list(f.partition_values))
+        # Virtual columns come from the guarantee, like partition columns.
         guarantee = partition_guarantee(schema, values) & (
             pc.field(COMMIT_VERSION) == pa.scalar(f.version, pa.int64()))
         if not change_files:
             guarantee = guarantee & (pc.field(_WEIGHT) == pa.scalar(weight, pa.int64()))
         scan.append((f.path, guarantee))
-    frame = pl.DataFrame(scan_files(storage, read_schema, scan).to_table(columns=wanted))
+    wanted = [*columns, virtual.name, COMMIT_VERSION]
+    rows = (scan_files(storage, read_schema, scan).to_table(columns=wanted) if scan
+            else read_schema.empty_table().select(wanted))
+    order = [*columns, CHANGE_TYPE, _WEIGHT, COMMIT_VERSION]
     if not change_files:
-        return frame.with_columns(
-            pl.when(pl.col(_WEIGHT) > 0).then(pl.lit("insert")).otherwise(pl.lit("delete"))
-            .alias(CHANGE_TYPE))
-    frame = frame.with_columns(pl.col(CHANGE_TYPE).replace_strict(
-        _CHANGE_WEIGHTS, default=None, return_dtype=pl.Int64).alias(_WEIGHT))
-    bad = frame.filter(pl.col(_WEIGHT).is_null())
-    if bad.height:
+        kinds = pc.if_else(pc.greater(rows[_WEIGHT], 0), "insert", "delete")
+        return rows.append_column(CHANGE_TYPE, kinds).select(order)
+    kinds = rows[CHANGE_TYPE]
+    unknown = kinds.filter(pc.invert(pc.is_in(kinds, value_set=pa.array(list(_CHANGE_WEIGHTS)))))
+    if len(unknown):
         raise CorruptLogError(
-            f"a change data file holds _change_type {bad.item(0, CHANGE_TYPE)!r}; expected "
-            f"one of {sorted(_CHANGE_WEIGHTS)}"
+            f"a change data file holds _change_type {unknown[0]}; "
+            f"expected one of {sorted(_CHANGE_WEIGHTS)}"
         )
-    return frame
+    adds = pa.array([k for k, w in _CHANGE_WEIGHTS.items() if w > 0])
+    weights = pc.if_else(pc.is_in(kinds, value_set=adds), pa.scalar(1, pa.int64()),
+                         pa.scalar(-1, pa.int64()))
+    return rows.append_column(_WEIGHT, weights).select(order)
 
 
 def _read_changes(storage: Storage, schema: pa.Schema, data: Sequence[tuple[_File, int]],
-                  cdc: Sequence[_File], columns: Sequence[str]) -> pl.DataFrame:
-    order = [*columns, CHANGE_TYPE, _WEIGHT, COMMIT_VERSION]
-    return pl.concat([
-        _read(storage, schema, data, columns, change_files=False).select(order),
-        _read(storage, schema, [(f, 0) for f in cdc], columns, change_files=True).select(order),
+                  cdc: Sequence[_File], columns: Sequence[str]) -> pa.Table:
+    return pa.concat_tables([
+        _read(storage, schema, data, columns, change_files=False),
+        _read(storage, schema, [(f, 0) for f in cdc], columns, change_files=True),
     ])
 
 
-def _finish(table: Table, frame: pl.DataFrame, schema: pa.Schema, columns: Sequence[str]
-            ) -> pa.Table:
-    """Add `_commit_timestamp` and return Arrow with the table's types."""
-    versions = frame.get_column(COMMIT_VERSION).unique().to_list()
-    stamps = {v: table._commit_ts(v) for v in versions}
-    frame = frame.with_columns(pl.col(COMMIT_VERSION).replace_strict(
-        stamps, default=None, return_dtype=pl.Int64).cast(pl.Datetime("ms", "UTC"))
-        .alias(COMMIT_TIMESTAMP))
+def _stamps(table: Table, files: Sequence[_File]) -> dict[int, int | None]:
+    return {v: table._commit_ts(v) for v in sorted({f.version for f in files})}
+
+
+def _stamped(rows: pa.Table, stamps: Mapping[int, int | None], schema: pa.Schema,
+             columns: Sequence[str]) -> pa.Table:
+    """Add `_commit_timestamp` by `_commit_version`; the table's types, CDF columns last."""
+    times = pa.array(list(stamps.values()), pa.int64()).cast(_META_FIELDS[2].type)
+    at = pc.index_in(rows[COMMIT_VERSION], value_set=pa.array(list(stamps), pa.int64()))
     target = pa.schema([*(schema.field(c) for c in columns), *_META_FIELDS])
-    return frame.select(target.names).to_arrow().cast(target)
+    rows = rows.append_column(COMMIT_TIMESTAMP, pc.take(times, at))
+    return rows.select(target.names).cast(target)
 
 
 def _size(files: Sequence[_File]) -> int:
@@ -430,7 +454,7 @@ def _commit_changes(table: Table, plan: _Plan) -> Iterator[CommitChanges]:
             version=c.version,
             timestamp=None if ts is None else dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc),
             operation=c.operation,
-            rows=_finish(table, rows, plan.schema, columns),
+            rows=_stamped(rows, {c.version: ts}, plan.schema, columns),
             files_read=len(data) + len(c.cdc),
             bytes_read=_size([f for f, _ in data]) + _size(c.cdc),
         )
@@ -463,88 +487,99 @@ def compute_diff(table: Table, from_version: VersionRef, to_version: VersionRef 
     cdc = [f for c in plan.commits for f in c.cdc]
     rows = _read_changes(table.storage, plan.schema, data, cdc, compared)
     if start > end:
-        rows = rows.with_columns(-pl.col(_WEIGHT))
+        rows = rows.set_column(rows.schema.get_field_index(_WEIGHT), _WEIGHT,
+                               pc.negate(rows[_WEIGHT]))
     added, removed = _consolidate(rows, compared)
 
     updated = None
     if keys:
-        inserted, deleted, pre, post = _pair(added, removed, keys, start, end)
-        parts = [(deleted, "delete"), (pre, "update_preimage"),
-                 (post, "update_postimage"), (inserted, "insert")]
-        updated = _side_by_side(pre, post, keys, values)
+        changes, updated = _pair(added, removed, keys, values, start, end)
     else:
-        parts = [(removed, "delete"), (added, "insert")]
-    changes = pl.concat([p.with_columns(pl.lit(t).alias(CHANGE_TYPE)) for p, t in parts])
-    if keys:  # an update's pre- and postimage next to each other
-        changes = changes.sort([*keys, pl.col(CHANGE_TYPE).replace_strict(_CHANGE_ORDER)],
-                               nulls_last=True)
-    table_out = _finish(table, changes, plan.schema, compared)
+        changes = pa.concat_tables([_labelled(removed, "delete"), _labelled(added, "insert")])
+    stamps = _stamps(table, [*(f for f, _ in data), *cdc])
+    changes = _stamped(changes, stamps, plan.schema, compared)
+    counts = {d["values"]: d["counts"] for d in pc.value_counts(changes[CHANGE_TYPE]).to_pylist()}
     data_schema = pa.schema([plan.schema.field(c) for c in compared])
-    counts = {t: p.height for p, t in parts}
     return Diff(
         from_version=start,
         to_version=end,
         key=keys,
         schema=data_schema,
-        added=added.drop(COMMIT_VERSION).to_arrow().cast(data_schema),
-        removed=removed.drop(COMMIT_VERSION).to_arrow().cast(data_schema),
+        added=added.select(compared).cast(data_schema),
+        removed=removed.select(compared).cast(data_schema),
         summary=DiffSummary(
-            inserted=counts["insert"],
-            deleted=counts["delete"],
+            inserted=counts.get("insert", 0),
+            deleted=counts.get("delete", 0),
             updated=counts.get("update_postimage", 0),
             commits=hi - lo,
             files_read=len(data) + len(cdc),
             bytes_read=_size([f for f, _ in data]) + _size(cdc),
             files_skipped=len(net) - len(data),
         ),
-        _changes=table_out,
+        _changes=changes,
         _updated=None if updated is None else _typed_updated(updated, plan.schema, keys, values),
     )
 
 
-def _consolidate(rows: pl.DataFrame, columns: Sequence[str]
-                 ) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _consolidate(rows: pa.Table, columns: Sequence[str]) -> tuple[pa.Table, pa.Table]:
     """Sum the weights of identical rows: (added, removed), one row per copy.
 
     Each row keeps the newest commit version among its copies.
     """
-    net = rows.group_by(columns).agg(pl.col(_WEIGHT).sum(), pl.col(COMMIT_VERSION).max())
-    return (_expand(net.filter(pl.col(_WEIGHT) > 0)),
-            _expand(net.filter(pl.col(_WEIGHT) < 0)))
+    net = (pl.DataFrame(rows.select([*columns, _WEIGHT, COMMIT_VERSION]))
+           .group_by(columns).agg(pl.col(_WEIGHT).sum(), pl.col(COMMIT_VERSION).max())
+           .to_arrow())
+    weights = net[_WEIGHT]
+    body = net.drop_columns([_WEIGHT])
+    return _copies(body, weights), _copies(body, pc.negate(weights))
 
 
-def _expand(rows: pl.DataFrame) -> pl.DataFrame:
-    copies = pl.col(_WEIGHT).abs()
-    if rows.height == 0 or rows.select(copies.max()).item() == 1:
-        return rows.drop(_WEIGHT)
-    others = [c for c in rows.columns if c != _WEIGHT]
-    return rows.select(pl.col(others).repeat_by(copies)).explode(others)
+def _copies(rows: pa.Table, weights: pa.ChunkedArray) -> pa.Table:
+    """The rows with a positive weight, each repeated `weight` times."""
+    index = pc.indices_nonzero(pc.greater(weights, 0))
+    counts = pc.take(weights, index)
+    if len(counts) and pc.max(counts).as_py() > 1:
+        index = pa.array([i for i, n in zip(index.to_pylist(), counts.to_pylist(), strict=True)
+                          for _ in range(n)], pa.uint64())
+    return rows.take(index)
 
 
-def _pair(added: pl.DataFrame, removed: pl.DataFrame, keys: Sequence[str], start: int,
-          end: int) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Split by key: (inserted, deleted, preimages, postimages)."""
-    _check_unique(removed, keys, start)
-    _check_unique(added, keys, end)
+def _labelled(rows: pa.Table, change_type: str) -> pa.Table:
+    return rows.append_column(CHANGE_TYPE, pa.repeat(pa.scalar(change_type), rows.num_rows))
+
+
+def _pair(added: pa.Table, removed: pa.Table, keys: Sequence[str], values: Sequence[str],
+          start: int, end: int) -> tuple[pa.Table, pa.Table]:
+    """Pair rows by key: (change rows ordered by key, updated rows side by side)."""
+    new, old = pl.DataFrame(added).lazy(), pl.DataFrame(removed).lazy()
     on = list(keys)
 
-    def match(left: pl.DataFrame, right: pl.DataFrame, how: Literal["anti", "semi"]
-              ) -> pl.DataFrame:
+    def match(left: pl.LazyFrame, right: pl.LazyFrame, how: Literal["anti", "semi"]
+              ) -> pl.LazyFrame:
         return left.join(right.select(on), on=on, how=how, nulls_equal=True)
 
-    return (match(added, removed, "anti"), match(removed, added, "anti"),
-            match(removed, added, "semi"), match(added, removed, "semi"))
+    def dupes(rows: pl.LazyFrame) -> pl.LazyFrame:
+        return rows.group_by(on).agg(pl.len().alias(_WEIGHT)).filter(pl.col(_WEIGHT) > 1)
 
-
-def _check_unique(rows: pl.DataFrame, keys: Sequence[str], version: int) -> None:
-    dupes = rows.group_by(keys).agg(pl.len().alias(_WEIGHT)).filter(pl.col(_WEIGHT) > 1)
-    if dupes.height:
-        example = {k: dupes.item(0, k) for k in keys}
-        raise DuplicateKeyError(
-            f"key {example} appears {dupes.item(0, _WEIGHT)} times among the changed rows of "
-            f"version {version}, so rows cannot be paired by key {list(keys)}; pass a key "
-            "that identifies rows, or key=() for an unpaired diff"
-        )
+    pre, post = match(old, new, "semi"), match(new, old, "semi")
+    parts = [(match(old, new, "anti"), "delete"), (pre, "update_preimage"),
+             (post, "update_postimage"), (match(new, old, "anti"), "insert")]
+    # An update's pre- and postimage next to each other.
+    changes = pl.concat([p.with_columns(pl.lit(kind).alias(CHANGE_TYPE)) for p, kind in parts])
+    changes = changes.sort(
+        [*on, pl.col(CHANGE_TYPE).replace_strict(_CHANGE_ORDER, return_dtype=pl.Int8)],
+        nulls_last=True)
+    old_dupes, new_dupes, changed, updated = pl.collect_all(
+        [dupes(old), dupes(new), changes, _side_by_side(pre, post, keys, values)])
+    for found, version in ((old_dupes, start), (new_dupes, end)):
+        if found.height:
+            example = {k: found.item(0, k) for k in keys}
+            raise DuplicateKeyError(
+                f"key {example} appears {found.item(0, _WEIGHT)} times among the changed rows "
+                f"of version {version}, so rows cannot be paired by key {on}; pass a key "
+                "that identifies rows, or key=() for an unpaired diff"
+            )
+    return changed.to_arrow(), updated.to_arrow()
 
 
 def _updated_names(keys: Sequence[str], values: Sequence[str]) -> list[str]:
@@ -562,8 +597,8 @@ def _check_updated_names(keys: Sequence[str], values: Sequence[str]) -> None:
         )
 
 
-def _side_by_side(pre: pl.DataFrame, post: pl.DataFrame, keys: Sequence[str],
-                  values: Sequence[str]) -> pl.DataFrame:
+def _side_by_side(pre: pl.LazyFrame, post: pl.LazyFrame, keys: Sequence[str],
+                  values: Sequence[str]) -> pl.LazyFrame:
     old = pre.select(*keys, *(pl.col(c).alias(f"{c}_old") for c in values))
     new = post.select(*keys, *(pl.col(c).alias(f"{c}_new") for c in values))
     joined = old.join(new, on=list(keys), how="inner", nulls_equal=True)
@@ -575,14 +610,14 @@ def _side_by_side(pre: pl.DataFrame, post: pl.DataFrame, keys: Sequence[str],
         _updated_names(keys, values)).sort(list(keys), nulls_last=True)
 
 
-def _typed_updated(updated: pl.DataFrame, schema: pa.Schema, keys: Sequence[str],
+def _typed_updated(updated: pa.Table, schema: pa.Schema, keys: Sequence[str],
                    values: Sequence[str]) -> pa.Table:
     fields = [schema.field(k) for k in keys]
     for c in values:
         f = schema.field(c)
         fields += [pa.field(f"{c}_old", f.type), pa.field(f"{c}_new", f.type)]
     fields.append(pa.field(CHANGED_COLUMNS, pa.list_(pa.string())))
-    return updated.to_arrow().cast(pa.schema(fields))
+    return updated.cast(pa.schema(fields))
 
 
 __all__ = ["CHANGED_COLUMNS", "CHANGE_TYPE", "COMMIT_TIMESTAMP", "COMMIT_VERSION",
