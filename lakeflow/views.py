@@ -182,7 +182,7 @@ class View:
         """The state after folding source changes in (from_version, to_version]."""
         if from_version == to_version:
             return state
-        diff = self.source.diff(from_version, to_version)
+        diff = self.source.diff(from_version, to_version, key=())
         added, removed = self._frame(diff.added), self._frame(diff.removed)
         keys = [*self.keys, _ALL]
         weighted = pl.concat([added.with_columns(pl.lit(1, pl.Int64).alias("_w")),
