@@ -150,8 +150,8 @@ class Diff:
 
         Columns: the compared columns, `_change_type` (`insert`, `delete`, and with
         a key `update_preimage` / `update_postimage`), `_commit_version` and
-        `_commit_timestamp` of the newest commit in the range that wrote a copy of
-        the row (among the files the plan read).
+        `_commit_timestamp` of the commit that wrote the row (where copies of an
+        equal row partly cancelled, the newest of their commits).
         """
         return self._changes
 
@@ -524,13 +524,22 @@ def compute_diff(table: Table, from_version: VersionRef, to_version: VersionRef 
 def _consolidate(rows: pa.Table, columns: Sequence[str]) -> tuple[pa.Table, pa.Table]:
     """Sum the weights of identical rows: (added, removed), one row per copy.
 
-    Each row keeps the newest commit version among its copies.
+    Only a row with an equal row of the opposite sign can cancel, and equal rows
+    hash equally: rows whose hash meets no opposite sign pass through as they are,
+    the others are grouped on all columns, keeping the newest commit version.
     """
-    net = (pl.DataFrame(rows.select([*columns, _WEIGHT, COMMIT_VERSION]))
+    hashes = pl.DataFrame(rows.select(columns)).hash_rows().to_arrow()
+    adds = pc.greater(rows[_WEIGHT], 0)
+    drops = pc.invert(adds)
+    paired = pc.or_(pc.and_(adds, pc.is_in(hashes, value_set=hashes.filter(drops))),
+                    pc.and_(drops, pc.is_in(hashes, value_set=hashes.filter(adds))))
+    alone = rows.select([*columns, _WEIGHT, COMMIT_VERSION]).filter(pc.invert(paired))
+    net = (pl.DataFrame(rows.filter(paired).select(alone.column_names))
            .group_by(columns).agg(pl.col(_WEIGHT).sum(), pl.col(COMMIT_VERSION).max())
            .to_arrow())
-    weights = net[_WEIGHT]
-    body = net.drop_columns([_WEIGHT])
+    both = pa.concat_tables([alone, net.cast(alone.schema)])
+    weights = both[_WEIGHT]
+    body = both.drop_columns([_WEIGHT])
     return _copies(body, weights), _copies(body, pc.negate(weights))
 
 

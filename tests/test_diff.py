@@ -409,6 +409,24 @@ def test_cdc_files_replace_reading_whole_files(table_uri):
     check_diff_law(t, 0, v2, t.diff(0, v2, key=()))
 
 
+def test_lakeflow_merge_and_delete(table_uri):
+    t = lf.Table.create(table_uri, SCHEMA, key=["id"])
+    t.append(rows(*[(i, f"n{i}") for i in range(20)]))
+    t.merge(rows((3, "new"), (40, "x")))
+    t.delete(pc.field("id") == 5)
+    d = t.diff(1)
+    assert d.updated.select(["id", "name_old", "name_new"]).to_pylist() == [
+        {"id": 3, "name_old": "n3", "name_new": "new"}]
+    assert d.inserted["id"].to_pylist() == [40] and d.deleted["id"].to_pylist() == [5]
+    for v in (2, 3):
+        cdc = [a for a in t._read_commit_cached(v) if isinstance(a, Cdc)]
+        if cdc:  # the change data files alone are read
+            summary = t.diff(v - 1, v).summary
+            assert (summary.files_read, summary.bytes_read) == (len(cdc), sum(a.size for a in cdc))
+    for v1 in range(4):
+        check_diff_law(t, v1, 3, t.diff(v1, 3, key=()))
+
+
 def test_unknown_change_type_is_corrupt(table_uri):
     t = lf.Table.create(table_uri, SCHEMA)
     v1 = commit(t, cdc=cdc_rows((1, "a", "a", "upsert")), operation="MERGE")
