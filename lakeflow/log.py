@@ -142,31 +142,35 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
     return TableState(version, protocol, metadata, files, tombstones, txns, domains)
 
 
+def _check_features(role: str, version: int, max_version: int, features: tuple[str, ...] | None,
+                    supported: frozenset[str], consequence: str) -> None:
+    if version > max_version:
+        raise UnsupportedFeatureError(
+            f"table needs Delta {role} version {version}; lakeflow supports up to {max_version}"
+        )
+    missing = sorted(set(features or ()) - supported)
+    if missing:
+        raise UnsupportedFeatureError(
+            f"table uses Delta {role} feature(s) {', '.join(missing)}, which lakeflow does not "
+            f"support yet; {consequence}"
+        )
+
+
 def check_readable(protocol: Protocol, metadata: Metadata | None = None) -> None:
     """Refuse tables that need reader features lakeflow does not implement.
 
     Raises:
         UnsupportedFeatureError: naming the feature.
     """
-    if protocol.min_reader_version > MAX_READER_VERSION:
+    _check_features("reader", protocol.min_reader_version, MAX_READER_VERSION,
+                    protocol.reader_features if protocol.min_reader_version == 3 else None,
+                    READER_FEATURES, "read it with deltalake or Spark")
+    mode = metadata.configuration.get("delta.columnMapping.mode", "none") if metadata else "none"
+    if mode not in ("none", "") and protocol.min_reader_version >= 2:
         raise UnsupportedFeatureError(
-            f"table needs Delta reader version {protocol.min_reader_version}; lakeflow "
-            f"reads up to {MAX_READER_VERSION}"
+            f"table uses columnMapping (delta.columnMapping.mode={mode}), which lakeflow "
+            "does not support yet"
         )
-    if protocol.min_reader_version == 3:
-        missing = sorted(set(protocol.reader_features or ()) - READER_FEATURES)
-        if missing:
-            raise UnsupportedFeatureError(
-                f"table uses Delta reader feature(s) {', '.join(missing)}, which lakeflow "
-                "does not support yet; read it with deltalake or Spark"
-            )
-    if metadata is not None:
-        mode = metadata.configuration.get("delta.columnMapping.mode", "none")
-        if mode not in ("none", "") and protocol.min_reader_version >= 2:
-            raise UnsupportedFeatureError(
-                f"table uses columnMapping (delta.columnMapping.mode={mode}), which lakeflow "
-                "does not support yet"
-            )
 
 
 def check_writable(protocol: Protocol) -> None:
@@ -175,19 +179,10 @@ def check_writable(protocol: Protocol) -> None:
     Raises:
         UnsupportedFeatureError: naming the feature.
     """
-    if protocol.min_writer_version > MAX_WRITER_VERSION:
-        raise UnsupportedFeatureError(
-            f"table needs Delta writer version {protocol.min_writer_version}; lakeflow "
-            f"writes up to {MAX_WRITER_VERSION}"
-        )
-    if protocol.min_writer_version == 7:
-        missing = sorted(set(protocol.writer_features or ()) - WRITER_FEATURES)
-        if missing:
-            raise UnsupportedFeatureError(
-                f"table uses Delta writer feature(s) {', '.join(missing)}, which lakeflow "
-                "cannot write yet; the table is read-only for lakeflow"
-            )
-    elif protocol.min_writer_version >= 5:
+    _check_features("writer", protocol.min_writer_version, MAX_WRITER_VERSION,
+                    protocol.writer_features if protocol.min_writer_version == 7 else None,
+                    WRITER_FEATURES, "the table is read-only for lakeflow")
+    if 5 <= protocol.min_writer_version < 7:
         raise UnsupportedFeatureError(
             f"table uses Delta writer version {protocol.min_writer_version} (column mapping "
             "or identity columns), which lakeflow cannot write yet"
