@@ -28,7 +28,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -337,16 +337,44 @@ def _positions(mask: BoolArray) -> IndexArray:
 
 
 @dataclass
-class _Rewrite:
-    """Data and change files a plan wrote; removed again if its commit loses."""
+class _Written:
+    """Data and change files an operation wrote; deleted again if its commit loses."""
 
     adds: list[Add] = field(default_factory=list)
     cdcs: list[Cdc] = field(default_factory=list)
 
+    def write(self, table: Table, contents: Sequence[pa.Table | Callable[[], pa.Table]],
+              changes: pa.Table | None) -> None:
+        """Write data files (one per content) and change files, in parallel.
+
+        A callable content is built in its task. Every file written is recorded,
+        even when a task fails; then the first error is raised.
+        """
+        storage, partition_by = table.storage, table.partition_by
+
+        def data(content: pa.Table | Callable[[], pa.Table]) -> list[Add]:
+            rows = content() if callable(content) else content
+            return write_data_files(storage, rows, partition_by) if rows.num_rows else []
+
+        with ThreadPoolExecutor(_IO_THREADS) as pool:
+            futures: list[Future[Any]] = [pool.submit(data, c) for c in contents]
+            if changes is not None:
+                futures.append(pool.submit(write_cdc_files, storage, changes, partition_by))
+        errors: list[BaseException] = []
+        for future in futures:
+            try:
+                files = future.result()
+            except Exception as e:  # re-raised below, after recording the rest
+                errors.append(e)
+                continue
+            for f in files:
+                (self.adds if isinstance(f, Add) else self.cdcs).append(f)
+        if errors:
+            raise errors[0]
+
     def discard(self, table: Table) -> None:
-        paths = [a.path for a in self.adds] + [c.path for c in self.cdcs]
-        for path in paths:
-            # An orphan left behind is harmless: vacuum removes it.
+        """Delete every file written (best effort: an orphan is harmless, vacuum removes it)."""
+        for path in [a.path for a in self.adds] + [c.path for c in self.cdcs]:
             with contextlib.suppress(OSError, LakeflowError):
                 table.storage.delete(unquote(path))
 
@@ -375,45 +403,36 @@ def _bins(files: Sequence[DataFile], touched: Sequence[int], key: str, target: i
     return bins
 
 
-def _rewrite_files(table: Table, files: Sequence[DataFile], file_tables: Sequence[pa.Table],
-                   starts: IndexArray, removed: IndexArray, replacements: pa.Table,
-                   replaced: IndexArray, key: str, written: _Rewrite) -> tuple[list[Action], int, int]:
-    """Rewrite the files holding `removed` target rows.
+def _rewrites(files: Sequence[DataFile], file_tables: Sequence[pa.Table], starts: IndexArray,
+              removed: IndexArray, replacements: pa.Table, replaced: IndexArray, key: str,
+              target: int) -> tuple[list[int], list[Callable[[], pa.Table]], int]:
+    """Plan the rewrite of the files holding `removed` target rows.
 
     `replacements` are the new versions of the `replaced` rows; each goes where
-    its old row was. Small files are packed together on the way, up to the
-    table's `delta.targetFileSize` (default 32 MiB: small enough that one
-    changed row never rewrites much). Returns the actions, rows copied, and how
-    many files were rewritten.
+    its old row was. Small files are packed together on the way, up to `target`
+    bytes. Returns the files to remove, the contents of the new files (built when
+    called) and how many rows they copy.
     """
     file_of = np.searchsorted(starts, removed, side="right") - 1
     touched = np.unique(file_of).tolist()
     repl_file = np.searchsorted(starts, replaced, side="right") - 1
-    target = int(table.properties.get("delta.targetFileSize", REWRITE_FILE_SIZE))
 
-    def rewrite(group: list[int]) -> tuple[int, list[Add]]:
-        parts, kept = [], 0
-        for f in group:
-            keep = np.ones(file_tables[f].num_rows, dtype=bool)
-            keep[removed[file_of == f] - starts[f]] = False
-            kept += int(keep.sum())
-            parts += [file_tables[f].filter(pa.array(keep)),
-                      _take(replacements, _positions(repl_file == f)).cast(file_tables[f].schema)]
-        out = pa.concat_tables(parts)
-        return kept, write_data_files(table.storage, out, table.partition_by) if out.num_rows else []
+    def content(group: list[int]) -> Callable[[], pa.Table]:
+        def build() -> pa.Table:
+            parts = []
+            for f in group:
+                keep = np.ones(file_tables[f].num_rows, dtype=bool)
+                keep[removed[file_of == f] - starts[f]] = False
+                parts += [file_tables[f].filter(pa.array(keep)),
+                          _take(replacements, _positions(repl_file == f)).cast(file_tables[f].schema)]
+            return pa.concat_tables(parts)
+        return build
 
-    now = int(time.time() * 1000)
-    actions: list[Action] = [files[f].add.remove(now) for f in touched]
-    copied = 0
-    with ThreadPoolExecutor(_IO_THREADS) as pool:
-        for kept, adds in pool.map(rewrite, _bins(files, touched, key, target)):
-            copied += kept
-            written.adds += adds
-            actions += adds
-    return actions, copied, len(touched)
+    copied = sum(file_tables[f].num_rows for f in touched) - len(removed)
+    return touched, [content(g) for g in _bins(files, touched, key, target)], int(copied)
 
 
-def _commit(table: Table, tx: Transaction, written: _Rewrite) -> int:
+def _commit(table: Table, tx: Transaction, written: _Written) -> int:
     try:
         return table.commit(tx).version
     except CommitConflictError:
@@ -515,24 +534,25 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
     # Only a merge that inserts has full source rows.
     inserted = _take(source, ch.ins_s).select(schema.names) if len(ch.ins_s) else schema.empty_table()
     deleted_t = np.concatenate([ch.del_t, ch.gone_t])
-    written = _Rewrite()
+    touched, rewrites, copied = _rewrites(
+        files, file_tables, starts, np.concatenate([upd_t, deleted_t]), upd_new, upd_t, on[0],
+        int(table.properties.get("delta.targetFileSize", REWRITE_FILE_SIZE)))
+    contents: list[pa.Table | Callable[[], pa.Table]] = [*rewrites, inserted]
+    changes = None
+    if _cdf_enabled(snap) and (len(upd_t) or copied):
+        changes = _change_rows(schema, [
+            (inserted, "insert"), (_take(target, upd_t), "update_preimage"),
+            (upd_new, "update_postimage"), (_take(target, deleted_t), "delete")])
+    written = _Written()
     try:
-        actions, copied, rewritten = _rewrite_files(
-            table, files, file_tables, starts, np.concatenate([upd_t, deleted_t]), upd_new, upd_t,
-            on[0], written)
-        if inserted.num_rows:
-            adds = write_data_files(table.storage, inserted, table.partition_by)
-            written.adds += adds
-            actions += adds
-        if _cdf_enabled(snap) and (len(upd_t) or copied):
-            written.cdcs = write_cdc_files(table.storage, _change_rows(schema, [
-                (inserted, "insert"), (_take(target, upd_t), "update_preimage"),
-                (upd_new, "update_postimage"), (_take(target, deleted_t), "delete")]),
-                table.partition_by)
-            actions += written.cdcs
+        written.write(table, contents, changes)
     except BaseException:
         written.discard(table)
         raise
+    now = int(time.time() * 1000)
+    actions: list[Action] = [files[f].add.remove(now) for f in touched]
+    actions += [*written.adds, *written.cdcs]
+    rewritten = len(touched)
 
     version = table.version
     if actions or (clock is not None and clock.advances):
@@ -691,24 +711,19 @@ def _delete_once(table: Table, where: pc.Expression) -> int:
     if count == 0:
         return 0
 
-    written = _Rewrite()
-    now = int(time.time() * 1000)
-    actions: list[Action] = [f.add.remove(now) for f in removed]
-    copied = 0
+    gone_rows = pa.concat_tables(gone) if gone else schema.empty_table()
+    written = _Written()
     try:
-        for f, kept in kept_parts:
-            adds = write_data_files(table.storage, kept, table.partition_by)
-            written.adds += adds
-            actions += [f.add.remove(now), *adds]
-            copied += kept.num_rows
-        gone_rows = pa.concat_tables(gone) if gone else schema.empty_table()
-        if cdc:
-            written.cdcs = write_cdc_files(table.storage, _change_rows(schema, [(gone_rows, "delete")]),
-                                           table.partition_by)
-            actions += written.cdcs
+        written.write(table, [kept for _, kept in kept_parts],
+                      _change_rows(schema, [(gone_rows, "delete")]) if cdc else None)
     except BaseException:
         written.discard(table)
         raise
+    now = int(time.time() * 1000)
+    removed += [f for f, _ in kept_parts]
+    actions: list[Action] = [f.add.remove(now) for f in removed]
+    actions += [*written.adds, *written.cdcs]
+    copied = sum(kept.num_rows for _, kept in kept_parts)
     info: dict[str, Any] = {}
     if clock is not None:
         mask = clock.late(gone_rows)
@@ -717,7 +732,7 @@ def _delete_once(table: Table, where: pc.Expression) -> int:
         actions=actions,
         operation="DELETE",
         parameters={"predicate": str(where)},
-        metrics={"numDeletedRows": count, "numRemovedFiles": len(removed) + len(kept_parts),
+        metrics={"numDeletedRows": count, "numRemovedFiles": len(removed),
                  "numAddedFiles": len(written.adds), "numCopiedRows": copied,
                  "numAddedChangeFiles": len(written.cdcs)},
         read_files=frozenset(f.add.path for f in candidates),

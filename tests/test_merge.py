@@ -207,6 +207,23 @@ def test_merge_on_composite_key_with_types(table_uri):
                    (d2, 0): ("4.00", ["c"])}
 
 
+def test_map_and_struct_columns_survive_a_merge(table_uri):
+    schema = pa.schema([("id", pa.int64()), ("m", pa.map_(pa.string(), pa.int64())),
+                        ("s", pa.struct([("a", pa.int64())])), ("v", pa.int64())])
+    t = lf.Table.create(table_uri, schema, key=["id"])
+    t.append(pa.table({"id": [1, 2], "m": [[("a", 1)], None], "s": [{"a": 1}, {"a": 2}],
+                       "v": [1, 2]}, schema=schema))
+    r = t.merge(pa.table({"id": [1, 2, 3], "m": [[("a", 1)], [("b", 2)], None],
+                          "s": [{"a": 1}, {"a": 5}, None], "v": [1, 2, 3]}, schema=schema))
+    assert (r.inserted, r.updated, r.unchanged) == (1, 1, 1)
+    r = t.merge(pa.table({"id": [1], "v": [10]}), when_not_matched="ignore",
+                when_matched={"v": pl.col("target.v") + pl.col("source.v")})
+    assert t.to_arrow().sort_by("id").to_pylist() == [
+        {"id": 1, "m": [("a", 1)], "s": {"a": 1}, "v": 11},
+        {"id": 2, "m": [("b", 2)], "s": {"a": 5}, "v": 2},
+        {"id": 3, "m": None, "s": None, "v": 3}]
+
+
 # ---- pruning ---------------------------------------------------------------------------
 
 
