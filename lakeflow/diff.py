@@ -72,8 +72,8 @@ class DiffSummary:
         commits: commits in the range.
         files_read: data and change data files opened.
         bytes_read: their total size in bytes, as recorded in the log.
-        files_skipped: data files added and removed within the range, which
-            cancelled without being opened.
+        files_skipped: data files whose adds and removes in the range cancelled
+            (added then removed, or removed then re-added), so they were not opened.
     """
 
     inserted: int
