@@ -67,6 +67,7 @@ from lakeflow.write import conform, to_arrow_table, write_data_files
 
 DEFAULT_CHECKPOINT_INTERVAL = 100
 _COMMIT_CACHE_SIZE = 4096
+_CHECKPOINT_CACHE_SIZE = 4
 _RESERVED_INFO_KEYS = {"timestamp", "inCommitTimestamp", "operation", "operationParameters",
                        "operationMetrics", "readVersion", "isBlindAppend", "engineInfo",
                        "clientVersion", "txnId"}
@@ -148,6 +149,7 @@ class Table:
         self._commits: OrderedDict[int, list[Action]] = OrderedDict()
         self._timestamps: dict[int, int | None] = {}
         self._listing_mtimes: dict[int, int | None] = {}
+        self._checkpoints: OrderedDict[int, TableState] = OrderedDict()
         self._state = self._load_state(None)
 
     # ---- opening -----------------------------------------------------------------------
@@ -185,11 +187,21 @@ class Table:
         check_readable(state.protocol, state.metadata)
         return state
 
+    def _checkpoint_state(self, version: int, names: Sequence[str]) -> TableState:
+        """The replayed checkpoint at `version`; cached, since time travel and diffs reuse it."""
+        state = self._checkpoints.get(version)
+        if state is None:
+            state = replay(None, [(version, read_checkpoint(self._storage, names))])
+            self._checkpoints[version] = state
+            if len(self._checkpoints) > _CHECKPOINT_CACHE_SIZE:
+                self._checkpoints.popitem(last=False)
+        return state
+
     def _load_state(self, version: int | None) -> TableState:
         last = read_last_checkpoint(self._storage)
         if last is not None and (version is None or last[0] <= version):
             try:
-                state = replay(None, [(last[0], read_checkpoint(self._storage, last[1]))])
+                state = self._checkpoint_state(last[0], last[1])
             except (FileNotFoundError, CorruptLogError):
                 pass  # a stale pointer or a torn checkpoint: fall back to listing the log
             else:
@@ -209,7 +221,7 @@ class Table:
             if checkpoint is None:
                 break
             try:
-                base = replay(None, [(checkpoint, read_checkpoint(self._storage, listing.checkpoints[checkpoint]))])
+                base = self._checkpoint_state(checkpoint, listing.checkpoints[checkpoint])
                 break
             except CorruptLogError as e:
                 # A torn checkpoint (a crash while writing it to a store without atomic
