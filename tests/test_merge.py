@@ -238,6 +238,25 @@ def test_only_files_that_can_hold_a_key_are_read(table_uri):
     assert t.to_arrow().num_rows == 102
 
 
+@pytest.mark.parametrize("typ, make, files_read", [
+    (pa.string(), lambda i: f"k{i:04d}", 1),
+    (pa.float64(), lambda i: i / 4, 1),
+    (pa.date32(), lambda i: dt.date(2024, 1, 1) + dt.timedelta(days=i), 1),
+    (pa.timestamp("us", tz="UTC"), lambda i: dt.datetime(2024, 1, 1, tzinfo=UTC) + dt.timedelta(
+        seconds=i), 1),
+    (pa.timestamp("us"), lambda i: dt.datetime(2024, 1, 1) + dt.timedelta(minutes=i), 1),
+    (pa.decimal128(9, 2), lambda i: decimal.Decimal(i) / 100, 3),  # no decimal stats are written
+])
+def test_statistics_prune_every_key_type(typ, make, files_read):
+    schema = pa.schema([("k", typ), ("v", pa.int64())])
+    t = lf.Table.create(f"memory://prune-{typ}-{id(make)}", schema, key=["k"])
+    for f in range(3):
+        t.append(pa.table({"k": [make(f * 10 + i) for i in range(10)], "v": [0] * 10}, schema=schema))
+    r = t.merge(pa.table({"k": [make(10), make(19)], "v": [1, 1]}, schema=schema))
+    assert (r.files_read, r.updated, r.inserted) == (files_read, 2, 0)
+    assert t.to_arrow().num_rows == 30
+
+
 def test_partition_values_prune_when_the_key_has_the_partition(table_uri):
     t = lf.Table.create(table_uri, SCHEMA, key=["region", "id"], partition_by=["region"])
     for region in ("eu", "us", "asia"):
