@@ -177,7 +177,9 @@ class FsspecStorage:
             )
 
     def read(self, path: str) -> bytes:
-        data: bytes = self.fs.cat_file(self._abs(path))
+        target = self._abs(path)
+        self.fs.invalidate_cache(target)  # s3fs sizes a read from a cached listing
+        data: bytes = self.fs.cat_file(target)
         return data
 
     def write_if_absent(self, path: str, data: bytes) -> None:
@@ -348,6 +350,8 @@ def _s3_options(options: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
             out[key] = value
     if client_kwargs:
         out["client_kwargs"] = client_kwargs
+    # A cached listing would hide other writers' commits and files from info()/cat_file().
+    out.setdefault("use_listings_cache", False)
     return out, conditional_put
 
 

@@ -74,15 +74,18 @@ def test_moto_conditional_put_is_atomic_even_with_a_slow_check(table_uri, monkey
 
 
 @s3_only
-def test_s3_listing_cache_never_hides_new_commits(table_uri, s3_endpoint):
-    storage = open_storage(table_uri)
-    assert storage.list_dir("_delta_log") == []  # s3fs caches this (empty) listing
-    # Another machine: its own S3 client, no shared cache.
+@pytest.mark.parametrize("options", [{}, {"use_listings_cache": True}], ids=["default", "cache-on"])
+def test_s3_listing_cache_never_hides_new_commits(table_uri, s3_endpoint, options):
+    storage = open_storage(table_uri, options)
+    storage.write_if_absent("_delta_log/00000000000000000000.json", b"0")
+    assert [f.name for f in storage.list_dir("_delta_log")] == ["00000000000000000000.json"]
+    # Another machine (its own S3 client) commits version 1 after that listing.
     other = fsspec.filesystem("s3", skip_instance_cache=True)
     root = table_uri.removeprefix("s3://")
-    other.pipe_file(f"{root}/_delta_log/00000000000000000000.json", b"{}", mode="create")
-    assert storage.exists("_delta_log/00000000000000000000.json")
-    assert [f.name for f in storage.list_dir("_delta_log")] == ["00000000000000000000.json"]
+    other.pipe_file(f"{root}/_delta_log/00000000000000000001.json", b"1", mode="create")
+    assert storage.read("_delta_log/00000000000000000001.json") == b"1"
+    assert storage.exists("_delta_log/00000000000000000001.json")
+    assert len(storage.list_dir("_delta_log")) == 2
 
 
 @s3_only
@@ -108,15 +111,15 @@ def test_s3_option_names_map_to_s3fs():
     }
     assert _s3_options(deltalake_style) == ({
         "key": "id", "secret": "s", "token": "t", "endpoint_url": "http://127.0.0.1:9000",
-        "client_kwargs": {"region_name": "eu-west-1"}}, True)
+        "client_kwargs": {"region_name": "eu-west-1"}, "use_listings_cache": False}, True)
     s3fs_style = {"key": "id", "secret": "s", "endpoint_url": "http://e",
                   "client_kwargs": {"verify": False}, "region": "us-east-2"}
     assert _s3_options(s3fs_style) == ({
-        "key": "id", "secret": "s", "endpoint_url": "http://e",
+        "key": "id", "secret": "s", "endpoint_url": "http://e", "use_listings_cache": False,
         "client_kwargs": {"verify": False, "region_name": "us-east-2"}}, True)
     for value, honoured in [("etag", True), ("disabled", False), ("dynamo:locks", False)]:
-        assert _s3_options({"AWS_CONDITIONAL_PUT": value}) == ({}, honoured)
-        assert _s3_options({"conditional_put": value}) == ({}, honoured)
+        assert _s3_options({"AWS_CONDITIONAL_PUT": value})[1] is honoured
+        assert _s3_options({"conditional_put": value})[1] is honoured
 
 
 @s3_only
