@@ -549,6 +549,26 @@ def _process_merge(uri, region, same_key):
                 retries=50)
 
 
+def _process_merge_partition(uri, region):
+    lf.Table(uri).merge(rows([1, 5], region, amount=7))
+
+
+def test_two_processes_merging_disjoint_partitions(local_uri):
+    t = lf.Table.create(local_uri, SCHEMA, key=["region", "id"], partition_by=["region"])
+    t.append(pa.concat_tables([rows([1], "pa"), rows([1], "pb")]))
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_process_merge_partition, args=(local_uri, r)) for r in ("pa", "pb")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    t.refresh()
+    assert t.version == 3
+    assert sorted((x["region"], x["id"], x["amount"]) for x in t.to_arrow().to_pylist()) == [
+        ("pa", 1, 7), ("pa", 5, 7), ("pb", 1, 7), ("pb", 5, 7)]
+
+
 @pytest.mark.slow
 def test_processes_merging_concurrently(local_uri):
     t = lf.Table.create(local_uri, SCHEMA, key=["region", "id"], partition_by=["region"])
