@@ -101,7 +101,6 @@ class MergeResult:
 
 @dataclass(frozen=True)
 class _MergeArgs:
-    on: tuple[str, ...]
     when_matched: MatchedAction
     when_not_matched: str
     when_not_matched_by_source: str
@@ -396,7 +395,7 @@ def _bins(files: Sequence[DataFile], touched: Sequence[int], key: str, target: i
 
     def order(f: int) -> tuple[str, bool, Any]:
         low = ((files[f].add.parsed_stats() or {}).get("minValues") or {}).get(key)
-        return json.dumps(files[f].add.partition_values, sort_keys=True), low is None, low or 0
+        return json.dumps(files[f].add.partition_values, sort_keys=True), low is None, low
 
     bins: list[list[int]] = []
     last, size = None, 0
@@ -476,8 +475,7 @@ def merge_into(
     retries: int = 0,
 ) -> MergeResult:
     """Upsert `data` into `table` by key; see `Table.merge`."""
-    args = _MergeArgs(() if on is None else (on,) if isinstance(on, str) else tuple(on),
-                      when_matched, when_not_matched, when_not_matched_by_source, watermark,
+    args = _MergeArgs(when_matched, when_not_matched, when_not_matched_by_source, watermark,
                       late, quarantine, null_keys)
     _check_args(args)
     source = to_arrow_table(data)
@@ -542,8 +540,10 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
     # Only a merge that inserts has full source rows.
     inserted = _take(source, ch.ins_s).select(schema.names) if len(ch.ins_s) else schema.empty_table()
     deleted_t = np.concatenate([ch.del_t, ch.gone_t])
+    # Files are packed in the order of the first key column that varies within a partition.
+    order_by = next((k for k in on if k not in snap.partition_columns), on[0])
     touched, rewrites, copied = _rewrites(
-        files, file_tables, starts, np.concatenate([upd_t, deleted_t]), upd_new, upd_t, on[0],
+        files, file_tables, starts, np.concatenate([upd_t, deleted_t]), upd_new, upd_t, order_by,
         int(table.properties.get("delta.targetFileSize", REWRITE_FILE_SIZE)))
     contents: list[pa.Table | Callable[[], pa.Table]] = [*rewrites, inserted]
     changes = None
@@ -711,10 +711,10 @@ def _delete_once(table: Table, where: pc.Expression) -> int:
             gone.append(hit)
     cdc = _cdf_enabled(snap) and bool(kept_parts)
     need_rows = cdc or (clock is not None and clock.watermark_us is not None)
-    unread = [f for f in whole if need_rows or f.num_records is None]
-    gone += _read_files(snap, unread)
+    whole_read = [f for f in whole if need_rows or f.num_records is None]
+    gone += _read_files(snap, whole_read)
     count = sum(t.num_rows for t in gone) + sum(
-        f.num_records or 0 for f in whole if f not in unread)
+        f.num_records or 0 for f in whole if f not in whole_read)
     removed += whole
     if count == 0:
         return 0
