@@ -23,7 +23,7 @@ from lakeflow.errors import InvalidArgumentError
 from lakeflow.log import LOG_DIR, check_data_path, commit_path, list_log
 from lakeflow.snapshot import Snapshot
 from lakeflow.transaction import Transaction
-from lakeflow.write import write_data_files
+from lakeflow.write import CHANGE_DATA_DIR, write_data_files
 
 if TYPE_CHECKING:
     from lakeflow.table import Table
@@ -153,6 +153,9 @@ def vacuum(table: Table, retention: dt.timedelta = dt.timedelta(days=7), dry_run
         rel = info.path[len(root) + 1:]
         if rel.startswith(f"{LOG_DIR}/") or rel in active:
             continue
+        top = rel.split("/", 1)[0]
+        if "/" in rel and top.startswith(("_", ".")) and top != CHANGE_DATA_DIR:
+            continue  # hidden directories hold no data files, e.g. the late-row quarantine table
         if rel in tombstones:
             expired = tombstones[rel] < cutoff
         else:

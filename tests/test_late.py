@@ -201,6 +201,14 @@ def test_quarantine_policy_commits_on_time_rows_and_keeps_late_ones(ledger):
     assert ledger.snapshot().num_rows == 3
 
 
+def test_vacuum_keeps_the_quarantine_table(ledger):
+    ledger.append(events((3, D1, 5)), late="quarantine")
+    ledger.delete(pc.field("id") == 1)
+    done = ledger.vacuum(retention=dt.timedelta(0), enforce_retention=False)
+    assert done.files and not any(f.startswith("_lakeflow_quarantine/") for f in done.files)
+    assert lf.Table(f"{ledger.uri}/_lakeflow_quarantine").to_arrow().column("id").to_pylist() == [3]
+
+
 def test_quarantine_into_a_given_table(ledger):
     target = lf.Table.create(ledger.uri + "-late", SCHEMA.append(pa.field("_lakeflow_version", pa.int64()))
                              .append(pa.field("_lakeflow_watermark", pa.timestamp("us", tz="UTC"))))
