@@ -99,9 +99,24 @@ def escape_dir_value(text: str | None) -> str:
     return "".join(f"%{ord(c):02X}" if c in _HIVE_ESCAPE else c for c in text)
 
 
+MAX_NAME_BYTES = 255  # the longest file name most file systems (ext4, xfs, APFS, HDFS) allow
+
+
 def partition_dir(values: list[tuple[str, str | None]]) -> str:
-    """The relative directory `a=1/b=x` for serialized partition values."""
-    return "/".join(f"{escape_dir_value(c)}={escape_dir_value(v)}" for c, v in values)
+    """The relative directory `a=1/b=x` for serialized partition values.
+
+    Raises:
+        SchemaMismatchError: a directory name would be longer than file systems allow.
+    """
+    names = [f"{escape_dir_value(c)}={escape_dir_value(v)}" for c, v in values]
+    for (column, _), name in zip(values, names, strict=True):
+        if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+            raise SchemaMismatchError(
+                f"the value of partition column {column!r} makes the directory name "
+                f"{name[:40]!r}... {len(name.encode('utf-8'))} bytes long, more than the "
+                f"{MAX_NAME_BYTES} file systems allow; shorten it or partition by another column"
+            )
+    return "/".join(names)
 
 
 def encode_log_path(relative_path: str) -> str:

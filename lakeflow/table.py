@@ -111,6 +111,15 @@ def _to_ms(instant: dt.datetime | dt.date | str) -> int:
     raise InvalidArgumentError(f"as_of must be a datetime or ISO string, got {type(instant).__name__}")
 
 
+def _is_utf8(text: str) -> bool:
+    """Whether `text` can be written as UTF-8 (lone surrogates cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _from_ms(ms: int | None) -> dt.datetime | None:
     return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
 
@@ -474,10 +483,10 @@ class Table:
             raise InvalidArgumentError("pass either version or as_of, not both")
         if as_of is not None:
             version = self.version_at(as_of)
+        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+            raise InvalidArgumentError(f"version must be an int, got {version!r}")
         if version is None or version == self._state.version:
             return Snapshot(self._storage, self._state, _from_ms(self._commit_ts(self._state.version)))
-        if isinstance(version, bool) or not isinstance(version, int):
-            raise InvalidArgumentError(f"version must be an int, got {version!r}")
         if version < 0:
             raise VersionNotFoundError(f"version {version} does not exist: versions start at 0")
         if version > self._state.version:
@@ -672,8 +681,8 @@ class Table:
         """
         if (app_id is None) != (txn_version is None):
             raise InvalidArgumentError("pass app_id and txn_version together")
-        if app_id is not None and (not isinstance(app_id, str) or not app_id):
-            raise InvalidArgumentError("app_id must be a non-empty string")
+        if app_id is not None and (not isinstance(app_id, str) or not app_id or not _is_utf8(app_id)):
+            raise InvalidArgumentError(f"app_id must be a non-empty UTF-8 string, got {app_id!r}")
         if txn_version is not None and (
                 isinstance(txn_version, bool) or not isinstance(txn_version, int) or txn_version < 0):
             raise InvalidArgumentError(f"txn_version must be a non-negative int, got {txn_version!r}")
@@ -682,9 +691,9 @@ class Table:
         if clash:
             raise InvalidArgumentError(f"metadata keys {clash} are reserved by the commitInfo format")
         try:
-            json.dumps(extra)
+            json.dumps(extra, ensure_ascii=False).encode("utf-8")  # as the commit will be
         except (TypeError, ValueError) as e:
-            raise InvalidArgumentError(f"metadata must be JSON-serializable: {e}") from e
+            raise InvalidArgumentError(f"metadata must be JSON-serializable UTF-8: {e}") from e
         table = to_arrow_table(data)
         self.refresh()
         check_writable(self._state.protocol)

@@ -188,7 +188,12 @@ def conform(data: pa.Table, schema: pa.Schema, schema_mode: str | None = None) -
                 f"input is missing the non-nullable column {field.name!r} (input columns: {names})"
             )
         columns.append(col)
-    return Conformed(pa.Table.from_arrays(columns, schema=schema), new_schema)
+    table = pa.Table.from_arrays(columns, schema=schema)
+    try:
+        table.validate(full=True)  # e.g. strings whose bytes are not UTF-8
+    except pa.ArrowInvalid as e:
+        raise SchemaMismatchError(f"input data is malformed: {e}") from e
+    return Conformed(table, new_schema)
 
 
 def _json_stat(value: Any) -> Any:
@@ -267,15 +272,16 @@ def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str],
     groups = _group_by_partition(table, partition_by)
     serialized = [[(c, serialize_partition_value(values[c], c)) for c in partition_by]
                   for values, _ in groups]
+    dirs = [partition_dir(pvalues) if partition_by else "" for pvalues in serialized]  # checks all first
     out = []
-    for (_, part), pvalues in zip(groups, serialized, strict=False):
+    for (_, part), pvalues, part_dir in zip(groups, serialized, dirs, strict=True):
         data = part.drop_columns(list(partition_by)) if partition_by else part
         buf = io.BytesIO()
         pq.write_table(data, buf, compression="snappy", coerce_timestamps="us",
                        allow_truncated_timestamps=False, use_dictionary=_dictionary_columns(data))
         payload = buf.getvalue()
         name = f"{prefix}-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        rel = "/".join(p for p in (directory, partition_dir(pvalues) if partition_by else "", name) if p)
+        rel = "/".join(p for p in (directory, part_dir, name) if p)
         storage.write(rel, payload)
         out.append((rel, pvalues, len(payload), data))
     return out
