@@ -8,6 +8,7 @@ import decimal
 import json
 import multiprocessing
 import threading
+import uuid
 from pathlib import Path
 
 import deltalake
@@ -249,7 +250,7 @@ def test_only_files_that_can_hold_a_key_are_read(table_uri):
 ])
 def test_statistics_prune_every_key_type(typ, make, files_read):
     schema = pa.schema([("k", typ), ("v", pa.int64())])
-    t = lf.Table.create(f"memory://prune-{typ}-{id(make)}", schema, key=["k"])
+    t = lf.Table.create(f"memory://prune-{uuid.uuid4().hex}", schema, key=["k"])
     for f in range(3):
         t.append(pa.table({"k": [make(f * 10 + i) for i in range(10)], "v": [0] * 10}, schema=schema))
     r = t.merge(pa.table({"k": [make(10), make(19)], "v": [1, 1]}, schema=schema))
@@ -601,7 +602,7 @@ def test_processes_merging_concurrently(local_uri):
        st.lists(st.dictionaries(st.integers(0, 30), st.integers(0, 3), max_size=8), max_size=3),
        st.booleans())
 def test_merge_matches_a_dict_model(initial, batches, sync):
-    uri = f"memory://model-{abs(hash((str(initial), str(batches), sync)))}-{id(initial)}"
+    uri = f"memory://model-{uuid.uuid4().hex}"
     t = lf.Table.create(uri, SCHEMA, key=["id"], partition_by=["region"])
 
     def table_of(d):
