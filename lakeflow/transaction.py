@@ -99,7 +99,8 @@ def _written_by(winner: Sequence[Action], txn_id: str) -> bool:
     return any(isinstance(a, CommitInfo) and a.values.get("txnId") == txn_id for a in winner)
 
 
-def _commit_info(tx: Transaction, state: TableState, timestamp_ms: int, txn_id: str) -> CommitInfo:
+def _commit_info(tx: Transaction, state: TableState, read_version: int, timestamp_ms: int,
+                 txn_id: str) -> CommitInfo:
     values: dict[str, Any] = {"timestamp": timestamp_ms}
     if uses_in_commit_timestamps(state):
         values["inCommitTimestamp"] = timestamp_ms
@@ -111,8 +112,8 @@ def _commit_info(tx: Transaction, state: TableState, timestamp_ms: int, txn_id: 
         "engineInfo": f"lakeflow/{__version__}",
         "clientVersion": f"lakeflow-{__version__}",
     })
-    if state.version >= 0:
-        values["readVersion"] = state.version
+    if read_version >= 0:  # what the writer read, even when replayed past winners
+        values["readVersion"] = read_version
     values.update(tx.extra_info)
     values["txnId"] = txn_id
     return CommitInfo(values)
@@ -145,12 +146,13 @@ def commit(
     # Identifies this transaction's commit: a store SDK that retries a conditional put
     # whose reply was lost gets "already exists" for the commit it just wrote.
     txn_id = str(uuid.uuid4())
+    read_version = state.version
     for attempt in range(max_attempts):
         version = state.version + 1
         now = int(clock() * 1000)
         ts = now if last_timestamp_ms is None else max(now, last_timestamp_ms + 1)
         # commitInfo first: required with In-Commit Timestamps, harmless otherwise.
-        actions: list[Action] = [_commit_info(tx, state, ts, txn_id)]
+        actions: list[Action] = [_commit_info(tx, state, read_version, ts, txn_id)]
         actions += list(tx.actions)
         if tx.txn is not None:
             actions.append(Txn(tx.txn.app_id, tx.txn.version, ts))

@@ -365,3 +365,14 @@ def test_replay_applies_removes_before_adds_within_a_commit():
     # A rewrite of f (new deletion vector) may list its add before its remove.
     state = replay(None, [(0, [*base, add]), (1, [add, Remove("f.parquet", 5)])])
     assert list(state.files) == ["f.parquet"]
+
+
+def test_read_version_records_what_the_writer_read(table_uri):
+    a = lf.Table.create(table_uri, SCHEMA)
+    b = lf.Table(table_uri)
+    a.append(rows([1]))
+    b._state = lf.Table(table_uri).snapshot(version=0).state  # b read version 0
+    from lakeflow.transaction import Transaction
+
+    assert b.commit(Transaction(actions=[], operation="WRITE")).version == 2
+    assert b.history(limit=1)[0].info["readVersion"] == 0
