@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 import lakeflow as lf
 
@@ -98,11 +98,11 @@ class TableModel(RuleBasedStateMachine):
         assert self.table.snapshot(as_of=instant).version == version
 
     if HAS["merge"]:
-        @precondition(lambda self: self.current)
         @rule(data=st.data(), inserts=st.lists(st.tuples(values, parts), max_size=2))
         def merge(self, data, inserts) -> None:
             existing = sorted({row[0] for row in self.current})
-            matched = data.draw(st.lists(st.sampled_from(existing), unique=True, max_size=3), label="ids")
+            matched = data.draw(st.lists(st.sampled_from(existing), unique=True, max_size=3)
+                                if existing else st.just([]), label="ids")
             source = [(i, data.draw(values), data.draw(parts)) for i in matched]
             source += [(i, v, p) for i, (v, p) in zip(self.fresh_ids(len(inserts)), inserts, strict=True)]
             self.table.merge(arrow(source), on="id")
