@@ -263,7 +263,7 @@ class CheckedStorage:
               passes: tuple[type[BaseException], ...] = ()) -> _T:
         try:
             return fn()
-        except passes:
+        except passes:  # the protocol's own signals
             raise
         except LakeflowError:
             raise

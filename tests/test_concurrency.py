@@ -125,3 +125,5 @@ def test_concurrent_retries_of_the_same_batches_commit_once(table_uri, backend, 
     assert txns == list(range(appends))  # batch k committed once, as version k + 1
     assert sorted(t.to_arrow().column("id").to_pylist()) == list(range(appends))
     assert deltalake_ids(table_uri, options) == list(range(appends))
+    print(f"\n2 processes x {appends} retried batches on {backend}: {len(txns)} commits, "
+          f"each batch once, both processes got the same {appends} versions")
