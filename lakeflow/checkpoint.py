@@ -1,4 +1,10 @@
-"""Parquet checkpoints: a cached replay of the log, read (single/multi-part) and written."""
+"""Checkpoints: a cached replay of the log, read and written.
+
+lakeflow reads classic (single and multi-part) checkpoints and v2 checkpoints:
+UUID-named JSON or Parquet files, and classic-named ones with a
+`checkpointMetadata` action, whose file actions may sit in sidecar files in
+`_delta_log/_sidecars/`. It writes classic single-part (v1) checkpoints.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +18,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lakeflow.actions import Action, Add, as_map, decode_action
-from lakeflow.errors import CorruptLogError, UnsupportedFeatureError
-from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, checkpoint_path
+from lakeflow.actions import Action, Add, as_map, decode_action, parse_commit
+from lakeflow.errors import CorruptLogError
+from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, check_data_path, checkpoint_path
 from lakeflow.storage import Storage
 
 _STR_MAP = pa.map_(pa.string(), pa.string())
@@ -45,6 +51,7 @@ CHECKPOINT_SCHEMA = pa.schema(
     ]
 )
 _ACTION_COLUMNS = ("protocol", "metaData", "txn", "add", "remove", "domainMetadata")
+SIDECAR_DIR = f"{LOG_DIR}/_sidecars"
 
 
 def _column_values(col: pa.ChunkedArray, name: str, n: int) -> list[Any]:
@@ -76,43 +83,73 @@ def _decode_adds(col: pa.ChunkedArray) -> list[Add]:
 
 
 def read_checkpoint(storage: Storage, names: Sequence[str]) -> list[Action]:
-    """Read all parts of one checkpoint into actions.
+    """Read all parts of one checkpoint, and the sidecar files it references, into actions.
 
     Raises:
         FileNotFoundError: a part is missing.
-        CorruptLogError: a part cannot be read as Parquet.
-        UnsupportedFeatureError: the checkpoint uses the v2 spec (sidecars).
+        CorruptLogError: a part or sidecar cannot be read, or a sidecar is missing
+            (the checkpoint is then unusable, like a torn one).
     """
     actions: list[Action] = []
     for name in names:
         path = f"{LOG_DIR}/{name}"
         data = storage.read(path)
+        if name.endswith(".json"):
+            actions += parse_commit(data, path)  # validates the JSON lines; skips v2-only actions
+            rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if '"sidecar"' in line]
+            sidecars = [row["sidecar"] for row in rows if row.get("sidecar") is not None]
+        else:
+            table = _parquet(data, path)
+            actions += _actions(table, path)
+            column = table.column("sidecar") if "sidecar" in table.column_names else pa.chunked_array(
+                [], pa.null())
+            sidecars = column.filter(column.is_valid()).to_pylist()
+        for sidecar in sidecars:
+            actions += _read_sidecar(storage, sidecar, path)
+    return actions
+
+
+def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str) -> list[Action]:
+    """The file actions of one sidecar named by a checkpoint's `sidecar` action."""
+    try:
+        name = check_data_path(str(sidecar["path"]), f"checkpoint {checkpoint}")
+    except (KeyError, TypeError) as e:
+        raise CorruptLogError(f"checkpoint {checkpoint} has an invalid sidecar action {sidecar!r}") from e
+    path = f"{SIDECAR_DIR}/{name}"
+    try:
+        data = storage.read(path)
+    except FileNotFoundError as e:
+        raise CorruptLogError(f"checkpoint {checkpoint} references the sidecar {path}, which is missing") from e
+    return _actions(_parquet(data, path), path)
+
+
+def _parquet(data: bytes, path: str) -> pa.Table:
+    try:
+        return pq.ParquetFile(io.BytesIO(data)).read()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CorruptLogError(f"checkpoint {path} cannot be read: {e}") from e
+
+
+def _actions(table: pa.Table, path: str) -> list[Action]:
+    """The actions in the rows of a Parquet checkpoint or sidecar (one action per row)."""
+    actions: list[Action] = []
+    for column in _ACTION_COLUMNS:
+        if column not in table.column_names:
+            continue
+        col = table.column(column)
+        if col.null_count == len(col):
+            continue
+        col = col.filter(col.is_valid())
         try:
-            table = pq.ParquetFile(io.BytesIO(data)).read()
-        except (pa.ArrowInvalid, OSError) as e:
-            raise CorruptLogError(f"checkpoint {path} cannot be read: {e}") from e
-        for v2 in ("checkpointMetadata", "sidecar"):
-            if v2 in table.column_names and table.column(v2).null_count < len(table):
-                raise UnsupportedFeatureError(
-                    f"checkpoint {path} uses v2Checkpoint ({v2}), which lakeflow does not support yet"
-                )
-        for column in _ACTION_COLUMNS:
-            if column not in table.column_names:
+            if column == "add":
+                actions.extend(_decode_adds(col))
                 continue
-            col = table.column(column)
-            if col.null_count == len(col):
-                continue
-            col = col.filter(col.is_valid())
-            try:
-                if column == "add":
-                    actions.extend(_decode_adds(col))
-                    continue
-                for row in col.to_pylist():
-                    action = decode_action({column: row})
-                    if action is not None:
-                        actions.append(action)
-            except (KeyError, TypeError, ValueError) as e:
-                raise CorruptLogError(f"checkpoint {path} has an invalid {column} row: {e}") from e
+            for row in col.to_pylist():
+                action = decode_action({column: row})
+                if action is not None:
+                    actions.append(action)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptLogError(f"checkpoint {path} has an invalid {column} row: {e}") from e
     return actions
 
 

@@ -16,31 +16,40 @@ not of the table. Like every change data feed reader, the plan trusts the
 `dataChange` flag: actions without it (compaction) only rearrange rows and weigh
 nothing. Both ends are read whole only when the range really replaced every file
 (an overwrite): then the log cannot tell which rows survived.
+
+With deletion vectors a logical file is a data file minus the rows its vector
+deletes, and the net weight is kept per (path, vector). A row of the file then
+weighs the sum of the weights of the logical files that keep it: a commit that
+replaces (path, dv1) by (path, dv2) weighs -1 exactly on the rows dv2 deletes and
+dv1 did not (and +1 on the rows dv1 deleted and dv2 restores); only those are read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeflow.actions import Action, Add, Cdc, CommitInfo, Metadata, Protocol, Remove
+from lakeflow.column_mapping import ColumnMapping, mapping_mode
+from lakeflow.deletion_vectors import DeletionVector, RowSelection
 from lakeflow.errors import (
     CorruptLogError,
     DuplicateKeyError,
     InvalidArgumentError,
     SchemaMismatchError,
-    UnsupportedFeatureError,
     VersionNotFoundError,
 )
 from lakeflow.log import TableState, check_data_path, check_readable, replay
 from lakeflow.schema import delta_to_arrow
-from lakeflow.snapshot import partition_guarantee, scan_files, typed_partition_values
+from lakeflow.snapshot import ScanFile, scan_files, typed_partition_values
 from lakeflow.storage import Storage
 
 if TYPE_CHECKING:
@@ -188,12 +197,21 @@ class CommitChanges:
 
 @dataclass(frozen=True)
 class _File:
-    """A data or change data file to read, with the commit that wrote or removed it."""
+    """A data or change data file to read, with the commit that wrote or removed it.
+
+    With a deletion vector it is a logical file: the data file minus those rows.
+    """
 
     path: str
     size: int
     partition_values: Mapping[str, str | None]
     version: int
+    deletion_vector: DeletionVector | None = None
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """The logical file's identity: (path, deletion vector id)."""
+        return self.path, self.deletion_vector.unique_id if self.deletion_vector else None
 
 
 @dataclass(frozen=True)
@@ -208,6 +226,7 @@ class _CommitPlan:
 @dataclass(frozen=True)
 class _Plan:
     schema: pa.Schema
+    mapping: ColumnMapping
     commits: tuple[_CommitPlan, ...]
 
 
@@ -248,29 +267,34 @@ def _start_state(table: Table, version: int) -> TableState:
     return TableState(-1, first.protocol, first.metadata, {})
 
 
-def _refuse_deletion_vector(action: Add | Remove) -> None:
-    if action.deletion_vector:
-        raise UnsupportedFeatureError(
-            f"file {action.path} has a deletion vector (deletionVectors), which lakeflow "
-            "does not support yet"
-        )
+def _deletion_vector(action: Add | Remove, version: int) -> DeletionVector | None:
+    if not action.deletion_vector:
+        return None
+    return DeletionVector.parse(action.deletion_vector, f"file {action.path} in commit {version}")
 
 
-def _file(action: Add | Cdc, partition_columns: Sequence[str], version: int) -> _File:
+def _file(action: Add | Cdc, partition_columns: Sequence[str], version: int,
+          mapping: ColumnMapping) -> _File:
     path = check_data_path(action.path, f"commit {version}")
-    values = {c: action.partition_values.get(c) for c in partition_columns}
-    return _File(path, action.size, values, version)
+    raw = mapping.logical_keys(action.partition_values)
+    dv = _deletion_vector(action, version) if isinstance(action, Add) else None
+    return _File(path, action.size, {c: raw.get(c) for c in partition_columns}, version, dv)
 
 
 def _removed_file(remove: Remove, known: Mapping[str, Add], partition_columns: Sequence[str],
-                  version: int) -> _File:
+                  version: int, mapping: ColumnMapping) -> _File:
     """The file a remove retires; old writers leave its partition values and size to its add."""
     add = known.get(remove.path)
+    dv = _deletion_vector(remove, version)
     if add is not None and (remove.partition_values is None or remove.size is None):
-        return _file(add, partition_columns, version)
-    values = remove.partition_values or {}
+        return dataclasses.replace(_file(add, partition_columns, version, mapping), deletion_vector=dv)
+    raw = mapping.logical_keys(remove.partition_values or {})
     return _File(check_data_path(remove.path, f"commit {version}"), remove.size or 0,
-                 {c: values.get(c) for c in partition_columns}, version)
+                 {c: raw.get(c) for c in partition_columns}, version, dv)
+
+
+def _mapping(protocol: Protocol, metadata: Metadata) -> ColumnMapping:
+    return ColumnMapping.of(metadata.schema_string, mapping_mode(protocol, metadata))
 
 
 def _plan(table: Table, lo: int, hi: int) -> _Plan:
@@ -293,6 +317,7 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
         known = dict(start.files)
     protocol, metadata = start.protocol, start.metadata
     schemas = [metadata.schema_string]
+    mappings = [_mapping(protocol, metadata)]
     commits = []
     for v, actions in log:
         for a in actions:
@@ -302,25 +327,24 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
             elif isinstance(a, Protocol):
                 protocol = a
         check_readable(protocol, metadata)
-        columns = metadata.partition_columns
-        cdc = tuple(_file(a, columns, v) for a in actions if isinstance(a, Cdc))
+        if any(isinstance(a, (Metadata, Protocol)) for a in actions):
+            mappings.append(_mapping(protocol, metadata))
+        mapping, columns = mappings[-1], metadata.partition_columns
+        cdc = tuple(_file(a, columns, v, mapping) for a in actions if isinstance(a, Cdc))
         added, removed = [], []
         for a in actions:
             if isinstance(a, Add):
-                _refuse_deletion_vector(a)
                 known[a.path] = a
                 if a.data_change:
-                    added.append(_file(a, columns, v))
-            elif isinstance(a, Remove):
-                _refuse_deletion_vector(a)
-                if a.data_change:
-                    removed.append(_removed_file(a, known, columns, v))
+                    added.append(_file(a, columns, v, mapping))
+            elif isinstance(a, Remove) and a.data_change:
+                removed.append(_removed_file(a, known, columns, v, mapping))
         operation = next((a.values.get("operation") for a in actions
                           if isinstance(a, CommitInfo)), None)
         # With change data files, they alone describe the commit (Delta CDF reader rule).
         commits.append(_CommitPlan(v, operation, () if cdc else tuple(added),
                                    () if cdc else tuple(removed), cdc))
-    return _Plan(_union_schema(schemas), tuple(commits))
+    return _Plan(_union_schema(schemas), ColumnMapping.union(reversed(mappings)), tuple(commits))
 
 
 def _union_schema(schema_strings: Sequence[str]) -> pa.Schema:
@@ -363,32 +387,64 @@ def _names(value: Sequence[str] | str) -> tuple[str, ...]:
 # ---- reading -----------------------------------------------------------------------------
 
 
-def _read(storage: Storage, schema: pa.Schema, files: Sequence[tuple[_File, int]],
+def _weighted_scan(storage: Storage, files: Sequence[tuple[_File, int]]
+                   ) -> list[tuple[_File, int, RowSelection | None]]:
+    """Per data file, the rows to read with one weight each: (file, weight, rows).
+
+    A data file's row weighs the sum of the weights of the logical files (path,
+    deletion vector) that keep it. Rows deleted by none of the vectors weigh the
+    plain sum; the few rows some vector deletes are grouped by their weight.
+    """
+    by_path: dict[str, list[tuple[_File, int]]] = {}
+    for f, w in files:
+        by_path.setdefault(f.path, []).append((f, w))
+    out: list[tuple[_File, int, RowSelection | None]] = []
+    for group in by_path.values():
+        newest = max((f for f, _ in group), key=lambda f: f.version)
+        total = sum(w for _, w in group)
+        vectors = [(f.deletion_vector.read(storage), w) for f, w in group if f.deletion_vector]
+        if not vectors:
+            if total:
+                out.append((newest, total, None))
+            continue
+        rows, at = np.unique(np.concatenate([d for d, _ in vectors]), return_inverse=True)
+        deleted = np.concatenate([np.full(len(d), w, np.int64) for d, w in vectors])
+        weights = total - np.bincount(at, weights=deleted, minlength=len(rows)).astype(np.int64)
+        if total:
+            out.append((newest, total, RowSelection(rows)))
+        out += [(newest, int(w), RowSelection(rows[weights == w], keep=True))
+                for w in np.unique(weights) if w]
+    return out
+
+
+def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
           columns: Sequence[str], change_files: bool) -> pa.Table:
     """Rows of `files` as [*columns, _change_type, weight, _commit_version].
 
     Data files weigh what their pair says and their change type follows; change
     data files weigh by the `_change_type` they store.
     """
+    schema = plan.schema
     virtual = pa.field(CHANGE_TYPE, pa.string()) if change_files else pa.field(_WEIGHT, pa.int64())
     read_schema = pa.schema([*schema, virtual, pa.field(COMMIT_VERSION, pa.int64())])
     scan = []
-    for f, weight in files:
-        values = typed_partition_values(f.partition_values, schema, list(f.partition_values))
-        # Virtual columns come from the guarantee, like partition columns.
-        guarantee = partition_guarantee(schema, values) & (
-            pc.field(COMMIT_VERSION) == pa.scalar(f.version, pa.int64()))
+    selected = ([(f, 0, None) for f, _ in files] if change_files
+                else _weighted_scan(storage, files))
+    for f, weight, rows in selected:
+        # Virtual columns are filled like partition columns.
+        values = {**typed_partition_values(f.partition_values, schema, list(f.partition_values)),
+                  COMMIT_VERSION: f.version}
         if not change_files:
-            guarantee = guarantee & (pc.field(_WEIGHT) == pa.scalar(weight, pa.int64()))
-        scan.append((f.path, guarantee))
+            values[_WEIGHT] = weight
+        scan.append(ScanFile(f.path, values, rows=rows))
     wanted = [*columns, virtual.name, COMMIT_VERSION]
-    rows = (scan_files(storage, read_schema, scan).to_table(columns=wanted) if scan
-            else read_schema.empty_table().select(wanted))
+    rows_read = (scan_files(storage, read_schema, scan, plan.mapping).to_table(columns=wanted)
+                 if scan else read_schema.empty_table().select(wanted))
     order = [*columns, CHANGE_TYPE, _WEIGHT, COMMIT_VERSION]
     if not change_files:
-        kinds = pc.if_else(pc.greater(rows[_WEIGHT], 0), "insert", "delete")
-        return rows.append_column(CHANGE_TYPE, kinds).select(order)
-    kinds = rows[CHANGE_TYPE]
+        kinds = pc.if_else(pc.greater(rows_read[_WEIGHT], 0), "insert", "delete")
+        return rows_read.append_column(CHANGE_TYPE, kinds).select(order)
+    kinds = rows_read[CHANGE_TYPE]
     unknown = kinds.filter(pc.invert(pc.is_in(kinds, value_set=pa.array(list(_CHANGE_WEIGHTS)))))
     if len(unknown):
         raise CorruptLogError(
@@ -398,14 +454,14 @@ def _read(storage: Storage, schema: pa.Schema, files: Sequence[tuple[_File, int]
     adds = pa.array([k for k, w in _CHANGE_WEIGHTS.items() if w > 0])
     weights = pc.if_else(pc.is_in(kinds, value_set=adds), pa.scalar(1, pa.int64()),
                          pa.scalar(-1, pa.int64()))
-    return rows.append_column(_WEIGHT, weights).select(order)
+    return rows_read.append_column(_WEIGHT, weights).select(order)
 
 
-def _read_changes(storage: Storage, schema: pa.Schema, data: Sequence[tuple[_File, int]],
+def _read_changes(storage: Storage, plan: _Plan, data: Sequence[tuple[_File, int]],
                   cdc: Sequence[_File], columns: Sequence[str]) -> pa.Table:
     return pa.concat_tables([
-        _read(storage, schema, data, columns, change_files=False),
-        _read(storage, schema, [(f, 0) for f in cdc], columns, change_files=True),
+        _read(storage, plan, data, columns, change_files=False),
+        _read(storage, plan, [(f, 0) for f in cdc], columns, change_files=True),
     ])
 
 
@@ -424,7 +480,13 @@ def _stamped(rows: pa.Table, stamps: Mapping[int, int | None], schema: pa.Schema
 
 
 def _size(files: Sequence[_File]) -> int:
-    return sum(f.size for f in files)
+    """Bytes of the data files (each path counted once: logical files share one)."""
+    return sum({f.path: f.size for f in files}.values())
+
+
+def _count(files: Sequence[_File]) -> int:
+    """Data files, each path counted once."""
+    return len({f.path for f in files})
 
 
 # ---- per-commit changes ------------------------------------------------------------------
@@ -448,14 +510,14 @@ def _commit_changes(table: Table, plan: _Plan) -> Iterator[CommitChanges]:
     columns = plan.schema.names
     for c in plan.commits:
         data = [(f, 1) for f in c.added] + [(f, -1) for f in c.removed]
-        rows = _read_changes(table.storage, plan.schema, data, c.cdc, columns)
+        rows = _read_changes(table.storage, plan, data, c.cdc, columns)
         ts = table._commit_ts(c.version)
         yield CommitChanges(
             version=c.version,
             timestamp=None if ts is None else dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc),
             operation=c.operation,
             rows=_stamped(rows, {c.version: ts}, plan.schema, columns),
-            files_read=len(data) + len(c.cdc),
+            files_read=_count([f for f, _ in data]) + len(c.cdc),
             bytes_read=_size([f for f, _ in data]) + _size(c.cdc),
         )
 
@@ -477,15 +539,15 @@ def compute_diff(table: Table, from_version: VersionRef, to_version: VersionRef 
     if keys:
         _check_updated_names(keys, values)
 
-    # Net weight per data file: what is added and removed again never gets read.
-    net: dict[str, tuple[_File, int]] = {}
+    # Net weight per logical file: what is added and removed again never gets read.
+    net: dict[tuple[str, str | None], tuple[_File, int]] = {}
     for c in plan.commits:
         for f, w in [(f, 1) for f in c.added] + [(f, -1) for f in c.removed]:
-            weight = net[f.path][1] + w if f.path in net else w
-            net[f.path] = (f, weight)
+            weight = net[f.key][1] + w if f.key in net else w
+            net[f.key] = (f, weight)
     data = [(f, w) for f, w in net.values() if w]
     cdc = [f for c in plan.commits for f in c.cdc]
-    rows = _read_changes(table.storage, plan.schema, data, cdc, compared)
+    rows = _read_changes(table.storage, plan, data, cdc, compared)
     if start > end:
         rows = rows.set_column(rows.schema.get_field_index(_WEIGHT), _WEIGHT,
                                pc.negate(rows[_WEIGHT]))
@@ -512,9 +574,9 @@ def compute_diff(table: Table, from_version: VersionRef, to_version: VersionRef 
             deleted=counts.get("delete", 0),
             updated=counts.get("update_postimage", 0),
             commits=hi - lo,
-            files_read=len(data) + len(cdc),
+            files_read=_count([f for f, _ in data]) + len(cdc),
             bytes_read=_size([f for f, _ in data]) + _size(cdc),
-            files_skipped=len(net) - len(data),
+            files_skipped=_count([f for f, _ in net.values()]) - _count([f for f, _ in data]),
         ),
         _changes=changes,
         _updated=None if updated is None else _typed_updated(updated, plan.schema, keys, values),

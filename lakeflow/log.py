@@ -24,6 +24,7 @@ from lakeflow.actions import (
     Txn,
     parse_commit,
 )
+from lakeflow.column_mapping import mapping_mode
 from lakeflow.errors import CorruptLogError, UnsupportedFeatureError, VersionNotFoundError
 from lakeflow.storage import FileInfo, Storage
 
@@ -32,9 +33,13 @@ LAST_CHECKPOINT = f"{LOG_DIR}/_last_checkpoint"
 
 _COMMIT_RE = re.compile(r"^(\d{20})\.json$")
 _CHECKPOINT_RE = re.compile(r"^(\d{20})\.checkpoint(?:\.(\d{10})\.(\d{10}))?\.parquet$")
+# UUID-named checkpoints (v2 spec); their sidecars live in _delta_log/_sidecars/.
+_V2_CHECKPOINT_RE = re.compile(
+    r"^(\d{20})\.checkpoint\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+    r"[0-9a-fA-F]{12}\.(?:json|parquet)$")
 
 # What lakeflow implements; anything else in a table's protocol is refused.
-READER_FEATURES = frozenset({"timestampNtz"})
+READER_FEATURES = frozenset({"timestampNtz", "deletionVectors", "columnMapping", "v2Checkpoint"})
 WRITER_FEATURES = frozenset(
     {"timestampNtz", "appendOnly", "invariants", "changeDataFeed", "inCommitTimestamp",
      "domainMetadata"}
@@ -111,6 +116,9 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
         where = f"commit {v}"
         # Actions in a commit are unordered. A path has at most one add and one remove
         # per commit (with different deletion vectors), and then the add survives.
+        # Logical files are keyed (path, deletion vector id) by the protocol, but at
+        # most one per path is active, so keying by path keeps the newest add of a
+        # path: a remove of (path, dv1) with an add of (path, dv2) leaves dv2.
         for a in sorted(actions, key=lambda a: isinstance(a, Add)):
             if isinstance(a, Add):
                 check_data_path(a.path, where)
@@ -165,12 +173,8 @@ def check_readable(protocol: Protocol, metadata: Metadata | None = None) -> None
     _check_features("reader", protocol.min_reader_version, MAX_READER_VERSION,
                     protocol.reader_features if protocol.min_reader_version == 3 else None,
                     READER_FEATURES, "read it with deltalake or Spark")
-    mode = metadata.configuration.get("delta.columnMapping.mode", "none") if metadata else "none"
-    if mode not in ("none", "") and protocol.min_reader_version >= 2:
-        raise UnsupportedFeatureError(
-            f"table uses columnMapping (delta.columnMapping.mode={mode}), which lakeflow "
-            "does not support yet"
-        )
+    if metadata is not None:
+        mapping_mode(protocol, metadata)  # refuses modes other than none, name and id
 
 
 def check_writable(protocol: Protocol) -> None:
@@ -204,9 +208,14 @@ class LogListing:
 
 
 def list_log(storage: Storage) -> LogListing:
-    """List `_delta_log/`, keeping commits and checkpoints whose parts are all present."""
+    """List `_delta_log/`, keeping commits and checkpoints whose parts are all present.
+
+    Of several checkpoints of one version, a UUID-named (v2) one is preferred,
+    then a classic one, then the multi-part one with the most parts.
+    """
     commits: dict[int, FileInfo] = {}
     parts: dict[tuple[int, int], list[str]] = {}
+    uuid_named: dict[int, str] = {}
     for info in storage.list_dir(LOG_DIR):
         m = _COMMIT_RE.match(info.name)
         if m:
@@ -216,10 +225,15 @@ def list_log(storage: Storage) -> LogListing:
         if m:
             total = int(m.group(3)) if m.group(3) else 1
             parts.setdefault((int(m.group(1)), total), []).append(info.name)
+            continue
+        m = _V2_CHECKPOINT_RE.match(info.name)
+        if m:
+            uuid_named.setdefault(int(m.group(1)), info.name)
     checkpoints: dict[int, tuple[str, ...]] = {}
-    for (version, total), names in sorted(parts.items()):
+    for (version, total), names in sorted(parts.items(), key=lambda kv: (kv[0][0], kv[0][1] == 1, kv[0][1])):
         if len(names) == total:  # a multi-part checkpoint with a missing part is ignored
             checkpoints[version] = tuple(sorted(names))
+    checkpoints.update({v: (name,) for v, name in uuid_named.items()})
     return LogListing(commits, checkpoints)
 
 
@@ -232,8 +246,12 @@ def read_last_checkpoint(storage: Storage) -> tuple[int, tuple[str, ...]] | None
         data = json.loads(storage.read(LAST_CHECKPOINT))
         version = int(data["version"])
         parts = int(data.get("parts") or 1)
+        v2_name = unquote(str((data.get("v2Checkpoint") or {}).get("path") or "")).rsplit("/", 1)[-1]
     except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    m = _V2_CHECKPOINT_RE.match(v2_name)
+    if m and int(m.group(1)) == version:
+        return version, (v2_name,)
     if parts == 1:
         return version, (f"{version:020d}.checkpoint.parquet",)
     return version, tuple(f"{version:020d}.checkpoint.{i:010d}.{parts:010d}.parquet"

@@ -5,6 +5,10 @@ carries a *guarantee* expression: its partition values, and for columns without
 nulls the [min, max] range from its statistics. pyarrow simplifies the user's
 filter against each guarantee and never opens files where it becomes false, so
 partition pruning and stats skipping come from one mechanism.
+
+Files with a deletion vector, and tables with column mapping, cannot be read as
+plain dataset fragments: `Scan` prunes them by the same guarantees, then reads
+each file itself, drops deleted rows and renames physical columns to logical.
 """
 
 from __future__ import annotations
@@ -14,21 +18,24 @@ import decimal
 import functools
 import math
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from lakeflow.actions import Add, Metadata, Protocol
+from lakeflow.column_mapping import NO_MAPPING, ColumnMapping, mapping_mode
+from lakeflow.deletion_vectors import DeletionVector, RowSelection
 from lakeflow.errors import (
     InvalidArgumentError,
     LakeflowError,
     SchemaMismatchError,
     StorageError,
-    UnsupportedFeatureError,
 )
 from lakeflow.log import TableState, check_data_path, check_readable
 from lakeflow.partitions import parse_partition_value
@@ -45,13 +52,24 @@ PARQUET_FORMAT = ds.ParquetFileFormat(
 
 @dataclass(frozen=True)
 class DataFile:
-    """One data file of a snapshot: path relative to the table root (decoded)."""
+    """One data file of a snapshot: path relative to the table root (decoded).
+
+    Attributes:
+        path: the file, relative to the table root.
+        size: its size in bytes.
+        partition_values: typed values of the partition columns (logical names).
+        num_records: rows the file contributes (deleted rows not counted), if
+            the log records it.
+        add: the `add` action.
+        deletion_vector: the rows soft-deleted from the file, if any.
+    """
 
     path: str
     size: int
     partition_values: Mapping[str, Any]
     num_records: int | None
     add: Add
+    deletion_vector: DeletionVector | None = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +100,14 @@ class Snapshot:
 
     @functools.cached_property
     def schema(self) -> pa.Schema:
-        """The Arrow schema of the table at this version (Delta column order)."""
+        """The Arrow schema of the table at this version (Delta column order, logical names)."""
         return delta_to_arrow(self.state.metadata.schema_string)
+
+    @functools.cached_property
+    def column_mapping(self) -> ColumnMapping:
+        """How logical columns are named in the data files and the log."""
+        return ColumnMapping.of(self.state.metadata.schema_string,
+                                mapping_mode(self.state.protocol, self.state.metadata))
 
     @property
     def partition_columns(self) -> tuple[str, ...]:
@@ -100,15 +124,16 @@ class Snapshot:
         """The active data files, sorted by path."""
         out = []
         for add in sorted(self.state.files.values(), key=lambda a: a.path):
-            if add.deletion_vector:
-                raise UnsupportedFeatureError(
-                    f"file {add.path} has a deletion vector (deletionVectors), which lakeflow "
-                    "does not support yet"
-                )
-            path = check_data_path(add.path, f"version {self.version}")
-            values = typed_partition_values(add.partition_values, self.schema,
-                                            self.partition_columns)
-            out.append(DataFile(path, add.size, values, add.num_records(), add))
+            where = f"version {self.version}"
+            path = check_data_path(add.path, where)
+            dv = (DeletionVector.parse(add.deletion_vector, f"the add of {path} ({where})")
+                  if add.deletion_vector else None)
+            values = typed_partition_values(self.column_mapping.logical_keys(add.partition_values),
+                                            self.schema, self.partition_columns)
+            records = add.num_records()
+            if records is not None and dv is not None:
+                records -= dv.cardinality
+            out.append(DataFile(path, add.size, values, records, add, dv))
         return tuple(out)
 
     @functools.cached_property
@@ -120,15 +145,18 @@ class Snapshot:
                 fs, root = self.storage.arrow_fs()
                 with fs.open_input_file(f"{root}/{f.path}") as fh:
                     total += pq.ParquetFile(fh).metadata.num_rows
+                total -= f.deletion_vector.cardinality if f.deletion_vector else 0
             else:
                 total += f.num_records
         return total
 
-    def _guarantee(self, f: DataFile) -> pc.Expression:
+    def _bounds(self, f: DataFile) -> pc.Expression:
+        """What the file's statistics say about its (non-partition) columns."""
         schema = self.schema
-        terms = [partition_guarantee(schema, f.partition_values)]
+        terms = []
         stats = f.add.parsed_stats() or {}
-        mins, maxs, nulls = (stats.get(k) or {} for k in ("minValues", "maxValues", "nullCount"))
+        mins, maxs, nulls = (self.column_mapping.logical_keys(stats.get(k) or {})
+                             for k in ("minValues", "maxValues", "nullCount"))
         for name in mins.keys() & maxs.keys():
             if name in f.partition_values or schema.get_field_index(name) < 0:
                 continue
@@ -140,19 +168,24 @@ class Snapshot:
                 terms.append((pc.field(name) >= lo) & (pc.field(name) <= hi))
         return functools.reduce(lambda a, b: a & b, terms, pc.scalar(True))
 
-    def to_pyarrow_dataset(self) -> ds.FileSystemDataset:
-        """A pyarrow dataset over this snapshot's files, with partition columns filled in."""
+    @functools.cached_property
+    def _scan(self) -> Scan:
         return scan_files(self.storage, self.schema,
-                          [(f.path, self._guarantee(f)) for f in self.files])
+                          [ScanFile(f.path, f.partition_values, self._bounds(f), f.deletion_vector)
+                           for f in self.files],
+                          self.column_mapping)
+
+    def to_pyarrow_dataset(self) -> ds.Dataset:
+        """A pyarrow dataset over this snapshot, with partition columns filled in.
+
+        A lazy file dataset; for tables with deletion vectors or column mapping an
+        in-memory dataset of the snapshot's rows (they are read by this call).
+        """
+        return self._scan.to_dataset()
 
     def files_matching(self, filter: pc.Expression | None) -> list[DataFile]:
         """The files a scan with `filter` must read (after partition and stats pruning)."""
-        if filter is None:
-            return list(self.files)
-        _, root = self.storage.arrow_fs()
-        by_path = {f"{root}/{f.path}": f for f in self.files}
-        dataset = self.to_pyarrow_dataset()
-        return [by_path[frag.path] for frag in dataset.get_fragments(filter=filter)]
+        return [self.files[i] for i in self._scan.matching(filter)]
 
     def to_arrow(self, columns: Sequence[str] | None = None,
                  filter: pc.Expression | None = None) -> pa.Table:
@@ -184,8 +217,8 @@ class Snapshot:
                 table = table.filter(filter)
             return table.select(list(columns)) if columns is not None else table
         try:
-            return self.to_pyarrow_dataset().to_table(
-                columns=list(columns) if columns is not None else None, filter=filter)
+            return self._scan.to_table(columns=list(columns) if columns is not None else None,
+                                       filter=filter)
         except pa.ArrowInvalid as e:
             if "No match for FieldRef" in str(e) or "FieldRef" in str(e):
                 raise SchemaMismatchError(f"filter names an unknown column: {e}") from e
@@ -196,7 +229,11 @@ class Snapshot:
             ) from e
 
     def to_polars(self) -> pl.LazyFrame:
-        """A polars LazyFrame over this snapshot; filters and projections are pushed down."""
+        """A polars LazyFrame over this snapshot; filters and projections are pushed down.
+
+        On tables with deletion vectors or column mapping the rows are read by
+        this call (see `to_pyarrow_dataset`).
+        """
         import polars as pl
 
         if not self.files:
@@ -206,7 +243,7 @@ class Snapshot:
 
 def typed_partition_values(raw: Mapping[str, str | None], schema: pa.Schema,
                            partition_columns: Sequence[str]) -> dict[str, Any]:
-    """Parse a file action's `partitionValues` strings by the schema's types."""
+    """Parse a file action's `partitionValues` strings (logical keys) by the schema's types."""
     return {c: parse_partition_value(raw.get(c), schema.field(c).type, c)
             for c in partition_columns}
 
@@ -219,25 +256,126 @@ def partition_guarantee(schema: pa.Schema, values: Mapping[str, Any]) -> pc.Expr
     return functools.reduce(lambda a, b: a & b, terms, pc.scalar(True))
 
 
-def scan_files(storage: Storage, schema: pa.Schema,
-               files: Sequence[tuple[str, pc.Expression]]) -> ds.FileSystemDataset:
-    """A pyarrow dataset over data or change files, read with `schema`.
+class ScanFile(NamedTuple):
+    """One data or change data file to scan.
+
+    Attributes:
+        path: relative to the table root, URL-decoded.
+        values: columns the file does not store, with the value every row has
+            (partition columns, or virtual ones such as a commit version).
+        bounds: what else is known of its rows (statistics), for pruning.
+        rows: rows to leave out (a deletion vector) or to read (a selection);
+            None reads every row.
+    """
+
+    path: str
+    values: Mapping[str, Any]
+    bounds: pc.Expression = pc.scalar(True)
+    rows: DeletionVector | RowSelection | None = None
+
+
+def scan_files(storage: Storage, schema: pa.Schema, files: Sequence[ScanFile],
+               mapping: ColumnMapping = NO_MAPPING) -> Scan:
+    """A scan of data or change files, read with `schema` (logical names).
+
+    The one place where deletion vectors are applied and physical column names
+    become logical, for snapshots and diffs alike.
 
     Args:
         storage: the table's storage.
         schema: the columns to read; columns a file lacks come back null.
-        files: (path relative to the table root, URL-decoded; guarantee) pairs.
-            Columns a file does not store (partition columns, or virtual ones
-            such as a commit version) are filled from equalities in its guarantee.
+        files: the files, with the values of the columns they do not store.
+        mapping: how the table names its columns in files.
     """
-    fs, root = storage.arrow_fs()
-    return ds.FileSystemDataset.from_paths(
-        [f"{root}/{path}" for path, _ in files],
-        schema=schema,
-        format=PARQUET_FORMAT,
-        filesystem=fs,
-        partitions=[g for _, g in files],
-    )
+    return Scan(storage, schema, tuple(files), mapping)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """Files to read as one table. Build with `scan_files`."""
+
+    storage: Storage
+    schema: pa.Schema
+    files: tuple[ScanFile, ...]
+    mapping: ColumnMapping
+
+    @property
+    def _direct(self) -> bool:
+        """Whether pyarrow can read every file as it is (no renames, no row selection)."""
+        return not self.mapping.active and all(f.rows is None for f in self.files)
+
+    @functools.cached_property
+    def _dataset(self) -> ds.FileSystemDataset:
+        """The files as a pyarrow dataset; each file's guarantee prunes it for filters."""
+        fs, root = self.storage.arrow_fs()
+        return ds.FileSystemDataset.from_paths(
+            [f"{root}/{f.path}" for f in self.files],
+            schema=self.schema,
+            format=PARQUET_FORMAT,
+            filesystem=fs,
+            partitions=[partition_guarantee(self.schema, f.values) & f.bounds for f in self.files],
+        )
+
+    def matching(self, filter: pc.Expression | None) -> list[int]:
+        """Positions of the files a scan with `filter` must read (no file is opened)."""
+        if filter is None:
+            return list(range(len(self.files)))
+        _, root = self.storage.arrow_fs()
+        positions: dict[str, list[int]] = {}
+        for i, f in enumerate(self.files):
+            positions.setdefault(f"{root}/{f.path}", []).append(i)
+        kept = [positions[frag.path].pop(0) for frag in self._dataset.get_fragments(filter=filter)]
+        return sorted(kept)
+
+    def to_dataset(self) -> ds.Dataset:
+        """A pyarrow dataset of the rows: lazy when pyarrow can read the files as they are."""
+        return self._dataset if self._direct else ds.InMemoryDataset(self.to_table())
+
+    def to_table(self, columns: Sequence[str] | None = None,
+                 filter: pc.Expression | None = None) -> pa.Table:
+        """Read the rows (`columns` in that order, default all) where `filter` holds."""
+        if self._direct:
+            return self._dataset.to_table(columns=columns, filter=filter)
+        files = [self.files[i] for i in self.matching(filter)]
+        names = list(columns) if columns is not None and filter is None else self.schema.names
+        if len(files) > 1:
+            with ThreadPoolExecutor(min(8, len(files))) as pool:
+                tables = list(pool.map(lambda f: self._read(f, names), files))
+        else:
+            tables = [self._read(f, names) for f in files]
+        table = (pa.concat_tables(tables) if tables
+                 else self.schema.empty_table().select(names))
+        if filter is not None:
+            table = table.filter(filter)
+        return table.select(list(columns)) if columns is not None else table
+
+    def _read(self, f: ScanFile, names: Sequence[str]) -> pa.Table:
+        """One file's rows: selected rows only, logical names, missing columns null."""
+        fs, root = self.storage.arrow_fs()
+        with fs.open_input_file(f"{root}/{f.path}") as fh:
+            parquet = pq.ParquetFile(fh, coerce_int96_timestamp_unit="us")
+            stored = {c: self.mapping.file_column(parquet.schema_arrow, c)
+                      for c in names if c not in f.values}
+            data = parquet.read(columns=[n for n in stored.values() if n is not None])
+            num_rows = parquet.metadata.num_rows
+        rows = RowSelection(f.rows.read(self.storage)) if isinstance(f.rows, DeletionVector) else f.rows
+        if rows is not None:
+            mask = rows.mask(num_rows, f.path)
+            data = data.filter(pa.array(mask))
+            num_rows = int(np.count_nonzero(mask))
+        arrays = []
+        for c in names:
+            typ = self.schema.field(c).type
+            physical = stored.get(c)
+            if c in f.values:
+                value = f.values[c]
+                arrays.append(pa.nulls(num_rows, typ) if value is None
+                              else pa.repeat(pa.scalar(value, typ), num_rows))
+            elif physical is None:
+                arrays.append(pa.nulls(num_rows, typ))
+            else:
+                arrays.append(self.mapping.to_logical(c, data.column(physical)).cast(typ))
+        return pa.table(arrays, schema=pa.schema([self.schema.field(c) for c in names]))
 
 
 def _stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scalar] | None:

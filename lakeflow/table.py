@@ -621,23 +621,51 @@ class Table:
                 # The commit is durable; a missing checkpoint only slows readers down.
                 warnings.warn(f"checkpoint at version {self._state.version} failed: {e}", stacklevel=3)
 
-    def checkpoint(self) -> int:
-        """Write a checkpoint at the latest version and return that version."""
+    def _refresh_writable(self) -> None:
+        """Refresh, then refuse tables with writer features lakeflow does not implement.
+
+        Maintenance must not touch such a table: a checkpoint would drop deletion
+        vectors, vacuum would delete their files, compaction would rewrite them.
+        """
         self.refresh()
+        check_writable(self._state.protocol)
+
+    def checkpoint(self) -> int:
+        """Write a checkpoint at the latest version and return that version.
+
+        Raises:
+            UnsupportedFeatureError: the table is read-only for lakeflow.
+        """
+        self._refresh_writable()
         write_checkpoint(self._storage, self._state)
         return self._state.version
 
     def compact(self, target_file_size: int = DEFAULT_TARGET_FILE_SIZE) -> CompactResult:
-        """Rewrite small files of each partition into fewer, larger files (no data change)."""
+        """Rewrite small files of each partition into fewer, larger files (no data change).
+
+        Raises:
+            UnsupportedFeatureError: the table is read-only for lakeflow.
+        """
+        self._refresh_writable()
         return maintenance.compact(self, target_file_size)
 
     def vacuum(self, retention: dt.timedelta = dt.timedelta(days=7), dry_run: bool = False,
                enforce_retention: bool = True) -> VacuumResult:
-        """Delete data files no version within `retention` needs (see `maintenance.vacuum`)."""
+        """Delete data files no version within `retention` needs (see `maintenance.vacuum`).
+
+        Raises:
+            UnsupportedFeatureError: the table is read-only for lakeflow.
+        """
+        self._refresh_writable()
         return maintenance.vacuum(self, retention, dry_run, enforce_retention)
 
     def cleanup_log(self, retention: dt.timedelta | None = None) -> list[int]:
-        """Delete log entries older than the log retention that a checkpoint covers."""
+        """Delete log entries older than the log retention that a checkpoint covers.
+
+        Raises:
+            UnsupportedFeatureError: the table is read-only for lakeflow.
+        """
+        self._refresh_writable()
         return maintenance.cleanup_log(self, retention)
 
     def commit_timestamps(self) -> dict[int, int]:

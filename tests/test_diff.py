@@ -351,14 +351,15 @@ def test_key_name_clash_in_updated_is_refused(table_uri):
         t.diff(0, key="a_old")
 
 
-def test_deletion_vectors_are_refused(table_uri):
+def test_damaged_deletion_vector_is_a_corrupt_log(table_uri):
+    # Diffs over deletion vectors: tests/test_reader_features.py.
     t = lf.Table.create(table_uri, SCHEMA)
     t.append(rows((1, "a")))
     (f,) = files(t)
     dv = dataclasses.replace(f, deletion_vector={"storageType": "i", "pathOrInlineDv": "x",
                                                   "sizeInBytes": 1, "cardinality": 1})
     v2 = t.commit(Transaction(actions=[f.remove(0), dv], operation="DELETE")).version
-    with pytest.raises(lf.UnsupportedFeatureError, match="deletion vector"):
+    with pytest.raises(lf.CorruptLogError, match="not Z85"):
         t.diff(1, v2)
 
 
@@ -465,7 +466,7 @@ def test_changes_are_lazy(table_uri, monkeypatch):
     opened = []
     real = diff_mod.scan_files
     monkeypatch.setattr(diff_mod, "scan_files",
-                        lambda storage, schema, fs: opened.append(len(fs)) or real(storage, schema, fs))
+                        lambda storage, schema, fs, *rest: opened.append(len(fs)) or real(storage, schema, fs, *rest))
     assert opened == []
     next(it)
     assert opened == [1]

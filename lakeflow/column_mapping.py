@@ -1,0 +1,226 @@
+"""Column mapping: logical column names in the schema, physical names in files and the log.
+
+With `delta.columnMapping.mode` = `name` or `id` (honoured on reader version 2,
+or 3 with the `columnMapping` feature), every struct field in the schema,
+nested ones included, carries `delta.columnMapping.physicalName` and
+`delta.columnMapping.id`. Data files store physical names (and Parquet field
+ids), and `partitionValues` and statistics are keyed by physical names.
+lakeflow shows only logical names; this module translates log keys and
+renames the columns read from a file.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from lakeflow.actions import Metadata, Protocol
+from lakeflow.errors import CorruptLogError, UnsupportedFeatureError
+
+MODES = ("none", "name", "id")
+_PHYSICAL = "delta.columnMapping.physicalName"
+_ID = "delta.columnMapping.id"
+_PARQUET_ID = b"PARQUET:field_id"
+
+
+def mapping_mode(protocol: Protocol, metadata: Metadata) -> str:
+    """The column mapping mode the table's protocol says readers must honour.
+
+    Raises:
+        UnsupportedFeatureError: the mode is not `none`, `name` or `id`.
+    """
+    supported = protocol.min_reader_version == 2 or (
+        protocol.min_reader_version >= 3 and "columnMapping" in (protocol.reader_features or ()))
+    mode = metadata.configuration.get("delta.columnMapping.mode", "none") or "none"
+    if not supported:
+        return "none"
+    if mode not in MODES:
+        raise UnsupportedFeatureError(
+            f"table uses delta.columnMapping.mode={mode!r}; lakeflow reads the modes {MODES}"
+        )
+    return mode
+
+
+@dataclass(frozen=True)
+class _Names:
+    """The names below one type: its struct fields, and the list/map types inside it."""
+
+    fields: Mapping[str, _Field] = field(default_factory=dict)  # by physical name
+    by_id: Mapping[int, _Field] = field(default_factory=dict)
+    element: _Names | None = None
+    key: _Names | None = None
+    value: _Names | None = None
+
+
+@dataclass(frozen=True)
+class _Field:
+    logical: str
+    physical: str
+    id: int | None
+    names: _Names
+
+
+_PLAIN = _Names()
+
+
+def _type_names(t: Any, mapped: bool) -> _Names:
+    if not isinstance(t, dict):
+        return _PLAIN
+    kind = t.get("type")
+    if kind == "struct":
+        fields = [_field(f, mapped) for f in t.get("fields", [])]
+        return _Names({f.physical: f for f in fields},
+                      {f.id: f for f in fields if f.id is not None})
+    if kind == "array":
+        return _Names(element=_type_names(t.get("elementType"), mapped))
+    if kind == "map":
+        return _Names(key=_type_names(t.get("keyType"), mapped),
+                      value=_type_names(t.get("valueType"), mapped))
+    return _PLAIN
+
+
+def _field(f: Mapping[str, Any], mapped: bool) -> _Field:
+    name = str(f["name"])
+    meta = f.get("metadata") or {}
+    if not mapped:
+        return _Field(name, name, None, _type_names(f.get("type"), mapped))
+    if _PHYSICAL not in meta:
+        raise CorruptLogError(
+            f"column {name!r} has no {_PHYSICAL} in a table with column mapping; "
+            "the schema is damaged"
+        )
+    raw_id = meta.get(_ID)
+    return _Field(name, str(meta[_PHYSICAL]), None if raw_id is None else int(raw_id),
+                  _type_names(f.get("type"), mapped))
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """How one table's (or one diff range's) logical columns are stored.
+
+    Attributes:
+        mode: `none`, `name` or `id`.
+    """
+
+    mode: str
+    _root: _Names = _PLAIN
+
+    @classmethod
+    def of(cls, schema_string: str, mode: str) -> ColumnMapping:
+        """The mapping a Delta `schemaString` defines in `mode`.
+
+        Raises:
+            CorruptLogError: a mapped field has no physical name.
+        """
+        return cls(mode, _type_names(json.loads(schema_string), mode != "none"))
+
+    @classmethod
+    def union(cls, mappings: Iterable[ColumnMapping]) -> ColumnMapping:
+        """One mapping for several schemas of a table (newest first), for reading across them.
+
+        Raises:
+            UnsupportedFeatureError: a column was renamed, or a name reused for a
+                different physical column, between the schemas.
+        """
+        items = list(mappings)
+        fields: dict[str, _Field] = {}
+        logical: dict[str, str] = {}
+        for m in items:
+            for f in m._root.fields.values():
+                known = fields.setdefault(f.physical, f)
+                if known.logical != f.logical or logical.setdefault(f.logical, f.physical) != f.physical:
+                    raise UnsupportedFeatureError(
+                        f"column {f.logical!r} was renamed or replaced (column mapping) within "
+                        "the range, so rows cannot be compared by column name; diff the ranges "
+                        "before and after that change separately"
+                    )
+        modes = {m.mode for m in items if m.mode != "none"}
+        if len(modes) > 1:
+            raise UnsupportedFeatureError(
+                "the column mapping mode changed within the range; diff the ranges before "
+                "and after that change separately"
+            )
+        return cls(modes.pop() if modes else "none",
+                   _Names(fields, {f.id: f for f in fields.values() if f.id is not None}))
+
+    @property
+    def active(self) -> bool:
+        """Whether files and the log use physical names."""
+        return self.mode != "none"
+
+    @functools.cached_property
+    def _by_logical(self) -> dict[str, _Field]:
+        return {f.logical: f for f in self._root.fields.values()}
+
+    def logical_keys(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Re-key a log map (`partitionValues`, statistics) from physical to logical names."""
+        if not self.active:
+            return dict(values)
+        return {f.logical: values[p] for p, f in self._root.fields.items() if p in values}
+
+    def file_column(self, schema: pa.Schema, column: str) -> str | None:
+        """The name under which a file with `schema` stores top-level `column` (None: absent)."""
+        known = self._by_logical.get(column) if self.active else None
+        if known is None:  # no mapping, or not a table column (e.g. _change_type)
+            return column if column in schema.names else None
+        found = _match(schema, known, self.mode)
+        return found.name if found is not None else None
+
+    def to_logical(self, column: str, data: pa.ChunkedArray) -> pa.ChunkedArray:
+        """Rename the nested fields of `column`'s data as read from a file to logical names."""
+        if not self.active:
+            return data
+        known = self._by_logical.get(column)
+        target = _rename(data.type, known.names if known is not None else _PLAIN, self.mode)
+        if target == data.type:
+            return data
+        return pa.chunked_array([chunk.view(target) for chunk in data.chunks], type=target)
+
+
+def _match(fields: Iterable[pa.Field], wanted: _Field, mode: str) -> pa.Field | None:
+    for f in fields:
+        if mode == "id" and wanted.id is not None:
+            raw = (f.metadata or {}).get(_PARQUET_ID)
+            if raw is not None and int(raw) == wanted.id:
+                return f
+        elif f.name == wanted.physical:
+            return f
+    return None
+
+
+def _rename(t: pa.DataType, names: _Names, mode: str) -> pa.DataType:
+    """`t` with every struct field found in `names` given its logical name."""
+    if pa.types.is_struct(t):
+        out = []
+        for i in range(t.num_fields):
+            f = t.field(i)
+            known = _logical_field(f, names, mode)
+            child = known.names if known is not None else _PLAIN
+            out.append(pa.field(known.logical if known is not None else f.name,
+                                _rename(f.type, child, mode), f.nullable, f.metadata))
+        return pa.struct(out)
+    if pa.types.is_map(t):
+        return pa.map_(pa.field(t.key_field.name, _rename(t.key_type, names.key or _PLAIN, mode),
+                                False),
+                       pa.field(t.item_field.name, _rename(t.item_type, names.value or _PLAIN, mode),
+                                t.item_field.nullable))
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        value = t.value_field
+        renamed = value.with_type(_rename(value.type, names.element or _PLAIN, mode))
+        return pa.list_(renamed) if pa.types.is_list(t) else pa.large_list(renamed)
+    return t
+
+
+def _logical_field(f: pa.Field, names: _Names, mode: str) -> _Field | None:
+    if mode == "id":
+        raw = (f.metadata or {}).get(_PARQUET_ID)
+        return names.by_id.get(int(raw)) if raw is not None else None
+    return names.fields.get(f.name)
+
+
+NO_MAPPING = ColumnMapping("none")
