@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import fsspec
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from lakeflow.errors import InvalidArgumentError, LakeflowError, StorageError
@@ -231,7 +232,36 @@ class FsspecStorage:
         return bool(self.fs.exists(target))
 
     def arrow_fs(self) -> tuple[pafs.FileSystem, str]:
-        return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs)), self.root
+        with _ARROW_FS_LOCK:
+            entry = _ARROW_FS.get(id(self.fs))
+            if entry is None or entry[0] is not self.fs:
+                entry = (self.fs, pafs.PyFileSystem(_WholeFileHandler(self.fs)))
+                _ARROW_FS[id(self.fs)] = entry
+        return entry[1], self.root
+
+
+class _WholeFileHandler(pafs.FSSpecHandler):  # type: ignore[misc]
+    """Gives pyarrow Arrow-owned buffers instead of Python file objects.
+
+    pyarrow releases scan state on its I/O threads, after the scan returned. If that
+    drops the last reference to a Python object (a file, bytes, the filesystem) while
+    the interpreter exits, the thread cannot take the GIL and the process aborts
+    ("terminate called without an active exception"). So files are read whole into
+    Arrow memory, and each Python filesystem lives as long as the process
+    (`_ARROW_FS`). The cost: no ranged reads on these stores.
+    """
+
+    def open_input_file(self, path: str) -> pa.NativeFile:
+        data = self.fs.cat_file(path)
+        buf = pa.allocate_buffer(len(data))
+        memoryview(buf).cast("B")[:] = data
+        return pa.BufferReader(buf)
+
+    open_input_stream = open_input_file
+
+
+_ARROW_FS: dict[int, tuple[Any, pafs.FileSystem]] = {}
+_ARROW_FS_LOCK = threading.Lock()
 
 
 _T = TypeVar("_T")
