@@ -168,7 +168,7 @@ def check_readable(protocol: Protocol, metadata: Metadata | None = None) -> None
     """Refuse tables that need reader features lakeflow does not implement.
 
     Raises:
-        UnsupportedFeatureError: naming the feature.
+        UnsupportedFeatureError: naming the feature, or an unknown column mapping mode.
     """
     _check_features("reader", protocol.min_reader_version, MAX_READER_VERSION,
                     protocol.reader_features if protocol.min_reader_version == 3 else None,

@@ -22,7 +22,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -343,8 +342,11 @@ class Scan:
                 tables = list(pool.map(lambda f: self._read(f, names), files))
         else:
             tables = [self._read(f, names) for f in files]
-        table = (pa.concat_tables(tables) if tables
-                 else self.schema.empty_table().select(names))
+        if not names:  # concat_tables drops the row count of tables without columns
+            table = pa.table({"": pa.nulls(sum(t.num_rows for t in tables))}).select([])
+        else:
+            table = (pa.concat_tables(tables) if tables
+                     else self.schema.empty_table().select(names))
         if filter is not None:
             table = table.filter(filter)
         return table.select(list(columns)) if columns is not None else table
@@ -360,22 +362,20 @@ class Scan:
             num_rows = parquet.metadata.num_rows
         rows = RowSelection(f.rows.read(self.storage)) if isinstance(f.rows, DeletionVector) else f.rows
         if rows is not None:
-            mask = rows.mask(num_rows, f.path)
-            data = data.filter(pa.array(mask))
-            num_rows = int(np.count_nonzero(mask))
-        arrays = []
+            data = data.filter(pa.array(rows.mask(num_rows, f.path)))
+        out = data.select([])  # keeps the row count, even when no column is read
         for c in names:
-            typ = self.schema.field(c).type
-            physical = stored.get(c)
-            if c in f.values:
-                value = f.values[c]
-                arrays.append(pa.nulls(num_rows, typ) if value is None
-                              else pa.repeat(pa.scalar(value, typ), num_rows))
+            field, physical = self.schema.field(c), stored.get(c)
+            if c in f.values and f.values[c] is not None:
+                column = pa.repeat(pa.scalar(f.values[c], field.type), data.num_rows)
             elif physical is None:
-                arrays.append(pa.nulls(num_rows, typ))
+                column = pa.nulls(data.num_rows, field.type)
             else:
-                arrays.append(self.mapping.to_logical(c, data.column(physical)).cast(typ))
-        return pa.table(arrays, schema=pa.schema([self.schema.field(c) for c in names]))
+                column = self.mapping.to_logical(c, data.column(physical)).cast(field.type)
+            out = out.append_column(field, column)
+        # Drop the file's key-value metadata (replacing it on a table without columns
+        # would lose the row count).
+        return out.replace_schema_metadata() if out.num_columns else out
 
 
 def _stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scalar] | None:

@@ -272,6 +272,8 @@ def test_deletion_vectors_read_like_deltalake_at_every_version(dv_history):
             assert_same_rows(got, expected)
         assert snap.num_rows == expected.num_rows
         assert sum(f.num_records for f in snap.files) == expected.num_rows
+        assert snap.to_arrow(columns=[]).num_rows == expected.num_rows
+        assert_same_rows(snap.to_arrow(columns=["part"]), expected.select(["part"]))
         kept = snap.to_arrow(filter=pc.field("id") < 10)
         assert_same_rows(kept, expected.filter(pc.field("id") < 10))
     snap = t.snapshot(version=3)
