@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import deltalake
+import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -607,3 +608,17 @@ def test_tables_with_these_features_are_never_written(tmp_path, name, write):
     with pytest.raises(lf.UnsupportedFeatureError, match=r"read-only|writer version"):
         WRITES[write](t)
     assert _files(root) == before
+
+
+@pytest.mark.parametrize("name", ["table-with-dv-small", "table_with_column_mapping", "checkpoint-v2-table"])
+def test_corpus_tables_read_on_every_backend(table_uri, name):
+    fs, root = fsspec.core.url_to_fs(table_uri)
+    source = CORPUS / "tables" / name
+    for path in source.rglob("*"):
+        if path.is_file():
+            fs.makedirs(f"{root}/{path.parent.relative_to(source).as_posix()}", exist_ok=True)
+            fs.pipe_file(f"{root}/{path.relative_to(source).as_posix()}", path.read_bytes())
+    t = lf.Table(table_uri)
+    expected = pq.read_table(CORPUS / "expected" / name / f"v{t.version}.parquet")
+    assert_table_equal(t.to_arrow(), expected.cast(t.schema))
+    assert_table_equal(t.diff(-1).added, expected.cast(t.schema))
