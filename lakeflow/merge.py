@@ -51,7 +51,7 @@ from lakeflow.errors import (
 from lakeflow.late import EventClock, Quarantine, check_quarantine_arg, from_micros, quarantine_for
 from lakeflow.log import check_writable
 from lakeflow.partitions import parse_partition_value
-from lakeflow.snapshot import DataFile, Snapshot, _stat_bounds
+from lakeflow.snapshot import DataFile, Snapshot, stat_bounds
 from lakeflow.transaction import Transaction
 from lakeflow.write import conform, to_arrow_table, write_cdc_files, write_data_files
 
@@ -230,7 +230,7 @@ class _KeyIndex:
         stats = add.parsed_stats() or {}
         mins, maxs = stats.get("minValues") or {}, stats.get("maxValues") or {}
         for i, c in enumerate(self._data):
-            bounds = (_stat_bounds(self._schema.field(c).type, mins[c], maxs[c])
+            bounds = (stat_bounds(self._schema.field(c).type, mins[c], maxs[c])
                       if c in mins and c in maxs else None)
             if bounds is None:
                 continue

@@ -161,7 +161,7 @@ class Snapshot:
                 continue
             if nulls.get(name) != 0:
                 continue  # a range guarantee would wrongly exclude null rows
-            bounds = _stat_bounds(schema.field(name).type, mins[name], maxs[name])
+            bounds = stat_bounds(schema.field(name).type, mins[name], maxs[name])
             if bounds is not None:
                 lo, hi = bounds
                 terms.append((pc.field(name) >= lo) & (pc.field(name) <= hi))
@@ -378,7 +378,7 @@ class Scan:
         return out.replace_schema_metadata() if out.num_columns else out
 
 
-def _stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scalar] | None:
+def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scalar] | None:
     """Typed [lo, hi] scalars from JSON stats; None when they cannot be trusted."""
     try:
         if pa.types.is_integer(typ):
