@@ -320,9 +320,9 @@ def _describe_versions(listing: LogListing) -> str:
     return f"{versions[0]}..{versions[-1]}" if len(versions) > 1 else str(versions[0])
 
 
-def commit_timestamp(actions: Sequence[Action], info: FileInfo | None) -> int | None:
+def commit_timestamp(actions: Sequence[Action], mtime_ms: int | None) -> int | None:
     """A commit's time in ms: its in-commit timestamp or commitInfo, else the file mtime."""
     for a in actions:
         if isinstance(a, CommitInfo) and a.timestamp is not None:
             return a.timestamp
-    return info.mtime_ms if info else None
+    return mtime_ms

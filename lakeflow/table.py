@@ -61,7 +61,7 @@ from lakeflow.maintenance import DEFAULT_TARGET_FILE_SIZE, CompactResult, Vacuum
 from lakeflow.merge import MatchedAction, MergeResult, delete_where, merge_into
 from lakeflow.schema import arrow_to_delta, canonical, uses_timestamp_ntz
 from lakeflow.snapshot import Snapshot
-from lakeflow.storage import FileInfo, Storage, open_storage
+from lakeflow.storage import Storage, open_storage
 from lakeflow.transaction import CommitOutcome, Transaction, commit
 from lakeflow.write import conform, to_arrow_table, write_data_files
 
@@ -424,9 +424,7 @@ class Table:
                 actions = self._read_commit_cached(version)
             except FileNotFoundError:
                 return None
-            mtime = self._listing_mtimes.get(version)
-            self._timestamps[version] = commit_timestamp(
-                actions, FileInfo("", 0, mtime) if mtime is not None else None)
+            self._timestamps[version] = commit_timestamp(actions, self._listing_mtimes.get(version))
         return self._timestamps[version]
 
     def _timeline(self) -> list[tuple[int, int]]:
@@ -842,4 +840,4 @@ def _no_winner(version: int) -> tuple[list[Action], int | None]:
     raise _CreateRace(version)
 
 
-__all__ = ["Commit", "Table", "commit_path"]
+__all__ = ["Commit", "Table"]
