@@ -18,20 +18,30 @@ from typing import Any
 import pyarrow as pa
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 import lakeflow as lf
 
+_PIPE_WIDTH = 100_000
+
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Versioned tables as a flow of commits (Delta Lake compatible).")
-console = Console()
-err_console = Console(stderr=True)
+# Piped output is read by programs: never wrap it at a guessed terminal width.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
 def _print_json(value: Any) -> None:
     typer.echo(json.dumps(value, default=str, indent=2))
+
+
+def _rows_json(table: pa.Table, limit: int) -> dict[str, Any]:
+    """The first `limit` rows, saying whether (and from how many) they were cut."""
+    return {"num_rows": table.num_rows, "truncated": table.num_rows > limit,
+            "rows": table.slice(0, limit).to_pylist()}
 
 
 def _show_arrow(table: pa.Table, title: str, limit: int = 20) -> None:
@@ -66,7 +76,7 @@ def info(uri: str, as_json: bool = JsonOpt) -> None:
 
 
 @app.command()
-def history(uri: str, limit: int | None = typer.Option(None, help="Newest N commits only."),
+def history(uri: str, limit: int | None = typer.Option(None, min=0, help="Newest N commits only."),
             as_json: bool = JsonOpt) -> None:
     """List commits, newest first."""
     commits = lf.Table(uri).history(limit)
@@ -87,13 +97,12 @@ def history(uri: str, limit: int | None = typer.Option(None, help="Newest N comm
 @app.command()
 def show(uri: str, version: int | None = typer.Option(None, help="Version to read."),
          as_of: str | None = typer.Option(None, help="ISO instant to read as of."),
-         limit: int = typer.Option(20, help="Rows to print."), as_json: bool = JsonOpt) -> None:
+         limit: int = typer.Option(20, min=0, help="Rows to print."), as_json: bool = JsonOpt) -> None:
     """Print the rows of a table at a version or instant."""
     snap = lf.Table(uri).snapshot(version=version, as_of=as_of)
     table = snap.to_arrow()
     if as_json:
-        _print_json({"version": snap.version, "num_rows": table.num_rows,
-                     "rows": table.slice(0, limit).to_pylist()})
+        _print_json({"version": snap.version, **_rows_json(table, limit)})
         return
     _show_arrow(table, f"version {snap.version}", limit)
 
@@ -102,27 +111,43 @@ def show(uri: str, version: int | None = typer.Option(None, help="Version to rea
 def diff(uri: str, from_version: str = typer.Argument(..., help="Version number or ISO instant."),
          to_version: str | None = typer.Argument(None, help="Version or instant (default: latest)."),
          key: list[str] | None = typer.Option(None, "--key", help="Pair rows by these columns."),
-         limit: int = typer.Option(20, help="Rows to print."), as_json: bool = JsonOpt) -> None:
+         limit: int = typer.Option(20, min=0, help="Rows to print."), as_json: bool = JsonOpt) -> None:
     """Show what changed between two versions (inserted, deleted, updated rows)."""
-    d = lf.Table(uri).diff(_version_ref(from_version), _version_ref(to_version) if to_version else None,
-                           key=key or None)
+    start = _version_ref(from_version, "FROM_VERSION")
+    end = _version_ref(to_version, "TO_VERSION") if to_version is not None else None
+    d = lf.Table(uri).diff(start, end, key=key or None)
     summary = dataclasses.asdict(d.summary)
     changes = d.to_arrow()
     if as_json:
+        out = _rows_json(changes, limit)
         _print_json({"from_version": d.from_version, "to_version": d.to_version, "summary": summary,
-                     "changes": changes.slice(0, limit).to_pylist()})
+                     "num_changes": out["num_rows"], "truncated": out["truncated"], "changes": out["rows"]})
         return
     console.print(f"[bold]{uri}[/bold]: {d.from_version} -> {d.to_version}  " +
                   "  ".join(f"{k}={v}" for k, v in summary.items()), highlight=False)
     _show_arrow(changes, "changes", limit)
 
 
-def _version_ref(text: str) -> int | str:
-    """A CLI version argument: an integer version, else an ISO instant."""
+def _version_ref(text: str, name: str) -> int | dt.datetime:
+    """A CLI version argument: an integer version, else an ISO-8601 instant with a zone.
+
+    Raises:
+        InvalidArgumentError: `text` is neither, naming the argument `name`.
+    """
     try:
         return int(text)
     except ValueError:
-        return text
+        pass
+    try:
+        instant = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise lf.InvalidArgumentError(
+            f"{name} {text!r} is neither a version number nor an ISO-8601 instant with a time zone "
+            "such as 2024-05-01T12:00:00Z"
+        )
+    return instant
 
 
 @app.command()
@@ -212,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runner(args=argv, standalone_mode=False)
     except lf.LakeflowError as e:
-        err_console.print(f"[red]error:[/red] {type(e).__name__}: {e}", highlight=False)
+        one_line = " ".join(str(e).split())
+        err_console.print(f"[red]error:[/red] {type(e).__name__}: {escape(one_line)}", highlight=False)
         return 1
     except typer.Abort:
         return 1

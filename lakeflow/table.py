@@ -495,7 +495,13 @@ class Table:
         return Snapshot(self._storage, state, _from_ms(self._commit_ts(version)))
 
     def history(self, limit: int | None = None) -> list[Commit]:
-        """Commits, newest first (only those whose log entries still exist)."""
+        """Commits, newest first (only those whose log entries still exist).
+
+        Raises:
+            InvalidArgumentError: `limit` is negative.
+        """
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise InvalidArgumentError(f"limit must be a non-negative int or None, got {limit!r}")
         self.refresh()
         out: list[Commit] = []
         for v in range(self._state.version, -1, -1):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pyarrow as pa
 import pytest
@@ -79,3 +81,60 @@ def test_diff_command(table, capsys):
     assert code == 0 and "inserted=3" in out
     code, _, err = run(capsys, "diff", table, "9")
     assert code == 1 and "VersionNotFoundError" in err
+
+
+def _lakeflow(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed command in a fresh process, its output piped (not a terminal)."""
+    return subprocess.run([sys.executable, "-c", "from lakeflow.cli import entry; entry()", *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_errors_are_one_line_when_piped(tmp_path):
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 6, "missing")
+    proc = _lakeflow("info", str(deep))
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: TableNotFoundError:") and str(deep) in lines[0]
+
+
+def test_piped_tables_are_not_wrapped(tmp_path):
+    uri = str(tmp_path.joinpath(*["a-rather-long-directory-name"] * 4, "t"))
+    t = lf.Table.create(uri, pa.schema([("id", pa.int64())]))
+    t.append(pa.table({"id": [1]}), app_id="an-application-id-that-is-long", txn_version=1)
+    proc = _lakeflow("history", uri)
+    assert proc.returncode == 0
+    assert f"history of {uri}" in proc.stdout
+    assert any("an-application-id-that-is-long" in line for line in proc.stdout.splitlines())
+
+
+@pytest.mark.parametrize("limit", ["-2", "-1"])
+def test_negative_limits_are_usage_errors(table, capsys, limit):
+    for command in ("history", "show", "diff"):
+        args = [command, table, "--limit", limit] + (["0"] if command == "diff" else [])
+        assert main(args) == 2, command
+
+
+def test_history_refuses_negative_limit(table):
+    with pytest.raises(lf.InvalidArgumentError, match="limit"):
+        lf.Table(table).history(-2)
+    assert [c.version for c in lf.Table(table).history(0)] == []
+
+
+def test_json_says_when_rows_were_cut(table, capsys):
+    code, out, _ = run(capsys, "show", table, "--limit", "2", "--json")
+    result = json.loads(out)
+    assert code == 0 and (result["num_rows"], result["truncated"], len(result["rows"])) == (3, True, 2)
+    code, out, _ = run(capsys, "show", table, "--json")
+    assert json.loads(out)["truncated"] is False
+    code, out, _ = run(capsys, "diff", table, "0", "--limit", "1", "--json")
+    result = json.loads(out)
+    assert (result["num_changes"], result["truncated"], len(result["changes"])) == (3, True, 1)
+
+
+@pytest.mark.parametrize(("args", "named"), [(["5", "abc"], "TO_VERSION 'abc'"),
+                                             (["abc", "1"], "FROM_VERSION 'abc'"),
+                                             (["2024-05-01T00:00:00", "1"], "FROM_VERSION")])
+def test_diff_names_the_bad_argument(table, capsys, args, named):
+    code, _, err = run(capsys, "diff", table, *args)
+    assert code == 1 and err.startswith("error: InvalidArgumentError:") and named in err
