@@ -21,8 +21,9 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from lakeflow import maintenance
-from lakeflow.actions import Action, CommitInfo, Metadata, Protocol, Txn
+from lakeflow.actions import Action, CommitInfo, Metadata, Protocol, Remove, Txn
 from lakeflow.checkpoint import read_checkpoint, write_checkpoint
+from lakeflow.constraints import enforce
 from lakeflow.diff import CommitChanges, Diff, VersionRef, compute_diff, iter_changes
 from lakeflow.errors import (
     CorruptLogError,
@@ -59,7 +60,7 @@ from lakeflow.log import (
 )
 from lakeflow.maintenance import DEFAULT_TARGET_FILE_SIZE, CompactResult, VacuumResult
 from lakeflow.merge import MatchedAction, MergeResult, delete_where, merge_into
-from lakeflow.schema import arrow_to_delta, canonical, uses_timestamp_ntz
+from lakeflow.schema import arrow_to_delta, canonical, extend_schema_string, uses_timestamp_ntz
 from lakeflow.snapshot import Snapshot
 from lakeflow.storage import Storage, open_storage
 from lakeflow.transaction import CommitOutcome, Transaction, commit
@@ -593,6 +594,7 @@ class Table:
             CommitConflictError: a concurrent commit conflicts, or retries ran out.
         """
         check_writable(self._state.protocol)
+        enforce(self._state, removes=any(isinstance(a, Remove) and a.data_change for a in tx.actions))
 
         def read_winner(version: int) -> tuple[list[Action], int | None]:
             return self._read_commit_cached(version), self._commit_ts(version)
@@ -728,14 +730,15 @@ class Table:
             if seen is not None and seen.version >= txn_version:
                 return self._txn_version_holding(app_id, txn_version)
         conformed = conform(table, self.snapshot().schema, schema_mode)
-        arrival = arrive(self, conformed.table, watermark, late, quarantine)
+        rows = enforce(self._state, conformed.table, provided=table.column_names)
+        arrival = arrive(self, rows, watermark, late, quarantine)
         if arrival.rows.num_rows == 0 and conformed.new_schema is None and not arrival.must_commit:
             return arrival.settle(self, self._state.version)
         actions: list[Action] = []
         if conformed.new_schema is not None:
             old = self._state.metadata
             actions.append(Metadata(
-                id=old.id, schema_string=arrow_to_delta(conformed.new_schema),
+                id=old.id, schema_string=extend_schema_string(old.schema_string, conformed.new_schema),
                 partition_columns=old.partition_columns, configuration=old.configuration,
                 name=old.name, description=old.description, created_time=old.created_time))
             new_protocol = _protocol_for(conformed.new_schema, old.configuration)
