@@ -23,6 +23,7 @@ from deltalake import DeltaTable, QueryBuilder, write_deltalake
 from deltalake.schema import Field, PrimitiveType, Schema
 
 import lakeflow as lf
+from lakeflow.log import writer_features
 from lakeflow.storage import open_storage
 from lakeflow.testing import assert_table_equal
 from lakeflow.transaction import Transaction
@@ -380,3 +381,34 @@ def test_schema_evolution_keeps_the_rules(table_uri, tmp_path):
         lf.Table(table_uri).append(_rows(ID_DUMMY, (3, 9)))
     assert _refused_by_deltalake(out, _rows(ID_DUMMY, (3, 9)))
 
+
+
+# ---- lakeflow's own tables: constraints at create, protocols that keep every feature -----
+
+def test_constraints_declared_at_create_are_enforced_by_both(local_uri, tmp_path):
+    t = lf.Table.create(local_uri, ID_V, properties={"delta.constraints.v_positive": "v > 0",
+                                                     "delta.enableChangeDataFeed": "false"})
+    assert "checkConstraints" in writer_features(t.snapshot().protocol)
+    with pytest.raises(lf.ConstraintViolationError):
+        t.append(_rows(ID_V, (1, -1)))
+    assert _refused_by_deltalake(Path(local_uri), _rows(ID_V, (1, -1)))
+    with pytest.raises(lf.UnsupportedFeatureError, match="bad"):
+        lf.Table.create(str(tmp_path / "other"), ID_V,
+                        properties={"delta.constraints.bad": "v DIV 2 > 0"})
+    assert not (tmp_path / "other").exists()
+
+
+def test_schema_evolution_to_table_features_keeps_every_legacy_feature(table_uri, tmp_path):
+    t, _ = _setup(_generated_table(tmp_path / "src"), table_uri, tmp_path)
+    assert t.snapshot().protocol.min_writer_version == 4
+    t.append(pa.table({"id": pa.array([3], pa.int64()), "c1": pa.array([30], pa.int32()),
+                       "at": pa.array([0], pa.timestamp("us"))}), schema_mode="merge")
+    protocol = lf.Table(table_uri).snapshot().protocol
+    assert protocol.min_writer_version == 7
+    assert {"generatedColumns", "checkConstraints", "invariants", "appendOnly",
+            "timestampNtz"} <= writer_features(protocol)
+    out = _local_copy(table_uri, tmp_path / "out")
+    bad = pa.table({"id": pa.array([4], pa.int64()), "c1": pa.array([1], pa.int32()),
+                    "c2": pa.array([5], pa.int32()), "at": pa.array([0], pa.timestamp("us"))})
+    assert _refused_by_deltalake(out, bad)
+    assert sorted(_sql_rows(out).column("c2").to_pylist()) == [11, 21, 31]
