@@ -14,7 +14,11 @@ required, never looser):
   (NULL-safe);
 - `delta.appendOnly=true`: no remove with dataChange (delete, updating merge);
   compaction (dataChange=false) stays allowed;
-- identity columns and column defaults are not implemented: refused.
+- identity columns (`delta.identity.*`): values are generated for new rows that
+  do not give the column (start + k * step, past the high-water mark); giving
+  values is refused unless `allowExplicitInsert`; each commit that adds rows
+  records the new high-water mark in its metaData (taken from the files' stats);
+- column defaults are not implemented: refused.
 
 Expressions are Spark SQL; they are evaluated by polars' SQL engine over the
 rows (Arrow, zero-copy). An expression polars cannot evaluate, or one calling a
@@ -24,18 +28,20 @@ is written.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, overload
 
 import polars as pl
 import pyarrow as pa
 
-from lakeflow.actions import Metadata
+from lakeflow.actions import Action, Add, Metadata, Remove
 from lakeflow.errors import AppendOnlyError, ConstraintViolationError, UnsupportedFeatureError
 from lakeflow.log import TableState
+from lakeflow.transaction import Transaction
 
 CONSTRAINT_PREFIX = "delta.constraints."
 _ROWS = "__lakeflow_rows"
@@ -56,17 +62,68 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """An identity column: values start + k * step, beyond the high-water mark."""
+
+    column: str
+    start: int
+    step: int
+    high_water_mark: int | None
+    allow_explicit_insert: bool
+
+    def values(self, n: int) -> pa.Array:
+        """The next `n` values (the protocol's rules), refusing an int64 overflow.
+
+        Raises:
+            ConstraintViolationError: the values would overflow a long.
+        """
+        first = self.start
+        if self.high_water_mark is not None:
+            # The first start + k * step (k >= 0) strictly beyond the mark.
+            k = max(0, (self.high_water_mark - self.start) // self.step + 1)
+            first = self.start + k * self.step
+        last = first + (n - 1) * self.step
+        if n and not -(2**63) <= last < 2**63:
+            raise ConstraintViolationError(
+                f"identity column {self.column!r} would overflow a long generating {n} values "
+                f"from {first}; nothing was written")
+        return pa.array(range(first, first + n * self.step, self.step), pa.int64())
+
+    def mark(self, adds: Sequence[Add]) -> int | None:
+        """The high-water mark after committing `adds` (their stats hold the values).
+
+        Raises:
+            UnsupportedFeatureError: a file adds values but has no stats for the column.
+        """
+        mark = self.high_water_mark
+        for add in adds:
+            stats = add.parsed_stats() or {}
+            rows, nulls = stats.get("numRecords"), (stats.get("nullCount") or {}).get(self.column)
+            bound = (stats.get("maxValues" if self.step > 0 else "minValues") or {}).get(self.column)
+            if bound is None:
+                if rows is not None and nulls is not None and nulls >= rows:
+                    continue  # no values in this file
+                raise UnsupportedFeatureError(
+                    f"the file {add.path} has no statistics for the identity column "
+                    f"{self.column!r}, so its high-water mark cannot be updated")
+            if mark is None or (bound - mark) * self.step > 0:
+                mark = int(bound)
+        return mark
+
+
+@dataclass(frozen=True)
 class TableRules:
     """What a table's metadata declares about the rows written to it."""
 
     rules: tuple[Rule, ...]
     generated: Mapping[str, str]  # column -> generation expression
+    identities: tuple[Identity, ...]
     append_only: bool
 
     @property
     def checks_rows(self) -> bool:
         """Whether written rows need evaluating at all."""
-        return bool(self.rules or self.generated)
+        return bool(self.rules or self.generated or self.identities)
 
 
 def _walk(fields: list[dict[str, Any]], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -91,22 +148,38 @@ def _invariant(path: str, raw: Any) -> Rule:
     return Rule("invariant", path, expression)
 
 
+def _identity(path: str, f: dict[str, Any], metadata: Metadata) -> Identity:
+    meta = f.get("metadata") or {}
+    try:
+        mark = meta.get("delta.identity.highWaterMark")
+        identity = Identity(path, int(meta.get("delta.identity.start", 1)),
+                            int(meta.get("delta.identity.step", 1)),
+                            None if mark is None else int(mark),
+                            str(meta.get("delta.identity.allowExplicitInsert", "false")).lower() == "true")
+    except (TypeError, ValueError) as e:
+        raise UnsupportedFeatureError(f"identity column {path!r} has unreadable properties {meta}") from e
+    if identity.step == 0 or "." in path or f.get("type") != "long" or path in metadata.partition_columns:
+        raise UnsupportedFeatureError(
+            f"identity column {path!r} (feature identityColumns) is not a top-level, non-partition "
+            "long column with a non-zero step; lakeflow cannot write it, write this table with Spark")
+    return identity
+
+
 def table_rules(metadata: Metadata) -> TableRules:
     """The rules `metadata` declares.
 
     Raises:
-        UnsupportedFeatureError: the table has identity columns or column defaults,
-            or an invariant that cannot be read.
+        UnsupportedFeatureError: the table has column defaults, or an invariant or
+            identity column lakeflow cannot read.
     """
     rules: list[Rule] = []
     generated: dict[str, str] = {}
+    identities: list[Identity] = []
     fields = json.loads(metadata.schema_string).get("fields", [])
     for path, f in _walk(fields):
         meta = f.get("metadata") or {}
         if any(k.startswith("delta.identity.") for k in meta):
-            raise UnsupportedFeatureError(
-                f"column {path!r} is an identity column (Delta writer feature identityColumns), "
-                "which lakeflow cannot write yet; write this table with Spark")
+            identities.append(_identity(path, f, metadata))
         if "CURRENT_DEFAULT" in meta:
             raise UnsupportedFeatureError(
                 f"column {path!r} has a default value (Delta writer feature allowColumnDefaults), "
@@ -119,7 +192,7 @@ def table_rules(metadata: Metadata) -> TableRules:
     rules += [Rule("CHECK constraint", k[len(CONSTRAINT_PREFIX):], v)
               for k, v in sorted(config.items()) if k.startswith(CONSTRAINT_PREFIX)]
     append_only = config.get("delta.appendOnly", "").strip().lower() == "true"
-    return TableRules(tuple(rules), generated, append_only)
+    return TableRules(tuple(rules), generated, tuple(identities), append_only)
 
 
 def _evaluate(frame: pl.DataFrame, expression: str, what: str) -> pl.Series:
@@ -182,6 +255,22 @@ def _generate(rows: pa.Table, frame: pl.DataFrame, generated: Mapping[str, str],
     return rows
 
 
+def _fill_identities(rows: pa.Table, identities: Collection[Identity],
+                     provided: Collection[str] | None) -> pa.Table:
+    """Generate the identity values of new rows; refuse explicit ones unless allowed."""
+    for identity in identities:
+        if provided is None or identity.column in provided:
+            if rows.num_rows and not identity.allow_explicit_insert:
+                raise ConstraintViolationError(
+                    f"column {identity.column!r} is an identity column whose values lakeflow "
+                    "generates (delta.identity.allowExplicitInsert=false); leave it out of the "
+                    "rows; nothing was written")
+            continue
+        i = rows.schema.get_field_index(identity.column)
+        rows = rows.set_column(i, rows.schema.field(i), identity.values(rows.num_rows))
+    return rows
+
+
 def _check(rows: pa.Table, frame: pl.DataFrame, rules: Collection[Rule]) -> None:
     for rule in rules:
         what = f"{rule.kind} {rule.name!r}"
@@ -199,27 +288,30 @@ def _check(rows: pa.Table, frame: pl.DataFrame, rules: Collection[Rule]) -> None
 
 @overload
 def enforce(state: TableState, rows: pa.Table, *, provided: Collection[str] | None = None,
-            removes: bool = False) -> pa.Table: ...
+            removes: bool = False, new_rows: bool = True) -> pa.Table: ...
 
 
 @overload
 def enforce(state: TableState, rows: None = None, *, provided: Collection[str] | None = None,
-            removes: bool = False) -> None: ...
+            removes: bool = False, new_rows: bool = True) -> None: ...
 
 
 def enforce(state: TableState, rows: pa.Table | None = None, *,
-            provided: Collection[str] | None = None, removes: bool = False) -> pa.Table | None:
+            provided: Collection[str] | None = None, removes: bool = False,
+            new_rows: bool = True) -> pa.Table | None:
     """Apply the table's rules to a write, before anything of it is written.
 
     Args:
         state: the table state the write is prepared against.
         rows: the rows the write adds, in the table schema (None: it adds none).
-        provided: the columns the writer gave values for; generated columns not
-            among them are computed (None: all were given, so all are checked).
+        provided: the columns the writer gave values for; generated and identity
+            columns not among them are computed (None: all were given, all are checked).
         removes: whether the write removes rows (a remove with dataChange=true).
+        new_rows: False for updated versions of existing rows, which keep their
+            identity values.
 
     Returns:
-        `rows` with the generated columns filled in.
+        `rows` with the generated and identity columns filled in.
 
     Raises:
         ConstraintViolationError: a row breaks an invariant, a CHECK constraint or
@@ -234,6 +326,8 @@ def enforce(state: TableState, rows: pa.Table | None = None, *,
             "overwrites are refused, only appends are allowed; nothing was written")
     if rows is None or not rules.checks_rows:
         return rows
+    if new_rows and rules.identities:
+        rows = _fill_identities(rows, rules.identities, provided)
     frame = pl.from_arrow(rows)
     assert isinstance(frame, pl.DataFrame)
     if rules.generated:
@@ -244,4 +338,37 @@ def enforce(state: TableState, rows: pa.Table | None = None, *,
     return rows
 
 
-__all__ = ["Rule", "TableRules", "enforce", "table_rules"]
+
+def _with_marks(metadata: Metadata, marks: Mapping[str, int]) -> Metadata:
+    schema = json.loads(metadata.schema_string)
+    for f in schema["fields"]:
+        if f["name"] in marks:
+            f["metadata"] = {**(f.get("metadata") or {}), "delta.identity.highWaterMark": marks[f["name"]]}
+    return dataclasses.replace(metadata, schema_string=json.dumps(schema, separators=(",", ":")))
+
+
+def settle(state: TableState, tx: Transaction) -> Transaction:
+    """The rules of a transaction about to commit on top of `state`.
+
+    Refuses removes of an append-only table (the backstop for transactions made
+    by hand), and records the identity high-water marks the added rows move in the
+    commit's metaData, as the protocol requires.
+
+    Raises:
+        AppendOnlyError: the transaction removes rows of an append-only table.
+        UnsupportedFeatureError: an added file has no stats for an identity column.
+    """
+    actions: list[Action] = list(tx.actions)
+    enforce(state, removes=any(isinstance(a, Remove) and a.data_change for a in actions))
+    metadata = next((a for a in reversed(actions) if isinstance(a, Metadata)), state.metadata)
+    adds = [a for a in actions if isinstance(a, Add) and a.data_change]
+    identities = table_rules(metadata).identities if adds else ()
+    marks = {i.column: mark for i in identities
+             if (mark := i.mark(adds)) is not None and mark != i.high_water_mark}
+    if not marks:
+        return tx
+    actions = [a for a in actions if not isinstance(a, Metadata)] + [_with_marks(metadata, marks)]
+    return dataclasses.replace(tx, actions=actions)
+
+
+__all__ = ["Identity", "Rule", "TableRules", "enforce", "settle", "table_rules"]

@@ -40,10 +40,10 @@ _V2_CHECKPOINT_RE = re.compile(
 
 # What lakeflow implements; anything else in a table's protocol is refused.
 READER_FEATURES = frozenset({"timestampNtz", "deletionVectors", "columnMapping", "v2Checkpoint"})
-# appendOnly, invariants, checkConstraints and generatedColumns are enforced by lakeflow.constraints.
+# appendOnly, invariants, checkConstraints, generatedColumns and identityColumns: lakeflow.constraints.
 WRITER_FEATURES = frozenset(
     {"timestampNtz", "appendOnly", "invariants", "checkConstraints", "generatedColumns",
-     "changeDataFeed", "inCommitTimestamp", "domainMetadata"}
+     "identityColumns", "changeDataFeed", "inCommitTimestamp", "domainMetadata"}
 )
 MAX_READER_VERSION = 3
 MAX_WRITER_VERSION = 7

@@ -525,7 +525,7 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
         new = (_take(source, s_idx) if action == "update"
                else _apply_matched(action, old, _take(source, s_idx), schema, on)).select(schema.names)
         new = enforce(snap.state, new, provided=raw.column_names if action == "update"
-                      else list(action) if isinstance(action, Mapping) else None)
+                      else list(action) if isinstance(action, Mapping) else None, new_rows=False)
         changed = ~_rows_equal(old, new)
         ch.upd_t, ch.upd_s, ch.upd_new = t_idx[changed], s_idx[changed], new.filter(pa.array(changed))
         unchanged = len(t_idx) - len(ch.upd_t)

@@ -21,9 +21,9 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from lakeflow import maintenance
-from lakeflow.actions import Action, CommitInfo, Metadata, Protocol, Remove, Txn
+from lakeflow.actions import Action, CommitInfo, Metadata, Protocol, Txn
 from lakeflow.checkpoint import read_checkpoint, write_checkpoint
-from lakeflow.constraints import CONSTRAINT_PREFIX, enforce
+from lakeflow.constraints import CONSTRAINT_PREFIX, enforce, settle
 from lakeflow.diff import CommitChanges, Diff, VersionRef, compute_diff, iter_changes
 from lakeflow.errors import (
     CorruptLogError,
@@ -615,7 +615,7 @@ class Table:
             CommitConflictError: a concurrent commit conflicts, or retries ran out.
         """
         check_writable(self._state.protocol)
-        enforce(self._state, removes=any(isinstance(a, Remove) and a.data_change for a in tx.actions))
+        tx = settle(self._state, tx)
 
         def read_winner(version: int) -> tuple[list[Action], int | None]:
             return self._read_commit_cached(version), self._commit_ts(version)

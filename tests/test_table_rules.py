@@ -341,23 +341,87 @@ def test_functions_whose_polars_semantics_differ_from_spark_are_refused(table_ur
         t.append({"name": ["a"], "x": [2.5]})
 
 
-# ---- identity columns (writer version 6) and features still refused ---------------------
+# ---- identity columns (writer version 6, identityColumns) and features still refused -----
 
-IDENTITY = {"delta.identity.start": 1, "delta.identity.step": 1,
+IDENTITY_FEATURES = {"minReaderVersion": 1, "minWriterVersion": 7, "writerFeatures": ["identityColumns"]}
+ID_ROWS = pa.schema([("id", pa.int64()), ("v", pa.int64())])
+
+
+def _identity_table(src: Path, protocol: dict[str, Any] = IDENTITY_FEATURES, **identity: Any) -> Path:
+    meta = {"delta.identity.start": 1, "delta.identity.step": 1,
             "delta.identity.allowExplicitInsert": False}
+    meta.update({f"delta.identity.{k}": v for k, v in identity.items()})
+    return _log(src, [{"name": "id", "type": "long", "nullable": True, "metadata": meta},
+                      _field("v", "long")], protocol)
 
 
-@pytest.mark.parametrize("protocol", [
-    {"minReaderVersion": 1, "minWriterVersion": 6},
-    {"minReaderVersion": 1, "minWriterVersion": 7, "writerFeatures": ["identityColumns"]},
-    {"minReaderVersion": 1, "minWriterVersion": 2},  # what deltalake 1.6 writes for identity metadata
-], ids=["writer-6", "features", "undeclared"])
-def test_identity_columns_are_refused_naming_the_feature(table_uri, tmp_path, protocol):
-    src = _log(tmp_path / "src", [_field("id", "long", **IDENTITY), _field("v", "long")], protocol)
+def _values(n: int, start: int = 0) -> dict[str, pa.Array]:
+    return {"v": pa.array(range(start, start + n), pa.int64())}
+
+
+def _high_water_mark(uri: str, tmp_path: Path) -> Any:
+    out = _local_copy(uri, tmp_path / f"mark-{lf.Table(uri).version}")
+    field = next(f for f in DeltaTable(str(out)).schema().fields if f.name == "id")
+    return field.metadata.get("delta.identity.highWaterMark")
+
+
+@pytest.mark.parametrize(("identity", "expected"), [
+    ({}, [1, 2, 3, 4, 5]),
+    ({"start": 10, "step": 5}, [10, 15, 20, 25, 30]),
+    ({"start": 1, "step": 3, "highWaterMark": 5}, [7, 10, 13, 16, 19]),  # on the step grid
+    ({"start": -1, "step": -1, "highWaterMark": -7}, [-8, -9, -10, -11, -12]),
+], ids=["default", "start-step", "after-mark", "negative-step"])
+def test_identity_values_are_generated_past_the_high_water_mark(table_uri, tmp_path, identity,
+                                                                expected):
+    t, _ = _setup(_identity_table(tmp_path / "src", **identity), table_uri, tmp_path)
+    t.append(_values(3))
+    assert _high_water_mark(table_uri, tmp_path) == expected[2]
+    t.append(_values(2, start=3))
+    assert _high_water_mark(table_uri, tmp_path) == expected[4]
+    rows = _sql_rows(_local_copy(table_uri, tmp_path / "out"))
+    assert sorted(zip(rows.column("v").to_pylist(), rows.column("id").to_pylist(), strict=True)) == \
+        list(enumerate(expected))
+
+
+def test_identity_values_given_explicitly_are_refused_unless_allowed(table_uri, tmp_path):
+    t, _ = _setup(_identity_table(tmp_path / "src"), table_uri, tmp_path)
+    before = _files(table_uri)
+    with pytest.raises(lf.ConstraintViolationError, match="allowExplicitInsert"):
+        t.append(_rows(ID_ROWS, (100, 1)))
+    _assert_nothing_written(table_uri, before)
+
+
+def test_explicit_identity_values_move_the_high_water_mark(table_uri, tmp_path):
+    t, _ = _setup(_identity_table(tmp_path / "src", allowExplicitInsert=True), table_uri, tmp_path)
+    t.append(_rows(ID_ROWS, (100, 1)))
+    assert _high_water_mark(table_uri, tmp_path) == 100
+    t.append(_values(1, start=2))  # generated past the explicit value: never a duplicate
+    assert sorted(t.to_arrow().column("id").to_pylist()) == [100, 101]
+
+
+def test_merge_generates_identity_values_for_inserts_only(table_uri, tmp_path):
+    src = _log(tmp_path / "src", [
+        {"name": "id", "type": "long", "nullable": True,
+         "metadata": {"delta.identity.start": 1, "delta.identity.step": 1,
+                      "delta.identity.allowExplicitInsert": False}},
+        _field("k", "string"), _field("v", "long")], IDENTITY_FEATURES)
     t, _ = _setup(src, table_uri, tmp_path)
-    with pytest.raises(lf.UnsupportedFeatureError, match="identity"):
-        t.append({"v": pa.array([1], pa.int64())})
-    assert _files(table_uri).keys() == {f"_delta_log/{0:020d}.json"}
+    t.append({"k": ["a", "b"], "v": pa.array([1, 2], pa.int64())})
+    t.merge({"k": ["b", "c"], "v": pa.array([20, 30], pa.int64())}, on="k",
+            when_matched={"v": pl.col("source.v")})
+    rows = _sql_rows(_local_copy(table_uri, tmp_path / "out"))
+    assert sorted(zip(rows.column("k").to_pylist(), rows.column("id").to_pylist(),
+                      rows.column("v").to_pylist(), strict=True)) == [("a", 1, 1), ("b", 2, 20),
+                                                                     ("c", 3, 30)]
+    assert _high_water_mark(table_uri, tmp_path) == 3
+
+
+def test_identity_columns_on_writer_version_6_stay_refused_for_column_mapping(table_uri, tmp_path):
+    # Writer version 6 implies column mapping (version 5), which lakeflow cannot write.
+    src = _identity_table(tmp_path / "src", {"minReaderVersion": 1, "minWriterVersion": 6})
+    t, _ = _setup(src, table_uri, tmp_path)
+    with pytest.raises(lf.UnsupportedFeatureError, match="columnMapping"):
+        t.append(_values(1))
 
 
 def test_column_defaults_stay_refused(table_uri, tmp_path):
