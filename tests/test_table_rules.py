@@ -254,6 +254,10 @@ def test_append_only_refuses_deletes_and_updating_merges_like_deltalake(table_ur
     before = _files(table_uri)
     with pytest.raises(lf.AppendOnlyError, match=r"delta\.appendOnly"):
         t.delete(pc.field("id") == 1)
+    with pytest.raises(lf.AppendOnlyError):
+        t.delete(pc.field("id") == 100)  # deltalake refuses a delete matching nothing too
+    with pytest.raises(Exception, match="append-only"):
+        DeltaTable(str(twin)).delete("id = 100")
     with pytest.raises(Exception, match="append-only"):
         DeltaTable(str(twin)).delete("id = 1")
     with pytest.raises(lf.AppendOnlyError):
@@ -321,14 +325,34 @@ def test_rules_hold_in_both_protocol_forms(table_uri, tmp_path, protocol):
     assert_table_equal(_sql_rows(_local_copy(table_uri, tmp_path / "out")), _sql_rows(twin))
 
 
-def test_expressions_polars_sql_cannot_evaluate_are_refused_before_writing(table_uri, tmp_path):
+@pytest.mark.parametrize("expression", ["date_format(ts, 'yyyy') = '2024'", "ID > 0", "id DIV 2 > 0",
+                                        "sum(id) > 0", "id + 1"])
+def test_expressions_polars_sql_cannot_evaluate_are_refused_before_writing(table_uri, tmp_path,
+                                                                           expression):
     protocol = {"minReaderVersion": 1, "minWriterVersion": 3}
     src = _log(tmp_path / "src", [_field("id", "long"), _field("ts", "timestamp")], protocol,
-               {"delta.constraints.in_2024": "date_format(ts, 'yyyy') = '2024'"})
+               {"delta.constraints.in_2024": expression})
     t, _ = _setup(src, table_uri, tmp_path)
-    with pytest.raises(lf.UnsupportedFeatureError, match=r"in_2024.*date_format"):
-        t.append({"id": pa.array([1], pa.int64()), "ts": pa.array([0], pa.timestamp("us", "UTC"))})
+    with pytest.raises(lf.UnsupportedFeatureError, match="in_2024") as e:
+        t.append({"id": pa.array([1, 2], pa.int64()), "ts": pa.array([0, 0], pa.timestamp("us", "UTC"))})
+    assert expression in str(e.value)
     assert _files(table_uri).keys() == {f"_delta_log/{0:020d}.json"}
+
+
+def test_invariants_of_nested_fields_are_enforced(table_uri, tmp_path):
+    nested = {"type": "struct", "fields": [
+        _field("x", "integer", **{"delta.invariants": json.dumps({"expression": {"expression": "s.x < 3"}})})]}
+    src = _log(tmp_path / "src", [_field("id", "long"), {"name": "s", "type": nested, "nullable": True,
+                                                         "metadata": {}}],
+               {"minReaderVersion": 1, "minWriterVersion": 2})
+    t, twin = _setup(src, table_uri, tmp_path)
+    schema = pa.schema([("id", pa.int64()), ("s", pa.struct([("x", pa.int32())]))])
+    bad = pa.Table.from_pylist([{"id": 1, "s": {"x": 1}}, {"id": 2, "s": {"x": 7}}], schema)
+    with pytest.raises(lf.ConstraintViolationError, match=r"s\.x < 3"):
+        t.append(bad)
+    assert _refused_by_deltalake(twin, bad)
+    t.append(bad.slice(0, 1))
+    assert t.to_arrow().num_rows == 1
 
 
 @pytest.mark.parametrize("expression", ["concat(name, '!') = 'a!'", "round(x) = 3"])
