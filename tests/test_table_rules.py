@@ -500,3 +500,28 @@ def test_schema_evolution_to_table_features_keeps_every_legacy_feature(table_uri
                     "c2": pa.array([5], pa.int32()), "at": pa.array([0], pa.timestamp("us"))})
     assert _refused_by_deltalake(out, bad)
     assert sorted(_sql_rows(out).column("c2").to_pylist()) == [11, 21, 31]
+
+
+def test_concurrent_appends_never_share_identity_values(table_uri, tmp_path):
+    import threading
+
+    _place(_identity_table(tmp_path / "src"), table_uri)
+    committed: list[int] = []
+
+    def writer(n: int) -> None:
+        t = lf.Table(table_uri)
+        for i in range(4):
+            try:
+                t.append(_values(3, start=100 * n + 10 * i))
+                committed.append(3)
+            except lf.CommitConflictError:
+                pass  # the other writer moved the high-water mark first
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    ids = lf.Table(table_uri).to_arrow().column("id").to_pylist()
+    assert sorted(ids) == list(range(1, sum(committed) + 1))
+    assert _high_water_mark(table_uri, tmp_path) == sum(committed)
