@@ -186,7 +186,11 @@ def table_rules(metadata: Metadata) -> TableRules:
                 "which lakeflow cannot write yet; write this table with Spark")
         if "delta.invariants" in meta:
             rules.append(_invariant(path, meta["delta.invariants"]))
-        if "delta.generationExpression" in meta and "." not in path:
+        if "delta.generationExpression" in meta:
+            if "." in path:  # Spark only generates top-level columns
+                raise UnsupportedFeatureError(
+                    f"the nested field {path!r} has a generation expression, which lakeflow "
+                    "cannot write; write this table with Spark")
             generated[path] = str(meta["delta.generationExpression"])
     config = metadata.configuration
     rules += [Rule("CHECK constraint", k[len(CONSTRAINT_PREFIX):], v)
