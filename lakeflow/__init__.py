@@ -6,7 +6,9 @@ __version__ = "0.1.0"
 
 from lakeflow.diff import CommitChanges, Diff, DiffSummary
 from lakeflow.errors import (
+    AppendOnlyError,
     CommitConflictError,
+    ConstraintViolationError,
     CorruptLogError,
     DuplicateKeyError,
     InvalidArgumentError,
@@ -25,9 +27,11 @@ from lakeflow.table import Commit, Table
 from lakeflow.views import View
 
 __all__ = [
+    "AppendOnlyError",
     "Commit",
     "CommitChanges",
     "CommitConflictError",
+    "ConstraintViolationError",
     "CorruptLogError",
     "DataFile",
     "Diff",

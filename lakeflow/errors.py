@@ -23,6 +23,14 @@ class DuplicateKeyError(SchemaMismatchError):
     """Rows that must be told apart by a key share a key value."""
 
 
+class ConstraintViolationError(SchemaMismatchError):
+    """Rows break a rule the table declares (invariant, CHECK constraint, generated column)."""
+
+
+class AppendOnlyError(LakeflowError):
+    """A write would change or remove rows of a table with `delta.appendOnly=true`."""
+
+
 class CommitConflictError(LakeflowError):
     """A concurrent writer won, and this commit cannot be replayed on top of it."""
 
@@ -52,7 +60,9 @@ class InvalidArgumentError(LakeflowError, ValueError):
 
 
 __all__ = [
+    "AppendOnlyError",
     "CommitConflictError",
+    "ConstraintViolationError",
     "CorruptLogError",
     "DuplicateKeyError",
     "InvalidArgumentError",

@@ -40,12 +40,18 @@ _V2_CHECKPOINT_RE = re.compile(
 
 # What lakeflow implements; anything else in a table's protocol is refused.
 READER_FEATURES = frozenset({"timestampNtz", "deletionVectors", "columnMapping", "v2Checkpoint"})
+# appendOnly, invariants, checkConstraints, generatedColumns and identityColumns: lakeflow.constraints.
 WRITER_FEATURES = frozenset(
-    {"timestampNtz", "appendOnly", "invariants", "changeDataFeed", "inCommitTimestamp",
-     "domainMetadata"}
+    {"timestampNtz", "appendOnly", "invariants", "checkConstraints", "generatedColumns",
+     "identityColumns", "changeDataFeed", "inCommitTimestamp", "domainMetadata"}
 )
 MAX_READER_VERSION = 3
 MAX_WRITER_VERSION = 7
+# The writer features a legacy protocol (writer version 2-6, no feature list) implies:
+# each version adds its own to those of the versions below it.
+LEGACY_WRITER_FEATURES = {2: ("appendOnly", "invariants"), 3: ("checkConstraints",),
+                          4: ("changeDataFeed", "generatedColumns"), 5: ("columnMapping",),
+                          6: ("identityColumns",)}
 
 
 def commit_path(version: int) -> str:
@@ -177,20 +183,28 @@ def check_readable(protocol: Protocol, metadata: Metadata | None = None) -> None
         mapping_mode(protocol, metadata)  # refuses modes other than none, name and id
 
 
+def writer_features(protocol: Protocol) -> frozenset[str]:
+    """The writer features `protocol` supports, listed (version 7) or implied (2-6)."""
+    if protocol.min_writer_version >= 7:
+        return frozenset(protocol.writer_features or ())
+    return frozenset(f for v, names in LEGACY_WRITER_FEATURES.items()
+                     if v <= protocol.min_writer_version for f in names)
+
+
 def check_writable(protocol: Protocol) -> None:
     """Refuse writing tables whose writer features lakeflow does not implement.
+
+    Legacy writer versions count as the features they imply (5: columnMapping,
+    6: identityColumns), so both forms of a protocol get the same answer.
 
     Raises:
         UnsupportedFeatureError: naming the feature.
     """
+    legacy = "" if protocol.min_writer_version >= 7 else (
+        f" (implied by writer version {protocol.min_writer_version})")
     _check_features("writer", protocol.min_writer_version, MAX_WRITER_VERSION,
-                    protocol.writer_features if protocol.min_writer_version == 7 else None,
-                    WRITER_FEATURES, "the table is read-only for lakeflow")
-    if 5 <= protocol.min_writer_version < 7:
-        raise UnsupportedFeatureError(
-            f"table uses Delta writer version {protocol.min_writer_version} (column mapping "
-            "or identity columns), which lakeflow cannot write yet"
-        )
+                    tuple(writer_features(protocol)), WRITER_FEATURES,
+                    f"the table is read-only for lakeflow{legacy}")
 
 
 @dataclass(frozen=True)

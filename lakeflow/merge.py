@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from lakeflow.actions import Action, Add, Cdc
+from lakeflow.constraints import enforce
 from lakeflow.errors import (
     CommitConflictError,
     DuplicateKeyError,
@@ -523,6 +524,8 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
         old = _take(target, t_idx)
         new = (_take(source, s_idx) if action == "update"
                else _apply_matched(action, old, _take(source, s_idx), schema, on)).select(schema.names)
+        new = enforce(snap.state, new, provided=raw.column_names if action == "update"
+                      else list(action) if isinstance(action, Mapping) else None, new_rows=False)
         changed = ~_rows_equal(old, new)
         ch.upd_t, ch.upd_s, ch.upd_new = t_idx[changed], s_idx[changed], new.filter(pa.array(changed))
         unchanged = len(t_idx) - len(ch.upd_t)
@@ -540,6 +543,8 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
     # Only a merge that inserts has full source rows.
     inserted = _take(source, ch.ins_s).select(schema.names) if len(ch.ins_s) else schema.empty_table()
     deleted_t = np.concatenate([ch.del_t, ch.gone_t])
+    inserted = enforce(snap.state, inserted, provided=raw.column_names,
+                       removes=bool(len(upd_t) or len(deleted_t)))
     # Files are packed in the order of the first key column that varies within a partition.
     order_by = next((k for k in on if k not in snap.partition_columns), on[0])
     touched, rewrites, copied = _rewrites(
@@ -686,6 +691,7 @@ def delete_where(table: Table, where: pc.Expression, *, retries: int = 0) -> int
 def _delete_once(table: Table, where: pc.Expression) -> int:
     snap = table.snapshot()
     check_writable(snap.protocol)
+    enforce(snap.state, removes=True)
     schema = snap.schema
     try:
         schema.empty_table().filter(where)

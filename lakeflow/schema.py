@@ -137,6 +137,20 @@ def arrow_to_delta(schema: pa.Schema) -> str:
                       separators=(",", ":"))
 
 
+def extend_schema_string(schema_string: str, schema: pa.Schema) -> str:
+    """The `schemaString` of `schema`, an evolution of `schema_string` that adds columns.
+
+    The existing fields are kept as they are, with their metadata (invariants,
+    generation expressions, column mapping); only the new ones are converted.
+
+    Raises:
+        SchemaMismatchError: a new column has a type Delta cannot store.
+    """
+    old = delta_fields(schema_string)
+    new = json.loads(arrow_to_delta(schema))["fields"]
+    return json.dumps({"type": "struct", "fields": old + new[len(old):]}, separators=(",", ":"))
+
+
 def canonical(schema: pa.Schema) -> pa.Schema:
     """The Arrow schema lakeflow reads back for data written with `schema`."""
     return delta_to_arrow(arrow_to_delta(schema))

@@ -23,6 +23,7 @@ import pyarrow as pa
 from lakeflow import maintenance
 from lakeflow.actions import Action, CommitInfo, Metadata, Protocol, Txn
 from lakeflow.checkpoint import read_checkpoint, write_checkpoint
+from lakeflow.constraints import CONSTRAINT_PREFIX, enforce, settle
 from lakeflow.diff import CommitChanges, Diff, VersionRef, compute_diff, iter_changes
 from lakeflow.errors import (
     CorruptLogError,
@@ -56,10 +57,11 @@ from lakeflow.log import (
     read_commit,
     read_last_checkpoint,
     replay,
+    writer_features,
 )
 from lakeflow.maintenance import DEFAULT_TARGET_FILE_SIZE, CompactResult, VacuumResult
 from lakeflow.merge import MatchedAction, MergeResult, delete_where, merge_into
-from lakeflow.schema import arrow_to_delta, canonical, uses_timestamp_ntz
+from lakeflow.schema import arrow_to_delta, canonical, extend_schema_string, uses_timestamp_ntz
 from lakeflow.snapshot import Snapshot
 from lakeflow.storage import Storage, open_storage
 from lakeflow.transaction import CommitOutcome, Transaction, commit
@@ -129,8 +131,11 @@ def _protocol_for(schema: pa.Schema, configuration: Mapping[str, str]) -> Protoc
     ntz = uses_timestamp_ntz(schema)
     ict = configuration.get("delta.enableInCommitTimestamps", "").lower() == "true"
     cdf = configuration.get("delta.enableChangeDataFeed", "").lower() == "true"
+    checks = any(k.startswith(CONSTRAINT_PREFIX) for k in configuration)
     if ntz or ict:
         writer = ["appendOnly", "invariants"]
+        if checks:
+            writer.append("checkConstraints")
         if cdf:
             writer.append("changeDataFeed")
         if ntz:
@@ -138,7 +143,23 @@ def _protocol_for(schema: pa.Schema, configuration: Mapping[str, str]) -> Protoc
         if ict:
             writer.append("inCommitTimestamp")
         return Protocol(3 if ntz else 1, 7, ("timestampNtz",) if ntz else None, tuple(writer))
-    return Protocol(1, 4 if cdf else 2)
+    return Protocol(1, 4 if cdf else 3 if checks else 2)
+
+
+def _covering(old: Protocol, needed: Protocol) -> Protocol:
+    """`old`, widened to support what `needed` does too: a feature is never dropped."""
+    if old.min_writer_version < 7 and needed.min_writer_version < 7:
+        return Protocol(max(old.min_reader_version, needed.min_reader_version),
+                        max(old.min_writer_version, needed.min_writer_version))
+    writer = writer_features(old) | writer_features(needed)
+    if writer == writer_features(old) and needed.min_reader_version <= old.min_reader_version:
+        return old
+    readers = [p for p in (old, needed) if p.min_reader_version >= 2]
+    if not readers:
+        return Protocol(1, 7, None, tuple(sorted(writer)))
+    reader = {f for p in readers for f in (p.reader_features if p.min_reader_version == 3
+                                           else ("columnMapping",)) or ()}
+    return Protocol(3, 7, tuple(sorted(reader)), tuple(sorted(writer)))
 
 
 class Table:
@@ -333,6 +354,7 @@ class Table:
                             partition_columns=partition_by, configuration=config,
                             name=name, description=description, created_time=now)
         empty = TableState(-1, protocol, metadata, {})
+        enforce(empty, schema.empty_table())  # a CHECK constraint lakeflow cannot evaluate
         tx = Transaction(
             actions=[protocol, metadata], operation="CREATE TABLE",
             parameters={"partitionBy": json.dumps(list(partition_by)), "key": json.dumps(list(key))},
@@ -599,6 +621,7 @@ class Table:
             CommitConflictError: a concurrent commit conflicts, or retries ran out.
         """
         check_writable(self._state.protocol)
+        tx = settle(self._state, tx)
 
         def read_winner(version: int) -> tuple[list[Action], int | None]:
             return self._read_commit_cached(version), self._commit_ts(version)
@@ -734,18 +757,20 @@ class Table:
             if seen is not None and seen.version >= txn_version:
                 return self._txn_version_holding(app_id, txn_version)
         conformed = conform(table, self.snapshot().schema, schema_mode)
-        arrival = arrive(self, conformed.table, watermark, late, quarantine)
+        rows = enforce(self._state, conformed.table, provided=table.column_names)
+        arrival = arrive(self, rows, watermark, late, quarantine)
         if arrival.rows.num_rows == 0 and conformed.new_schema is None and not arrival.must_commit:
             return arrival.settle(self, self._state.version)
         actions: list[Action] = []
         if conformed.new_schema is not None:
             old = self._state.metadata
             actions.append(Metadata(
-                id=old.id, schema_string=arrow_to_delta(conformed.new_schema),
+                id=old.id, schema_string=extend_schema_string(old.schema_string, conformed.new_schema),
                 partition_columns=old.partition_columns, configuration=old.configuration,
                 name=old.name, description=old.description, created_time=old.created_time))
-            new_protocol = _protocol_for(conformed.new_schema, old.configuration)
-            if new_protocol != self._state.protocol and uses_timestamp_ntz(conformed.new_schema):
+            new_protocol = _covering(self._state.protocol,
+                                     _protocol_for(conformed.new_schema, old.configuration))
+            if new_protocol != self._state.protocol:
                 actions.append(new_protocol)
         adds = write_data_files(self._storage, arrival.rows, self.partition_by) if arrival.rows.num_rows else []
         actions += adds
