@@ -6,6 +6,7 @@ partitioned Parquet files with per-file statistics.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import io
 import json
@@ -150,12 +151,13 @@ def conform(data: pa.Table, schema: pa.Schema, schema_mode: str | None = None) -
     if schema_mode not in (None, "merge"):
         raise InvalidArgumentError(f"schema_mode must be None or 'merge', got {schema_mode!r}")
     names = data.column_names
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(n for n, k in collections.Counter(names).items() if k > 1)
     if dupes:
         raise SchemaMismatchError(f"input has duplicate column(s) {dupes}")
+    exact = set(schema.names)  # sets, not list scans: wide tables have thousands of columns
     table_names = {n.lower(): n for n in schema.names}
     extra = [n for n in names if n.lower() not in table_names]
-    case_only = [n for n in names if n.lower() in table_names and n not in schema.names]
+    case_only = [n for n in names if n.lower() in table_names and n not in exact]
     if case_only:
         raise SchemaMismatchError(
             f"column(s) {case_only} differ from the table's {[table_names[n.lower()] for n in case_only]} "
@@ -173,8 +175,9 @@ def conform(data: pa.Table, schema: pa.Schema, schema_mode: str | None = None) -
         arrow_to_delta(new_schema)
         schema = new_schema
     columns = []
+    present = set(names)
     for field in schema:
-        if field.name in names:
+        if field.name in present:
             col = _cast_column(data.column(field.name), field)
             if not field.nullable and col.null_count:
                 raise SchemaMismatchError(
