@@ -13,7 +13,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,48 @@ def to_arrow_table(data: Any) -> pa.Table:
         f"cannot append {type(data).__name__}: pass a pyarrow Table/RecordBatchReader, a "
         "polars or pandas DataFrame, or an object with the Arrow PyCapsule interface"
     )
+
+
+def _as_reader(data: Any) -> pa.RecordBatchReader | None:
+    """`data` as a stream of batches, when it is one (a reader or an Arrow C stream)."""
+    if isinstance(data, pa.RecordBatchReader):
+        return data
+    if isinstance(data, (pa.Table, pa.RecordBatch)) or type(data).__module__.split(".")[0] in (
+            "polars", "pandas"):
+        return None
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.RecordBatchReader.from_stream(data)
+    return None
+
+
+def input_chunks(data: Any, max_bytes: int, whole: bool = False) -> Iterator[pa.Table]:
+    """The input as tables of about `max_bytes` each: streams are read as they arrive.
+
+    A stream (`RecordBatchReader` or an Arrow C stream) is never held whole in
+    memory: batches are gathered until they reach `max_bytes`, handed on, and
+    dropped. Any other input, or any input with `whole=True` (writes that must
+    judge all rows at once), is one table.
+
+    Raises:
+        InvalidArgumentError: the input is of no supported kind (raised at the call).
+    """
+    reader = None if whole else _as_reader(data)
+    if reader is None:
+        return iter([to_arrow_table(data)])
+    return _gather(reader, max_bytes)
+
+
+def _gather(reader: pa.RecordBatchReader, max_bytes: int) -> Iterator[pa.Table]:
+    batches: list[pa.RecordBatch] = []
+    size, handed = 0, False
+    for batch in reader:
+        batches.append(batch)
+        size += batch.nbytes
+        if size >= max_bytes:
+            yield pa.Table.from_batches(batches, schema=reader.schema)
+            batches, size, handed = [], 0, True
+    if batches or not handed:  # an empty stream is still one (empty) table to check
+        yield pa.Table.from_batches(batches, schema=reader.schema)
 
 
 _INT_ORDER = [pa.int8(), pa.int16(), pa.int32(), pa.int64()]
