@@ -26,6 +26,7 @@ dv1 did not (and +1 on the rows dv1 deleted and dv2 restores); only those are re
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
@@ -369,15 +370,17 @@ def _union_schema(schema_strings: Sequence[str]) -> pa.Schema:
 def _columns(schema: pa.Schema, columns: Sequence[str] | str | None, key: Sequence[str]
              ) -> list[str]:
     wanted = _names(columns) if columns is not None else schema.names
+    known = set(schema.names)  # not `in schema.names`: that rebuilds the list per test
     for what, names in (("columns", wanted), ("key", key)):
-        unknown = [c for c in names if c not in schema.names]
+        unknown = [c for c in names if c not in known]
         if unknown:
             raise SchemaMismatchError(
                 f"{what} names unknown column(s) {unknown}; the table has {schema.names}"
             )
     if not wanted:
         raise InvalidArgumentError("columns is empty; pass at least one column to compare")
-    return [c for c in schema.names if c in wanted or c in key]
+    kept = {*wanted, *key}
+    return [c for c in schema.names if c in kept]
 
 
 def _names(value: Sequence[str] | str) -> tuple[str, ...]:
@@ -660,7 +663,7 @@ def _updated_names(keys: Sequence[str], values: Sequence[str]) -> list[str]:
 
 def _check_updated_names(keys: Sequence[str], values: Sequence[str]) -> None:
     names = _updated_names(keys, values)
-    clash = sorted({n for n in names if names.count(n) > 1})
+    clash = sorted(n for n, k in collections.Counter(names).items() if k > 1)
     if clash:
         raise SchemaMismatchError(
             f"the updated table would have two columns named {clash} (a key column is named "

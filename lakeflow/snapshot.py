@@ -44,6 +44,9 @@ from lakeflow.storage import Storage
 if TYPE_CHECKING:
     import polars as pl
 
+_SCAN_CACHE_SIZE = 8
+_DATASET_BOUNDS_COLUMNS = 32  # Delta's default delta.dataSkippingNumIndexedCols
+
 PARQUET_FORMAT = ds.ParquetFileFormat(
     read_options=ds.ParquetReadOptions(coerce_int96_timestamp_unit="us")
 )
@@ -149,14 +152,14 @@ class Snapshot:
                 total += f.num_records
         return total
 
-    def _bounds(self, f: DataFile) -> pc.Expression:
-        """What the file's statistics say about its (non-partition) columns."""
+    def _bounds(self, f: DataFile, names: frozenset[str]) -> pc.Expression:
+        """What the file's statistics say about the (non-partition) columns in `names`."""
         schema = self.schema
         terms = []
         stats = f.add.parsed_stats() or {}
         mins, maxs, nulls = (self.column_mapping.logical_keys(stats.get(k) or {})
                              for k in ("minValues", "maxValues", "nullCount"))
-        for name in mins.keys() & maxs.keys():
+        for name in mins.keys() & maxs.keys() & names:
             if name in f.partition_values or schema.get_field_index(name) < 0:
                 continue
             if nulls.get(name) != 0:
@@ -168,11 +171,39 @@ class Snapshot:
         return functools.reduce(lambda a, b: a & b, terms, pc.scalar(True))
 
     @functools.cached_property
-    def _scan(self) -> Scan:
-        return scan_files(self.storage, self.schema,
-                          [ScanFile(f.path, f.partition_values, self._bounds(f), f.deletion_vector)
-                           for f in self.files],
-                          self.column_mapping)
+    def _scans(self) -> dict[frozenset[str], Scan]:
+        """Scans by the columns their bounds cover (a snapshot is immutable, so they keep)."""
+        return {}
+
+    def _scan(self, names: frozenset[str]) -> Scan:
+        """A scan whose files carry statistics bounds for the columns in `names` only.
+
+        pyarrow simplifies every file's guarantee against the scan's projection at a
+        cost quadratic in the guarantee's size, so a 2,000-column table with bounds
+        on every column took seconds to read one row. Bounds on columns a filter does
+        not name cannot prune anything; leaving them out keeps reads linear.
+        """
+        scan = self._scans.get(names)
+        if scan is None:
+            scan = scan_files(self.storage, self.schema,
+                              [ScanFile(f.path, f.partition_values, self._bounds(f, names), f.deletion_vector)
+                               for f in self.files],
+                              self.column_mapping)
+            if len(self._scans) >= _SCAN_CACHE_SIZE:
+                self._scans.pop(next(iter(self._scans)))
+            self._scans[names] = scan
+        return scan
+
+    def _filter_scan(self, filter: pc.Expression | None) -> Scan:
+        """The scan for `filter`: bounds on every column whose name its text contains.
+
+        The text test may name more columns than the filter reads (never fewer, so
+        no file a bound could prune is kept for lack of it); extra bounds only cost time.
+        """
+        if filter is None:
+            return self._scan(frozenset())
+        text = str(filter)
+        return self._scan(frozenset(n for n in self.schema.names if n in text))
 
     def to_pyarrow_dataset(self) -> ds.Dataset:
         """A pyarrow dataset over this snapshot, with partition columns filled in.
@@ -180,11 +211,13 @@ class Snapshot:
         A lazy file dataset; for tables with deletion vectors or column mapping an
         in-memory dataset of the snapshot's rows (they are read by this call).
         """
-        return self._scan.to_dataset()
+        # The dataset serves any later filter (polars pushes its predicates into it):
+        # bounds on the first columns, as many as Delta collects statistics for by default.
+        return self._scan(frozenset(self.schema.names[:_DATASET_BOUNDS_COLUMNS])).to_dataset()
 
     def files_matching(self, filter: pc.Expression | None) -> list[DataFile]:
         """The files a scan with `filter` must read (after partition and stats pruning)."""
-        return [self.files[i] for i in self._scan.matching(filter)]
+        return [self.files[i] for i in self._filter_scan(filter).matching(filter)]
 
     def to_arrow(self, columns: Sequence[str] | None = None,
                  filter: pc.Expression | None = None) -> pa.Table:
@@ -216,7 +249,7 @@ class Snapshot:
                 table = table.filter(filter)
             return table.select(list(columns)) if columns is not None else table
         try:
-            return self._scan.to_table(columns=list(columns) if columns is not None else None,
+            return self._filter_scan(filter).to_table(columns=list(columns) if columns is not None else None,
                                        filter=filter)
         except pa.ArrowInvalid as e:
             if "No match for FieldRef" in str(e) or "FieldRef" in str(e):

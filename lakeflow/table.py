@@ -21,9 +21,9 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from lakeflow import maintenance
-from lakeflow.actions import Action, CommitInfo, Metadata, Protocol, Txn
+from lakeflow.actions import Action, Add, CommitInfo, Metadata, Protocol, Txn
 from lakeflow.checkpoint import read_checkpoint, write_checkpoint
-from lakeflow.constraints import CONSTRAINT_PREFIX, enforce, settle
+from lakeflow.constraints import CONSTRAINT_PREFIX, enforce, settle, table_rules
 from lakeflow.diff import CommitChanges, Diff, VersionRef, compute_diff, iter_changes
 from lakeflow.errors import (
     CorruptLogError,
@@ -36,6 +36,7 @@ from lakeflow.errors import (
 )
 from lakeflow.late import (
     TIME_INFO_KEYS,
+    Arrival,
     arrive,
     check_policy,
     format_window,
@@ -65,7 +66,7 @@ from lakeflow.schema import arrow_to_delta, canonical, extend_schema_string, use
 from lakeflow.snapshot import Snapshot
 from lakeflow.storage import Storage, open_storage
 from lakeflow.transaction import CommitOutcome, Transaction, commit
-from lakeflow.write import conform, to_arrow_table, write_data_files
+from lakeflow.write import conform, input_chunks, write_data_files
 
 DEFAULT_CHECKPOINT_INTERVAL = 100
 _COMMIT_CACHE_SIZE = 4096
@@ -73,6 +74,19 @@ _CHECKPOINT_CACHE_SIZE = 4
 _RESERVED_INFO_KEYS = {"timestamp", "inCommitTimestamp", "operation", "operationParameters",
                        "operationMetrics", "readVersion", "isBlindAppend", "engineInfo",
                        "clientVersion", "txnId"}
+# Streamed appends gather this many bytes of Arrow batches before writing them as files:
+# memory stays bounded by about one chunk (plus Parquet's buffers), not by the input.
+STREAM_CHUNK_BYTES = 128 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """The data files an append wrote before it commits them."""
+
+    adds: list[Add]
+    num_rows: int
+    new_schema: pa.Schema | None
+    arrival: Arrival
 
 
 @dataclass(frozen=True)
@@ -749,36 +763,27 @@ class Table:
             json.dumps(extra, ensure_ascii=False).encode("utf-8")  # as the commit will be
         except (TypeError, ValueError) as e:
             raise InvalidArgumentError(f"metadata must be JSON-serializable UTF-8: {e}") from e
-        table = to_arrow_table(data)
+        # Some writes judge the whole batch at once: keys (duplicates), event time
+        # (lateness), identity columns (one run of values).
+        whole = bool(self.key) or self.event_time is not None or bool(table_rules(self._state.metadata).identities)
+        chunks = input_chunks(data, STREAM_CHUNK_BYTES, whole=whole)
         self.refresh()
         check_writable(self._state.protocol)
         if app_id is not None and txn_version is not None:
             seen = self._state.txns.get(app_id)
             if seen is not None and seen.version >= txn_version:
                 return self._txn_version_holding(app_id, txn_version)
-        conformed = conform(table, self.snapshot().schema, schema_mode)
-        rows = enforce(self._state, conformed.table, provided=table.column_names)
-        arrival = arrive(self, rows, watermark, late, quarantine)
-        if arrival.rows.num_rows == 0 and conformed.new_schema is None and not arrival.must_commit:
+        staged = self._stage_append(chunks, schema_mode, watermark, late, quarantine)
+        arrival, adds = staged.arrival, staged.adds
+        if not adds and staged.new_schema is None and not arrival.must_commit:
             return arrival.settle(self, self._state.version)
-        actions: list[Action] = []
-        if conformed.new_schema is not None:
-            old = self._state.metadata
-            actions.append(Metadata(
-                id=old.id, schema_string=extend_schema_string(old.schema_string, conformed.new_schema),
-                partition_columns=old.partition_columns, configuration=old.configuration,
-                name=old.name, description=old.description, created_time=old.created_time))
-            new_protocol = _covering(self._state.protocol,
-                                     _protocol_for(conformed.new_schema, old.configuration))
-            if new_protocol != self._state.protocol:
-                actions.append(new_protocol)
-        adds = write_data_files(self._storage, arrival.rows, self.partition_by) if arrival.rows.num_rows else []
+        actions: list[Action] = self._schema_change(staged.new_schema)
         actions += adds
         tx = Transaction(
             actions=actions,
             operation="WRITE",
             parameters={"mode": "Append", "partitionBy": json.dumps(list(self.partition_by))},
-            metrics={"numFiles": len(adds), "numOutputRows": arrival.rows.num_rows,
+            metrics={"numFiles": len(adds), "numOutputRows": staged.num_rows,
                      "numOutputBytes": sum(a.size for a in adds)},
             txn=Txn(app_id, txn_version) if app_id is not None and txn_version is not None else None,
             extra_info={**extra, **arrival.info},
@@ -790,6 +795,47 @@ class Table:
                 self._storage.delete(unquote(a.path))
             return outcome.version
         return arrival.settle(self, outcome.version)
+
+    def _stage_append(self, chunks: Iterator[pa.Table], schema_mode: str | None, watermark: Any,
+                      late: str | None, quarantine: Table | str | None) -> _Staged:
+        """Check and write each chunk's data files as it arrives; nothing is committed.
+
+        If a later chunk is refused (schema, lateness), the files of the earlier
+        ones are deleted before the error propagates: they were never in the log.
+        """
+        adds: list[Add] = []
+        schema, new_schema, rows = self.snapshot().schema, None, 0
+        arrival = None
+        try:
+            for chunk in chunks:
+                conformed = conform(chunk, schema, schema_mode)
+                if conformed.new_schema is not None:
+                    schema = new_schema = conformed.new_schema
+                checked = enforce(self._state, conformed.table, provided=chunk.column_names)
+                arrival = arrive(self, checked, watermark, late, quarantine)
+                if arrival.rows.num_rows:
+                    adds += write_data_files(self._storage, arrival.rows, self.partition_by)
+                    rows += arrival.rows.num_rows
+        except BaseException:
+            for a in adds:
+                self._storage.delete(unquote(a.path))
+            raise
+        assert arrival is not None  # input_chunks yields at least one table
+        return _Staged(adds, rows, new_schema, arrival)
+
+    def _schema_change(self, new_schema: pa.Schema | None) -> list[Action]:
+        """The metaData (and protocol, if it must rise) of an append that adds columns."""
+        if new_schema is None:
+            return []
+        old = self._state.metadata
+        actions: list[Action] = [Metadata(
+            id=old.id, schema_string=extend_schema_string(old.schema_string, new_schema),
+            partition_columns=old.partition_columns, configuration=old.configuration,
+            name=old.name, description=old.description, created_time=old.created_time)]
+        new_protocol = _covering(self._state.protocol, _protocol_for(new_schema, old.configuration))
+        if new_protocol != self._state.protocol:
+            actions.append(new_protocol)
+        return actions
 
     def merge(
         self,

@@ -6,13 +6,14 @@ partitioned Parquet files with per-file statistics.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import io
 import json
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,48 @@ def to_arrow_table(data: Any) -> pa.Table:
         f"cannot append {type(data).__name__}: pass a pyarrow Table/RecordBatchReader, a "
         "polars or pandas DataFrame, or an object with the Arrow PyCapsule interface"
     )
+
+
+def _as_reader(data: Any) -> pa.RecordBatchReader | None:
+    """`data` as a stream of batches, when it is one (a reader or an Arrow C stream)."""
+    if isinstance(data, pa.RecordBatchReader):
+        return data
+    if isinstance(data, (pa.Table, pa.RecordBatch)) or type(data).__module__.split(".")[0] in (
+            "polars", "pandas"):
+        return None
+    if hasattr(data, "__arrow_c_stream__"):
+        return pa.RecordBatchReader.from_stream(data)
+    return None
+
+
+def input_chunks(data: Any, max_bytes: int, whole: bool = False) -> Iterator[pa.Table]:
+    """The input as tables of about `max_bytes` each: streams are read as they arrive.
+
+    A stream (`RecordBatchReader` or an Arrow C stream) is never held whole in
+    memory: batches are gathered until they reach `max_bytes`, handed on, and
+    dropped. Any other input, or any input with `whole=True` (writes that must
+    judge all rows at once), is one table.
+
+    Raises:
+        InvalidArgumentError: the input is of no supported kind (raised at the call).
+    """
+    reader = None if whole else _as_reader(data)
+    if reader is None:
+        return iter([to_arrow_table(data)])
+    return _gather(reader, max_bytes)
+
+
+def _gather(reader: pa.RecordBatchReader, max_bytes: int) -> Iterator[pa.Table]:
+    batches: list[pa.RecordBatch] = []
+    size, handed = 0, False
+    for batch in reader:
+        batches.append(batch)
+        size += batch.nbytes
+        if size >= max_bytes:
+            yield pa.Table.from_batches(batches, schema=reader.schema)
+            batches, size, handed = [], 0, True
+    if batches or not handed:  # an empty stream is still one (empty) table to check
+        yield pa.Table.from_batches(batches, schema=reader.schema)
 
 
 _INT_ORDER = [pa.int8(), pa.int16(), pa.int32(), pa.int64()]
@@ -150,12 +193,13 @@ def conform(data: pa.Table, schema: pa.Schema, schema_mode: str | None = None) -
     if schema_mode not in (None, "merge"):
         raise InvalidArgumentError(f"schema_mode must be None or 'merge', got {schema_mode!r}")
     names = data.column_names
-    dupes = sorted({n for n in names if names.count(n) > 1})
+    dupes = sorted(n for n, k in collections.Counter(names).items() if k > 1)
     if dupes:
         raise SchemaMismatchError(f"input has duplicate column(s) {dupes}")
+    exact = set(schema.names)  # sets, not list scans: wide tables have thousands of columns
     table_names = {n.lower(): n for n in schema.names}
     extra = [n for n in names if n.lower() not in table_names]
-    case_only = [n for n in names if n.lower() in table_names and n not in schema.names]
+    case_only = [n for n in names if n.lower() in table_names and n not in exact]
     if case_only:
         raise SchemaMismatchError(
             f"column(s) {case_only} differ from the table's {[table_names[n.lower()] for n in case_only]} "
@@ -173,8 +217,9 @@ def conform(data: pa.Table, schema: pa.Schema, schema_mode: str | None = None) -
         arrow_to_delta(new_schema)
         schema = new_schema
     columns = []
+    present = set(names)
     for field in schema:
-        if field.name in names:
+        if field.name in present:
             col = _cast_column(data.column(field.name), field)
             if not field.nullable and col.null_count:
                 raise SchemaMismatchError(
