@@ -293,8 +293,8 @@ def _removed_file(remove: Remove, known: Mapping[str, Add], partition_columns: S
                  {c: raw.get(c) for c in partition_columns}, version, dv)
 
 
-def _mapping(protocol: Protocol, metadata: Metadata) -> ColumnMapping:
-    return ColumnMapping.of(metadata.schema_string, mapping_mode(protocol, metadata))
+def _mapping(metadata: Metadata) -> ColumnMapping:
+    return ColumnMapping.of(metadata.schema_string, mapping_mode(metadata))
 
 
 def _plan(table: Table, lo: int, hi: int) -> _Plan:
@@ -317,7 +317,7 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
         known = dict(start.files)
     protocol, metadata = start.protocol, start.metadata
     schemas = [metadata.schema_string]
-    mappings = [_mapping(protocol, metadata)]
+    mappings = [_mapping(metadata)]
     commits = []
     for v, actions in log:
         for a in actions:
@@ -328,7 +328,7 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
                 protocol = a
         check_readable(protocol, metadata)
         if any(isinstance(a, (Metadata, Protocol)) for a in actions):
-            mappings.append(_mapping(protocol, metadata))
+            mappings.append(_mapping(metadata))
         mapping, columns = mappings[-1], metadata.partition_columns
         cdc = tuple(_file(a, columns, v, mapping) for a in actions if isinstance(a, Cdc))
         added, removed = [], []

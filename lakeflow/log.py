@@ -174,14 +174,15 @@ def check_readable(protocol: Protocol, metadata: Metadata | None = None) -> None
                     protocol.reader_features if protocol.min_reader_version == 3 else None,
                     READER_FEATURES, "read it with deltalake or Spark")
     if metadata is not None:
-        mapping_mode(protocol, metadata)  # refuses modes other than none, name and id
+        mapping_mode(metadata)  # refuses modes other than none, name and id
 
 
-def check_writable(protocol: Protocol) -> None:
+def check_writable(protocol: Protocol, metadata: Metadata | None = None) -> None:
     """Refuse writing tables whose writer features lakeflow does not implement.
 
     Raises:
-        UnsupportedFeatureError: naming the feature.
+        UnsupportedFeatureError: naming the feature, or a column mapping mode (set
+            in `metadata`'s configuration on any protocol).
     """
     _check_features("writer", protocol.min_writer_version, MAX_WRITER_VERSION,
                     protocol.writer_features if protocol.min_writer_version == 7 else None,
@@ -190,6 +191,12 @@ def check_writable(protocol: Protocol) -> None:
         raise UnsupportedFeatureError(
             f"table uses Delta writer version {protocol.min_writer_version} (column mapping "
             "or identity columns), which lakeflow cannot write yet"
+        )
+    mode = mapping_mode(metadata) if metadata is not None else "none"
+    if mode != "none":  # lakeflow writes logical names, which readers would not find
+        raise UnsupportedFeatureError(
+            f"table uses column mapping (delta.columnMapping.mode={mode}), which lakeflow "
+            "cannot write yet; the table is read-only for lakeflow"
         )
 
 

@@ -106,7 +106,7 @@ class Snapshot:
     def column_mapping(self) -> ColumnMapping:
         """How logical columns are named in the data files and the log."""
         return ColumnMapping.of(self.state.metadata.schema_string,
-                                mapping_mode(self.state.protocol, self.state.metadata))
+                                mapping_mode(self.state.metadata))
 
     @property
     def partition_columns(self) -> tuple[str, ...]:

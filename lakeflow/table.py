@@ -592,7 +592,7 @@ class Table:
         Raises:
             CommitConflictError: a concurrent commit conflicts, or retries ran out.
         """
-        check_writable(self._state.protocol)
+        check_writable(self._state.protocol, self._state.metadata)
 
         def read_winner(version: int) -> tuple[list[Action], int | None]:
             return self._read_commit_cached(version), self._commit_ts(version)
@@ -626,7 +626,7 @@ class Table:
         vectors, vacuum would delete their files, compaction would rewrite them.
         """
         self.refresh()
-        check_writable(self._state.protocol)
+        check_writable(self._state.protocol, self._state.metadata)
 
     def checkpoint(self) -> int:
         """Write a checkpoint at the latest version and return that version.
@@ -722,7 +722,7 @@ class Table:
             raise InvalidArgumentError(f"metadata must be JSON-serializable UTF-8: {e}") from e
         table = to_arrow_table(data)
         self.refresh()
-        check_writable(self._state.protocol)
+        check_writable(self._state.protocol, self._state.metadata)
         if app_id is not None and txn_version is not None:
             seen = self._state.txns.get(app_id)
             if seen is not None and seen.version >= txn_version:
