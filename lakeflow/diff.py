@@ -30,7 +30,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -200,12 +200,15 @@ class _File:
     """A data or change data file to read, with the commit that wrote or removed it.
 
     With a deletion vector it is a logical file: the data file minus those rows.
+    `partition_values` (logical keys) and `mapping` follow the metadata the file
+    was written under, which may differ from the range's newest.
     """
 
     path: str
     size: int
     partition_values: Mapping[str, str | None]
     version: int
+    mapping: ColumnMapping
     deletion_vector: DeletionVector | None = None
 
     @property
@@ -226,8 +229,19 @@ class _CommitPlan:
 @dataclass(frozen=True)
 class _Plan:
     schema: pa.Schema
-    mapping: ColumnMapping
     commits: tuple[_CommitPlan, ...]
+
+
+class _Layout(NamedTuple):
+    """How files written under one metaData store their columns."""
+
+    partition_columns: tuple[str, ...]
+    mapping: ColumnMapping
+
+    @classmethod
+    def of(cls, metadata: Metadata) -> _Layout:
+        return cls(metadata.partition_columns,
+                   ColumnMapping.of(metadata.schema_string, mapping_mode(metadata)))
 
 
 def _resolve(table: Table, value: VersionRef | None, what: str) -> int:
@@ -273,28 +287,24 @@ def _deletion_vector(action: Add | Remove, version: int) -> DeletionVector | Non
     return DeletionVector.parse(action.deletion_vector, f"file {action.path} in commit {version}")
 
 
-def _file(action: Add | Cdc, partition_columns: Sequence[str], version: int,
-          mapping: ColumnMapping) -> _File:
+def _file(action: Add | Cdc, layout: _Layout, version: int) -> _File:
     path = check_data_path(action.path, f"commit {version}")
-    raw = mapping.logical_keys(action.partition_values)
+    raw = layout.mapping.logical_keys(action.partition_values)
     dv = _deletion_vector(action, version) if isinstance(action, Add) else None
-    return _File(path, action.size, {c: raw.get(c) for c in partition_columns}, version, dv)
+    return _File(path, action.size, {c: raw.get(c) for c in layout.partition_columns}, version,
+                 layout.mapping, dv)
 
 
-def _removed_file(remove: Remove, known: Mapping[str, Add], partition_columns: Sequence[str],
-                  version: int, mapping: ColumnMapping) -> _File:
+def _removed_file(remove: Remove, known: Mapping[str, Add], layout: _Layout,
+                  version: int) -> _File:
     """The file a remove retires; old writers leave its partition values and size to its add."""
     add = known.get(remove.path)
     dv = _deletion_vector(remove, version)
     if add is not None and (remove.partition_values is None or remove.size is None):
-        return dataclasses.replace(_file(add, partition_columns, version, mapping), deletion_vector=dv)
-    raw = mapping.logical_keys(remove.partition_values or {})
+        return dataclasses.replace(_file(add, layout, version), deletion_vector=dv)
+    raw = layout.mapping.logical_keys(remove.partition_values or {})
     return _File(check_data_path(remove.path, f"commit {version}"), remove.size or 0,
-                 {c: raw.get(c) for c in partition_columns}, version, dv)
-
-
-def _mapping(metadata: Metadata) -> ColumnMapping:
-    return ColumnMapping.of(metadata.schema_string, mapping_mode(metadata))
+                 {c: raw.get(c) for c in layout.partition_columns}, version, layout.mapping, dv)
 
 
 def _plan(table: Table, lo: int, hi: int) -> _Plan:
@@ -317,7 +327,7 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
         known = dict(start.files)
     protocol, metadata = start.protocol, start.metadata
     schemas = [metadata.schema_string]
-    mappings = [_mapping(metadata)]
+    layouts = [_Layout.of(metadata)]
     commits = []
     for v, actions in log:
         for a in actions:
@@ -327,24 +337,27 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
             elif isinstance(a, Protocol):
                 protocol = a
         check_readable(protocol, metadata)
-        if any(isinstance(a, (Metadata, Protocol)) for a in actions):
-            mappings.append(_mapping(metadata))
-        mapping, columns = mappings[-1], metadata.partition_columns
-        cdc = tuple(_file(a, columns, v, mapping) for a in actions if isinstance(a, Cdc))
+        # A commit's removes retire files written under the metadata before it (an
+        # overwrite may re-partition); its adds and change files follow its own.
+        before = layouts[-1]
+        if any(isinstance(a, Metadata) for a in actions):
+            layouts.append(_Layout.of(metadata))
+        cdc = tuple(_file(a, layouts[-1], v) for a in actions if isinstance(a, Cdc))
         added, removed = [], []
         for a in actions:
             if isinstance(a, Add):
                 known[a.path] = a
                 if a.data_change:
-                    added.append(_file(a, columns, v, mapping))
+                    added.append(_file(a, layouts[-1], v))
             elif isinstance(a, Remove) and a.data_change:
-                removed.append(_removed_file(a, known, columns, v, mapping))
+                removed.append(_removed_file(a, known, before, v))
         operation = next((a.values.get("operation") for a in actions
                           if isinstance(a, CommitInfo)), None)
         # With change data files, they alone describe the commit (Delta CDF reader rule).
         commits.append(_CommitPlan(v, operation, () if cdc else tuple(added),
                                    () if cdc else tuple(removed), cdc))
-    return _Plan(_union_schema(schemas), ColumnMapping.union(reversed(mappings)), tuple(commits))
+    ColumnMapping.union(layout.mapping for layout in reversed(layouts))  # refuses renames
+    return _Plan(_union_schema(schemas), tuple(commits))
 
 
 def _union_schema(schema_strings: Sequence[str]) -> pa.Schema:
@@ -436,9 +449,9 @@ def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
                   COMMIT_VERSION: f.version}
         if not change_files:
             values[_WEIGHT] = weight
-        scan.append(ScanFile(f.path, values, rows=rows))
+        scan.append(ScanFile(f.path, values, rows=rows, mapping=f.mapping))
     wanted = [*columns, virtual.name, COMMIT_VERSION]
-    rows_read = (scan_files(storage, read_schema, scan, plan.mapping).to_table(columns=wanted)
+    rows_read = (scan_files(storage, read_schema, scan).to_table(columns=wanted)
                  if scan else read_schema.empty_table().select(wanted))
     order = [*columns, CHANGE_TYPE, _WEIGHT, COMMIT_VERSION]
     if not change_files:

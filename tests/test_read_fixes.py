@@ -89,3 +89,45 @@ def test_binary_partition_value_that_is_not_utf8_is_refused_before_writing(table
         t.append(pa.table({"b": pa.array([b"fine", bad], pa.binary()), "x": [1, 2]}))
     assert sorted(fs.find(root)) == before
     assert lf.Table(table_uri).version == 0
+
+
+# ---- diffs across a change of partitioning ---------------------------------------------------
+
+
+def repartitioned(root: Path) -> list[pa.Table]:
+    """deltalake overwrites: v0 by `part`, v1 re-partitioned by `name`, v2 unpartitioned."""
+    versions = [
+        pa.table({"id": pa.array([1, 2, 3], pa.int64()), "name": ["a", "b", "c"], "part": ["x", "y", "x"]}),
+        pa.table({"id": pa.array([1, 2, 4], pa.int64()), "name": ["a", "b", "d"], "part": ["x", "y", "z"]}),
+        pa.table({"id": pa.array([1, 4, 5], pa.int64()), "name": ["a", "d", "e"], "part": ["x", "z", "z"]}),
+    ]
+    deltalake.write_deltalake(str(root), versions[0], partition_by=["part"])
+    deltalake.write_deltalake(str(root), versions[1], mode="overwrite", partition_by=["name"],
+                              schema_mode="overwrite")
+    deltalake.write_deltalake(str(root), versions[2], mode="overwrite", partition_by=[],
+                              schema_mode="overwrite")
+    return versions
+
+
+def test_diff_across_a_change_of_partitioning(tmp_path, table_uri):
+    source = tmp_path / "source"
+    versions = repartitioned(source)
+    copy_to(source, table_uri)
+    t = lf.Table(table_uri)
+    assert [t.snapshot(version=v).partition_columns for v in range(3)] == [("part",), ("name",), ()]
+    snaps = {-1: Counter(), **{v: rows_of(sql_scan(str(source), v)) for v in range(3)}}
+    assert snaps[2] == rows_of(versions[2])
+    for lo in range(-1, 3):
+        for hi in range(-1, 3):
+            d = t.diff(lo, hi)
+            assert snaps[lo] + rows_of(d.added) - rows_of(d.removed) == snaps[hi], (lo, hi)
+            assert not rows_of(d.removed) - snaps[lo], (lo, hi)
+    d = t.diff(0, 1, key="id")
+    assert d.deleted.to_pylist() == [{"id": 3, "name": "c", "part": "x"}]
+    assert d.inserted.to_pylist() == [{"id": 4, "name": "d", "part": "z"}]
+    assert d.updated.num_rows == 0
+    for commit in t.changes(0, 2):
+        kinds = commit.rows.column("_change_type").to_pylist()
+        body = commit.rows.select(["id", "name", "part"])
+        assert rows_of(body.filter(pa.array([k == "delete" for k in kinds]))) == snaps[commit.version - 1]
+        assert rows_of(body.filter(pa.array([k == "insert" for k in kinds]))) == snaps[commit.version]
