@@ -44,7 +44,9 @@ from lakeflow.errors import (
     CorruptLogError,
     DuplicateKeyError,
     InvalidArgumentError,
+    LakeflowError,
     SchemaMismatchError,
+    StorageError,
     VersionNotFoundError,
 )
 from lakeflow.log import TableState, check_data_path, check_readable, replay
@@ -228,8 +230,13 @@ class _CommitPlan:
 
 @dataclass(frozen=True)
 class _Plan:
+    """The range's commits; `touched` holds every logical file an add or remove names
+    (its last action), `rearranged` those named by an action without `dataChange`."""
+
     schema: pa.Schema
     commits: tuple[_CommitPlan, ...]
+    touched: Mapping[tuple[str, str | None], _File]
+    rearranged: frozenset[tuple[str, str | None]]
 
 
 class _Layout(NamedTuple):
@@ -329,6 +336,8 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
     schemas = [metadata.schema_string]
     layouts = [_Layout.of(metadata)]
     commits = []
+    touched: dict[tuple[str, str | None], _File] = {}
+    rearranged: set[tuple[str, str | None]] = set()
     for v, actions in log:
         for a in actions:
             if isinstance(a, Metadata):
@@ -343,21 +352,28 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
         if any(isinstance(a, Metadata) for a in actions):
             layouts.append(_Layout.of(metadata))
         cdc = tuple(_file(a, layouts[-1], v) for a in actions if isinstance(a, Cdc))
-        added, removed = [], []
+        added: list[_File] = []
+        removed: list[_File] = []
         for a in actions:
             if isinstance(a, Add):
                 known[a.path] = a
-                if a.data_change:
-                    added.append(_file(a, layouts[-1], v))
-            elif isinstance(a, Remove) and a.data_change:
-                removed.append(_removed_file(a, known, before, v))
+                f = _file(a, layouts[-1], v)
+            elif isinstance(a, Remove):
+                f = _removed_file(a, known, before, v)
+            else:
+                continue
+            touched[f.key] = f
+            if not a.data_change:
+                rearranged.add(f.key)
+            else:
+                (added if isinstance(a, Add) else removed).append(f)
         operation = next((a.values.get("operation") for a in actions
                           if isinstance(a, CommitInfo)), None)
         # With change data files, they alone describe the commit (Delta CDF reader rule).
         commits.append(_CommitPlan(v, operation, () if cdc else tuple(added),
                                    () if cdc else tuple(removed), cdc))
     ColumnMapping.union(layout.mapping for layout in reversed(layouts))  # refuses renames
-    return _Plan(_union_schema(schemas), tuple(commits))
+    return _Plan(_union_schema(schemas), tuple(commits), touched, frozenset(rearranged))
 
 
 def _union_schema(schema_strings: Sequence[str]) -> pa.Schema:
@@ -451,8 +467,11 @@ def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
             values[_WEIGHT] = weight
         scan.append(ScanFile(f.path, values, rows=rows, mapping=f.mapping))
     wanted = [*columns, virtual.name, COMMIT_VERSION]
-    rows_read = (scan_files(storage, read_schema, scan).to_table(columns=wanted)
-                 if scan else read_schema.empty_table().select(wanted))
+    try:
+        rows_read = (scan_files(storage, read_schema, scan).to_table(columns=wanted)
+                     if scan else read_schema.empty_table().select(wanted))
+    except FileNotFoundError as e:
+        raise _vacuumed(storage, [(f, w) for f, w, _ in selected], change_files) from e
     order = [*columns, CHANGE_TYPE, _WEIGHT, COMMIT_VERSION]
     if not change_files:
         kinds = pc.if_else(pc.greater(rows_read[_WEIGHT], 0), "insert", "delete")
@@ -468,6 +487,26 @@ def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
     weights = pc.if_else(pc.is_in(kinds, value_set=adds), pa.scalar(1, pa.int64()),
                          pa.scalar(-1, pa.int64()))
     return rows_read.append_column(_WEIGHT, weights).select(order)
+
+
+def _vacuumed(storage: Storage, files: Sequence[tuple[_File, int]], change_files: bool
+              ) -> LakeflowError:
+    """The error for a file of the log that is gone from storage (vacuum deleted it)."""
+    gone = next(((f, w) for f, w in files if not storage.exists(f.path)), None)
+    if gone is None:  # not one of these files: the store failed some other way
+        return StorageError(f"a data file of {storage.uri} vanished while it was read; retry")
+    f, w = gone
+    if change_files:
+        what, lost = f"change data file {f.path} of version {f.version}", f"version {f.version}"
+    elif w > 0:
+        what, lost = f"data file {f.path} (added in version {f.version})", f"version {f.version}"
+    else:
+        what = f"data file {f.path} (removed in version {f.version})"
+        lost = f"the versions before {f.version} that hold it"
+    return VersionNotFoundError(
+        f"the {what} was vacuumed (it is gone from storage), so the data of {lost} can no "
+        "longer be read; diff or read changes over versions whose files vacuum still keeps"
+    )
 
 
 def _read_changes(storage: Storage, plan: _Plan, data: Sequence[tuple[_File, int]],
@@ -552,14 +591,14 @@ def compute_diff(table: Table, from_version: VersionRef, to_version: VersionRef 
     if keys:
         _check_updated_names(keys, values)
 
-    # Net weight per logical file: what is added and removed again never gets read.
-    net: dict[tuple[str, str | None], tuple[_File, int]] = {}
-    for c in plan.commits:
-        for f, w in [(f, 1) for f in c.added] + [(f, -1) for f in c.removed]:
-            weight = net[f.key][1] + w if f.key in net else w
-            net[f.key] = (f, weight)
-    data = [(f, w) for f, w in net.values() if w]
+    net = _net_weights(plan)
     cdc = [f for c in plan.commits for f in c.cdc]
+    if any(f.key in plan.rearranged for f, w in net.values() if w):
+        # Rows the change needs were moved by a rewrite without dataChange (compaction)
+        # into other files, and their old files may be vacuumed: compare the files of
+        # the two ends instead, which every readable version keeps.
+        net, cdc = _end_to_end(table, plan, lo, hi), []
+    data = [(f, w) for f, w in net.values() if w]
     rows = _read_changes(table.storage, plan, data, cdc, compared)
     if start > end:
         rows = rows.set_column(rows.schema.get_field_index(_WEIGHT), _WEIGHT,
@@ -594,6 +633,34 @@ def compute_diff(table: Table, from_version: VersionRef, to_version: VersionRef 
         _changes=changes,
         _updated=None if updated is None else _typed_updated(updated, plan.schema, keys, values),
     )
+
+
+def _net_weights(plan: _Plan) -> dict[tuple[str, str | None], tuple[_File, int]]:
+    """Net weight per logical file: what is added and removed again never gets read."""
+    net: dict[tuple[str, str | None], tuple[_File, int]] = {}
+    for c in plan.commits:
+        for f, w in [(f, 1) for f in c.added] + [(f, -1) for f in c.removed]:
+            weight = net[f.key][1] + w if f.key in net else w
+            net[f.key] = (f, weight)
+    return net
+
+
+def _end_to_end(table: Table, plan: _Plan, lo: int, hi: int
+                ) -> dict[tuple[str, str | None], tuple[_File, int]]:
+    """Weights from the files of the two ends: +1 only at `hi`, -1 only at `lo`.
+
+    Exact whatever the `dataChange` flags say; a file no action in the range names
+    is at both ends or at neither.
+    """
+    ends = _start_state(table, lo).files, table.snapshot(version=hi).state.files
+
+    def live(files: Mapping[str, Add], key: tuple[str, str | None], version: int) -> bool:
+        add = files.get(key[0])
+        dv = _deletion_vector(add, version) if add is not None else None
+        return add is not None and (dv.unique_id if dv else None) == key[1]
+
+    return {k: (f, int(live(ends[1], k, hi)) - int(live(ends[0], k, lo)))
+            for k, f in plan.touched.items()}
 
 
 def _consolidate(rows: pa.Table, columns: Sequence[str]) -> tuple[pa.Table, pa.Table]:

@@ -4,6 +4,7 @@ vacuumed files. Checked against deltalake's SQL scan where deltalake can read th
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 from pathlib import Path
@@ -11,9 +12,12 @@ from pathlib import Path
 import deltalake
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 import lakeflow as lf
+from lakeflow.cli import main
 from lakeflow.partitions import parse_partition_value
 
 DEVIL = "😈".encode()  # the Delta acceptance tests' binary partition value: F0 9F 98 88
@@ -131,3 +135,76 @@ def test_diff_across_a_change_of_partitioning(tmp_path, table_uri):
         body = commit.rows.select(["id", "name", "part"])
         assert rows_of(body.filter(pa.array([k == "delete" for k in kinds]))) == snaps[commit.version - 1]
         assert rows_of(body.filter(pa.array([k == "insert" for k in kinds]))) == snaps[commit.version]
+
+
+# ---- diffs over vacuumed files -----------------------------------------------------------------
+
+
+SCHEMA = pa.schema([("id", pa.int64()), ("part", pa.string())])
+
+
+def batch(ids, part):
+    return pa.table({"id": pa.array(ids, pa.int64()), "part": [part] * len(ids)})
+
+
+def compacted(uri: str) -> lf.Table:
+    """v1 part a, v2 and v3 part b, v4 compacts part b (a's single file stays), then vacuum."""
+    t = lf.Table.create(uri, SCHEMA, partition_by=["part"])
+    t.append(batch([1, 2], "a"))
+    t.append(batch([3], "b"))
+    t.append(batch([4], "b"))
+    assert t.compact().files_removed == 2
+    assert len(t.vacuum(retention=dt.timedelta(0), enforce_retention=False).files) == 2
+    return t
+
+
+def test_diff_over_a_compaction_reads_only_files_of_its_two_ends(table_uri):
+    t = compacted(table_uri)
+    d = t.diff(1, 4)
+    assert sorted(d.added["id"].to_pylist()) == [3, 4] and d.removed.num_rows == 0
+    assert sorted(t.diff(4, 1).removed["id"].to_pylist()) == [3, 4]
+    assert rows_of(t.diff(-1, 4).added) == rows_of(t.to_arrow())
+    assert sorted(t.diff(0, 4).added["id"].to_pylist()) == [1, 2, 3, 4]
+    assert t.diff(3, 4).summary.files_read == 0  # the compaction alone is no change
+    t.append(batch([5], "b"))
+    assert t.diff(4, 5).added["id"].to_pylist() == [5]
+    assert sorted(t.diff(1, 5).added["id"].to_pylist()) == [3, 4, 5]
+
+
+def test_diff_with_compaction_and_data_change_reads_no_compacted_file(table_uri):
+    # A delete after the compaction rewrites its file: the range's rows live in that file only.
+    t = compacted(table_uri)
+    t.delete(pc.field("id") == 3)
+    d = t.diff(1, 5)
+    assert d.added["id"].to_pylist() == [4] and d.removed.num_rows == 0
+    (rewritten,) = [f for f in t.snapshot().files if f.partition_values == {"part": "b"}]
+    assert (d.summary.files_read, d.summary.bytes_read) == (1, rewritten.size)
+
+
+@pytest.mark.parametrize(("lo", "hi", "message"), [
+    (2, 4, r"part=b/.*removed in version 4.*vacuumed.*versions before 4"),
+    (4, 2, r"part=b/.*removed in version 4.*vacuumed.*versions before 4"),
+    (2, 3, r"part=b/.*added in version 3.*vacuumed.*version 3 "),
+])
+def test_diff_needing_vacuumed_files_is_version_not_found(table_uri, lo, hi, message):
+    t = compacted(table_uri)  # the files of versions 2 and 3 were compacted away, then vacuumed
+    with pytest.raises(lf.VersionNotFoundError, match=message) as e:
+        t.diff(lo, hi)
+    assert "Traceback" not in str(e.value)
+
+
+def test_changes_of_vacuumed_commits_are_version_not_found(table_uri):
+    t = compacted(table_uri)
+    feed = t.changes(1, 4)
+    with pytest.raises(lf.VersionNotFoundError, match=r"part=b/.*added in version 2.*vacuumed"):
+        list(feed)
+    assert [c.rows.num_rows for c in t.changes(3, 4)] == [0]
+
+
+def test_cli_diff_over_vacuumed_files_is_a_typed_error(tmp_path, capsys):
+    uri = str(tmp_path / "t")
+    compacted(uri)
+    code = main(["diff", uri, "2", "4"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "vacuumed" in err and "Traceback" not in err and "FileNotFoundError" not in err
