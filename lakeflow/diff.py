@@ -14,7 +14,11 @@ path) nets to zero and is never opened. Only files with a non-zero net weight
 and the change data files are read, so the cost follows the size of the change,
 not of the table. Like every change data feed reader, the plan trusts the
 `dataChange` flag: actions without it (compaction) only rearrange rows and weigh
-nothing. Both ends are read whole only when the range really replaced every file
+nothing. But when a file the plan would read was itself rewritten without
+`dataChange` in the range (its rows moved into a compacted file, and vacuum may
+have deleted it), the weights come from the files of the two ends instead: +1
+for a logical file only at `to`, -1 only at `from`; every readable version keeps
+those. Both ends are read whole only when the range really replaced every file
 (an overwrite): then the log cannot tell which rows survived.
 
 With deletion vectors a logical file is a data file minus the rows its vector
