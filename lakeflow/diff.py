@@ -234,8 +234,11 @@ class _CommitPlan:
 
 @dataclass(frozen=True)
 class _Plan:
-    """The range's commits; `touched` holds every logical file an add or remove names
-    (its last action), `rearranged` those named by an action without `dataChange`."""
+    """The range's commits, and the logical files its adds and removes name.
+
+    `touched` maps each to the file of its last action; `rearranged` holds those
+    named by an action without `dataChange`.
+    """
 
     schema: pa.Schema
     commits: tuple[_CommitPlan, ...]
@@ -318,6 +321,23 @@ def _removed_file(remove: Remove, known: Mapping[str, Add], layout: _Layout,
                  {c: raw.get(c) for c in layout.partition_columns}, version, layout.mapping, dv)
 
 
+def _commit_files(actions: Sequence[Action], version: int, known: dict[str, Add],
+                  before: _Layout, after: _Layout) -> list[tuple[Add | Remove, _File]]:
+    """A commit's adds and removes, each with its file.
+
+    Adds are read as written under the commit's metadata (`after`), removes under
+    the metadata before it (`before`).
+    """
+    out: list[tuple[Add | Remove, _File]] = []
+    for a in actions:
+        if isinstance(a, Add):
+            known[a.path] = a
+            out.append((a, _file(a, after, version)))
+        elif isinstance(a, Remove):
+            out.append((a, _removed_file(a, known, before, version)))
+    return out
+
+
 def _plan(table: Table, lo: int, hi: int) -> _Plan:
     """What each commit in (lo, hi] changed, from the log alone.
 
@@ -356,21 +376,11 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
         if any(isinstance(a, Metadata) for a in actions):
             layouts.append(_Layout.of(metadata))
         cdc = tuple(_file(a, layouts[-1], v) for a in actions if isinstance(a, Cdc))
-        added: list[_File] = []
-        removed: list[_File] = []
-        for a in actions:
-            if isinstance(a, Add):
-                known[a.path] = a
-                f = _file(a, layouts[-1], v)
-            elif isinstance(a, Remove):
-                f = _removed_file(a, known, before, v)
-            else:
-                continue
-            touched[f.key] = f
-            if not a.data_change:
-                rearranged.add(f.key)
-            else:
-                (added if isinstance(a, Add) else removed).append(f)
+        files = _commit_files(actions, v, known, before, layouts[-1])
+        touched.update((f.key, f) for _, f in files)
+        rearranged.update(f.key for a, f in files if not a.data_change)
+        added = [f for a, f in files if a.data_change and isinstance(a, Add)]
+        removed = [f for a, f in files if a.data_change and isinstance(a, Remove)]
         operation = next((a.values.get("operation") for a in actions
                           if isinstance(a, CommitInfo)), None)
         # With change data files, they alone describe the commit (Delta CDF reader rule).

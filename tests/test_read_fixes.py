@@ -13,7 +13,6 @@ import deltalake
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import pytest
 
 import lakeflow as lf
