@@ -481,11 +481,8 @@ def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
             values[_WEIGHT] = weight
         scan.append(ScanFile(f.path, values, rows=rows, mapping=f.mapping))
     wanted = [*columns, virtual.name, COMMIT_VERSION]
-    try:
-        rows_read = (scan_files(storage, read_schema, scan).to_table(columns=wanted)
-                     if scan else read_schema.empty_table().select(wanted))
-    except FileNotFoundError as e:
-        raise _vacuumed(storage, [(f, w) for f, w, _ in selected], change_files) from e
+    rows_read = (scan_files(storage, read_schema, scan).to_table(columns=wanted)
+                 if scan else read_schema.empty_table().select(wanted))
     order = [*columns, CHANGE_TYPE, _WEIGHT, COMMIT_VERSION]
     if not change_files:
         kinds = pc.if_else(pc.greater(rows_read[_WEIGHT], 0), "insert", "delete")
@@ -503,32 +500,43 @@ def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
     return rows_read.append_column(_WEIGHT, weights).select(order)
 
 
-def _vacuumed(storage: Storage, files: Sequence[tuple[_File, int]], change_files: bool
+def _gone(storage: Storage, f: _File) -> str | None:
+    """The file of `f` (data file, or its deletion vector file) missing from storage."""
+    dv = f.deletion_vector
+    paths = [f.path, *([dv.file_path] if dv is not None and dv.storage_type == "u" else [])]
+    return next((p for p in paths if not storage.exists(p)), None)
+
+
+def _vacuumed(storage: Storage, data: Sequence[tuple[_File, int]], cdc: Sequence[_File]
               ) -> LakeflowError:
-    """The error for a file of the log that is gone from storage (vacuum deleted it)."""
-    gone = next(((f, w) for f, w in files if not storage.exists(f.path)), None)
-    if gone is None:  # not one of these files: the store failed some other way
-        return StorageError(f"a data file of {storage.uri} vanished while it was read; retry")
-    f, w = gone
-    if change_files:
-        what, lost = f"change data file {f.path} of version {f.version}", f"version {f.version}"
-    elif w > 0:
-        what, lost = f"data file {f.path} (added in version {f.version})", f"version {f.version}"
-    else:
-        what = f"data file {f.path} (removed in version {f.version})"
-        lost = f"the versions before {f.version} that hold it"
-    return VersionNotFoundError(
-        f"the {what} was vacuumed (it is gone from storage), so the data of {lost} can no "
-        "longer be read; diff or read changes over versions whose files vacuum still keeps"
-    )
+    """The error for a file the log names that is gone from storage (vacuum deleted it)."""
+    for f, w in [*data, *((f, 0) for f in cdc)]:
+        path = _gone(storage, f)
+        if path is None:
+            continue
+        if not w:
+            what, lost = f"change data file {path} of version {f.version}", f"version {f.version}"
+        elif w > 0:
+            what, lost = f"file {path} (added in version {f.version})", f"version {f.version}"
+        else:
+            what = f"file {path} (removed in version {f.version})"
+            lost = f"the versions before {f.version} that hold it"
+        return VersionNotFoundError(
+            f"the {what} was vacuumed (it is gone from storage), so the data of {lost} can "
+            "no longer be read; diff or read changes over versions whose files vacuum still keeps"
+        )
+    return StorageError(f"a file of {storage.uri} vanished while it was read; retry")
 
 
 def _read_changes(storage: Storage, plan: _Plan, data: Sequence[tuple[_File, int]],
                   cdc: Sequence[_File], columns: Sequence[str]) -> pa.Table:
-    return pa.concat_tables([
-        _read(storage, plan, data, columns, change_files=False),
-        _read(storage, plan, [(f, 0) for f in cdc], columns, change_files=True),
-    ])
+    try:
+        return pa.concat_tables([
+            _read(storage, plan, data, columns, change_files=False),
+            _read(storage, plan, [(f, 0) for f in cdc], columns, change_files=True),
+        ])
+    except FileNotFoundError as e:
+        raise _vacuumed(storage, data, cdc) from e
 
 
 def _stamps(table: Table, files: Sequence[_File]) -> dict[int, int | None]:

@@ -314,6 +314,17 @@ def test_diff_on_deletion_vectors_equals_the_change_of_snapshots(dv_history):
         {"id": 4, "_change_type": "insert"}, {"id": 9, "_change_type": "insert"}]
 
 
+def test_diff_over_a_vacuumed_deletion_vector_file_is_version_not_found(dv_history):
+    (dv_file_path,) = (dv_history / "ab").glob("deletion_vector_*.bin")
+    dv_file_path.unlink()
+    t = lf.Table(str(dv_history))
+    with pytest.raises(lf.VersionNotFoundError, match=r"ab/deletion_vector_.*added in version 3.*vacuumed"):
+        t.diff(2, 3)
+    with pytest.raises(lf.VersionNotFoundError, match=r"ab/deletion_vector_.*vacuumed"):
+        list(t.changes(2, 3))
+    assert sorted(t.diff(4, 5).added["id"].to_pylist()) == [7, 8]  # needs no vanished file
+
+
 # ---- column mapping ------------------------------------------------------------------------
 
 
