@@ -1,7 +1,7 @@
 """Column mapping: logical column names in the schema, physical names in files and the log.
 
-With `delta.columnMapping.mode` = `name` or `id` (honoured on reader version 2,
-or 3 with the `columnMapping` feature), every struct field in the schema,
+With `delta.columnMapping.mode` = `name` or `id` (the table configuration
+decides, whatever the protocol lists), every struct field in the schema,
 nested ones included, carries `delta.columnMapping.physicalName` and
 `delta.columnMapping.id`. Data files store physical names (and Parquet field
 ids), and `partitionValues` and statistics are keyed by physical names.
@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lakeflow.actions import Metadata, Protocol
+from lakeflow.actions import Metadata
 from lakeflow.errors import CorruptLogError, UnsupportedFeatureError
 
 MODES = ("none", "name", "id")
@@ -28,17 +28,19 @@ _ID = "delta.columnMapping.id"
 _PARQUET_ID = b"PARQUET:field_id"
 
 
-def mapping_mode(protocol: Protocol, metadata: Metadata) -> str:
-    """The column mapping mode the table's protocol says readers must honour.
+def mapping_mode(metadata: Metadata) -> str:
+    """The column mapping mode of a table: its configuration decides.
+
+    The protocol says a reader honours the mode on reader version 2, or 3 with the
+    `columnMapping` reader feature; but writers also set it with `columnMapping`
+    listed as a writer feature only (Iceberg-compatible tables), or on older
+    protocols, and their files hold physical names all the same. Reading those by
+    logical names would return every value as null.
 
     Raises:
         UnsupportedFeatureError: the mode is not `none`, `name` or `id`.
     """
-    supported = protocol.min_reader_version == 2 or (
-        protocol.min_reader_version >= 3 and "columnMapping" in (protocol.reader_features or ()))
     mode = metadata.configuration.get("delta.columnMapping.mode", "none") or "none"
-    if not supported:
-        return "none"
     if mode not in MODES:
         raise UnsupportedFeatureError(
             f"table uses delta.columnMapping.mode={mode!r}; lakeflow reads the modes {MODES}"

@@ -14,7 +14,11 @@ path) nets to zero and is never opened. Only files with a non-zero net weight
 and the change data files are read, so the cost follows the size of the change,
 not of the table. Like every change data feed reader, the plan trusts the
 `dataChange` flag: actions without it (compaction) only rearrange rows and weigh
-nothing. Both ends are read whole only when the range really replaced every file
+nothing. But when a file the plan would read was itself rewritten without
+`dataChange` in the range (its rows moved into a compacted file, and vacuum may
+have deleted it), the weights come from the files of the two ends instead: +1
+for a logical file only at `to`, -1 only at `from`; every readable version keeps
+those. Both ends are read whole only when the range really replaced every file
 (an overwrite): then the log cannot tell which rows survived.
 
 With deletion vectors a logical file is a data file minus the rows its vector
@@ -31,7 +35,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -45,7 +49,9 @@ from lakeflow.errors import (
     CorruptLogError,
     DuplicateKeyError,
     InvalidArgumentError,
+    LakeflowError,
     SchemaMismatchError,
+    StorageError,
     VersionNotFoundError,
 )
 from lakeflow.log import TableState, check_data_path, check_readable, replay
@@ -201,12 +207,15 @@ class _File:
     """A data or change data file to read, with the commit that wrote or removed it.
 
     With a deletion vector it is a logical file: the data file minus those rows.
+    `partition_values` (logical keys) and `mapping` follow the metadata the file
+    was written under, which may differ from the range's newest.
     """
 
     path: str
     size: int
     partition_values: Mapping[str, str | None]
     version: int
+    mapping: ColumnMapping
     deletion_vector: DeletionVector | None = None
 
     @property
@@ -226,9 +235,28 @@ class _CommitPlan:
 
 @dataclass(frozen=True)
 class _Plan:
+    """The range's commits, and the logical files its adds and removes name.
+
+    `touched` maps each to the file of its last action; `rearranged` holds those
+    named by an action without `dataChange`.
+    """
+
     schema: pa.Schema
-    mapping: ColumnMapping
     commits: tuple[_CommitPlan, ...]
+    touched: Mapping[tuple[str, str | None], _File]
+    rearranged: frozenset[tuple[str, str | None]]
+
+
+class _Layout(NamedTuple):
+    """How files written under one metaData store their columns."""
+
+    partition_columns: tuple[str, ...]
+    mapping: ColumnMapping
+
+    @classmethod
+    def of(cls, metadata: Metadata) -> _Layout:
+        return cls(metadata.partition_columns,
+                   ColumnMapping.of(metadata.schema_string, mapping_mode(metadata)))
 
 
 def _resolve(table: Table, value: VersionRef | None, what: str) -> int:
@@ -274,28 +302,41 @@ def _deletion_vector(action: Add | Remove, version: int) -> DeletionVector | Non
     return DeletionVector.parse(action.deletion_vector, f"file {action.path} in commit {version}")
 
 
-def _file(action: Add | Cdc, partition_columns: Sequence[str], version: int,
-          mapping: ColumnMapping) -> _File:
+def _file(action: Add | Cdc, layout: _Layout, version: int) -> _File:
     path = check_data_path(action.path, f"commit {version}")
-    raw = mapping.logical_keys(action.partition_values)
+    raw = layout.mapping.logical_keys(action.partition_values)
     dv = _deletion_vector(action, version) if isinstance(action, Add) else None
-    return _File(path, action.size, {c: raw.get(c) for c in partition_columns}, version, dv)
+    return _File(path, action.size, {c: raw.get(c) for c in layout.partition_columns}, version,
+                 layout.mapping, dv)
 
 
-def _removed_file(remove: Remove, known: Mapping[str, Add], partition_columns: Sequence[str],
-                  version: int, mapping: ColumnMapping) -> _File:
+def _removed_file(remove: Remove, known: Mapping[str, Add], layout: _Layout,
+                  version: int) -> _File:
     """The file a remove retires; old writers leave its partition values and size to its add."""
     add = known.get(remove.path)
     dv = _deletion_vector(remove, version)
     if add is not None and (remove.partition_values is None or remove.size is None):
-        return dataclasses.replace(_file(add, partition_columns, version, mapping), deletion_vector=dv)
-    raw = mapping.logical_keys(remove.partition_values or {})
+        return dataclasses.replace(_file(add, layout, version), deletion_vector=dv)
+    raw = layout.mapping.logical_keys(remove.partition_values or {})
     return _File(check_data_path(remove.path, f"commit {version}"), remove.size or 0,
-                 {c: raw.get(c) for c in partition_columns}, version, dv)
+                 {c: raw.get(c) for c in layout.partition_columns}, version, layout.mapping, dv)
 
 
-def _mapping(protocol: Protocol, metadata: Metadata) -> ColumnMapping:
-    return ColumnMapping.of(metadata.schema_string, mapping_mode(protocol, metadata))
+def _commit_files(actions: Sequence[Action], version: int, known: dict[str, Add],
+                  before: _Layout, after: _Layout) -> list[tuple[Add | Remove, _File]]:
+    """A commit's adds and removes, each with its file.
+
+    Adds are read as written under the commit's metadata (`after`), removes under
+    the metadata before it (`before`).
+    """
+    out: list[tuple[Add | Remove, _File]] = []
+    for a in actions:
+        if isinstance(a, Add):
+            known[a.path] = a
+            out.append((a, _file(a, after, version)))
+        elif isinstance(a, Remove):
+            out.append((a, _removed_file(a, known, before, version)))
+    return out
 
 
 def _plan(table: Table, lo: int, hi: int) -> _Plan:
@@ -318,8 +359,10 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
         known = dict(start.files)
     protocol, metadata = start.protocol, start.metadata
     schemas = [metadata.schema_string]
-    mappings = [_mapping(protocol, metadata)]
+    layouts = [_Layout.of(metadata)]
     commits = []
+    touched: dict[tuple[str, str | None], _File] = {}
+    rearranged: set[tuple[str, str | None]] = set()
     for v, actions in log:
         for a in actions:
             if isinstance(a, Metadata):
@@ -328,24 +371,24 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
             elif isinstance(a, Protocol):
                 protocol = a
         check_readable(protocol, metadata)
-        if any(isinstance(a, (Metadata, Protocol)) for a in actions):
-            mappings.append(_mapping(protocol, metadata))
-        mapping, columns = mappings[-1], metadata.partition_columns
-        cdc = tuple(_file(a, columns, v, mapping) for a in actions if isinstance(a, Cdc))
-        added, removed = [], []
-        for a in actions:
-            if isinstance(a, Add):
-                known[a.path] = a
-                if a.data_change:
-                    added.append(_file(a, columns, v, mapping))
-            elif isinstance(a, Remove) and a.data_change:
-                removed.append(_removed_file(a, known, columns, v, mapping))
+        # A commit's removes retire files written under the metadata before it (an
+        # overwrite may re-partition); its adds and change files follow its own.
+        before = layouts[-1]
+        if any(isinstance(a, Metadata) for a in actions):
+            layouts.append(_Layout.of(metadata))
+        cdc = tuple(_file(a, layouts[-1], v) for a in actions if isinstance(a, Cdc))
+        files = _commit_files(actions, v, known, before, layouts[-1])
+        touched.update((f.key, f) for _, f in files)
+        rearranged.update(f.key for a, f in files if not a.data_change)
+        added = [f for a, f in files if a.data_change and isinstance(a, Add)]
+        removed = [f for a, f in files if a.data_change and isinstance(a, Remove)]
         operation = next((a.values.get("operation") for a in actions
                           if isinstance(a, CommitInfo)), None)
         # With change data files, they alone describe the commit (Delta CDF reader rule).
         commits.append(_CommitPlan(v, operation, () if cdc else tuple(added),
                                    () if cdc else tuple(removed), cdc))
-    return _Plan(_union_schema(schemas), ColumnMapping.union(reversed(mappings)), tuple(commits))
+    ColumnMapping.union(layout.mapping for layout in reversed(layouts))  # refuses renames
+    return _Plan(_union_schema(schemas), tuple(commits), touched, frozenset(rearranged))
 
 
 def _union_schema(schema_strings: Sequence[str]) -> pa.Schema:
@@ -439,9 +482,9 @@ def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
                   COMMIT_VERSION: f.version}
         if not change_files:
             values[_WEIGHT] = weight
-        scan.append(ScanFile(f.path, values, rows=rows))
+        scan.append(ScanFile(f.path, values, rows=rows, mapping=f.mapping))
     wanted = [*columns, virtual.name, COMMIT_VERSION]
-    rows_read = (scan_files(storage, read_schema, scan, plan.mapping).to_table(columns=wanted)
+    rows_read = (scan_files(storage, read_schema, scan).to_table(columns=wanted)
                  if scan else read_schema.empty_table().select(wanted))
     order = [*columns, CHANGE_TYPE, _WEIGHT, COMMIT_VERSION]
     if not change_files:
@@ -460,12 +503,43 @@ def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
     return rows_read.append_column(_WEIGHT, weights).select(order)
 
 
+def _gone(storage: Storage, f: _File) -> str | None:
+    """The file of `f` (data file, or its deletion vector file) missing from storage."""
+    dv = f.deletion_vector
+    paths = [f.path, *([dv.file_path] if dv is not None and dv.storage_type == "u" else [])]
+    return next((p for p in paths if not storage.exists(p)), None)
+
+
+def _vacuumed(storage: Storage, data: Sequence[tuple[_File, int]], cdc: Sequence[_File]
+              ) -> LakeflowError:
+    """The error for a file the log names that is gone from storage (vacuum deleted it)."""
+    for f, w in [*data, *((f, 0) for f in cdc)]:
+        path = _gone(storage, f)
+        if path is None:
+            continue
+        if not w:
+            what, lost = f"change data file {path} of version {f.version}", f"version {f.version}"
+        elif w > 0:
+            what, lost = f"file {path} (added in version {f.version})", f"version {f.version}"
+        else:
+            what = f"file {path} (removed in version {f.version})"
+            lost = f"the versions before {f.version} that hold it"
+        return VersionNotFoundError(
+            f"the {what} was vacuumed (it is gone from storage), so the data of {lost} can "
+            "no longer be read; diff or read changes over versions whose files vacuum still keeps"
+        )
+    return StorageError(f"a file of {storage.uri} vanished while it was read; retry")
+
+
 def _read_changes(storage: Storage, plan: _Plan, data: Sequence[tuple[_File, int]],
                   cdc: Sequence[_File], columns: Sequence[str]) -> pa.Table:
-    return pa.concat_tables([
-        _read(storage, plan, data, columns, change_files=False),
-        _read(storage, plan, [(f, 0) for f in cdc], columns, change_files=True),
-    ])
+    try:
+        return pa.concat_tables([
+            _read(storage, plan, data, columns, change_files=False),
+            _read(storage, plan, [(f, 0) for f in cdc], columns, change_files=True),
+        ])
+    except FileNotFoundError as e:
+        raise _vacuumed(storage, data, cdc) from e
 
 
 def _stamps(table: Table, files: Sequence[_File]) -> dict[int, int | None]:
@@ -542,14 +616,14 @@ def compute_diff(table: Table, from_version: VersionRef, to_version: VersionRef 
     if keys:
         _check_updated_names(keys, values)
 
-    # Net weight per logical file: what is added and removed again never gets read.
-    net: dict[tuple[str, str | None], tuple[_File, int]] = {}
-    for c in plan.commits:
-        for f, w in [(f, 1) for f in c.added] + [(f, -1) for f in c.removed]:
-            weight = net[f.key][1] + w if f.key in net else w
-            net[f.key] = (f, weight)
-    data = [(f, w) for f, w in net.values() if w]
+    net = _net_weights(plan)
     cdc = [f for c in plan.commits for f in c.cdc]
+    if any(f.key in plan.rearranged for f, w in net.values() if w):
+        # Rows the change needs were moved by a rewrite without dataChange (compaction)
+        # into other files, and their old files may be vacuumed: compare the files of
+        # the two ends instead, which every readable version keeps.
+        net, cdc = _end_to_end(table, plan, lo, hi), []
+    data = [(f, w) for f, w in net.values() if w]
     rows = _read_changes(table.storage, plan, data, cdc, compared)
     if start > end:
         rows = rows.set_column(rows.schema.get_field_index(_WEIGHT), _WEIGHT,
@@ -584,6 +658,34 @@ def compute_diff(table: Table, from_version: VersionRef, to_version: VersionRef 
         _changes=changes,
         _updated=None if updated is None else _typed_updated(updated, plan.schema, keys, values),
     )
+
+
+def _net_weights(plan: _Plan) -> dict[tuple[str, str | None], tuple[_File, int]]:
+    """Net weight per logical file: what is added and removed again never gets read."""
+    net: dict[tuple[str, str | None], tuple[_File, int]] = {}
+    for c in plan.commits:
+        for f, w in [(f, 1) for f in c.added] + [(f, -1) for f in c.removed]:
+            weight = net[f.key][1] + w if f.key in net else w
+            net[f.key] = (f, weight)
+    return net
+
+
+def _end_to_end(table: Table, plan: _Plan, lo: int, hi: int
+                ) -> dict[tuple[str, str | None], tuple[_File, int]]:
+    """Weights from the files of the two ends: +1 only at `hi`, -1 only at `lo`.
+
+    Exact whatever the `dataChange` flags say; a file no action in the range names
+    is at both ends or at neither.
+    """
+    ends = _start_state(table, lo).files, table.snapshot(version=hi).state.files
+
+    def live(files: Mapping[str, Add], key: tuple[str, str | None], version: int) -> bool:
+        add = files.get(key[0])
+        dv = _deletion_vector(add, version) if add is not None else None
+        return add is not None and (dv.unique_id if dv else None) == key[1]
+
+    return {k: (f, int(live(ends[1], k, hi)) - int(live(ends[0], k, lo)))
+            for k, f in plan.touched.items()}
 
 
 def _consolidate(rows: pa.Table, columns: Sequence[str]) -> tuple[pa.Table, pa.Table]:

@@ -180,7 +180,7 @@ def check_readable(protocol: Protocol, metadata: Metadata | None = None) -> None
                     protocol.reader_features if protocol.min_reader_version == 3 else None,
                     READER_FEATURES, "read it with deltalake or Spark")
     if metadata is not None:
-        mapping_mode(protocol, metadata)  # refuses modes other than none, name and id
+        mapping_mode(metadata)  # refuses modes other than none, name and id
 
 
 def writer_features(protocol: Protocol) -> frozenset[str]:
@@ -191,20 +191,27 @@ def writer_features(protocol: Protocol) -> frozenset[str]:
                      if v <= protocol.min_writer_version for f in names)
 
 
-def check_writable(protocol: Protocol) -> None:
+def check_writable(protocol: Protocol, metadata: Metadata | None = None) -> None:
     """Refuse writing tables whose writer features lakeflow does not implement.
 
     Legacy writer versions count as the features they imply (5: columnMapping,
     6: identityColumns), so both forms of a protocol get the same answer.
 
     Raises:
-        UnsupportedFeatureError: naming the feature.
+        UnsupportedFeatureError: naming the feature, or a column mapping mode (set
+            in `metadata`'s configuration on any protocol).
     """
     legacy = "" if protocol.min_writer_version >= 7 else (
         f" (implied by writer version {protocol.min_writer_version})")
     _check_features("writer", protocol.min_writer_version, MAX_WRITER_VERSION,
                     tuple(writer_features(protocol)), WRITER_FEATURES,
                     f"the table is read-only for lakeflow{legacy}")
+    mode = mapping_mode(metadata) if metadata is not None else "none"
+    if mode != "none":  # lakeflow writes logical names, which readers would not find
+        raise UnsupportedFeatureError(
+            f"table uses column mapping (delta.columnMapping.mode={mode}), which lakeflow "
+            "cannot write yet; the table is read-only for lakeflow"
+        )
 
 
 @dataclass(frozen=True)

@@ -487,7 +487,7 @@ def merge_into(
 def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
                 args: _MergeArgs) -> MergeResult:
     snap = table.snapshot()
-    check_writable(snap.protocol)
+    check_writable(snap.protocol, snap.metadata)
     schema = snap.schema
     on = _key_columns(on_arg, table, schema, raw, args.when_matched)
     clock = EventClock.of(table, args.watermark, args.late)
@@ -690,7 +690,7 @@ def delete_where(table: Table, where: pc.Expression, *, retries: int = 0) -> int
 
 def _delete_once(table: Table, where: pc.Expression) -> int:
     snap = table.snapshot()
-    check_writable(snap.protocol)
+    check_writable(snap.protocol, snap.metadata)
     enforce(snap.state, removes=True)
     schema = snap.schema
     try:

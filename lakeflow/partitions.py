@@ -52,8 +52,8 @@ def parse_partition_value(text: str | None, typ: pa.DataType, column: str = "?")
         if pa.types.is_timestamp(typ):
             return _parse_timestamp(text, typ.tz is not None)
         if pa.types.is_binary(typ):
-            return text.encode("latin-1")
-    except (ValueError, decimal.InvalidOperation, UnicodeEncodeError) as e:
+            return text.encode("utf-8")  # Spark, delta-rs and the acceptance tests use UTF-8
+    except (ValueError, decimal.InvalidOperation) as e:
         raise CorruptLogError(
             f"partition value {text!r} of column {column!r} is not a valid {typ}"
         ) from e
@@ -64,7 +64,8 @@ def serialize_partition_value(value: Any, column: str) -> str | None:
     """Serialize a Python partition value the way the Delta protocol stores it.
 
     Raises:
-        SchemaMismatchError: the value cannot be a partition value (NaN, infinity).
+        SchemaMismatchError: the value cannot be a partition value (NaN, infinity,
+            bytes that are not UTF-8).
     """
     if value is None:
         return None
@@ -84,7 +85,14 @@ def serialize_partition_value(value: Any, column: str) -> str | None:
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, bytes):
-        return value.decode("latin-1")
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SchemaMismatchError(
+                f"partition column {column!r} holds the bytes {value[:16]!r}, which are not "
+                "UTF-8; the Delta log stores binary partition values as UTF-8 text, so "
+                "partition by another column or encode the values first"
+            ) from e
     if isinstance(value, decimal.Decimal):
         return format(value, "f")
     return str(value)

@@ -109,7 +109,7 @@ class Snapshot:
     def column_mapping(self) -> ColumnMapping:
         """How logical columns are named in the data files and the log."""
         return ColumnMapping.of(self.state.metadata.schema_string,
-                                mapping_mode(self.state.protocol, self.state.metadata))
+                                mapping_mode(self.state.metadata))
 
     @property
     def partition_columns(self) -> tuple[str, ...]:
@@ -298,12 +298,15 @@ class ScanFile(NamedTuple):
         bounds: what else is known of its rows (statistics), for pruning.
         rows: rows to leave out (a deletion vector) or to read (a selection);
             None reads every row.
+        mapping: how the file names its columns, when it differs from the scan's
+            (a diff reads each file with the metadata it was written under).
     """
 
     path: str
     values: Mapping[str, Any]
     bounds: pc.Expression = pc.scalar(True)
     rows: DeletionVector | RowSelection | None = None
+    mapping: ColumnMapping | None = None
 
 
 def scan_files(storage: Storage, schema: pa.Schema, files: Sequence[ScanFile],
@@ -334,7 +337,10 @@ class Scan:
     @property
     def _direct(self) -> bool:
         """Whether pyarrow can read every file as it is (no renames, no row selection)."""
-        return not self.mapping.active and all(f.rows is None for f in self.files)
+        return all(f.rows is None and not self._mapping(f).active for f in self.files)
+
+    def _mapping(self, f: ScanFile) -> ColumnMapping:
+        return f.mapping if f.mapping is not None else self.mapping
 
     @functools.cached_property
     def _dataset(self) -> ds.FileSystemDataset:
@@ -387,9 +393,10 @@ class Scan:
     def _read(self, f: ScanFile, names: Sequence[str]) -> pa.Table:
         """One file's rows: selected rows only, logical names, missing columns null."""
         fs, root = self.storage.arrow_fs()
+        mapping = self._mapping(f)
         with fs.open_input_file(f"{root}/{f.path}") as fh:
             parquet = pq.ParquetFile(fh, coerce_int96_timestamp_unit="us")
-            stored = {c: self.mapping.file_column(parquet.schema_arrow, c)
+            stored = {c: mapping.file_column(parquet.schema_arrow, c)
                       for c in names if c not in f.values}
             data = parquet.read(columns=[n for n in stored.values() if n is not None])
             num_rows = parquet.metadata.num_rows
@@ -404,7 +411,7 @@ class Scan:
             elif physical is None:
                 column = pa.nulls(data.num_rows, field.type)
             else:
-                column = self.mapping.to_logical(c, data.column(physical)).cast(field.type)
+                column = mapping.to_logical(c, data.column(physical)).cast(field.type)
             out = out.append_column(field, column)
         # Drop the file's key-value metadata (replacing it on a table without columns
         # would lose the row count).

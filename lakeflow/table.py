@@ -634,7 +634,7 @@ class Table:
         Raises:
             CommitConflictError: a concurrent commit conflicts, or retries ran out.
         """
-        check_writable(self._state.protocol)
+        check_writable(self._state.protocol, self._state.metadata)
         tx = settle(self._state, tx)
 
         def read_winner(version: int) -> tuple[list[Action], int | None]:
@@ -669,7 +669,7 @@ class Table:
         vectors, vacuum would delete their files, compaction would rewrite them.
         """
         self.refresh()
-        check_writable(self._state.protocol)
+        check_writable(self._state.protocol, self._state.metadata)
 
     def checkpoint(self) -> int:
         """Write a checkpoint at the latest version and return that version.
@@ -768,7 +768,7 @@ class Table:
         whole = bool(self.key) or self.event_time is not None or bool(table_rules(self._state.metadata).identities)
         chunks = input_chunks(data, STREAM_CHUNK_BYTES, whole=whole)
         self.refresh()
-        check_writable(self._state.protocol)
+        check_writable(self._state.protocol, self._state.metadata)
         if app_id is not None and txn_version is not None:
             seen = self._state.txns.get(app_id)
             if seen is not None and seen.version >= txn_version:

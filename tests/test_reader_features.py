@@ -123,6 +123,15 @@ def with_dv(add: dict, dv) -> dict:
     return {"add": {**add, "deletionVector": dv}}
 
 
+def copy_table(source: Path, uri: str) -> None:
+    """Copy a local table directory to `uri` (any backend)."""
+    fs, root = fsspec.core.url_to_fs(uri)
+    for path in source.rglob("*"):
+        if path.is_file():
+            fs.makedirs(f"{root}/{path.parent.relative_to(source).as_posix()}", exist_ok=True)
+            fs.pipe_file(f"{root}/{path.relative_to(source).as_posix()}", path.read_bytes())
+
+
 def oracle(root, version) -> pa.Table:
     """deltalake's SQL scan of `version`, with plain Arrow types."""
     t = pa.table(deltalake.QueryBuilder().register("t", deltalake.DeltaTable(str(root), version=version))
@@ -305,6 +314,17 @@ def test_diff_on_deletion_vectors_equals_the_change_of_snapshots(dv_history):
         {"id": 4, "_change_type": "insert"}, {"id": 9, "_change_type": "insert"}]
 
 
+def test_diff_over_a_vacuumed_deletion_vector_file_is_version_not_found(dv_history):
+    (dv_file_path,) = (dv_history / "ab").glob("deletion_vector_*.bin")
+    dv_file_path.unlink()
+    t = lf.Table(str(dv_history))
+    with pytest.raises(lf.VersionNotFoundError, match=r"ab/deletion_vector_.*added in version 3.*vacuumed"):
+        t.diff(2, 3)
+    with pytest.raises(lf.VersionNotFoundError, match=r"ab/deletion_vector_.*vacuumed"):
+        list(t.changes(2, 3))
+    assert sorted(t.diff(4, 5).added["id"].to_pylist()) == [7, 8]  # needs no vanished file
+
+
 # ---- column mapping ------------------------------------------------------------------------
 
 
@@ -343,10 +363,10 @@ def physical_file(ids, name=lambda s: s, with_note=False) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema)
 
 
-def cm_table(root: Path, mode="name", name=lambda s: s) -> Log:
-    protocol = ({"minReaderVersion": 2, "minWriterVersion": 5} if mode == "name" else
-                {"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": ["columnMapping"],
-                 "writerFeatures": ["columnMapping"]})
+def cm_table(root: Path, mode="name", name=lambda s: s, protocol=None) -> Log:
+    protocol = protocol or ({"minReaderVersion": 2, "minWriterVersion": 5} if mode == "name" else
+                            {"minReaderVersion": 3, "minWriterVersion": 7,
+                             "readerFeatures": ["columnMapping"], "writerFeatures": ["columnMapping"]})
     log = Log(root, CM_FIELDS, protocol, {"delta.columnMapping.mode": mode,
                                           "delta.columnMapping.maxColumnId": "10"}, ["Part"])
     adds = [log.data(f"{p}/{p}.parquet", physical_file(ids, name), {"col-part": part},
@@ -441,12 +461,53 @@ def test_column_mapping_id_mode_with_physical_names_reads_like_deltalake(tmp_pat
     assert_same_rows(lf.Table(str(tmp_path)).snapshot().to_arrow(), oracle(tmp_path, 1))
 
 
-def test_column_mapping_mode_needs_protocol_support(tmp_path):
-    # Reader version 1 does not know column mapping: the property is not honoured.
-    log = Log(tmp_path, [field("a", "long", "col-a", 1)], {"minReaderVersion": 1, "minWriterVersion": 2},
-              {"delta.columnMapping.mode": "name"})
+# Iceberg-compat tables declare columnMapping as a writer feature only.
+WRITER_ONLY = {"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": [],
+               "writerFeatures": ["columnMapping"]}
+
+
+@pytest.mark.parametrize("mode", ["name", "id"])
+def test_column_mapping_declared_only_as_a_writer_feature_reads_like_deltalake(tmp_path, table_uri, mode):
+    source = tmp_path / "source"
+    cm_table(source, mode=mode, protocol=WRITER_ONLY)
+    copy_table(source, table_uri)
+    snap = lf.Table(table_uri).snapshot()
+    expected = oracle(source, 1)
+    assert sorted(expected["Id"].to_pylist()) == [1, 2, 3, 4, 5, 6]
+    for got in every_read(snap):
+        assert_same_rows(got, expected)
+    assert [f.path for f in snap.files_matching(pc.field("Part") == "P 2")] == ["bb/bb.parquet"]
+    assert_same_rows(lf.Table(table_uri).diff(-1).added, expected)
+
+
+@pytest.mark.parametrize("protocol", [{"minReaderVersion": 1, "minWriterVersion": 2},
+                                      {"minReaderVersion": 2, "minWriterVersion": 5}])
+def test_column_mapping_mode_is_decided_by_the_configuration(tmp_path, protocol):
+    # Whatever the protocol lists, the files of a table with a mode hold physical names.
+    # (deltalake refuses the reader-version-1 table: "Partition column col-part not found".)
+    cm_table(tmp_path, protocol=protocol)
+    got = lf.Table(str(tmp_path)).to_arrow()
+    assert sorted(zip(got["Id"].to_pylist(), got["Part"].to_pylist(), strict=True)) == [
+        (1, "P 1"), (2, "P 1"), (3, "P 1"), (4, "P 2"), (5, "P 2"), (6, "P 2")]
+    assert got["Address"].null_count == 2  # ids 3 and 6 have no address
+
+
+@pytest.mark.parametrize("protocol", [{"minReaderVersion": 1, "minWriterVersion": 2}, WRITER_ONLY])
+def test_column_mapping_mode_without_physical_names_is_a_corrupt_log(tmp_path, protocol):
+    log = Log(tmp_path, [field("a", "long")], protocol, {"delta.columnMapping.mode": "name"})
     log.commit({"add": log.data("f.parquet", pa.table({"a": pa.array([1], pa.int64())}))})
-    assert lf.Table(str(tmp_path)).snapshot().to_arrow().to_pylist() == [{"a": 1}]
+    with pytest.raises(lf.CorruptLogError, match="physicalName"):
+        lf.Table(str(tmp_path)).to_arrow()
+
+
+@pytest.mark.parametrize("write", ["append", "merge", "delete"])
+def test_tables_with_a_column_mapping_mode_are_never_written(tmp_path, write):
+    # The protocol would let lakeflow write, but its files would lack the physical names.
+    cm_table(tmp_path, protocol={"minReaderVersion": 1, "minWriterVersion": 2})
+    before = _files(tmp_path)
+    with pytest.raises(lf.UnsupportedFeatureError, match="column mapping"):
+        WRITES[write](lf.Table(str(tmp_path)))
+    assert _files(tmp_path) == before
 
 
 def test_unknown_column_mapping_mode_is_refused(tmp_path):
@@ -612,12 +673,7 @@ def test_tables_with_these_features_are_never_written(tmp_path, name, write):
 
 @pytest.mark.parametrize("name", ["table-with-dv-small", "table_with_column_mapping", "checkpoint-v2-table"])
 def test_corpus_tables_read_on_every_backend(table_uri, name):
-    fs, root = fsspec.core.url_to_fs(table_uri)
-    source = CORPUS / "tables" / name
-    for path in source.rglob("*"):
-        if path.is_file():
-            fs.makedirs(f"{root}/{path.parent.relative_to(source).as_posix()}", exist_ok=True)
-            fs.pipe_file(f"{root}/{path.relative_to(source).as_posix()}", path.read_bytes())
+    copy_table(CORPUS / "tables" / name, table_uri)
     t = lf.Table(table_uri)
     expected = pq.read_table(CORPUS / "expected" / name / f"v{t.version}.parquet")
     assert_table_equal(t.to_arrow(), expected.cast(t.schema))
