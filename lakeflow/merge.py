@@ -152,12 +152,31 @@ def _key_columns(on: str | Sequence[str] | None, table: Table, schema: pa.Schema
     return keys
 
 
+def _missing_columns(source: pa.Table, schema: pa.Schema, inserts: bool) -> tuple[str, ...]:
+    """The table columns the source lacks (Delta's `UPDATE SET *` leaves them as they are).
+
+    Inserted rows get nulls there, so a merge that may insert refuses, before
+    reading anything, a source without a non-nullable column: whether any row
+    would be inserted is only known once the target is read.
+    """
+    given = {n.lower() for n in source.column_names}
+    missing = tuple(f.name for f in schema if f.name.lower() not in given)
+    required = [c for c in missing if not schema.field(c).nullable]
+    if inserts and required:
+        raise SchemaMismatchError(
+            f"the source lacks the non-nullable column(s) {required} that inserted rows need; add "
+            "them to the source, or pass when_not_matched='ignore' to only update (updated rows "
+            "keep the target's values of the columns the source lacks)")
+    return missing
+
+
 def _prepare_source(source: pa.Table, schema: pa.Schema, on: tuple[str, ...], null_keys: str,
-                    full_rows: bool) -> pa.Table:
+                    full_rows: bool, missing: Sequence[str] = ()) -> pa.Table:
     """Drop or refuse null keys, cast to the table types, refuse repeated keys.
 
-    With `full_rows` the source must have the table's columns (its rows become
-    table rows); otherwise only the key columns are cast and the rest kept.
+    With `full_rows` the source is shaped like the table (its rows become table
+    rows): the `missing` columns come back null, for the caller to fill in;
+    otherwise only the key columns are cast and the rest kept.
     """
     null = np.zeros(source.num_rows, dtype=bool)
     for k in on:
@@ -169,7 +188,8 @@ def _prepare_source(source: pa.Table, schema: pa.Schema, on: tuple[str, ...], nu
                 "null keys never match, pass null_keys='skip' to leave them out")
         source = source.filter(pa.array(~null))
     if full_rows:
-        source = conform(source, schema).table
+        relaxed = pa.schema([f.with_nullable(True) if f.name in missing else f for f in schema])
+        source = conform(source, relaxed).table
     else:
         keys = conform(source.select(list(on)), pa.schema([schema.field(k) for k in on])).table
         for k in on:
@@ -278,6 +298,13 @@ def _rows_equal(old: pa.Table, new: pa.Table) -> BoolArray:
     for c in old.column_names:
         same &= a.get_column(c).eq_missing(b.get_column(c))
     return same.to_numpy()
+
+
+def _updated_rows(given: pa.Table, old: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`UPDATE SET *`: the source's values, and the target's for the columns the source lacks."""
+    columns = [given.column(f.name) if f.name in given.column_names else old.column(f.name)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _apply_matched(action: MatchedAction, old: pa.Table, source_rows: pa.Table,
@@ -493,7 +520,8 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
     check_quarantine_arg(clock, args.quarantine)
     full_rows = (args.when_matched == "update" or args.when_not_matched == "insert"
                  or (clock is not None and clock.policy == "quarantine"))
-    source = _prepare_source(raw, schema, on, args.null_keys, full_rows)
+    missing = _missing_columns(raw, schema, args.when_not_matched == "insert") if full_rows else ()
+    source = _prepare_source(raw, schema, on, args.null_keys, full_rows, missing)
 
     by_source = args.when_not_matched_by_source == "delete"
     if by_source:
@@ -521,8 +549,9 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
         ch.del_t, ch.del_s, unchanged = t_idx, s_idx, 0
     elif action != "ignore":
         old = _take(target, t_idx)
-        new = (_take(source, s_idx) if action == "update"
-               else _apply_matched(action, old, _take(source, s_idx), schema, on)).select(schema.names)
+        given = _take(source, s_idx).drop_columns(list(missing))
+        new = (_updated_rows(given, old, schema) if action == "update"
+               else _apply_matched(action, old, given, schema, on)).select(schema.names)
         changed = ~_rows_equal(old, new)
         ch.upd_t, ch.upd_s, ch.upd_new = t_idx[changed], s_idx[changed], new.filter(pa.array(changed))
         unchanged = len(t_idx) - len(ch.upd_t)
