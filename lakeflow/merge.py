@@ -209,13 +209,14 @@ def _frame(table: pa.Table) -> pl.DataFrame:
     return frame
 
 
-class _KeyIndex:
+class KeyIndex:
     """The source keys, grouped by partition value and sorted, for file pruning.
 
     `could_match(add)` is true when some source key falls in the file's partition
     and within the min/max statistics of every key column: the file may hold a
-    matching row. It decides both which files a merge reads and which files
-    added by a concurrent writer conflict with it.
+    matching row. It decides both which files a merge (or an append to a keyed
+    table) reads and which files added by a concurrent writer conflict with it.
+    Keys must not be null.
     """
 
     def __init__(self, keys: pa.Table, schema: pa.Schema, partition_columns: Sequence[str]) -> None:
@@ -236,6 +237,7 @@ class _KeyIndex:
             frame.get_column(self._data[0]).is_nan().any())
 
     def could_match(self, add: Add) -> bool:
+        """Whether the file of `add` may hold one of the keys."""
         try:
             return self._could_match(add)
         except (LakeflowError, ValueError, TypeError, ArithmeticError, pl.exceptions.PolarsError):
@@ -528,7 +530,7 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
         files: list[DataFile] = list(snap.files)
         predicate: Callable[[Add], bool] = _any_file
     else:
-        index = _KeyIndex(source.select(list(on)), schema, snap.partition_columns)
+        index = KeyIndex(source.select(list(on)), schema, snap.partition_columns)
         files = [f for f in snap.files if index.could_match(f.add)]
         predicate = index.could_match
     file_tables = _read_files(snap, files)
@@ -789,4 +791,4 @@ def _may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
         return True
 
 
-__all__ = ["MatchedAction", "MergeResult", "delete_where", "merge_into"]
+__all__ = ["KeyIndex", "MatchedAction", "MergeResult", "delete_where", "merge_into"]

@@ -7,6 +7,8 @@ separate `Snapshot` and never changes the handle.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -21,11 +23,13 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from lakeflow import maintenance
-from lakeflow.actions import Action, CommitInfo, Metadata, Protocol, Txn
+from lakeflow.actions import Action, Add, CommitInfo, Metadata, Protocol, Txn
 from lakeflow.checkpoint import read_checkpoint, write_checkpoint
 from lakeflow.diff import CommitChanges, Diff, VersionRef, compute_diff, iter_changes
 from lakeflow.errors import (
+    CommitConflictError,
     CorruptLogError,
+    DuplicateKeyError,
     InvalidArgumentError,
     LakeflowError,
     SchemaMismatchError,
@@ -33,6 +37,7 @@ from lakeflow.errors import (
     TableNotFoundError,
     VersionNotFoundError,
 )
+from lakeflow.keys import KEY_CONFLICT_RETRIES, KeyReads, check_new_keys
 from lakeflow.late import (
     TIME_INFO_KEYS,
     arrive,
@@ -741,6 +746,8 @@ class Table:
             new_protocol = _protocol_for(conformed.new_schema, old.configuration)
             if new_protocol != self._state.protocol and uses_timestamp_ntz(conformed.new_schema):
                 actions.append(new_protocol)
+        # A keyed table checks its keys before writing anything (see lakeflow/keys.py).
+        reads = check_new_keys(self.snapshot(), arrival.rows, self.key) if self.key and arrival.rows.num_rows else None
         adds = write_data_files(self._storage, arrival.rows, self.partition_by) if arrival.rows.num_rows else []
         actions += adds
         tx = Transaction(
@@ -752,13 +759,46 @@ class Table:
             txn=Txn(app_id, txn_version) if app_id is not None and txn_version is not None else None,
             extra_info={**extra, **arrival.info},
         )
-        outcome = self.commit(tx)
+        outcome = self.commit(tx) if reads is None else self._commit_keyed(tx, arrival.rows, reads, adds)
         if outcome.deduplicated:
             # Another attempt of the same batch won: our files were never committed.
             for a in adds:
                 self._storage.delete(unquote(a.path))
             return outcome.version
         return arrival.settle(self, outcome.version)
+
+    def _commit_keyed(self, tx: Transaction, rows: pa.Table, reads: KeyReads,
+                      adds: Sequence[Add]) -> CommitOutcome:
+        """Commit an append to a keyed table; after a conflict, check its keys again and retry.
+
+        A conflict means a concurrent commit may hold one of the keys (or removed
+        a file the check read). When the append fails, its files are deleted.
+        """
+        base = self._state
+        try:
+            for _ in range(KEY_CONFLICT_RETRIES):
+                try:
+                    return self.commit(dataclasses.replace(
+                        tx, read_files=reads.files, read_predicate=reads.could_match))
+                except CommitConflictError:
+                    self.refresh()
+                    if (self._state.metadata, self._state.protocol) != (base.metadata, base.protocol):
+                        raise
+                    seen = self._state.txns.get(tx.txn.app_id) if tx.txn is not None else None
+                    if tx.txn is not None and seen is not None and seen.version >= tx.txn.version:
+                        # Another attempt of the same batch committed meanwhile.
+                        version = self._txn_version_holding(tx.txn.app_id, tx.txn.version)
+                        return CommitOutcome(version, self._state, self._commit_ts(version) or 0,
+                                             deduplicated=True)
+                    reads = check_new_keys(self.snapshot(), rows, self.key)
+            raise CommitConflictError(
+                f"the append lost {KEY_CONFLICT_RETRIES} times in a row to concurrent commits that "
+                "could hold its keys; retry later")
+        except (CommitConflictError, DuplicateKeyError):
+            for a in adds:
+                with contextlib.suppress(OSError, LakeflowError):
+                    self._storage.delete(unquote(a.path))
+            raise
 
     def merge(
         self,
