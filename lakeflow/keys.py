@@ -79,7 +79,8 @@ def check_new_keys(snap: Snapshot, rows: pa.Table, key: Sequence[str]) -> KeyRea
         # The candidates alone, scanned like any snapshot (deletion vectors, column mapping).
         candidates = Snapshot(snap.storage, dataclasses.replace(snap.state, files=files))
         existing = pl.DataFrame(candidates.to_arrow(columns=on))
-        found = frame.join(existing, on=on, how="semi", nulls_equal=True).unique(maintain_order=True)
+        # Probing the table's keys against the batch's (the smaller side is hashed).
+        found = existing.join(frame, on=on, how="semi", nulls_equal=True).unique(maintain_order=True)
         if found.height:
             raise DuplicateKeyError(
                 f"{found.height} key(s) of {on} are already in the table at version {snap.version}, "
