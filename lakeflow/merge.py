@@ -565,7 +565,8 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
         unmatched_t = np.ones(target.num_rows, dtype=bool)
         unmatched_t[t_idx] = False
         ch.gone_t = _positions(unmatched_t)
-    late_rows, windows, held = _judge(ch, clock, table, source, target, args.quarantine)
+    late_rows, windows, held = _judge(ch, clock, table, source, target, args.quarantine,
+                                      action == "update")
 
     upd_t, upd_new = ch.upd_t, ch.upd_new
     # Only a merge that inserts has full source rows.
@@ -654,14 +655,17 @@ class _Changes:
 
 
 def _judge(ch: _Changes, clock: EventClock | None, table: Table, source: pa.Table,
-           target: pa.Table, quarantine: Any) -> tuple[int, set[int], Quarantine | None]:
+           target: pa.Table, quarantine: Any, hold_postimages: bool
+           ) -> tuple[int, set[int], Quarantine | None]:
     """Apply the lateness policy to a merge's changes.
 
     A change is late when any row image it writes or retires has an event time
     behind the table watermark. Reject refuses the merge; quarantine holds back
     the source rows behind late changes (deletes of unmatched target rows have
-    no source row and are applied). Returns the late changes committed, the
-    windows they revise, and the held rows.
+    no source row and are applied). With `hold_postimages` a late update is held
+    as the row it would write (`UPDATE SET *` of a source lacking columns fills
+    them from the target). Returns the late changes committed, the windows they
+    revise, and the held rows.
     """
     if clock is None or clock.watermark_us is None:
         return 0, set(), None
@@ -674,8 +678,10 @@ def _judge(ch: _Changes, clock: EventClock | None, table: Table, source: pa.Tabl
         raise clock.refuse(total, earliest, "changed rows are")
     held = None
     if clock.policy == "quarantine" and (late_ins.any() or late_upd.any() or late_del.any()):
-        rows = np.concatenate([ch.ins_s[late_ins], ch.upd_s[late_upd], ch.del_s[late_del]])
-        held = quarantine_for(table, _take(source, rows), clock, quarantine)
+        updates = (ch.upd_new.filter(pa.array(late_upd)).cast(source.schema) if hold_postimages
+                   else _take(source, ch.upd_s[late_upd]))
+        rows = pa.concat_tables([_take(source, ch.ins_s[late_ins]), updates, _take(source, ch.del_s[late_del])])
+        held = quarantine_for(table, rows, clock, quarantine)
         ch.drop(late_ins, late_upd, late_del)
         images = ch.images(source, target)
         masks = [clock.late(rows) for rows in images]

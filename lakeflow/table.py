@@ -275,7 +275,8 @@ class Table:
             uri: where the table lives.
             schema: a `pyarrow.Schema` (or anything exposing `__arrow_c_schema__`).
             partition_by: columns to partition files by (Hive-style directories).
-            key: columns that identify a row (used by merge and keyed diffs).
+            key: columns that identify a row: append and merge keep them unique,
+                keyed diffs pair rows by them.
             event_time: a timestamp or date column holding when each event happened.
             properties: table configuration; `delta.*` keys are Delta properties.
             storage_options: credentials and store settings.
@@ -707,6 +708,8 @@ class Table:
 
         Raises:
             SchemaMismatchError: the data does not fit the schema.
+            DuplicateKeyError: the table has a key, and the rows repeat one or
+                hold one the table already has (nothing is written).
             LateDataError: late rows under the reject policy (nothing is written).
             CommitConflictError: concurrent writers kept winning, or changed the schema.
         """

@@ -8,6 +8,8 @@ tables, against deltalake's SQL scan of lakeflow's table.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import deltalake
 import polars as pl
 import pyarrow as pa
@@ -116,3 +118,21 @@ def test_expressions_see_only_the_source_columns_given(table_uri):
     with pytest.raises(lf.InvalidArgumentError, match=r"source\.name"):
         t.merge(source, when_matched={"name": pl.col("source.name")})
     assert t.version == 2
+
+
+def test_late_partial_update_is_judged_and_held_as_the_row_it_would_write(table_uri):
+    utc = dt.timezone.utc
+    d1, d2 = dt.datetime(2024, 3, 1, 9, tzinfo=utc), dt.datetime(2024, 3, 2, tzinfo=utc)
+    schema = pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us", tz="UTC")), ("amount", pa.int64()),
+                        ("note", pa.string())])
+    t = lf.Table.create(table_uri, schema, key=["id"], event_time="ts")
+    t.append(pa.table({"id": [1], "ts": [d1], "amount": [10], "note": ["x"]}, schema=schema), watermark=d2)
+    source = pa.table({"id": pa.array([1, 3], pa.int64()), "amount": pa.array([11, 5], pa.int64())})
+    # The update keeps id 1's event time, which is behind the watermark: a late change.
+    with pytest.raises(lf.LateDataError, match="1 changed rows"):
+        t.merge(source, late="reject")
+    r = t.merge(source, late="quarantine")
+    assert (r.updated, r.inserted, r.quarantined) == (0, 1, 1)
+    held = lf.Table(f"{table_uri}/_lakeflow_quarantine").to_arrow().select(schema.names)
+    # Held as the row the update would write, so merging it back later writes exactly that.
+    assert held.to_pylist() == [{"id": 1, "ts": d1, "amount": 11, "note": "x"}]
