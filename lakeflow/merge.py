@@ -153,12 +153,31 @@ def _key_columns(on: str | Sequence[str] | None, table: Table, schema: pa.Schema
     return keys
 
 
+def _missing_columns(source: pa.Table, schema: pa.Schema, inserts: bool) -> tuple[str, ...]:
+    """The table columns the source lacks (Delta's `UPDATE SET *` leaves them as they are).
+
+    Inserted rows get nulls there, so a merge that may insert refuses, before
+    reading anything, a source without a non-nullable column: whether any row
+    would be inserted is only known once the target is read.
+    """
+    given = {n.lower() for n in source.column_names}
+    missing = tuple(f.name for f in schema if f.name.lower() not in given)
+    required = [c for c in missing if not schema.field(c).nullable]
+    if inserts and required:
+        raise SchemaMismatchError(
+            f"the source lacks the non-nullable column(s) {required} that inserted rows need; add "
+            "them to the source, or pass when_not_matched='ignore' to only update (updated rows "
+            "keep the target's values of the columns the source lacks)")
+    return missing
+
+
 def _prepare_source(source: pa.Table, schema: pa.Schema, on: tuple[str, ...], null_keys: str,
-                    full_rows: bool) -> pa.Table:
+                    full_rows: bool, missing: Sequence[str] = ()) -> pa.Table:
     """Drop or refuse null keys, cast to the table types, refuse repeated keys.
 
-    With `full_rows` the source must have the table's columns (its rows become
-    table rows); otherwise only the key columns are cast and the rest kept.
+    With `full_rows` the source is shaped like the table (its rows become table
+    rows): the `missing` columns come back null, for the caller to fill in;
+    otherwise only the key columns are cast and the rest kept.
     """
     null = np.zeros(source.num_rows, dtype=bool)
     for k in on:
@@ -170,7 +189,8 @@ def _prepare_source(source: pa.Table, schema: pa.Schema, on: tuple[str, ...], nu
                 "null keys never match, pass null_keys='skip' to leave them out")
         source = source.filter(pa.array(~null))
     if full_rows:
-        source = conform(source, schema).table
+        relaxed = pa.schema([f.with_nullable(True) if f.name in missing else f for f in schema])
+        source = conform(source, relaxed).table
     else:
         keys = conform(source.select(list(on)), pa.schema([schema.field(k) for k in on])).table
         for k in on:
@@ -190,13 +210,14 @@ def _frame(table: pa.Table) -> pl.DataFrame:
     return frame
 
 
-class _KeyIndex:
+class KeyIndex:
     """The source keys, grouped by partition value and sorted, for file pruning.
 
     `could_match(add)` is true when some source key falls in the file's partition
     and within the min/max statistics of every key column: the file may hold a
-    matching row. It decides both which files a merge reads and which files
-    added by a concurrent writer conflict with it.
+    matching row. It decides both which files a merge (or an append to a keyed
+    table) reads and which files added by a concurrent writer conflict with it.
+    Keys must not be null.
     """
 
     def __init__(self, keys: pa.Table, schema: pa.Schema, partition_columns: Sequence[str]) -> None:
@@ -217,6 +238,7 @@ class _KeyIndex:
             frame.get_column(self._data[0]).is_nan().any())
 
     def could_match(self, add: Add) -> bool:
+        """Whether the file of `add` may hold one of the keys."""
         try:
             return self._could_match(add)
         except (LakeflowError, ValueError, TypeError, ArithmeticError, pl.exceptions.PolarsError):
@@ -279,6 +301,13 @@ def _rows_equal(old: pa.Table, new: pa.Table) -> BoolArray:
     for c in old.column_names:
         same &= a.get_column(c).eq_missing(b.get_column(c))
     return same.to_numpy()
+
+
+def _updated_rows(given: pa.Table, old: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`UPDATE SET *`: the source's values, and the target's for the columns the source lacks."""
+    columns = [given.column(f.name) if f.name in given.column_names else old.column(f.name)
+               for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _apply_matched(action: MatchedAction, old: pa.Table, source_rows: pa.Table,
@@ -494,14 +523,15 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
     check_quarantine_arg(clock, args.quarantine)
     full_rows = (args.when_matched == "update" or args.when_not_matched == "insert"
                  or (clock is not None and clock.policy == "quarantine"))
-    source = _prepare_source(raw, schema, on, args.null_keys, full_rows)
+    missing = _missing_columns(raw, schema, args.when_not_matched == "insert") if full_rows else ()
+    source = _prepare_source(raw, schema, on, args.null_keys, full_rows, missing)
 
     by_source = args.when_not_matched_by_source == "delete"
     if by_source:
         files: list[DataFile] = list(snap.files)
         predicate: Callable[[Add], bool] = _any_file
     else:
-        index = _KeyIndex(source.select(list(on)), schema, snap.partition_columns)
+        index = KeyIndex(source.select(list(on)), schema, snap.partition_columns)
         files = [f for f in snap.files if index.could_match(f.add)]
         predicate = index.could_match
     file_tables = _read_files(snap, files)
@@ -522,8 +552,9 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
         ch.del_t, ch.del_s, unchanged = t_idx, s_idx, 0
     elif action != "ignore":
         old = _take(target, t_idx)
-        new = (_take(source, s_idx) if action == "update"
-               else _apply_matched(action, old, _take(source, s_idx), schema, on)).select(schema.names)
+        given = _take(source, s_idx).drop_columns(list(missing))
+        new = (_updated_rows(given, old, schema) if action == "update"
+               else _apply_matched(action, old, given, schema, on)).select(schema.names)
         new = enforce(snap.state, new, provided=raw.column_names if action == "update"
                       else list(action) if isinstance(action, Mapping) else None, new_rows=False)
         changed = ~_rows_equal(old, new)
@@ -537,7 +568,8 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
         unmatched_t = np.ones(target.num_rows, dtype=bool)
         unmatched_t[t_idx] = False
         ch.gone_t = _positions(unmatched_t)
-    late_rows, windows, held = _judge(ch, clock, table, source, target, args.quarantine)
+    late_rows, windows, held = _judge(ch, clock, table, source, target, args.quarantine,
+                                      action == "update")
 
     upd_t, upd_new = ch.upd_t, ch.upd_new
     # Only a merge that inserts has full source rows.
@@ -628,14 +660,17 @@ class _Changes:
 
 
 def _judge(ch: _Changes, clock: EventClock | None, table: Table, source: pa.Table,
-           target: pa.Table, quarantine: Any) -> tuple[int, set[int], Quarantine | None]:
+           target: pa.Table, quarantine: Any, hold_postimages: bool
+           ) -> tuple[int, set[int], Quarantine | None]:
     """Apply the lateness policy to a merge's changes.
 
     A change is late when any row image it writes or retires has an event time
     behind the table watermark. Reject refuses the merge; quarantine holds back
     the source rows behind late changes (deletes of unmatched target rows have
-    no source row and are applied). Returns the late changes committed, the
-    windows they revise, and the held rows.
+    no source row and are applied). With `hold_postimages` a late update is held
+    as the row it would write (`UPDATE SET *` of a source lacking columns fills
+    them from the target). Returns the late changes committed, the windows they
+    revise, and the held rows.
     """
     if clock is None or clock.watermark_us is None:
         return 0, set(), None
@@ -648,8 +683,10 @@ def _judge(ch: _Changes, clock: EventClock | None, table: Table, source: pa.Tabl
         raise clock.refuse(total, earliest, "changed rows are")
     held = None
     if clock.policy == "quarantine" and (late_ins.any() or late_upd.any() or late_del.any()):
-        rows = np.concatenate([ch.ins_s[late_ins], ch.upd_s[late_upd], ch.del_s[late_del]])
-        held = quarantine_for(table, _take(source, rows), clock, quarantine)
+        updates = (ch.upd_new.filter(pa.array(late_upd)).cast(source.schema) if hold_postimages
+                   else _take(source, ch.upd_s[late_upd]))
+        rows = pa.concat_tables([_take(source, ch.ins_s[late_ins]), updates, _take(source, ch.del_s[late_del])])
+        held = quarantine_for(table, rows, clock, quarantine)
         ch.drop(late_ins, late_upd, late_del)
         images = ch.images(source, target)
         masks = [clock.late(rows) for rows in images]
@@ -766,4 +803,4 @@ def _may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
         return True
 
 
-__all__ = ["MatchedAction", "MergeResult", "delete_where", "merge_into"]
+__all__ = ["KeyIndex", "MatchedAction", "MergeResult", "delete_where", "merge_into"]

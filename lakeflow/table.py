@@ -7,6 +7,8 @@ separate `Snapshot` and never changes the handle.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -26,7 +28,9 @@ from lakeflow.checkpoint import read_checkpoint, write_checkpoint
 from lakeflow.constraints import CONSTRAINT_PREFIX, enforce, settle, table_rules
 from lakeflow.diff import CommitChanges, Diff, VersionRef, compute_diff, iter_changes
 from lakeflow.errors import (
+    CommitConflictError,
     CorruptLogError,
+    DuplicateKeyError,
     InvalidArgumentError,
     LakeflowError,
     SchemaMismatchError,
@@ -34,6 +38,7 @@ from lakeflow.errors import (
     TableNotFoundError,
     VersionNotFoundError,
 )
+from lakeflow.keys import KEY_CONFLICT_RETRIES, KeyReads, check_new_keys
 from lakeflow.late import (
     TIME_INFO_KEYS,
     Arrival,
@@ -87,6 +92,7 @@ class _Staged:
     num_rows: int
     new_schema: pa.Schema | None
     arrival: Arrival
+    keys: tuple[pa.Table, KeyReads] | None = None  # a keyed table's rows and what their check read
 
 
 @dataclass(frozen=True)
@@ -305,7 +311,8 @@ class Table:
             uri: where the table lives.
             schema: a `pyarrow.Schema` (or anything exposing `__arrow_c_schema__`).
             partition_by: columns to partition files by (Hive-style directories).
-            key: columns that identify a row (used by merge and keyed diffs).
+            key: columns that identify a row: append and merge keep them unique,
+                keyed diffs pair rows by them.
             event_time: a timestamp or date column holding when each event happened.
             properties: table configuration; `delta.*` keys are Delta properties.
             storage_options: credentials and store settings.
@@ -745,6 +752,8 @@ class Table:
 
         Raises:
             SchemaMismatchError: the data does not fit the schema.
+            DuplicateKeyError: the table has a key, and the rows repeat one or
+                hold one the table already has (nothing is written).
             LateDataError: late rows under the reject policy (nothing is written).
             CommitConflictError: concurrent writers kept winning, or changed the schema.
         """
@@ -788,7 +797,8 @@ class Table:
             txn=Txn(app_id, txn_version) if app_id is not None and txn_version is not None else None,
             extra_info={**extra, **arrival.info},
         )
-        outcome = self.commit(tx)
+        outcome = (self.commit(tx) if staged.keys is None
+                   else self._commit_keyed(tx, *staged.keys, adds))
         if outcome.deduplicated:
             # Another attempt of the same batch won: our files were never committed.
             for a in adds:
@@ -805,7 +815,7 @@ class Table:
         """
         adds: list[Add] = []
         schema, new_schema, rows = self.snapshot().schema, None, 0
-        arrival = None
+        arrival, keys = None, None
         try:
             for chunk in chunks:
                 conformed = conform(chunk, schema, schema_mode)
@@ -813,6 +823,8 @@ class Table:
                     schema = new_schema = conformed.new_schema
                 checked = enforce(self._state, conformed.table, provided=chunk.column_names)
                 arrival = arrive(self, checked, watermark, late, quarantine)
+                if self.key and arrival.rows.num_rows:  # keyed: one chunk (see append)
+                    keys = (arrival.rows, check_new_keys(self.snapshot(), arrival.rows, self.key))
                 if arrival.rows.num_rows:
                     adds += write_data_files(self._storage, arrival.rows, self.partition_by)
                     rows += arrival.rows.num_rows
@@ -821,7 +833,7 @@ class Table:
                 self._storage.delete(unquote(a.path))
             raise
         assert arrival is not None  # input_chunks yields at least one table
-        return _Staged(adds, rows, new_schema, arrival)
+        return _Staged(adds, rows, new_schema, arrival, keys)
 
     def _schema_change(self, new_schema: pa.Schema | None) -> list[Action]:
         """The metaData (and protocol, if it must rise) of an append that adds columns."""
@@ -836,6 +848,39 @@ class Table:
         if new_protocol != self._state.protocol:
             actions.append(new_protocol)
         return actions
+
+    def _commit_keyed(self, tx: Transaction, rows: pa.Table, reads: KeyReads,
+                      adds: Sequence[Add]) -> CommitOutcome:
+        """Commit an append to a keyed table; after a conflict, check its keys again and retry.
+
+        A conflict means a concurrent commit may hold one of the keys (or removed
+        a file the check read). When the append fails, its files are deleted.
+        """
+        base = self._state
+        try:
+            for _ in range(KEY_CONFLICT_RETRIES):
+                try:
+                    return self.commit(dataclasses.replace(
+                        tx, read_files=reads.files, read_predicate=reads.could_match))
+                except CommitConflictError:
+                    self.refresh()
+                    if (self._state.metadata, self._state.protocol) != (base.metadata, base.protocol):
+                        raise
+                    seen = self._state.txns.get(tx.txn.app_id) if tx.txn is not None else None
+                    if tx.txn is not None and seen is not None and seen.version >= tx.txn.version:
+                        # Another attempt of the same batch committed meanwhile.
+                        version = self._txn_version_holding(tx.txn.app_id, tx.txn.version)
+                        return CommitOutcome(version, self._state, self._commit_ts(version) or 0,
+                                             deduplicated=True)
+                    reads = check_new_keys(self.snapshot(), rows, self.key)
+            raise CommitConflictError(
+                f"the append lost {KEY_CONFLICT_RETRIES} times in a row to concurrent commits that "
+                "could hold its keys; retry later")
+        except (CommitConflictError, DuplicateKeyError):
+            for a in adds:
+                with contextlib.suppress(OSError, LakeflowError):
+                    self._storage.delete(unquote(a.path))
+            raise
 
     def merge(
         self,
