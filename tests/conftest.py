@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -186,6 +187,32 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield server.endpoint
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto S3 server with the test bucket, for the few tests that inject replies
+    (e.g. a 409) through its Python internals; every other S3 test uses SeaweedFS."""
+    import boto3
+    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET,
+                 region_name="us-east-1").create_bucket(Bucket=S3_BUCKET)
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def moto_uri(moto_endpoint: str) -> tuple[str, dict[str, str]]:
+    """A fresh table location on the moto server, and the storage options that reach it."""
+    options = {"AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": S3_KEY_ID,
+               "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": "us-east-1"}
+    return f"s3://{S3_BUCKET}/t-{uuid.uuid4().hex}", options
 
 
 @pytest.fixture
