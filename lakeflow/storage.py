@@ -451,11 +451,27 @@ def _secret_values(options: Mapping[str, Any]) -> list[str]:
     return found
 
 
+# Shorter values cannot be told from ordinary text ("k" would mask "bucket"): never masked.
+_MIN_SECRET_LENGTH = 4
+
+
 def _redact(message: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    return message
+    """Mask each secret where it stands as a whole value, not inside a longer word.
+
+    A word character next to the value's own word-character edge means the match
+    is part of something else; longer values go first, so overlaps mask whole.
+    """
+    values = sorted({s for s in secrets if len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
+    if not values:
+        return message
+    return re.sub("|".join(_whole_value(v) for v in values), "***", message)
+
+
+def _whole_value(value: str) -> str:
+    """A pattern matching `value` only where no word character extends its word-character ends."""
+    head = r"(?<!\w)" if re.match(r"\w", value[0]) else ""
+    tail = r"(?!\w)" if re.match(r"\w", value[-1]) else ""
+    return head + re.escape(value) + tail
 
 
 def open_storage(uri: str, storage_options: Mapping[str, Any] | None = None) -> Storage:

@@ -262,6 +262,31 @@ def test_secrets_are_masked_in_error_messages():
     assert excinfo.value.__cause__ is echo  # the original stays available to the caller
 
 
+def _masked(message: str, secrets: dict) -> str:
+    echo = OSError(message)
+    fs = FaultyFileSystem(fsspec.filesystem("memory"), [Fault("any", times=None, error=echo)])
+    with pytest.raises(lf.StorageError) as excinfo:
+        lf.Table("memory://masked", storage_options={"filesystem": fs, **secrets})
+    return str(excinfo.value).split(": OSError: ", 1)[1]
+
+
+@pytest.mark.parametrize("message, secrets, shown", [
+    # Values under 4 characters are never masked: they cannot be told from ordinary text.
+    ("bucket prefix key", {"key": "k", "secret": "s"}, "bucket prefix key"),
+    ("cannot reach abc.example.com", {"aws_secret_access_key": "abc"}, "cannot reach abc.example.com"),
+    # A value is masked where it stands whole, never inside a longer word.
+    ("Credential=AKIAEXAMPLE7/20261201/us-east-1 rejected", {"aws_access_key_id": "AKIAEXAMPLE7"},
+     "Credential=***/20261201/us-east-1 rejected"),
+    ("secret 'hunter22' is wrong; hunter22x and xhunter22 are other words", {"secret": "hunter22"},
+     "secret '***' is wrong; hunter22x and xhunter22 are other words"),
+    ("token abc+/def= expired.", {"token": "abc+/def="}, "token *** expired."),
+    # Overlapping values: the longer one is masked whole.
+    ("keys wJalrXUt and wJalrXUtnFEMI", {"key": "wJalrXUt", "secret": "wJalrXUtnFEMI"}, "keys *** and ***"),
+])
+def test_secret_masking_masks_whole_values_only(message, secrets, shown):
+    assert _masked(message, secrets) == shown
+
+
 @s3_only
 def test_secrets_never_in_reprs_messages_or_logs(table_uri, s3_options, caplog):
     options = s3_options  # the server checks signatures: only the real secret works
