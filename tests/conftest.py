@@ -12,11 +12,13 @@ Tests marked `slow` are deselected unless `-m` selects them (`pytest -m slow`).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -134,8 +136,15 @@ def _launch_weed(workdir: str) -> WeedServer:
     args += [f"-{name}.port={port}" for name, port in ports.items() if name in _WEED_GRPC_SERVICES]
     args += [f"-{name}={port}" for name, port in ports.items() if name in _WEED_HTTP_ONLY]
     with open(os.path.join(workdir, "weed.log"), "wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   preexec_fn=_die_with_parent)
     return WeedServer(workdir, ports, process)
+
+
+def _die_with_parent() -> None:
+    """In the child: have Linux kill the server if the test session dies without stopping it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _weed_ready(server: WeedServer) -> bool:
@@ -145,7 +154,7 @@ def _weed_ready(server: WeedServer) -> bool:
 
     client = boto3.client("s3", endpoint_url=server.endpoint, aws_access_key_id=S3_KEY_ID,
                           aws_secret_access_key=S3_SECRET, region_name="us-east-1",
-                          config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
+                          config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5))
     deadline = time.monotonic() + _WEED_READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
@@ -169,6 +178,7 @@ def start_weed(workdir: str) -> WeedServer:
         server = _launch_weed(os.path.join(workdir, f"attempt-{attempt}"))
         if _weed_ready(server):
             return server
+        server.stop()  # exited by itself: only its sockets are left to clean
     pytest.fail(f"SeaweedFS exited at startup {_WEED_START_ATTEMPTS} times; its last log ends:\n"
                 f"{server.log_tail()}", pytrace=False)
 
