@@ -203,7 +203,7 @@ class FsspecStorage:
         self._pipe(self._abs(path), data)
 
     def _pipe(self, target: str, data: bytes) -> None:
-        if self.protocol == "s3":
+        if self.protocol in ("s3", "s3a"):
             self._put_s3(target, data, create=False)
             return
         if not self.atomic_create:  # generic stores (e.g. fsspec's local one) want parents
