@@ -9,10 +9,12 @@ partial file. Each store gets it from its own atomic primitive.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import re
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -187,8 +189,7 @@ class FsspecStorage:
         self._check_writable()
         target = self._abs(path)
         if self.conditional_put:
-            # s3fs sends If-None-Match: * and maps 412 to FileExistsError.
-            self.fs.pipe_file(target, data, mode="create")
+            self._put_s3(target, data, create=True)
             return
         # memory: atomic under the lock, since that store lives in this process only.
         # Other stores: the user accepted a check-then-write race (allow_unsafe_writes).
@@ -202,9 +203,38 @@ class FsspecStorage:
         self._pipe(self._abs(path), data)
 
     def _pipe(self, target: str, data: bytes) -> None:
+        if self.protocol in ("s3", "s3a"):
+            self._put_s3(target, data, create=False)
+            return
         if not self.atomic_create:  # generic stores (e.g. fsspec's local one) want parents
             self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
         self.fs.pipe_file(target, data)
+
+    def _put_s3(self, target: str, data: bytes, *, create: bool) -> None:
+        """PUT one object; with `create`, only if absent (`If-None-Match: *`).
+
+        s3fs reports a lost race as FileExistsError only when the 412 names its
+        condition (moto does; SeaweedFS and others do not: EINVAL), and a 409 (another
+        conditional write of the key in flight, on AWS) as EBUSY. So the S3 error
+        code decides: 412 is a lost race; 409 means nothing was written and the
+        winner is not known yet, so the PUT is retried (AWS's advice) until it
+        wins or meets the winner's object (412).
+        """
+        for delay in (*_S3_CONFLICT_RETRY_DELAYS, None):
+            try:
+                self.fs.pipe_file(target, data, mode="create" if create else "overwrite")
+                return
+            except OSError as e:
+                code, status = _s3_error(e)
+                if create and (isinstance(e, FileExistsError) or code == "PreconditionFailed" or status == 412):
+                    raise FileExistsError(errno.EEXIST, "another writer created it first", target) from e
+                if not (code in _S3_CONFLICT_CODES or status == 409):
+                    raise
+                if delay is None:
+                    raise OSError(errno.EBUSY, f"another write of this key was still in flight after "
+                                  f"{len(_S3_CONFLICT_RETRY_DELAYS) + 1} attempts ({code or status}); "
+                                  "nothing was written, retry later", target) from e
+                time.sleep(delay)
 
     def list_dir(self, path: str) -> list[FileInfo]:
         try:
@@ -258,6 +288,31 @@ class _WholeFileHandler(pafs.FSSpecHandler):  # type: ignore[misc]
         return pa.BufferReader(buf)
 
     open_input_stream = open_input_file
+
+
+# S3 answers 409 while another conditional write of the key is in flight; the PUT is
+# retried after each of these pauses (about 1.3 s in all) before giving up.
+_S3_CONFLICT_RETRY_DELAYS = (0.02, 0.04, 0.08, 0.16, 0.32, 0.64)
+_S3_CONFLICT_CODES = {"ConditionalRequestConflict", "OperationAborted"}
+
+
+def _s3_error(error: BaseException) -> tuple[str | None, int | None]:
+    """The S3 error code and HTTP status behind `error`, if an SDK error is chained to it.
+
+    s3fs raises OSError subclasses chaining botocore's ClientError, whose `response`
+    holds the code the server sent; the code is more reliable than the message.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        if isinstance(response, Mapping):
+            code = (response.get("Error") or {}).get("Code")
+            status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+            return (str(code) if code else None), (status if isinstance(status, int) else None)
+        current = current.__cause__ or current.__context__
+    return None, None
 
 
 _ARROW_FS: dict[int, tuple[Any, pafs.FileSystem]] = {}
@@ -396,11 +451,27 @@ def _secret_values(options: Mapping[str, Any]) -> list[str]:
     return found
 
 
+# Shorter values cannot be told from ordinary text ("k" would mask "bucket"): never masked.
+_MIN_SECRET_LENGTH = 4
+
+
 def _redact(message: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    return message
+    """Mask each secret where it stands as a whole value, not inside a longer word.
+
+    A word character next to the value's own word-character edge means the match
+    is part of something else; longer values go first, so overlaps mask whole.
+    """
+    values = sorted({s for s in secrets if len(s) >= _MIN_SECRET_LENGTH}, key=len, reverse=True)
+    if not values:
+        return message
+    return re.sub("|".join(_whole_value(v) for v in values), "***", message)
+
+
+def _whole_value(value: str) -> str:
+    """A pattern matching `value` only where no word character extends its word-character ends."""
+    head = r"(?<!\w)" if re.match(r"\w", value[0]) else ""
+    tail = r"(?!\w)" if re.match(r"\w", value[-1]) else ""
+    return head + re.escape(value) + tail
 
 
 def open_storage(uri: str, storage_options: Mapping[str, Any] | None = None) -> Storage:

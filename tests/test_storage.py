@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import fsspec
 import pyarrow as pa
@@ -20,9 +21,13 @@ SCHEMA = pa.schema([("id", pa.int64())])
 
 
 def race(uri: str, path: str, writers: int, options=None) -> list[int]:
-    """`writers` threads, each with its own storage handle, create `path` at once."""
+    """`writers` threads, each with its own storage handle, create `path` at once.
+
+    Every loser must see FileExistsError (a lost race the commit loop retries), nothing else.
+    """
     barrier = threading.Barrier(writers)
     winners: list[int] = []
+    errors: list[BaseException] = []
 
     def write(i: int) -> None:
         storage = open_storage(uri, options)
@@ -32,12 +37,15 @@ def race(uri: str, path: str, writers: int, options=None) -> list[int]:
             winners.append(i)
         except FileExistsError:
             pass
+        except Exception as e:
+            errors.append(e)
 
     threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    assert errors == []
     return winners
 
 
@@ -53,24 +61,95 @@ s3_only = pytest.mark.parametrize("backend", ["s3"], indirect=True)
 
 
 @s3_only
-def test_moto_conditional_put_is_atomic_even_with_a_slow_check(table_uri, monkeypatch):
-    """moto checks If-None-Match, then stores: widen that gap and still one writer wins.
+def test_s3_lost_race_is_file_exists_although_the_412_names_no_condition(table_uri, s3_endpoint):
+    """SeaweedFS answers a lost conditional put with a bare 412 (s3fs: EINVAL)."""
+    path = "_delta_log/00000000000000000000.json"
+    storage = open_storage(table_uri)
+    storage.write_if_absent(path, b"first")
+    with pytest.raises(FileExistsError):
+        storage.write_if_absent(path, b"second")
+    assert storage.read(path) == b"first"
 
-    Guards the test setup: conftest serializes moto's requests, because a plain
-    ThreadedMotoServer lets every writer of this race win.
-    """
-    from moto.s3.models import S3Backend
 
-    get_object = S3Backend.get_object
+CONFLICT_409 = (409, {"Content-Type": "application/xml"},
+                '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>ConditionalRequestConflict</Code>'
+                "<Message>A conflicting operation occurred. If using PutObject you can retry the request."
+                "</Message></Error>")
 
-    def slow_get_object(self, *args, **kwargs):
-        found = get_object(self, *args, **kwargs)
-        time.sleep(0.02)
-        return found
 
-    monkeypatch.setattr(S3Backend, "get_object", slow_get_object)
-    winners = race(table_uri, "_delta_log/00000000000000000000.json", writers=4)
-    assert len(winners) == 1, winners
+@dataclass
+class Conflicts:
+    """Makes moto answer the next `left` conditional PUTs with AWS's 409; when the last
+    one is answered, `landing` (the write that was in flight) runs."""
+
+    left: int = 0
+    landing: Callable[[], object] | None = None
+    puts: int = 0
+
+
+@pytest.fixture
+def conflicts(monkeypatch) -> Conflicts:
+    from moto.s3.responses import S3Response
+
+    state = Conflicts()
+    original = S3Response.put_object
+
+    def put_object(self):
+        if self.headers.get("If-None-Match") != "*":
+            return original(self)
+        state.puts += 1
+        if not state.left:
+            return original(self)
+        state.left -= 1
+        if not state.left and state.landing is not None:
+            state.landing()
+        return CONFLICT_409
+
+    monkeypatch.setattr(S3Response, "put_object", put_object)
+    return state
+
+
+def test_s3_409_conflict_retries_the_put_until_it_wins(moto_uri, conflicts):
+    """The write in flight failed: the key is still absent, so the same key is tried again."""
+    uri, options = moto_uri
+    conflicts.left = 2
+    storage = open_storage(uri, options)
+    storage.write_if_absent("_delta_log/00000000000000000000.json", b"ours")
+    assert storage.read("_delta_log/00000000000000000000.json") == b"ours"
+    assert conflicts.puts == 3
+
+
+def test_s3_409_conflict_then_the_other_write_lands_is_a_lost_race(moto_uri, conflicts):
+    uri, options = moto_uri
+    other = open_storage(uri, options)
+    conflicts.left, conflicts.landing = 1, lambda: other.write_if_absent("x.json", b"theirs")
+    with pytest.raises(FileExistsError):
+        open_storage(uri, options).write_if_absent("x.json", b"ours")
+    assert other.read("x.json") == b"theirs"
+
+
+def test_s3_409_conflict_that_never_ends_fails_typed_and_writes_nothing(moto_uri, conflicts):
+    uri, options = moto_uri
+    conflicts.left = 1000
+    storage = open_storage(uri, options)
+    with pytest.raises(lf.StorageError, match="in flight") as excinfo:
+        storage.write_if_absent("x.json", b"ours")
+    assert "nothing was written" in str(excinfo.value)
+    assert not storage.exists("x.json") and conflicts.puts == 7
+
+
+def test_append_whose_commit_meets_a_409_commits_once_past_the_winner(moto_uri, conflicts):
+    """Another writer's commit of version 1 is in flight (409), then lands: the append
+    commits version 2 (deltalake's scan cannot read data from moto's server: the
+    SeaweedFS concurrency tests check the same outcome against it)."""
+    uri, options = moto_uri
+    lf.Table.create(uri, SCHEMA, storage_options=options)
+    here, elsewhere = lf.Table(uri, storage_options=options), lf.Table(uri, storage_options=options)
+    landed: list[int] = []
+    conflicts.left, conflicts.landing = 1, lambda: landed.append(elsewhere.append(pa.table({"id": [1]})))
+    assert here.append(pa.table({"id": [2]})) == 2 and landed == [1]
+    fresh = lf.Table(uri, storage_options=options)
+    assert fresh.version == 2 and sorted(fresh.to_arrow().column("id").to_pylist()) == [1, 2]
 
 
 @s3_only
@@ -183,9 +262,35 @@ def test_secrets_are_masked_in_error_messages():
     assert excinfo.value.__cause__ is echo  # the original stays available to the caller
 
 
+def _masked(message: str, secrets: dict) -> str:
+    echo = OSError(message)
+    fs = FaultyFileSystem(fsspec.filesystem("memory"), [Fault("any", times=None, error=echo)])
+    with pytest.raises(lf.StorageError) as excinfo:
+        lf.Table("memory://masked", storage_options={"filesystem": fs, **secrets})
+    return str(excinfo.value).split(": OSError: ", 1)[1]
+
+
+@pytest.mark.parametrize("message, secrets, shown", [
+    # Values under 4 characters are never masked: they cannot be told from ordinary text.
+    ("bucket prefix key", {"key": "k", "secret": "s"}, "bucket prefix key"),
+    ("cannot reach abc.example.com", {"aws_secret_access_key": "abc"}, "cannot reach abc.example.com"),
+    # A value is masked where it stands whole, never inside a longer word.
+    ("Credential=AKIAEXAMPLE7/20261201/us-east-1 rejected", {"aws_access_key_id": "AKIAEXAMPLE7"},
+     "Credential=***/20261201/us-east-1 rejected"),
+    ("secret 'hunter22' is wrong; hunter22x and xhunter22 are other words", {"secret": "hunter22"},
+     "secret '***' is wrong; hunter22x and xhunter22 are other words"),
+    ("token abc+/def= expired.", {"token": "abc+/def="}, "token *** expired."),
+    # Overlapping values: the longer one is masked whole.
+    ("keys wJalrXUt and wJalrXUtnFEMI", {"key": "wJalrXUt", "secret": "wJalrXUtnFEMI"}, "keys *** and ***"),
+])
+def test_secret_masking_masks_whole_values_only(message, secrets, shown):
+    assert _masked(message, secrets) == shown
+
+
 @s3_only
 def test_secrets_never_in_reprs_messages_or_logs(table_uri, s3_options, caplog):
-    options = {**s3_options, "AWS_SECRET_ACCESS_KEY": SECRET}
+    options = s3_options  # the server checks signatures: only the real secret works
+    secret = options["AWS_SECRET_ACCESS_KEY"]
     with caplog.at_level(logging.DEBUG):
         t = lf.Table.create(table_uri, SCHEMA, storage_options=options)
         t.append(pa.table({"id": [1]}))
@@ -200,4 +305,4 @@ def test_secrets_never_in_reprs_messages_or_logs(table_uri, s3_options, caplog):
             failures.append("".join(traceback.format_exception(excinfo.value)))
     assert any("no-such-bucket" in f for f in failures)
     for text in [*shown, *failures, caplog.text]:
-        assert SECRET not in text
+        assert secret not in text
