@@ -79,9 +79,11 @@ class Metadata:
     @classmethod
     def from_json(cls, d: JSON) -> Metadata:
         fmt = d.get("format") or {}
+        if not isinstance(d["schemaString"], str):  # str(None) would become the schema "None"
+            raise TypeError(f"metaData.schemaString must be a string, not {d['schemaString']!r}")
         return cls(
             id=str(d["id"]),
-            schema_string=str(d["schemaString"]),
+            schema_string=d["schemaString"],
             partition_columns=tuple(d.get("partitionColumns") or ()),
             configuration={k: v for k, v in as_map(d.get("configuration")).items()
                            if v is not None},

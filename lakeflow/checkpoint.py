@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from lakeflow.actions import Action, Add, as_map, decode_action, parse_commit
 from lakeflow.errors import CorruptLogError
 from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, check_data_path, checkpoint_path
-from lakeflow.storage import Storage
+from lakeflow.storage import Storage, arrow_file
 
 _STR_MAP = pa.map_(pa.string(), pa.string())
 CHECKPOINT_SCHEMA = pa.schema(
@@ -125,7 +125,7 @@ def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str) -> list[Actio
 
 def _parquet(data: bytes, path: str) -> pa.Table:
     try:
-        return pq.ParquetFile(io.BytesIO(data)).read()
+        return pq.ParquetFile(arrow_file(data)).read()
     except (pa.ArrowInvalid, OSError) as e:
         raise CorruptLogError(f"checkpoint {path} cannot be read: {e}") from e
 

@@ -41,14 +41,19 @@ _NO_OFFSET_THRESHOLD = 4
 _ARRAY_MAX = 4096
 
 
-def z85_decode(text: str) -> bytes:
-    """Decode Z85 text (5 characters per 4 bytes, big-endian).
+def z85_decode(text: str, size: int | None = None) -> bytes:
+    """Decode Z85 text (5 characters per 4 bytes, big-endian); its first `size` bytes if given.
+
+    When `size` ends inside the last group, the rest of that group is padding: like
+    Delta's own decoder (`Base85Codec.decodeBytes`), that group is truncated to 32
+    bits and the padding dropped. Every other group must fit in 32 bits.
 
     Raises:
         CorruptLogError: the text is not valid Z85.
     """
     if len(text) % 5:
         raise CorruptLogError(f"{text!r} is not Z85: its length is not a multiple of 5")
+    padded_group = len(text) // 5 - 1 if size is not None and size < len(text) // 5 * 4 else -1
     out = bytearray()
     for i in range(0, len(text), 5):
         value = 0
@@ -57,10 +62,12 @@ def z85_decode(text: str) -> bytes:
             if digit is None:
                 raise CorruptLogError(f"{text!r} is not Z85: {c!r} is not in its alphabet")
             value = value * 85 + digit
-        if value > 0xFFFFFFFF:
+        if i // 5 == padded_group:
+            value &= 0xFFFFFFFF
+        elif value > 0xFFFFFFFF:
             raise CorruptLogError(f"{text!r} is not Z85: a group exceeds 32 bits")
         out += value.to_bytes(4, "big")
-    return bytes(out)
+    return bytes(out if size is None else out[:size])
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ class DeletionVector:
         """
         if self.storage_type == "i":
             where = f"the inline deletion vector {self.path_or_inline[:20]}..."
-            data = z85_decode(self.path_or_inline)[:self.size]
+            data = z85_decode(self.path_or_inline, self.size)
         else:
             where = f"deletion vector file {self.file_path} at offset {self.offset or 0}"
             data = _read_stored(storage, self.file_path, self.offset or 0, self.size, where)

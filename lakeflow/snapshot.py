@@ -17,6 +17,7 @@ import datetime as dt
 import decimal
 import functools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -216,7 +217,14 @@ class Snapshot:
         return self._scan(frozenset(self.schema.names[:_DATASET_BOUNDS_COLUMNS])).to_dataset()
 
     def files_matching(self, filter: pc.Expression | None) -> list[DataFile]:
-        """The files a scan with `filter` must read (after partition and stats pruning)."""
+        """The files a scan with `filter` must read (after partition and stats pruning).
+
+        Raises:
+            SchemaMismatchError: `filter` names an unknown column.
+            InvalidArgumentError: `filter` does not fit the column types.
+        """
+        if filter is not None:
+            check_filter(self.schema, filter)
         return [self.files[i] for i in self._filter_scan(filter).matching(filter)]
 
     def to_arrow(self, columns: Sequence[str] | None = None,
@@ -239,10 +247,8 @@ class Snapshot:
                 raise SchemaMismatchError(
                     f"unknown column(s) {unknown}; the table has {self.schema.names}"
                 )
-        if filter is not None and not isinstance(filter, pc.Expression):
-            raise InvalidArgumentError(
-                "filter must be a pyarrow.compute.Expression, e.g. pc.field('x') > 3"
-            )
+        if filter is not None:
+            check_filter(self.schema, filter)
         if not self.files:
             table = self.schema.empty_table()
             if filter is not None:
@@ -251,10 +257,6 @@ class Snapshot:
         try:
             return self._filter_scan(filter).to_table(columns=list(columns) if columns is not None else None,
                                        filter=filter)
-        except pa.ArrowInvalid as e:
-            if "No match for FieldRef" in str(e) or "FieldRef" in str(e):
-                raise SchemaMismatchError(f"filter names an unknown column: {e}") from e
-            raise
         except OSError as e:  # the store failed while pyarrow read a data file
             raise StorageError(
                 f"cannot read the data files of {self.storage.uri} at version {self.version}: {e}"
@@ -416,6 +418,35 @@ class Scan:
         # Drop the file's key-value metadata (replacing it on a table without columns
         # would lose the row count).
         return out.replace_schema_metadata() if out.num_columns else out
+
+
+def check_filter(schema: pa.Schema, filter: Any) -> None:
+    """Bind `filter` to `schema` (on no rows), so a bad filter fails typed, before any read.
+
+    Raises:
+        InvalidArgumentError: `filter` is not a pyarrow expression, or it does not fit
+            the column types (e.g. an int64 column compared with a string).
+        SchemaMismatchError: `filter` names an unknown column.
+    """
+    if not isinstance(filter, pc.Expression):
+        raise InvalidArgumentError(
+            "filter must be a pyarrow.compute.Expression, e.g. pc.field('x') > 3"
+        )
+    try:
+        schema.empty_table().filter(filter)
+    except pa.ArrowInvalid as e:
+        if "FieldRef" not in str(e):
+            raise
+        raise SchemaMismatchError(f"filter names an unknown column: {e}") from e
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        text = str(filter)
+        named = [f"{f.name}: {f.type}" for f in schema
+                 if re.search(rf'(?<![\w"]){re.escape(f.name)}(?![\w"])', text)]
+        raise InvalidArgumentError(
+            f"filter {text} does not fit the column types ({', '.join(named) or schema}): {e}; "
+            "compare each column with a value of its type, e.g. pc.field('x') == 3 for an "
+            "integer column"
+        ) from e
 
 
 def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scalar] | None:

@@ -282,10 +282,7 @@ class _WholeFileHandler(pafs.FSSpecHandler):  # type: ignore[misc]
     """
 
     def open_input_file(self, path: str) -> pa.NativeFile:
-        data = self.fs.cat_file(path)
-        buf = pa.allocate_buffer(len(data))
-        memoryview(buf).cast("B")[:] = data
-        return pa.BufferReader(buf)
+        return arrow_file(self.fs.cat_file(path))
 
     open_input_stream = open_input_file
 
@@ -313,6 +310,20 @@ def _s3_error(error: BaseException) -> tuple[str | None, int | None]:
             return (str(code) if code else None), (status if isinstance(status, int) else None)
         current = current.__cause__ or current.__context__
     return None, None
+
+
+def arrow_file(data: bytes) -> pa.BufferReader:
+    """A pyarrow file over a copy of `data` in Arrow-owned memory: how bytes reach pyarrow.
+
+    pyarrow finishes reads on its own threads, which may drop the last reference to
+    the input. Over Python memory (bytes, `io.BytesIO`, `pa.BufferReader(bytes)`)
+    that release takes the GIL; during interpreter exit the thread is then killed
+    inside a destructor and the process aborts ("terminate called without an active
+    exception"). Releasing Arrow-owned memory needs no GIL.
+    """
+    buf = pa.allocate_buffer(len(data))
+    memoryview(buf).cast("B")[:] = data
+    return pa.BufferReader(buf)
 
 
 _ARROW_FS: dict[int, tuple[Any, pafs.FileSystem]] = {}

@@ -276,10 +276,14 @@ class Table:
             except CorruptLogError as e:
                 # A torn checkpoint (a crash while writing it to a store without atomic
                 # writes) is only a cache: plan again from the commits it summarises.
-                warnings.warn(f"ignoring the unreadable checkpoint at version {checkpoint}: {e}",
-                              stacklevel=3)
                 listing = LogListing(listing.commits,
                                      {v: p for v, p in listing.checkpoints.items() if v != checkpoint})
+                try:
+                    plan_segment(listing, version)
+                except LakeflowError:
+                    raise e from None  # the commits it summarises are gone: it was no mere cache
+                warnings.warn(f"ignoring the unreadable checkpoint at version {checkpoint}: {e}",
+                              stacklevel=3)
         try:
             state = replay(base, [(v, self._read_commit_cached(v)) for v in commits])
         except FileNotFoundError as e:

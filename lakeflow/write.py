@@ -273,7 +273,10 @@ def file_stats(table: pa.Table) -> dict[str, Any]:
         if pa.types.is_floating(t) and pc.any(pc.is_nan(col)).as_py():
             continue  # NaN makes a min/max bound meaningless for skipping
         mm = pc.min_max(col)
-        lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        try:
+            lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        except (OverflowError, ValueError):
+            continue  # beyond Python's years 1-9999: no bound, so no skipping on this column
         if isinstance(lo, str):
             if len(hi) > STRING_STATS_PREFIX:
                 continue  # a truncated max would not be an upper bound
@@ -282,6 +285,32 @@ def file_stats(table: pa.Table) -> dict[str, Any]:
         if jlo is not None and jhi is not None:
             mins[field.name], maxs[field.name] = jlo, jhi
     return {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
+
+def _contains_void(t: pa.DataType) -> bool:
+    return pa.types.is_null(t) or any(_contains_void(t.field(i).type) for i in range(t.num_fields))
+
+
+def _omit_void(data: pa.Table) -> pa.Table:
+    """The columns a data file stores: Delta writers omit `void` (null-typed) columns.
+
+    Readers rebuild them as nulls from the table schema (PROTOCOL.md, Void Type).
+
+    Raises:
+        SchemaMismatchError: a void type is nested (lakeflow omits top-level void
+            columns only), or the file would have no column left.
+    """
+    keep = [f.name for f in data.schema if not pa.types.is_null(f.type)]
+    nested = [name for name in keep if _contains_void(data.schema.field(name).type)]
+    if nested:
+        raise SchemaMismatchError(
+            f"column(s) {nested} hold a void (null) type inside a struct, list or map, which "
+            "lakeflow cannot write; change the void field to a real type first")
+    if not keep:
+        raise SchemaMismatchError(
+            f"every data column ({data.column_names}) is void (null type), and Delta omits void "
+            "columns from data files; give at least one column a real type")
+    return data if len(keep) == data.num_columns else data.select(keep)
 
 
 def _group_by_partition(table: pa.Table, partition_by: Sequence[str]) -> list[tuple[dict[str, Any], pa.Table]]:
@@ -320,7 +349,7 @@ def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str],
     dirs = [partition_dir(pvalues) if partition_by else "" for pvalues in serialized]  # checks all first
     out = []
     for (_, part), pvalues, part_dir in zip(groups, serialized, dirs, strict=True):
-        data = part.drop_columns(list(partition_by)) if partition_by else part
+        data = _omit_void(part.drop_columns(list(partition_by)) if partition_by else part)
         buf = io.BytesIO()
         pq.write_table(data, buf, compression="snappy", coerce_timestamps="us",
                        allow_truncated_timestamps=False, use_dictionary=_dictionary_columns(data))

@@ -610,11 +610,11 @@ def test_v2_checkpoint_found_through_last_checkpoint(tmp_path, monkeypatch):
     assert_same_rows(lf.Table(str(tmp_path)).to_arrow(), expected)
 
 
-def test_v2_checkpoint_with_a_missing_sidecar_is_ignored(tmp_path):
+def test_v2_checkpoint_with_a_missing_sidecar_is_corrupt_log(tmp_path):
     v2_table(tmp_path, "json")
     next((tmp_path / "_delta_log" / "_sidecars").iterdir()).unlink()
-    with pytest.warns(UserWarning, match="sidecar"), pytest.raises(lf.VersionNotFoundError):
-        lf.Table(str(tmp_path))  # the commits it summarised are gone too
+    with pytest.raises(lf.CorruptLogError, match=r"sidecar .* which is missing"):
+        lf.Table(str(tmp_path))  # the commits it summarised are gone too: no fallback
 
 
 def test_corpus_v2_table_from_its_checkpoint_alone(tmp_path):
