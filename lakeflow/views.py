@@ -287,6 +287,7 @@ class View:
                              parameters={"sourceFrom": reflected, "sourceTo": latest},
                              metrics={"groups": new_state.height},
                              read_files=frozenset(a.path for a in old_files),
+                             read_txns=frozenset({self._app_id}),
                              txn=Txn(self._app_id, latest))
             try:
                 return self.table.commit(tx).version

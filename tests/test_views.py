@@ -173,3 +173,104 @@ def test_view_equals_recomputation_after_any_operations(ops):
     assert view.source_version == source.version
     for v in range(source.version + 1):
         check(view, source, v, ["account"])
+
+
+# ---- racing refreshes: the reflected source version is what a refresh read -----------------
+
+
+class RacingSource(lf.Table):
+    """A source handle that runs `hook` once, as the view refresh starts reading its diff."""
+
+    def __init__(self, uri, hook):
+        super().__init__(uri)
+        self.hook = hook
+
+    def diff(self, *args, **kwargs):
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return super().diff(*args, **kwargs)
+
+
+def race_refreshes(uri, source):
+    """Refresh A plans at the source's latest version, then B plans one version later;
+    A commits first, then B: the order that double-counted."""
+    import threading
+
+    a_planned, b_planned, a_done = threading.Event(), threading.Event(), threading.Event()
+    a_view = lf.View(uri, source=RacingSource(source.uri, lambda: (a_planned.set(), b_planned.wait(30))))
+    b_view = lf.View(uri, source=RacingSource(source.uri, lambda: (b_planned.set(), a_done.wait(30))))
+
+    def run_a():
+        a_view.refresh()
+        a_done.set()
+
+    thread_a = threading.Thread(target=run_a)
+    thread_a.start()
+    assert a_planned.wait(30)
+    source.append(payments(("y", 100, 1.0, at(2))))
+    thread_b = threading.Thread(target=b_view.refresh)
+    thread_b.start()
+    thread_a.join(60)
+    thread_b.join(60)
+    assert a_done.is_set() and b_planned.is_set() and not thread_b.is_alive()
+
+
+@pytest.mark.parametrize("start", ["fresh", "zero groups"])
+def test_racing_refreshes_of_an_empty_view_fold_once(table_uri, start):
+    source = lf.Table.create(table_uri, SCHEMA)
+    uri = f"{table_uri}-view"
+    view = lf.View.create(uri, source, group_by=["account"], aggregates=AGGS)
+    if start == "zero groups":  # the view has state, then is refreshed down to no group (no files)
+        source.append(payments(("x", 1, None, at(1))))
+        view.refresh()
+        source.delete(pc.field("account") == "x")
+        view.refresh()
+        assert view.snapshot().num_rows == 0 and not lf.Table(uri).snapshot().files
+    source.append(payments(("x", 5, 0.5, at(1)), ("z", 2, None, at(1))))
+    race_refreshes(uri, source)
+    fresh = lf.View(uri)
+    assert fresh.source_version == source.version
+    check(fresh, source, source.version, ["account"])
+
+
+def test_many_fresh_views_refreshed_by_two_threads_equal_recomputation(backend, table_uri):
+    import threading
+
+    for i in range(8 if backend == "s3" else 20):
+        source = lf.Table.create(f"{table_uri}-{i}", SCHEMA)
+        uri = f"{table_uri}-{i}-view"
+        lf.View.create(uri, source, group_by=["account"], aggregates=AGGS)
+        source.append(payments(("x", 5, 0.5, at(1))))
+        start = threading.Barrier(2)
+
+        def refresh(append=False, uri=uri, source=source, start=start):
+            view = lf.View(uri)  # each thread its own handles, as two processes would have
+            start.wait()
+            if append:
+                source.append(payments(("y", i, None, at(2))))
+            view.refresh()
+
+        threads = [threading.Thread(target=refresh), threading.Thread(target=refresh, args=(True,))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        view = lf.View(uri)
+        view.refresh()  # whichever refresh read the older version, the view ends current
+        assert view.source_version == source.version == 2
+        check(view, source, 2, ["account"])
+
+
+def test_a_transaction_that_read_a_txn_conflicts_with_a_winner_that_moved_it(table_uri):
+    from lakeflow.actions import Txn
+    from lakeflow.transaction import Transaction
+
+    lf.Table.create(table_uri, SCHEMA)
+    first, stale, other = lf.Table(table_uri), lf.Table(table_uri), lf.Table(table_uri)
+    first.commit(Transaction(actions=[], operation="A", txn=Txn("app", 1)))
+    # The winner moved another application's txn: replayed on top of it.
+    other.commit(Transaction(actions=[], operation="B", read_txns=frozenset({"other"}), txn=Txn("other", 1)))
+    assert other.version == 2
+    with pytest.raises(lf.CommitConflictError, match="'app'"):
+        stale.commit(Transaction(actions=[], operation="B", read_txns=frozenset({"app"}), txn=Txn("app", 2)))
