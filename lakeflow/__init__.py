@@ -8,6 +8,7 @@ from lakeflow.diff import CommitChanges, Diff, DiffSummary
 from lakeflow.errors import (
     CommitConflictError,
     CorruptLogError,
+    DataFileNotFoundError,
     DuplicateKeyError,
     InvalidArgumentError,
     LakeflowError,
@@ -30,6 +31,7 @@ __all__ = [
     "CommitConflictError",
     "CorruptLogError",
     "DataFile",
+    "DataFileNotFoundError",
     "Diff",
     "DiffSummary",
     "DuplicateKeyError",

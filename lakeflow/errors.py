@@ -47,6 +47,10 @@ class StorageError(LakeflowError):
     """The storage backend failed, or cannot give the guarantees a write needs."""
 
 
+class DataFileNotFoundError(StorageError):
+    """A data file the log references is missing (vacuumed, or deleted by hand)."""
+
+
 class InvalidArgumentError(LakeflowError, ValueError):
     """An argument has the wrong type or value."""
 
@@ -54,6 +58,7 @@ class InvalidArgumentError(LakeflowError, ValueError):
 __all__ = [
     "CommitConflictError",
     "CorruptLogError",
+    "DataFileNotFoundError",
     "DuplicateKeyError",
     "InvalidArgumentError",
     "LakeflowError",

@@ -13,11 +13,12 @@ each file itself, drops deleted rows and renames physical columns to logical.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -31,6 +32,8 @@ from lakeflow.actions import Add, Metadata, Protocol
 from lakeflow.column_mapping import NO_MAPPING, ColumnMapping, mapping_mode
 from lakeflow.deletion_vectors import DeletionVector, RowSelection
 from lakeflow.errors import (
+    CorruptLogError,
+    DataFileNotFoundError,
     InvalidArgumentError,
     LakeflowError,
     SchemaMismatchError,
@@ -142,7 +145,8 @@ class Snapshot:
         for f in self.files:
             if f.num_records is None:
                 fs, root = self.storage.arrow_fs()
-                with fs.open_input_file(f"{root}/{f.path}") as fh:
+                with reading_data(self.storage, [f.path], one_file=True), \
+                        fs.open_input_file(f"{root}/{f.path}") as fh:
                     total += pq.ParquetFile(fh).metadata.num_rows
                 total -= f.deletion_vector.cardinality if f.deletion_vector else 0
             else:
@@ -334,7 +338,8 @@ class Scan:
                  filter: pc.Expression | None = None) -> pa.Table:
         """Read the rows (`columns` in that order, default all) where `filter` holds."""
         if self._direct:
-            return self._dataset.to_table(columns=columns, filter=filter)
+            with reading_data(self.storage, [f.path for f in self.files]):
+                return self._dataset.to_table(columns=columns, filter=filter)
         files = [self.files[i] for i in self.matching(filter)]
         names = list(columns) if columns is not None and filter is None else self.schema.names
         if len(files) > 1:
@@ -354,13 +359,14 @@ class Scan:
     def _read(self, f: ScanFile, names: Sequence[str]) -> pa.Table:
         """One file's rows: selected rows only, logical names, missing columns null."""
         fs, root = self.storage.arrow_fs()
-        with fs.open_input_file(f"{root}/{f.path}") as fh:
-            parquet = pq.ParquetFile(fh, coerce_int96_timestamp_unit="us")
-            stored = {c: self.mapping.file_column(parquet.schema_arrow, c)
-                      for c in names if c not in f.values}
-            data = parquet.read(columns=[n for n in stored.values() if n is not None])
-            num_rows = parquet.metadata.num_rows
-        rows = RowSelection(f.rows.read(self.storage)) if isinstance(f.rows, DeletionVector) else f.rows
+        with reading_data(self.storage, [f.path], one_file=True):
+            with fs.open_input_file(f"{root}/{f.path}") as fh:
+                parquet = pq.ParquetFile(fh, coerce_int96_timestamp_unit="us")
+                stored = {c: self.mapping.file_column(parquet.schema_arrow, c)
+                          for c in names if c not in f.values}
+                data = parquet.read(columns=[n for n in stored.values() if n is not None])
+                num_rows = parquet.metadata.num_rows
+            rows = RowSelection(f.rows.read(self.storage)) if isinstance(f.rows, DeletionVector) else f.rows
         if rows is not None:
             data = data.filter(pa.array(rows.mask(num_rows, f.path)))
         out = data.select([])  # keeps the row count, even when no column is read
@@ -376,6 +382,57 @@ class Scan:
         # Drop the file's key-value metadata (replacing it on a table without columns
         # would lose the row count).
         return out.replace_schema_metadata() if out.num_columns else out
+
+
+@contextlib.contextmanager
+def reading_data(storage: Storage, paths: Sequence[str], *, one_file: bool = False) -> Iterator[None]:
+    """Turn a failed read of the data files `paths` into a typed error naming the file.
+
+    Args:
+        storage: the table's storage.
+        paths: the files being read (relative to the root).
+        one_file: the block reads just `paths[0]`, so every error is about it; else
+            an `ArrowInvalid` is a data file's only when its message names one
+            (others, such as a filter naming an unknown column, pass through).
+
+    Raises:
+        DataFileNotFoundError: the file is missing.
+        CorruptLogError: the file is not Parquet, or its contents are damaged.
+        StorageError: the store failed to open or read it.
+    """
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise DataFileNotFoundError(
+            f"the data file {_culprit(e, paths, one_file)} of {storage.uri} is missing: it was "
+            "deleted outside the log (a vacuum with a short retention, or by hand); restore it, "
+            f"or read a version that does not use it ({_short(e)})"
+        ) from e
+    except pa.ArrowInvalid as e:
+        if not one_file and not any(p in str(e) for p in paths):
+            raise
+        raise CorruptLogError(
+            f"the data file {_culprit(e, paths, one_file)} of {storage.uri} is not a readable "
+            f"Parquet file ({_short(e)}); restore it from a backup or remove it from the table"
+        ) from e
+    except OSError as e:
+        raise StorageError(
+            f"cannot read the data file {_culprit(e, paths, one_file)} of {storage.uri}: {_short(e)}"
+        ) from e
+
+
+def _culprit(e: BaseException, paths: Sequence[str], one_file: bool) -> str:
+    """The file an error is about, for messages (long names shortened)."""
+    text = str(e)
+    path = paths[0] if one_file else next((p for p in paths if p in text), None)
+    if path is None:
+        return f"(one of {len(paths)})"
+    return repr(path) if len(path) <= 200 else f"{path[:200]!r}..."
+
+
+def _short(e: BaseException) -> str:
+    text = str(e)
+    return text if len(text) <= 400 else f"{text[:400]}..."
 
 
 def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scalar] | None:
