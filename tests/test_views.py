@@ -244,7 +244,7 @@ def test_many_fresh_views_refreshed_by_two_threads_equal_recomputation(backend, 
         source.append(payments(("x", 5, 0.5, at(1))))
         start = threading.Barrier(2)
 
-        def refresh(append=False, uri=uri, source=source, start=start):
+        def refresh(append=False, uri=uri, source=source, start=start, i=i):
             view = lf.View(uri)  # each thread its own handles, as two processes would have
             start.wait()
             if append:
