@@ -39,10 +39,11 @@ def _text(d: JSON, key: str, action: str) -> str:
     return value
 
 
-def _optional_text(d: JSON, key: str, action: str) -> str | None:
-    value = d.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{action}.{key} must be a string, got {_shown(value)}")
+def _optional(d: JSON, key: str, action: str, kind: type, default: Any = None) -> Any:
+    """An optional field of type `kind` (or null); ValueError naming the field otherwise."""
+    value = d.get(key, default)
+    if value is not None and not isinstance(value, kind):
+        raise ValueError(f"{action}.{key} must be a {kind.__name__}, got {_shown(value)}")
     return value
 
 
@@ -171,10 +172,10 @@ class Add:
             partition_values=_string_map(d.get("partitionValues"), "add.partitionValues"),
             size=int(d.get("size") or 0),
             modification_time=int(d.get("modificationTime") or 0),
-            data_change=bool(d.get("dataChange", True)),
-            stats=_optional_text(d, "stats", "add"),
+            data_change=_optional(d, "dataChange", "add", bool, True) is not False,
+            stats=_optional(d, "stats", "add", str),
             tags=as_map(d["tags"]) if d.get("tags") else None,
-            deletion_vector=d.get("deletionVector"),
+            deletion_vector=_optional(d, "deletionVector", "add", dict),
             base_row_id=d.get("baseRowId"),
             default_row_commit_version=d.get("defaultRowCommitVersion"),
         )
@@ -248,14 +249,14 @@ class Remove:
         pv = d.get("partitionValues")
         return cls(
             path=_text(d, "path", "remove"),
-            deletion_timestamp=d.get("deletionTimestamp"),
-            data_change=bool(d.get("dataChange", True)),
+            deletion_timestamp=_optional(d, "deletionTimestamp", "remove", int),
+            data_change=_optional(d, "dataChange", "remove", bool, True) is not False,
             extended_file_metadata=d.get("extendedFileMetadata"),
             partition_values=_string_map(pv, "remove.partitionValues") if pv is not None else None,
-            size=d.get("size"),
-            stats=_optional_text(d, "stats", "remove"),
+            size=_optional(d, "size", "remove", int),
+            stats=_optional(d, "stats", "remove", str),
             tags=as_map(d["tags"]) if d.get("tags") else None,
-            deletion_vector=d.get("deletionVector"),
+            deletion_vector=_optional(d, "deletionVector", "remove", dict),
         )
 
     def to_json(self) -> JSON:
@@ -334,7 +335,7 @@ class Cdc:
             path=_text(d, "path", "cdc"),
             partition_values=_string_map(d.get("partitionValues"), "cdc.partitionValues"),
             size=int(d.get("size") or 0),
-            data_change=bool(d.get("dataChange", False)),
+            data_change=_optional(d, "dataChange", "cdc", bool, False) is True,
             tags=as_map(d["tags"]) if d.get("tags") else None,
         )
 

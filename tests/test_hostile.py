@@ -142,6 +142,8 @@ LOG_CASES: dict[str, tuple[Callable[[lf.Table], None], type[Exception], str, lis
     "minValues a list": (set_stats({"numRecords": 2, "minValues": [1], "maxValues": [2],
                                     "nullCount": {"id": 0}}), lf.CorruptLogError, "stats.minValues",
                          STATS_READERS),
+    "dataChange a string": (set_field("add", "dataChange", "false"), lf.CorruptLogError, "add.dataChange",
+                            list(OPERATIONS)),
     "integer partition value": (set_field("add", "partitionValues", {"part": 5}), lf.CorruptLogError,
                                 "add.partitionValues['part']", list(OPERATIONS)),
     "lone surrogate in path": (set_path(lambda p: p.replace(".parquet", "\udc80.parquet")),
