@@ -338,8 +338,14 @@ class Scan:
                  filter: pc.Expression | None = None) -> pa.Table:
         """Read the rows (`columns` in that order, default all) where `filter` holds."""
         if self._direct:
-            with reading_data(self.storage, [f.path for f in self.files]):
-                return self._dataset.to_table(columns=columns, filter=filter)
+            paths = [f.path for f in self.files]
+            try:
+                with reading_data(self.storage, paths):
+                    return self._dataset.to_table(columns=columns, filter=filter)
+            except LakeflowError as e:
+                if len(paths) == 1 or any(p in str(e) for p in paths):
+                    raise
+                # pyarrow did not say which file failed: read them one by one, naming it
         files = [self.files[i] for i in self.matching(filter)]
         names = list(columns) if columns is not None and filter is None else self.schema.names
         if len(files) > 1:
@@ -359,14 +365,14 @@ class Scan:
     def _read(self, f: ScanFile, names: Sequence[str]) -> pa.Table:
         """One file's rows: selected rows only, logical names, missing columns null."""
         fs, root = self.storage.arrow_fs()
-        with reading_data(self.storage, [f.path], one_file=True):
-            with fs.open_input_file(f"{root}/{f.path}") as fh:
-                parquet = pq.ParquetFile(fh, coerce_int96_timestamp_unit="us")
-                stored = {c: self.mapping.file_column(parquet.schema_arrow, c)
-                          for c in names if c not in f.values}
-                data = parquet.read(columns=[n for n in stored.values() if n is not None])
-                num_rows = parquet.metadata.num_rows
-            rows = RowSelection(f.rows.read(self.storage)) if isinstance(f.rows, DeletionVector) else f.rows
+        with reading_data(self.storage, [f.path], one_file=True), \
+                fs.open_input_file(f"{root}/{f.path}") as fh:
+            parquet = pq.ParquetFile(fh, coerce_int96_timestamp_unit="us")
+            stored = {c: self.mapping.file_column(parquet.schema_arrow, c)
+                      for c in names if c not in f.values}
+            data = parquet.read(columns=[n for n in stored.values() if n is not None])
+            num_rows = parquet.metadata.num_rows
+        rows = RowSelection(f.rows.read(self.storage)) if isinstance(f.rows, DeletionVector) else f.rows
         if rows is not None:
             data = data.filter(pa.array(rows.mask(num_rows, f.path)))
         out = data.select([])  # keeps the row count, even when no column is read
@@ -392,8 +398,8 @@ def reading_data(storage: Storage, paths: Sequence[str], *, one_file: bool = Fal
         storage: the table's storage.
         paths: the files being read (relative to the root).
         one_file: the block reads just `paths[0]`, so every error is about it; else
-            an `ArrowInvalid` is a data file's only when its message names one
-            (others, such as a filter naming an unknown column, pass through).
+            a filter naming an unknown column (`ArrowInvalid` ... FieldRef) passes
+            through, for the caller to report.
 
     Raises:
         DataFileNotFoundError: the file is missing.
@@ -409,7 +415,7 @@ def reading_data(storage: Storage, paths: Sequence[str], *, one_file: bool = Fal
             f"or read a version that does not use it ({_short(e)})"
         ) from e
     except pa.ArrowInvalid as e:
-        if not one_file and not any(p in str(e) for p in paths):
+        if not one_file and "FieldRef" in str(e) and not any(p in str(e) for p in paths):
             raise
         raise CorruptLogError(
             f"the data file {_culprit(e, paths, one_file)} of {storage.uri} is not a readable "
@@ -424,9 +430,9 @@ def reading_data(storage: Storage, paths: Sequence[str], *, one_file: bool = Fal
 def _culprit(e: BaseException, paths: Sequence[str], one_file: bool) -> str:
     """The file an error is about, for messages (long names shortened)."""
     text = str(e)
-    path = paths[0] if one_file else next((p for p in paths if p in text), None)
+    path = paths[0] if one_file or len(paths) == 1 else next((p for p in paths if p in text), None)
     if path is None:
-        return f"(one of {len(paths)})"
+        return f"(one of the {len(paths)} read)"
     return repr(path) if len(path) <= 200 else f"{path[:200]!r}..."
 
 

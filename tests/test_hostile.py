@@ -102,6 +102,18 @@ def test_data_file_the_store_cannot_open(table, backend, tmp_path):
     assert_each_refused(table, list(OPERATIONS), lf.StorageError, path, options)
 
 
+def test_data_file_damaged_inside_among_several(table):
+    """Pages damaged behind a valid footer: pyarrow's message names no file, the error still does."""
+    before = {f.path for f in table.snapshot().files}
+    n = 5000  # enough rows that the first half of the file is pages, not footer
+    table.append(pa.table({"id": range(10, 10 + n), "name": ["x"] * n, "part": ["a"] * n}, schema=SCHEMA))
+    path, = {f.path for f in table.snapshot().files} - before
+    data = bytearray(table.storage.read(path))
+    data[4:len(data) // 2] = bytes(b ^ 0x5A for b in data[4:len(data) // 2])
+    table.storage.write(path, bytes(data))
+    assert_each_refused(table, ["to_arrow", "diff", "changes", "view refresh"], lf.StorageError, path)
+
+
 # ---- log fields ----------------------------------------------------------------------------
 
 
