@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
 
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal
@@ -305,3 +306,58 @@ def test_view_behind_a_cleaned_up_source_recomputes(table_uri, cleanup):
     view.refresh()  # back on the incremental path from the recomputed state
     check(view, source, source.version, ["account"])
     assert lf.Table(f"{table_uri}-view").history(limit=1)[0].parameters["mode"] == "incremental"
+
+
+class ViewMachine(RuleBasedStateMachine):
+    """Source writes, log cleanup, vacuum, plain and racing refreshes in any order: after
+    every refresh the view equals the aggregate recomputed from scratch."""
+
+    def __init__(self):
+        super().__init__()
+        uri = f"memory://view-machine-{uuid.uuid4().hex}"
+        self.source = lf.Table.create(uri + "/src", SCHEMA)
+        self.uri = uri + "/view"
+        lf.View.create(self.uri, self.source, group_by=["account"], aggregates=AGGS)
+
+    @rule(rows=st.lists(st.tuples(st.sampled_from("abc"), st.integers(-9, 9)), min_size=1, max_size=4))
+    def append(self, rows):
+        self.source.append(payments(*[(a, x, float(x), at(1)) for a, x in rows]))
+
+    @rule(account=st.sampled_from("abc"))
+    def delete(self, account):
+        self.source.delete(pc.field("account") == account)
+
+    @rule()
+    def compact_and_vacuum(self):
+        self.source.compact()
+        self.source.vacuum(retention=dt.timedelta(0), enforce_retention=False)
+
+    @rule()
+    def cleanup_log(self):
+        import time
+
+        self.source.checkpoint()
+        time.sleep(0.002)
+        self.source.cleanup_log(retention=dt.timedelta(0))
+
+    @rule()
+    def refresh(self):
+        lf.View(self.uri).refresh()
+        self.check_current()
+
+    @rule()
+    def racing_refreshes(self):
+        self.source.append(payments(("b", 1, None, at(1))))  # A has something to fold
+        race_refreshes(self.uri, self.source)
+        lf.View(self.uri).refresh()  # the refresh that read the older version may have been last
+        self.check_current()
+
+    def check_current(self):
+        view = lf.View(self.uri)
+        self.source.refresh()
+        assert view.source_version == self.source.version
+        check(view, self.source, self.source.version, ["account"])
+
+
+ViewMachine.TestCase.settings = settings(deadline=None, stateful_step_count=12)
+test_view_machine = ViewMachine.TestCase
