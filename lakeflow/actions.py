@@ -31,6 +31,36 @@ def _drop_none(d: JSON) -> JSON:
     return {k: v for k, v in d.items() if v is not None}
 
 
+def _text(d: JSON, key: str, action: str) -> str:
+    """A required string field; ValueError naming the field otherwise."""
+    value = d[key]
+    if not isinstance(value, str):
+        raise ValueError(f"{action}.{key} must be a string, got {_shown(value)}")
+    return value
+
+
+def _optional(d: JSON, key: str, action: str, kind: type, default: Any = None) -> Any:
+    """An optional field of type `kind` (or null); ValueError naming the field otherwise."""
+    value = d.get(key, default)
+    if value is not None and not isinstance(value, kind):
+        raise ValueError(f"{action}.{key} must be a {kind.__name__}, got {_shown(value)}")
+    return value
+
+
+def _string_map(value: Any, field_name: str) -> dict[str, str | None]:
+    """A map of strings to strings or null (partition values); ValueError naming the key."""
+    out = as_map(value)
+    for k, v in out.items():
+        if not isinstance(k, str) or not (v is None or isinstance(v, str)):
+            raise ValueError(f"{field_name}[{k!r}] must be a string or null, got {_shown(v)}")
+    return out
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
 @dataclass(frozen=True)
 class Protocol:
     """The protocol versions and table features a reader and writer must support."""
@@ -79,12 +109,20 @@ class Metadata:
     @classmethod
     def from_json(cls, d: JSON) -> Metadata:
         fmt = d.get("format") or {}
-        if not isinstance(d["schemaString"], str):  # str(None) would become the schema "None"
-            raise TypeError(f"metaData.schemaString must be a string, not {d['schemaString']!r}")
+        schema_string = _text(d, "schemaString", "metaData")
+        try:
+            schema = json.loads(schema_string)
+        except RecursionError:
+            raise ValueError("metaData.schemaString nests too deep to be a table schema") from None
+        if not isinstance(schema, dict):
+            raise ValueError(f"metaData.schemaString is {_shown(schema)}, not a JSON object")
+        columns = d.get("partitionColumns") or ()
+        if not isinstance(columns, (list, tuple)) or not all(isinstance(c, str) for c in columns):
+            raise ValueError(f"metaData.partitionColumns must be a list of strings, got {_shown(columns)}")
         return cls(
             id=str(d["id"]),
-            schema_string=d["schemaString"],
-            partition_columns=tuple(d.get("partitionColumns") or ()),
+            schema_string=schema_string,
+            partition_columns=tuple(columns),
             configuration={k: v for k, v in as_map(d.get("configuration")).items()
                            if v is not None},
             name=d.get("name"),
@@ -130,14 +168,14 @@ class Add:
     @classmethod
     def from_json(cls, d: JSON) -> Add:
         return cls(
-            path=str(d["path"]),
-            partition_values=as_map(d.get("partitionValues")),
+            path=_text(d, "path", "add"),
+            partition_values=_string_map(d.get("partitionValues"), "add.partitionValues"),
             size=int(d.get("size") or 0),
             modification_time=int(d.get("modificationTime") or 0),
-            data_change=bool(d.get("dataChange", True)),
-            stats=d.get("stats"),
+            data_change=_optional(d, "dataChange", "add", bool, True) is not False,
+            stats=_optional(d, "stats", "add", str),
             tags=as_map(d["tags"]) if d.get("tags") else None,
-            deletion_vector=d.get("deletionVector"),
+            deletion_vector=_optional(d, "deletionVector", "add", dict),
             base_row_id=d.get("baseRowId"),
             default_row_commit_version=d.get("defaultRowCommitVersion"),
         )
@@ -162,14 +200,15 @@ class Add:
         }
 
     def parsed_stats(self) -> JSON | None:
-        """The decoded `stats` JSON, or None when absent or unreadable."""
+        """The decoded `stats` JSON, or None when absent.
+
+        Raises:
+            CorruptLogError: the stats are not JSON, nest too deep, or a field
+                lakeflow reads has the wrong type (naming the file and field).
+        """
         if not self.stats:
             return None
-        try:
-            value = json.loads(self.stats)
-        except ValueError:
-            return None
-        return value if isinstance(value, dict) else None
+        return _parse_stats(self.stats, self.path)
 
     def num_records(self) -> int | None:
         """`numRecords` from the stats, when the writer recorded it."""
@@ -209,15 +248,15 @@ class Remove:
     def from_json(cls, d: JSON) -> Remove:
         pv = d.get("partitionValues")
         return cls(
-            path=str(d["path"]),
-            deletion_timestamp=d.get("deletionTimestamp"),
-            data_change=bool(d.get("dataChange", True)),
+            path=_text(d, "path", "remove"),
+            deletion_timestamp=_optional(d, "deletionTimestamp", "remove", int),
+            data_change=_optional(d, "dataChange", "remove", bool, True) is not False,
             extended_file_metadata=d.get("extendedFileMetadata"),
-            partition_values=as_map(pv) if pv is not None else None,
-            size=d.get("size"),
-            stats=d.get("stats"),
+            partition_values=_string_map(pv, "remove.partitionValues") if pv is not None else None,
+            size=_optional(d, "size", "remove", int),
+            stats=_optional(d, "stats", "remove", str),
             tags=as_map(d["tags"]) if d.get("tags") else None,
-            deletion_vector=d.get("deletionVector"),
+            deletion_vector=_optional(d, "deletionVector", "remove", dict),
         )
 
     def to_json(self) -> JSON:
@@ -293,10 +332,10 @@ class Cdc:
     @classmethod
     def from_json(cls, d: JSON) -> Cdc:
         return cls(
-            path=str(d["path"]),
-            partition_values=as_map(d.get("partitionValues")),
+            path=_text(d, "path", "cdc"),
+            partition_values=_string_map(d.get("partitionValues"), "cdc.partitionValues"),
             size=int(d.get("size") or 0),
-            data_change=bool(d.get("dataChange", False)),
+            data_change=_optional(d, "dataChange", "cdc", bool, False) is True,
             tags=as_map(d["tags"]) if d.get("tags") else None,
         )
 
@@ -323,6 +362,29 @@ class DomainMetadata:
     def to_json(self) -> JSON:
         return {"domainMetadata": {"domain": self.domain, "configuration": self.configuration,
                                    "removed": self.removed}}
+
+
+_STATS_MAPS = ("minValues", "maxValues", "nullCount")
+
+
+def _parse_stats(text: str, path: str) -> JSON:
+    """Decode an add's `stats` and check the types of the fields lakeflow reads."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise CorruptLogError(
+            f"the stats of data file {path} are not valid JSON ({type(e).__name__}: {str(e)[:80]}); "
+            "the log entry that added it is damaged"
+        ) from None
+    if not isinstance(value, dict):
+        raise CorruptLogError(f"the stats of data file {path} are {_shown(value)}, not a JSON object")
+    n = value.get("numRecords")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
+        raise CorruptLogError(f"stats.numRecords of data file {path} is {_shown(n)}, not a row count")
+    for key in _STATS_MAPS:
+        if value.get(key) is not None and not isinstance(value[key], dict):
+            raise CorruptLogError(f"stats.{key} of data file {path} is {_shown(value[key])}, not a JSON object")
+    return value
 
 
 Action = Union[Protocol, Metadata, Add, Remove, Txn, CommitInfo, Cdc, DomainMetadata]  # noqa: UP007 (py3.10 runtime alias)
@@ -368,9 +430,9 @@ def parse_commit(data: bytes, name: str) -> list[Action]:
             if not isinstance(obj, dict):
                 raise ValueError("line is not a JSON object")
             action = decode_action(obj)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
             raise CorruptLogError(
-                f"log entry {name} line {lineno} is not a valid Delta action ({e}); "
+                f"log entry {name} line {lineno} is not a valid Delta action ({type(e).__name__}: {e}); "
                 "the file is truncated or was not written by a Delta writer"
             ) from e
         if action is not None:

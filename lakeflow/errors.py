@@ -55,6 +55,10 @@ class StorageError(LakeflowError):
     """The storage backend failed, or cannot give the guarantees a write needs."""
 
 
+class DataFileNotFoundError(StorageError):
+    """A data file the log references is missing (vacuumed, or deleted by hand)."""
+
+
 class InvalidArgumentError(LakeflowError, ValueError):
     """An argument has the wrong type or value."""
 
@@ -64,6 +68,7 @@ __all__ = [
     "CommitConflictError",
     "ConstraintViolationError",
     "CorruptLogError",
+    "DataFileNotFoundError",
     "DuplicateKeyError",
     "InvalidArgumentError",
     "LakeflowError",

@@ -81,12 +81,14 @@ _SUSPICIOUS = ("%", "..", ":", "\\", "\x00")
 
 
 def check_data_path(path: str, where: str) -> str:
-    """Decode a file action's path once and make sure it stays inside the table.
+    """Decode a file action's path once and make sure it names a file inside the table.
 
     Raises:
-        CorruptLogError: the path is absolute, has a scheme, or escapes the root.
+        CorruptLogError: the path is absolute, has a scheme, escapes the root,
+            names a directory (a trailing `/`, `.`) or is not valid Unicode.
     """
-    if path and not path.startswith("/") and not any(c in path for c in _SUSPICIOUS):
+    if path and path.isascii() and not path.startswith(("/", "./")) and not path.endswith(("/", "/.")) \
+            and path != "." and "/./" not in path and not any(c in path for c in _SUSPICIOUS):
         return path  # the common case: nothing to decode, nothing suspicious
     decoded = unquote(path)
     parts = decoded.replace("\\", "/").split("/")
@@ -102,6 +104,18 @@ def check_data_path(path: str, where: str) -> str:
             "the table root; lakeflow refuses to read or delete it (absolute paths, "
             "shallow clones and '..' are not supported)"
         )
+    if parts[-1] in ("", ".") or "." in parts:
+        raise CorruptLogError(
+            f"{where} references the file {path[:200]!r}, which names a directory, not a data "
+            "file (a trailing '/' or a '.' component); the log entry is damaged"
+        )
+    try:
+        decoded.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CorruptLogError(
+            f"{where} references the file {ascii(path)[:200]}, which is not valid Unicode "
+            "(a lone surrogate); no store can hold that name, the log entry is damaged"
+        ) from None
     return decoded
 
 

@@ -52,7 +52,7 @@ from lakeflow.errors import (
 from lakeflow.late import EventClock, Quarantine, check_quarantine_arg, from_micros, quarantine_for
 from lakeflow.log import check_writable
 from lakeflow.partitions import parse_partition_value
-from lakeflow.snapshot import DataFile, Snapshot, stat_bounds
+from lakeflow.snapshot import DataFile, Snapshot, reading_data, stat_bounds
 from lakeflow.transaction import Transaction
 from lakeflow.write import conform, to_arrow_table, write_cdc_files, write_data_files
 
@@ -284,7 +284,8 @@ def _read_files(snap: Snapshot, files: Sequence[DataFile]) -> list[pa.Table]:
         if i is not None:
             fragments[i] = fragment
     subset = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
-    rows = subset.to_table(columns=[*dataset.schema.names, "__fragment_index"])
+    with reading_data(snap.storage, [f.path for f in files]):
+        rows = subset.to_table(columns=[*dataset.schema.names, "__fragment_index"])
     index = rows.column("__fragment_index").to_numpy()
     if len(index) and (np.diff(index) < 0).any():  # scans keep fragment order; be sure anyway
         order = np.argsort(index, kind="stable")

@@ -13,12 +13,13 @@ each file itself, drops deleted rows and renames physical columns to logical.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import functools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -32,6 +33,8 @@ from lakeflow.actions import Add, Metadata, Protocol
 from lakeflow.column_mapping import NO_MAPPING, ColumnMapping, mapping_mode
 from lakeflow.deletion_vectors import DeletionVector, RowSelection
 from lakeflow.errors import (
+    CorruptLogError,
+    DataFileNotFoundError,
     InvalidArgumentError,
     LakeflowError,
     SchemaMismatchError,
@@ -146,7 +149,8 @@ class Snapshot:
         for f in self.files:
             if f.num_records is None:
                 fs, root = self.storage.arrow_fs()
-                with fs.open_input_file(f"{root}/{f.path}") as fh:
+                with reading_data(self.storage, [f.path], one_file=True), \
+                        fs.open_input_file(f"{root}/{f.path}") as fh:
                     total += pq.ParquetFile(fh).metadata.num_rows
                 total -= f.deletion_vector.cardinality if f.deletion_vector else 0
             else:
@@ -375,7 +379,14 @@ class Scan:
                  filter: pc.Expression | None = None) -> pa.Table:
         """Read the rows (`columns` in that order, default all) where `filter` holds."""
         if self._direct:
-            return self._dataset.to_table(columns=columns, filter=filter)
+            paths = [f.path for f in self.files]
+            try:
+                with reading_data(self.storage, paths):
+                    return self._dataset.to_table(columns=columns, filter=filter)
+            except LakeflowError as e:
+                if len(paths) == 1 or any(p in str(e) for p in paths):
+                    raise
+                # pyarrow did not say which file failed: read them one by one, naming it
         files = [self.files[i] for i in self.matching(filter)]
         names = list(columns) if columns is not None and filter is None else self.schema.names
         if len(files) > 1:
@@ -396,7 +407,8 @@ class Scan:
         """One file's rows: selected rows only, logical names, missing columns null."""
         fs, root = self.storage.arrow_fs()
         mapping = self._mapping(f)
-        with fs.open_input_file(f"{root}/{f.path}") as fh:
+        with reading_data(self.storage, [f.path], one_file=True), \
+                fs.open_input_file(f"{root}/{f.path}") as fh:
             parquet = pq.ParquetFile(fh, coerce_int96_timestamp_unit="us")
             stored = {c: mapping.file_column(parquet.schema_arrow, c)
                       for c in names if c not in f.values}
@@ -447,6 +459,57 @@ def check_filter(schema: pa.Schema, filter: Any) -> None:
             "compare each column with a value of its type, e.g. pc.field('x') == 3 for an "
             "integer column"
         ) from e
+
+
+@contextlib.contextmanager
+def reading_data(storage: Storage, paths: Sequence[str], *, one_file: bool = False) -> Iterator[None]:
+    """Turn a failed read of the data files `paths` into a typed error naming the file.
+
+    Args:
+        storage: the table's storage.
+        paths: the files being read (relative to the root).
+        one_file: the block reads just `paths[0]`, so every error is about it; else
+            a filter naming an unknown column (`ArrowInvalid` ... FieldRef) passes
+            through, for the caller to report.
+
+    Raises:
+        DataFileNotFoundError: the file is missing.
+        CorruptLogError: the file is not Parquet, or its contents are damaged.
+        StorageError: the store failed to open or read it.
+    """
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise DataFileNotFoundError(
+            f"the data file {_culprit(e, paths, one_file)} of {storage.uri} is missing: it was "
+            "deleted outside the log (a vacuum with a short retention, or by hand); restore it, "
+            f"or read a version that does not use it ({_short(e)})"
+        ) from e
+    except pa.ArrowInvalid as e:
+        if not one_file and "FieldRef" in str(e) and not any(p in str(e) for p in paths):
+            raise
+        raise CorruptLogError(
+            f"the data file {_culprit(e, paths, one_file)} of {storage.uri} is not a readable "
+            f"Parquet file ({_short(e)}); restore it from a backup or remove it from the table"
+        ) from e
+    except OSError as e:
+        raise StorageError(
+            f"cannot read the data file {_culprit(e, paths, one_file)} of {storage.uri}: {_short(e)}"
+        ) from e
+
+
+def _culprit(e: BaseException, paths: Sequence[str], one_file: bool) -> str:
+    """The file an error is about, for messages (long names shortened)."""
+    text = str(e)
+    path = paths[0] if one_file or len(paths) == 1 else next((p for p in paths if p in text), None)
+    if path is None:
+        return f"(one of the {len(paths)} read)"
+    return repr(path) if len(path) <= 200 else f"{path[:200]!r}..."
+
+
+def _short(e: BaseException) -> str:
+    text = str(e)
+    return text if len(text) <= 400 else f"{text[:400]}..."
 
 
 def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scalar] | None:

@@ -4,7 +4,8 @@ A commit tries version N = read version + 1 with an atomic put-if-absent. On
 losing the race it reads the winning commits and checks them against what the
 transaction read: a winner that removed a file it read, changed the schema or
 protocol, or (for predicates) added files that could match, is a logical
-conflict. Otherwise the transaction is replayed at the next version, a bounded
+conflict, as is a winner that moved an application's `txn` version the
+transaction read (a view refresh folds from it). Otherwise the transaction is replayed at the next version, a bounded
 number of times.
 """
 
@@ -38,6 +39,9 @@ class Transaction:
         read_files: paths whose content the decision depended on.
         read_predicate: a test for files added by winners that the transaction
             would have had to read (None: it read no predicate).
+        read_txns: application ids whose `txn` version the decision depended on:
+            a winner that writes a `txn` for one of them conflicts, whatever
+            files either read.
         txn: the application transaction recorded for exactly-once appends.
         extra_info: more commitInfo fields (lakeflow's own, user metadata).
     """
@@ -48,13 +52,14 @@ class Transaction:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     read_files: frozenset[str] = frozenset()
     read_predicate: Callable[[Add], bool] | None = None
+    read_txns: frozenset[str] = frozenset()
     txn: Txn | None = None
     extra_info: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def blind_append(self) -> bool:
         """Adds only, having read nothing: never conflicts with other appends."""
-        return not self.read_files and self.read_predicate is None and all(
+        return not self.read_files and self.read_predicate is None and not self.read_txns and all(
             isinstance(a, Add) for a in self.actions)
 
 
@@ -86,6 +91,8 @@ def conflict_reason(tx: Transaction, winner: Sequence[Action]) -> str | None:
         if isinstance(a, Add) and a.data_change and tx.read_predicate is not None \
                 and tx.read_predicate(a):
             return f"a concurrent commit added the file {a.path}, which this operation's predicate could match"
+        if isinstance(a, Txn) and a.app_id in tx.read_txns:
+            return f"a concurrent commit moved the transaction version of {a.app_id!r} that this operation read"
     return None
 
 

@@ -22,7 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeflow.actions import Action, Txn
-from lakeflow.errors import InvalidArgumentError, SchemaMismatchError
+from lakeflow.errors import (
+    DataFileNotFoundError,
+    InvalidArgumentError,
+    SchemaMismatchError,
+    VersionNotFoundError,
+)
 from lakeflow.late import window_micros
 from lakeflow.table import Table
 from lakeflow.transaction import Transaction
@@ -178,31 +183,34 @@ class View:
         start = pl.from_epoch(event.dt.epoch("us") // w * w, time_unit="us").dt.replace_time_zone("UTC")
         return frame.with_columns(start.alias(WINDOW_COLUMN))
 
+    def _advance(self, state: pl.DataFrame, from_version: int, to_version: int) -> tuple[pl.DataFrame, str]:
+        """The state as of source `to_version`, and how it was computed: "incremental" or "recompute".
+
+        Folds the source diff in; when the source's log or data files across the
+        range were cleaned up (log cleanup, vacuum), recomputes from the snapshot.
+        """
+        try:
+            return self._fold(state, from_version, to_version), "incremental"
+        except (VersionNotFoundError, DataFileNotFoundError):
+            rows = self._frame(self.source.snapshot(version=to_version).to_arrow())
+            return self._apply(state.clear(), rows, rows.clear()).select(state.columns), "recompute"
+
     def _fold(self, state: pl.DataFrame, from_version: int, to_version: int) -> pl.DataFrame:
         """The state after folding source changes in (from_version, to_version]."""
         if from_version == to_version:
             return state
         diff = self.source.diff(from_version, to_version, key=())
-        added, removed = self._frame(diff.added), self._frame(diff.removed)
+        folded = self._apply(state, self._frame(diff.added), self._frame(diff.removed))
+        return self._recompute_extremes(folded, to_version).select(state.columns)
+
+    def _apply(self, state: pl.DataFrame, added: pl.DataFrame, removed: pl.DataFrame) -> pl.DataFrame:
+        """`state` with rows added and removed; groups that lost rows are flagged `_lost`."""
         keys = [*self.keys, _ALL]
         weighted = pl.concat([added.with_columns(pl.lit(1, pl.Int64).alias("_w")),
                               removed.with_columns(pl.lit(-1, pl.Int64).alias("_w"))], how="vertical_relaxed")
         if weighted.height == 0:
-            return state
-        w = pl.col("_w")
-        exprs: list[pl.Expr] = [w.sum().alias("_d_count"), (w < 0).any().alias("_lost")]
-        for a in self.aggregates:
-            if a.function in ("sum", "mean"):
-                x = pl.col(a.column)  # type: ignore[arg-type]
-                exprs += [(x * w).sum().alias(f"_d_sum_{a.name}"),
-                          (x.is_not_null().cast(pl.Int64) * w).sum().alias(f"_d_nn_{a.name}")]
-            elif a.function in ("min", "max"):
-                x = pl.col(a.column).filter(w > 0)  # type: ignore[arg-type]
-                exprs.append((x.min() if a.function == "min" else x.max()).alias(f"_d_{a.name}"))
-            else:
-                col = pl.col(a.column) if a.column else pl.lit(1)
-                exprs.append((col.is_not_null().cast(pl.Int64) * w).sum().alias(f"_d_{a.name}"))
-        delta = weighted.group_by(keys).agg(exprs)
+            return state.with_columns(pl.lit(False).alias("_lost"))
+        delta = weighted.group_by(keys).agg(self._delta_exprs())
         joined = state.join(delta, on=keys, how="full", coalesce=True, nulls_equal=True)
         updates: list[pl.Expr] = [(pl.col(COUNT).fill_null(0) + pl.col("_d_count").fill_null(0)).alias(COUNT)]
         for a in self.aggregates:
@@ -222,9 +230,24 @@ class View:
                 nn, s = pl.col(f"_nn_{a.name}"), pl.col(f"_sum_{a.name}")
                 value = s if a.function == "sum" else s.cast(pl.Float64) / nn
                 folded = folded.with_columns(pl.when(nn > 0).then(value).otherwise(None).alias(a.name))
-        folded = folded.filter(pl.col(COUNT) > 0)
-        folded = self._recompute_extremes(folded, to_version)
-        return folded.select(state.columns)
+        return folded.filter(pl.col(COUNT) > 0)
+
+    def _delta_exprs(self) -> list[pl.Expr]:
+        """Per group of weighted rows (`_w`): how the count and each aggregate move."""
+        w = pl.col("_w")
+        exprs: list[pl.Expr] = [w.sum().alias("_d_count"), (w < 0).any().alias("_lost")]
+        for a in self.aggregates:
+            if a.function in ("sum", "mean"):
+                x = pl.col(a.column)  # type: ignore[arg-type]
+                exprs += [(x * w).sum().alias(f"_d_sum_{a.name}"),
+                          (x.is_not_null().cast(pl.Int64) * w).sum().alias(f"_d_nn_{a.name}")]
+            elif a.function in ("min", "max"):
+                x = pl.col(a.column).filter(w > 0)  # type: ignore[arg-type]
+                exprs.append((x.min() if a.function == "min" else x.max()).alias(f"_d_{a.name}"))
+            else:
+                col = pl.col(a.column) if a.column else pl.lit(1)
+                exprs.append((col.is_not_null().cast(pl.Int64) * w).sum().alias(f"_d_{a.name}"))
+        return exprs
 
     def _recompute_extremes(self, folded: pl.DataFrame, source_version: int) -> pl.DataFrame:
         """Min/max of groups that lost rows, read back from the source (only those groups)."""
@@ -276,7 +299,7 @@ class View:
             if latest == reflected:
                 return view_version
             state = self._state(view_version)
-            new_state = self._fold(state, reflected, latest)
+            new_state, mode = self._advance(state, reflected, latest)
             old_files = list(self.table.state.files.values())
             now = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
             actions: list[Action] = [a.remove(now) for a in old_files]
@@ -284,9 +307,10 @@ class View:
                 arrow = new_state.drop(_ALL).to_arrow().cast(self.table.schema)
                 actions += write_data_files(self.table.storage, arrow, ())
             tx = Transaction(actions=actions, operation="VIEW REFRESH",
-                             parameters={"sourceFrom": reflected, "sourceTo": latest},
+                             parameters={"sourceFrom": reflected, "sourceTo": latest, "mode": mode},
                              metrics={"groups": new_state.height},
                              read_files=frozenset(a.path for a in old_files),
+                             read_txns=frozenset({self._app_id}),
                              txn=Txn(self._app_id, latest))
             try:
                 return self.table.commit(tx).version
@@ -310,7 +334,7 @@ class View:
         else:
             self.source.snapshot(version=source_version)  # validates the version
             base_version, base_reflected = self._stored_at_or_before(source_version)
-            state = self._fold(self._state(base_version), base_reflected, source_version)
+            state, _ = self._advance(self._state(base_version), base_reflected, source_version)
         visible = [*self.keys, *(a.name for a in self.aggregates)]
         state = state.drop(_ALL)
         frame = state.select(visible).sort(self.keys, nulls_last=True) if self.keys else state.select(visible)

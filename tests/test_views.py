@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule
 
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal
@@ -176,3 +177,190 @@ def test_view_equals_recomputation_after_any_operations(ops):
     assert view.source_version == source.version
     for v in range(source.version + 1):
         check(view, source, v, ["account"])
+
+
+# ---- racing refreshes: the reflected source version is what a refresh read -----------------
+
+
+class RacingSource(lf.Table):
+    """A source handle that runs `hook` once, as the view refresh starts reading its diff."""
+
+    def __init__(self, uri, hook):
+        super().__init__(uri)
+        self.hook = hook
+
+    def diff(self, *args, **kwargs):
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return super().diff(*args, **kwargs)
+
+
+def race_refreshes(uri, source):
+    """Refresh A plans at the source's latest version, then B plans one version later;
+    A commits first, then B: the order that double-counted."""
+    import threading
+
+    a_planned, b_planned, a_done = threading.Event(), threading.Event(), threading.Event()
+    a_view = lf.View(uri, source=RacingSource(source.uri, lambda: (a_planned.set(), b_planned.wait(30))))
+    b_view = lf.View(uri, source=RacingSource(source.uri, lambda: (b_planned.set(), a_done.wait(30))))
+
+    def run_a():
+        a_view.refresh()
+        a_done.set()
+
+    thread_a = threading.Thread(target=run_a)
+    thread_a.start()
+    assert a_planned.wait(30)
+    source.append(payments(("y", 100, 1.0, at(2))))
+    thread_b = threading.Thread(target=b_view.refresh)
+    thread_b.start()
+    thread_a.join(60)
+    thread_b.join(60)
+    assert a_done.is_set() and b_planned.is_set() and not thread_b.is_alive()
+
+
+@pytest.mark.parametrize("start", ["fresh", "zero groups"])
+def test_racing_refreshes_of_an_empty_view_fold_once(table_uri, start):
+    source = lf.Table.create(table_uri, SCHEMA)
+    uri = f"{table_uri}-view"
+    view = lf.View.create(uri, source, group_by=["account"], aggregates=AGGS)
+    if start == "zero groups":  # the view has state, then is refreshed down to no group (no files)
+        source.append(payments(("x", 1, None, at(1))))
+        view.refresh()
+        source.delete(pc.field("account") == "x")
+        view.refresh()
+        assert view.snapshot().num_rows == 0 and not lf.Table(uri).snapshot().files
+    source.append(payments(("x", 5, 0.5, at(1)), ("z", 2, None, at(1))))
+    race_refreshes(uri, source)
+    fresh = lf.View(uri)
+    assert fresh.source_version == source.version
+    check(fresh, source, source.version, ["account"])
+
+
+def test_many_fresh_views_refreshed_by_two_threads_equal_recomputation(backend, table_uri):
+    import threading
+
+    for i in range(8 if backend == "s3" else 20):
+        source = lf.Table.create(f"{table_uri}-{i}", SCHEMA)
+        uri = f"{table_uri}-{i}-view"
+        lf.View.create(uri, source, group_by=["account"], aggregates=AGGS)
+        source.append(payments(("x", 5, 0.5, at(1))))
+        start = threading.Barrier(2)
+
+        def refresh(append=False, uri=uri, source=source, start=start, i=i):
+            view = lf.View(uri)  # each thread its own handles, as two processes would have
+            start.wait()
+            if append:
+                source.append(payments(("y", i, None, at(2))))
+            view.refresh()
+
+        threads = [threading.Thread(target=refresh), threading.Thread(target=refresh, args=(True,))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        view = lf.View(uri)
+        view.refresh()  # whichever refresh read the older version, the view ends current
+        assert view.source_version == source.version == 2
+        check(view, source, 2, ["account"])
+
+
+def test_a_transaction_that_read_a_txn_conflicts_with_a_winner_that_moved_it(table_uri):
+    from lakeflow.actions import Txn
+    from lakeflow.transaction import Transaction
+
+    lf.Table.create(table_uri, SCHEMA)
+    first, stale, other = lf.Table(table_uri), lf.Table(table_uri), lf.Table(table_uri)
+    first.commit(Transaction(actions=[], operation="A", txn=Txn("app", 1)))
+    # The winner moved another application's txn: replayed on top of it.
+    other.commit(Transaction(actions=[], operation="B", read_txns=frozenset({"other"}), txn=Txn("other", 1)))
+    assert other.version == 2
+    with pytest.raises(lf.CommitConflictError, match="'app'"):
+        stale.commit(Transaction(actions=[], operation="B", read_txns=frozenset({"app"}), txn=Txn("app", 2)))
+
+
+# ---- a source whose history was cleaned up: recompute from its snapshot ---------------------
+
+
+@pytest.mark.parametrize("cleanup", ["cleanup_log", "vacuum"])
+def test_view_behind_a_cleaned_up_source_recomputes(table_uri, cleanup):
+    import time
+
+    source = lf.Table.create(table_uri, SCHEMA)
+    view = lf.View.create(f"{table_uri}-view", source, group_by=["account"], aggregates=AGGS)
+    source.append(payments(("a", 10, 0.5, at(1)), ("b", 3, None, at(1))))
+    view.refresh()
+    for i in range(3):
+        source.append(payments(("a", i, 1.0, at(2)), ("c", 2 * i, None, at(2))))
+    source.delete(pc.field("amount") == 10)  # a's max leaves: a fold would have to retract it
+    if cleanup == "cleanup_log":  # the commits after the view's version are gone
+        source.checkpoint()
+        time.sleep(0.01)
+        assert source.cleanup_log(retention=dt.timedelta(0))
+    else:  # the files the diff would read are gone
+        source.compact()
+        assert source.vacuum(retention=dt.timedelta(0), enforce_retention=False).files
+    view.refresh()
+    assert view.source_version == source.version
+    check(view, source, source.version, ["account"])
+    assert lf.Table(f"{table_uri}-view").history(limit=1)[0].parameters["mode"] == "recompute"
+    source.append(payments(("d", 1, None, at(3))))
+    view.refresh()  # back on the incremental path from the recomputed state
+    check(view, source, source.version, ["account"])
+    assert lf.Table(f"{table_uri}-view").history(limit=1)[0].parameters["mode"] == "incremental"
+
+
+class ViewMachine(RuleBasedStateMachine):
+    """Source writes, log cleanup, vacuum, plain and racing refreshes in any order: after
+    every refresh the view equals the aggregate recomputed from scratch."""
+
+    def __init__(self):
+        super().__init__()
+        uri = f"memory://view-machine-{uuid.uuid4().hex}"
+        self.source = lf.Table.create(uri + "/src", SCHEMA)
+        self.uri = uri + "/view"
+        lf.View.create(self.uri, self.source, group_by=["account"], aggregates=AGGS)
+
+    @rule(rows=st.lists(st.tuples(st.sampled_from("abc"), st.integers(-9, 9)), min_size=1, max_size=4))
+    def append(self, rows):
+        self.source.append(payments(*[(a, x, float(x), at(1)) for a, x in rows]))
+
+    @rule(account=st.sampled_from("abc"))
+    def delete(self, account):
+        self.source.delete(pc.field("account") == account)
+
+    @rule()
+    def compact_and_vacuum(self):
+        self.source.compact()
+        self.source.vacuum(retention=dt.timedelta(0), enforce_retention=False)
+
+    @rule()
+    def cleanup_log(self):
+        import time
+
+        self.source.checkpoint()
+        time.sleep(0.002)
+        self.source.cleanup_log(retention=dt.timedelta(0))
+
+    @rule()
+    def refresh(self):
+        lf.View(self.uri).refresh()
+        self.check_current()
+
+    @rule()
+    def racing_refreshes(self):
+        self.source.append(payments(("b", 1, None, at(1))))  # A has something to fold
+        race_refreshes(self.uri, self.source)
+        lf.View(self.uri).refresh()  # the refresh that read the older version may have been last
+        self.check_current()
+
+    def check_current(self):
+        view = lf.View(self.uri)
+        self.source.refresh()
+        assert view.source_version == self.source.version
+        check(view, self.source, self.source.version, ["account"])
+
+
+ViewMachine.TestCase.settings = settings(deadline=None, stateful_step_count=12)
+test_view_machine = ViewMachine.TestCase
