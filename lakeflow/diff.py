@@ -47,6 +47,7 @@ from lakeflow.column_mapping import ColumnMapping, mapping_mode
 from lakeflow.deletion_vectors import DeletionVector, RowSelection
 from lakeflow.errors import (
     CorruptLogError,
+    DataFileNotFoundError,
     DuplicateKeyError,
     InvalidArgumentError,
     LakeflowError,
@@ -538,7 +539,7 @@ def _read_changes(storage: Storage, plan: _Plan, data: Sequence[tuple[_File, int
             _read(storage, plan, data, columns, change_files=False),
             _read(storage, plan, [(f, 0) for f in cdc], columns, change_files=True),
         ])
-    except FileNotFoundError as e:
+    except (FileNotFoundError, DataFileNotFoundError) as e:  # the scan names files it misses
         raise _vacuumed(storage, data, cdc) from e
 
 
