@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 from lakeflow.actions import Action, Add
 from lakeflow.checkpoint import parse_interval_ms
 from lakeflow.errors import InvalidArgumentError
-from lakeflow.log import LOG_DIR, check_data_path, commit_path, list_log
+from lakeflow.log import LOG_DIR, LogListing, check_data_path, commit_path, list_log
 from lakeflow.snapshot import Snapshot
 from lakeflow.transaction import Transaction
 from lakeflow.write import CHANGE_DATA_DIR, write_data_files
@@ -170,6 +170,23 @@ def vacuum(table: Table, retention: dt.timedelta = dt.timedelta(days=7), dry_run
     return VacuumResult(tuple(sorted(r for r, _ in doomed)), sum(s for _, s in doomed), dry_run)
 
 
+def _cleanup_order(listing: LogListing, anchor: int) -> list[str]:
+    """The log files before `anchor`, in an order that keeps the log readable throughout.
+
+    Oldest first, and each checkpoint right after the commits it covers, before any
+    commit after it: a cleanup stopped at any point leaves every version either
+    reconstructable or cleanly gone (no checkpoint with a missing commit after it).
+    """
+    order: list[str] = []
+    commits = sorted(v for v in listing.commits if v < anchor)
+    for cp in sorted(v for v in listing.checkpoints if v < anchor) + [anchor]:
+        order += [commit_path(v) for v in commits if v <= cp]
+        commits = [v for v in commits if v > cp]
+        if cp < anchor:
+            order += [f"{LOG_DIR}/{name}" for name in listing.checkpoints[cp]]
+    return order
+
+
 def cleanup_log(table: Table, retention: dt.timedelta | None = None) -> list[int]:
     """Delete commit files older than the log retention that a newer checkpoint covers.
 
@@ -191,10 +208,6 @@ def cleanup_log(table: Table, retention: dt.timedelta | None = None) -> list[int
         return []
     anchor = max(anchors)
     deleted = [v for v in sorted(listing.commits) if v < anchor]
-    for v in deleted:
-        table.storage.delete(commit_path(v))
-    for v, names in listing.checkpoints.items():
-        if v < anchor:
-            for name in names:
-                table.storage.delete(f"{LOG_DIR}/{name}")
+    for path in _cleanup_order(listing, anchor):
+        table.storage.delete(path)
     return deleted

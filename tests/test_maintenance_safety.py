@@ -1,0 +1,142 @@
+"""Maintenance under adversity: killed log cleanups, skewed clocks, symlinks, temp files.
+
+- A `cleanup_log` killed at any point leaves a log in which every version is either
+  readable or refused with `VersionNotFoundError`, never `CorruptLogError`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import multiprocessing
+import os
+import random
+import signal
+import time
+
+import fsspec
+import pyarrow as pa
+import pytest
+
+import lakeflow as lf
+from lakeflow.log import list_log
+from lakeflow.storage import LocalStorage
+from lakeflow.testing import Fault, FaultyFileSystem
+
+SCHEMA = pa.schema([("id", pa.int64())])
+NOW = dt.timedelta(0)
+
+
+def _forkserver() -> multiprocessing.context.BaseContext:
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["lakeflow", "s3fs", "pytest"])
+    return ctx
+
+
+def _append(t: lf.Table, n: int) -> None:
+    for _ in range(n):
+        t.append(pa.table({"id": [t.version + 1]}))  # version v holds ids 1..v
+    time.sleep(0.02)  # fast commits get timestamps a few ms ahead of the clock
+
+
+def _deletes_planned(t: lf.Table) -> int:
+    """How many files a full `cleanup_log(retention=0)` of `t` deletes."""
+    listing = list_log(t.storage)
+    anchor = max(listing.checkpoints)
+    return (sum(1 for v in listing.commits if v < anchor)
+            + sum(len(names) for v, names in listing.checkpoints.items() if v < anchor))
+
+
+def _check_every_version(uri: str, options: dict | None) -> None:
+    """Every version reads its rows or is VersionNotFoundError; the latest reads."""
+    t = lf.Table(uri, storage_options=options)
+    assert sorted(t.to_arrow().column("id").to_pylist()) == list(range(1, t.version + 1))
+    for v in range(t.version + 1):
+        try:
+            ids = lf.Table(uri, storage_options=options).snapshot(version=v).to_arrow()
+        except lf.VersionNotFoundError as e:
+            assert "cleaned up" in str(e) or "no longer" in str(e), e
+            continue
+        assert sorted(ids.column("id").to_pylist()) == list(range(1, v + 1)), v
+
+
+def _cleanup_then_die(uri: str, options: dict | None, nth: int) -> None:
+    """Run cleanup_log(retention=0) and SIGKILL this process at its `nth` delete."""
+    t = lf.Table(uri, storage_options=options)
+    seen = 0
+
+    def strikes() -> None:
+        nonlocal seen
+        seen += 1
+        if seen == nth:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    inner = t.storage.inner  # type: ignore[attr-defined]
+    if isinstance(inner, LocalStorage):
+        unlink = os.unlink
+
+        def dying_unlink(path, *args, **kwargs):
+            strikes()
+            return unlink(path, *args, **kwargs)
+
+        os.unlink = dying_unlink
+    else:
+        rm_file = inner.fs.rm_file
+
+        def dying_rm(path):
+            strikes()
+            return rm_file(path)
+
+        inner.fs.rm_file = dying_rm
+    t.cleanup_log(NOW)
+    os.kill(os.getpid(), signal.SIGKILL)  # nth was past the last delete
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
+def test_killed_cleanup_log_leaves_every_version_readable_or_not_found(table_uri, backend, request):
+    options = request.getfixturevalue("s3_options") if backend == "s3" else None
+    t = lf.Table.create(table_uri, SCHEMA, properties={"delta.checkpointInterval": "3"},
+                        storage_options=options)
+    rng = random.Random(9)
+    ctx = _forkserver()
+    for _ in range(6 if backend == "local" else 3):
+        _append(t, 7)
+        nth = rng.randint(1, _deletes_planned(t))
+        proc = ctx.Process(target=_cleanup_then_die, args=(table_uri, options, nth))
+        proc.start()
+        proc.join(120)
+        assert proc.exitcode == -signal.SIGKILL, proc.exitcode
+        _check_every_version(table_uri, options)
+
+
+@pytest.mark.parametrize("backend", ["memory", "s3"], indirect=True)
+def test_cleanup_log_stopped_at_any_delete_leaves_a_readable_log(table_uri, backend):
+    """In-process: the nth delete and every later one fail, for every n."""
+    nth = 0
+    while True:
+        nth += 1
+        uri = f"{table_uri}-{nth}"
+        inner, _ = fsspec.core.url_to_fs(uri)
+        fs = FaultyFileSystem(inner)
+        options = {"filesystem": fs}
+        t = lf.Table.create(uri, SCHEMA, properties={"delta.checkpointInterval": "3"},
+                            storage_options=options)
+        _append(t, 10)
+        if nth > _deletes_planned(t):
+            break
+        fs.faults[:] = [Fault("delete", nth=nth, times=None)]
+        with pytest.raises(lf.StorageError, match="injected fault"):
+            t.cleanup_log(NOW)
+        fs.faults[:] = []
+        _check_every_version(uri, options)
+    assert nth > 5
+
+
+def test_time_travel_before_the_oldest_checkpoint_is_version_not_found(table_uri):
+    t = lf.Table.create(table_uri, SCHEMA, properties={"delta.checkpointInterval": "4"})
+    _append(t, 9)
+    assert t.cleanup_log(NOW) == list(range(8))
+    fresh = lf.Table(table_uri)
+    for v in range(8):
+        with pytest.raises(lf.VersionNotFoundError, match=r"no longer reconstructable.*8\.\.9"):
+            fresh.snapshot(version=v)
+    assert fresh.snapshot(version=8).num_rows == 8
