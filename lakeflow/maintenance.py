@@ -179,7 +179,7 @@ def _cleanup_order(listing: LogListing, anchor: int) -> list[str]:
     """
     order: list[str] = []
     commits = sorted(v for v in listing.commits if v < anchor)
-    for cp in sorted(v for v in listing.checkpoints if v < anchor) + [anchor]:
+    for cp in [*sorted(v for v in listing.checkpoints if v < anchor), anchor]:
         order += [commit_path(v) for v in commits if v <= cp]
         commits = [v for v in commits if v > cp]
         if cp < anchor:

@@ -140,3 +140,70 @@ def test_time_travel_before_the_oldest_checkpoint_is_version_not_found(table_uri
         with pytest.raises(lf.VersionNotFoundError, match=r"no longer reconstructable.*8\.\.9"):
             fresh.snapshot(version=v)
     assert fresh.snapshot(version=8).num_rows == 8
+
+
+# ---- nothing outside the table root (local symlinks) -------------------------------------
+
+
+def _outside(tmp_path) -> tuple[str, set[str]]:
+    """A directory outside the table holding a Parquet file and another file."""
+    import pyarrow.parquet as pq
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pq.write_table(pa.table({"id": [666]}), elsewhere / "secret.parquet")
+    (elsewhere / "precious.txt").write_text("keep me")
+    return str(elsewhere), {"secret.parquet", "precious.txt"}
+
+
+def _add_commit(t: lf.Table, path: str, size: int) -> None:
+    """Commit a hand-made add of `path`, as a hostile table would hold."""
+    import json
+
+    from lakeflow.log import commit_path
+
+    add = {"add": {"path": path, "partitionValues": {}, "size": size,
+                   "modificationTime": 0, "dataChange": True}}
+    t.storage.write_if_absent(commit_path(t.version + 1), json.dumps(add).encode())
+
+
+def test_vacuum_never_deletes_through_a_symlinked_directory(local_uri, tmp_path):
+    t = lf.Table.create(local_uri, SCHEMA)
+    _append(t, 2)
+    elsewhere, names = _outside(tmp_path)
+    os.symlink(elsewhere, os.path.join(local_uri, "evil"))
+    os.symlink(os.path.join(elsewhere, "precious.txt"), os.path.join(local_uri, "part-link.parquet"))
+    time.sleep(0.02)
+    result = t.vacuum(NOW, enforce_retention=False)
+    assert set(os.listdir(elsewhere)) == names
+    assert not any(f.startswith("evil") or f == "part-link.parquet" for f in result.files)
+    assert sorted(lf.Table(local_uri).to_arrow().column("id").to_pylist()) == [1, 2]
+
+
+@pytest.mark.parametrize("how", ["symlinked directory", "symlinked file"])
+def test_reading_a_file_that_resolves_outside_the_root_is_refused(local_uri, tmp_path, how):
+    t = lf.Table.create(local_uri, SCHEMA)
+    _append(t, 1)
+    elsewhere, _ = _outside(tmp_path)
+    size = os.path.getsize(os.path.join(elsewhere, "secret.parquet"))
+    if how == "symlinked directory":
+        os.symlink(elsewhere, os.path.join(local_uri, "evil"))
+        path = "evil/secret.parquet"
+    else:
+        path = "part-00000-link.parquet"
+        os.symlink(os.path.join(elsewhere, "secret.parquet"), os.path.join(local_uri, path))
+    _add_commit(t, path, size)
+    fresh = lf.Table(local_uri)
+    for read in (fresh.to_arrow, lambda: fresh.snapshot().to_polars().collect(), lambda: fresh.diff(1)):
+        with pytest.raises(lf.StorageError, match=f"{path}.*outside the table root"):
+            read()
+
+
+def test_writing_through_a_symlinked_partition_directory_is_refused(local_uri, tmp_path):
+    t = lf.Table.create(local_uri, pa.schema([("id", pa.int64()), ("part", pa.string())]),
+                        partition_by=["part"])
+    elsewhere, names = _outside(tmp_path)
+    os.symlink(elsewhere, os.path.join(local_uri, "part=a"))
+    with pytest.raises(lf.StorageError, match="outside the table root"):
+        t.append(pa.table({"id": [1], "part": ["a"]}))
+    assert set(os.listdir(elsewhere)) == names and t.version == 0
