@@ -11,6 +11,8 @@ import multiprocessing
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
 
 import fsspec
@@ -207,3 +209,108 @@ def test_writing_through_a_symlinked_partition_directory_is_refused(local_uri, t
     with pytest.raises(lf.StorageError, match="outside the table root"):
         t.append(pa.table({"id": [1], "part": ["a"]}))
     assert set(os.listdir(elsewhere)) == names and t.version == 0
+
+
+# ---- time is the store's, not one machine's ----------------------------------------------
+
+DAY = 86_400
+
+
+def _faketime_lib() -> str:
+    """libfaketime's preload library, as the `libfaketime` test dependency ships it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("libfaketime")
+    assert spec is not None and spec.submodule_search_locations, "pip install libfaketime"
+    lib = os.path.join(spec.submodule_search_locations[0], "vendor", "libfaketime", "src",
+                       "libfaketime.so.1")
+    assert os.path.exists(lib), lib
+    return lib
+
+
+def run_skewed(days: float, code: str, *args: str) -> str:
+    """Run `code` in a Python process whose clock is `days` off (libfaketime), return stdout."""
+    env = dict(os.environ, LD_PRELOAD=_faketime_lib(), FAKETIME=f"{days:+}d",
+               DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
+    probe = "import time, sys; print(time.time(), file=sys.stderr)\n"
+    done = subprocess.run([sys.executable, "-c", probe + code, *args], env=env, timeout=300,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    skew = float(done.stderr.splitlines()[0]) - time.time()
+    assert abs(skew - days * DAY) < 120, f"the clock was not skewed: {skew} s"
+    return done.stdout
+
+
+def _recorded(t: lf.Table, version: int) -> int:
+    """The commitInfo timestamp (ms) commit `version` holds."""
+    from lakeflow.actions import CommitInfo
+    from lakeflow.log import read_commit
+
+    return next(a.timestamp for a in read_commit(t.storage, version) if isinstance(a, CommitInfo))
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
+def test_a_writer_a_year_ahead_does_not_move_time_travel(table_uri, backend):
+    t = lf.Table.create(table_uri, SCHEMA)
+    _append(t, 2)
+    run_skewed(365, "import lakeflow as lf, pyarrow as pa, sys\n"
+                    "lf.Table(sys.argv[1]).append(pa.table({'id': [3]}))", table_uri)
+    with pytest.warns(UserWarning, match="commit 3 .* ahead of the store"):
+        t.refresh()
+        _append(t, 4)  # a writer with a good clock must not inherit the skew
+    now = dt.datetime.now(dt.timezone.utc)
+    assert t.version == 7
+    for v in range(4, 8):
+        assert abs(_recorded(t, v) / 1000 - time.time()) < 60, v
+    fresh = lf.Table(table_uri)
+    with pytest.warns(UserWarning, match="commit 3 .* ahead of the store"):
+        assert fresh.version_at(now) == 7
+    assert fresh.snapshot(as_of=now).version == 7
+    stamps = fresh.commit_timestamps()
+    assert all(abs(stamps[v] / 1000 - time.time()) < 600 for v in stamps)
+    assert sorted(stamps) == list(range(8)) and list(stamps.values()) == sorted(stamps.values())
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
+def test_a_deleter_a_year_behind_does_not_make_its_tombstones_old(table_uri, backend):
+    t = lf.Table.create(table_uri, SCHEMA)
+    _append(t, 3)
+    run_skewed(-365, "import lakeflow as lf, pyarrow.compute as pc, sys\n"
+                     "lf.Table(sys.argv[1]).delete(pc.field('id') == 2)", table_uri)
+    t.refresh()
+    assert t.vacuum().files == ()  # the default 7-day retention
+    assert t.vacuum(dt.timedelta(hours=1), enforce_retention=False).files == ()
+    assert sorted(lf.Table(table_uri).snapshot(version=3).to_arrow().column("id").to_pylist()) == [1, 2, 3]
+    time.sleep(0.05)
+    assert len(t.vacuum(NOW, enforce_retention=False).files) == 1  # still deletable on purpose
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
+def test_a_vacuum_8_days_ahead_keeps_the_files_of_an_append_in_flight(table_uri, backend,
+                                                                    monkeypatch):
+    import lakeflow.table
+
+    t = lf.Table.create(table_uri, SCHEMA)
+    _append(t, 2)
+    real_commit = lakeflow.table.commit
+    vacuumed: list[str] = []
+
+    def vacuum_meanwhile(*args, **kwargs):
+        vacuumed.append(run_skewed(8, "import lakeflow as lf, sys\n"
+                                      "print(lf.Table(sys.argv[1]).vacuum().files)", table_uri))
+        return real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(lakeflow.table, "commit", vacuum_meanwhile)
+    t.append(pa.table({"id": [3]}))
+    assert vacuumed == ["()\n"]
+    assert sorted(lf.Table(table_uri).to_arrow().column("id").to_pylist()) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
+def test_a_log_cleanup_31_days_ahead_keeps_recent_commits(table_uri, backend):
+    t = lf.Table.create(table_uri, SCHEMA, properties={"delta.checkpointInterval": "2"})
+    _append(t, 5)
+    out = run_skewed(31, "import lakeflow as lf, sys\nprint(lf.Table(sys.argv[1]).cleanup_log())",
+                     table_uri)
+    assert out == "[]\n"
+    assert lf.Table(table_uri).snapshot(version=0).version == 0
