@@ -314,3 +314,111 @@ def test_a_log_cleanup_31_days_ahead_keeps_recent_commits(table_uri, backend):
                      table_uri)
     assert out == "[]\n"
     assert lf.Table(table_uri).snapshot(version=0).version == 0
+
+
+# ---- temp files of killed writers and full disks ------------------------------------------
+
+
+def _temps(root: str) -> set[str]:
+    found = set()
+    for directory, _, names in os.walk(root):
+        found |= {os.path.relpath(os.path.join(directory, n), root) for n in names if n.endswith(".tmp")}
+    return found
+
+
+def _die_writing(uri: str, pattern: str) -> None:
+    """Append, and SIGKILL this process half-way through the first write to `pattern`."""
+    import re
+
+    write_temp = LocalStorage._write_temp
+
+    def half_then_die(self, target, data):
+        if re.search(pattern, target.replace(os.sep, "/")):
+            write_temp(self, target, data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+        return write_temp(self, target, data)
+
+    LocalStorage._write_temp = half_then_die
+    t = lf.Table(uri)
+    while True:
+        t.append(pa.table({"id": [t.version + 1]}))
+
+
+def _age(root: str, names: set[str], seconds: float) -> None:
+    for name in names:
+        then = time.time() - seconds
+        os.utime(os.path.join(root, name), (then, then))
+
+
+def test_vacuum_removes_the_temp_files_of_killed_writers(local_uri):
+    t = lf.Table.create(local_uri, SCHEMA, properties={"delta.checkpointInterval": "2"})
+    _append(t, 1)
+    ctx = _forkserver()
+    for pattern in [r"_delta_log/\d{20}\.json$", r"\.checkpoint\.parquet$", "_last_checkpoint$",
+                    r"part-[^/]*\.parquet$"]:
+        proc = ctx.Process(target=_die_writing, args=(local_uri, pattern))
+        proc.start()
+        proc.join(120)
+        assert proc.exitcode == -signal.SIGKILL
+    left = _temps(local_uri)
+    assert len({n for n in left if n.startswith("_delta_log")}) == 3, left
+    young = t.vacuum(NOW, enforce_retention=False).files  # orphaned data files go at once,
+    assert not any(f.endswith(".tmp") for f in young) and _temps(local_uri) == left  # young temps stay
+    _age(local_uri, left, 2 * 3600)
+    assert t.vacuum(dry_run=True).files == ()  # the default 7 days
+    result = t.vacuum(dt.timedelta(hours=1), enforce_retention=False)
+    assert set(result.files) == {n.replace(os.sep, "/") for n in left} and not _temps(local_uri)
+    _check_every_version(local_uri, None)
+
+
+@pytest.mark.parametrize("nth", [1, 2], ids=["data file", "commit"])
+def test_a_full_disk_leaves_no_temp_file(local_uri, monkeypatch, nth):
+    import errno
+
+    t = lf.Table.create(local_uri, SCHEMA)
+    _append(t, 1)
+    fsync = os.fsync
+    calls = 0
+
+    def full(fd):
+        nonlocal calls
+        calls += 1
+        if calls == nth:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(lf.StorageError, match="No space left"):
+        t.append(pa.table({"id": [2]}))
+    assert calls == nth and not _temps(local_uri)
+    assert lf.Table(local_uri).version == 1
+
+
+def test_vacuum_leaves_the_temp_file_of_a_commit_in_flight(local_uri, monkeypatch):
+    import threading
+
+    import pyarrow.compute as pc
+
+    t = lf.Table.create(local_uri, SCHEMA)
+    _append(t, 2)
+    linking, go = threading.Event(), threading.Event()
+    link = os.link
+
+    def slow_link(src, dst, *args, **kwargs):
+        linking.set()
+        assert go.wait(60)
+        return link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", slow_link)
+    deleted: list[int] = []
+    writer = threading.Thread(target=lambda: deleted.append(t.delete(pc.field("id") == 1)))
+    writer.start()
+    assert linking.wait(60)
+    in_flight = _temps(local_uri)
+    assert len(in_flight) == 1
+    result = lf.Table(local_uri).vacuum(NOW, enforce_retention=False)
+    assert _temps(local_uri) == in_flight and not result.files
+    go.set()
+    writer.join(60)
+    assert deleted == [1]
+    assert lf.Table(local_uri).to_arrow().column("id").to_pylist() == [2]
