@@ -335,21 +335,24 @@ def recorded_timestamp(actions: Sequence[Action]) -> int | None:
     return None
 
 
-def bounded_timestamp(version: int, recorded: int | None, mtime_ms: int | None) -> int | None:
+def bounded_timestamp(version: int, recorded: int | None, mtime_ms: int | None,
+                      first_ms: int | None = None) -> int | None:
     """A commit's time in ms: what its writer recorded, unless the store's time refutes it.
 
     A log entry cannot be written after the store stamped it, so a recorded time more
     than `CLOCK_SKEW_TOLERANCE_MS` after the entry's modification time comes from a
     clock that runs ahead: the store's time is used instead, with a warning. Earlier
-    recorded times are kept (copying a table makes every mtime later).
+    recorded times are kept (copying a table makes every mtime later), and so are
+    mtimes from before `first_ms`, the oldest commit's recorded time: those were not
+    stamped by the store at commit time but reset (e.g. to the epoch by an archiver).
     """
     if recorded is None:
         return mtime_ms
-    if mtime_ms is not None and recorded > mtime_ms + CLOCK_SKEW_TOLERANCE_MS:
+    if mtime_ms is not None and recorded > mtime_ms + CLOCK_SKEW_TOLERANCE_MS \
+            and (first_ms is None or mtime_ms + CLOCK_SKEW_TOLERANCE_MS >= first_ms):
         ahead = dt.timedelta(milliseconds=recorded - mtime_ms)
         warnings.warn(f"commit {version} records a time {ahead} ahead of the store's time of its "
                       "log entry (a writer's clock runs ahead); lakeflow uses the store's time",
                       stacklevel=3)
         return mtime_ms
     return recorded
-

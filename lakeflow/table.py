@@ -433,7 +433,14 @@ class Table:
             # Later than this clock: one of the two runs ahead, and the store's time decides.
             self._listing_mtimes.update({v: i.mtime_ms for v, i in list_log(self._storage).commits.items()})
             self._listing_mtimes.setdefault(version, None)
-        return bounded_timestamp(version, recorded, self._listing_mtimes.get(version))
+        mtime = self._listing_mtimes.get(version)
+        if recorded is not None and mtime is not None and recorded > mtime + CLOCK_SKEW_TOLERANCE_MS:
+            # Rare: an entry stamped before its recorded time. Is the stamp plausible?
+            oldest = min(self._listing_mtimes)
+            if oldest not in self._timestamps:
+                self._commit_ts(oldest)  # reads and caches its recorded time
+            return bounded_timestamp(version, recorded, mtime, self._timestamps.get(oldest))
+        return recorded if recorded is not None else mtime
 
     def _timeline(self) -> list[tuple[int, int]]:
         """(version, monotonic timestamp ms) for every version whose commit is readable."""
