@@ -150,7 +150,8 @@ def _deletion_times(table: Table, listing: LogListing, since: int) -> dict[str, 
     state = table.state
     times = {check_data_path(r.path, "a tombstone"): r.deletion_timestamp or 0
              for r in state.tombstones.values()}
-    stamps = table.commit_timestamps()
+    # Commit times only where the store gives no mtime: they mean reading every commit.
+    stamps = table.commit_timestamps() if any(i.mtime_ms is None for i in listing.commits.values()) else {}
     for v, info in listing.commits.items():
         stamp = info.mtime_ms if info.mtime_ms is not None else stamps.get(v)
         if stamp is None or stamp < since:

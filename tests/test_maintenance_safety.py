@@ -2,6 +2,10 @@
 
 - A `cleanup_log` killed at any point leaves a log in which every version is either
   readable or refused with `VersionNotFoundError`, never `CorruptLogError`.
+- Nothing outside the table root is read, written or deleted through a symlink.
+- Clocks: writers, deleters, vacuums and log cleanups whose clocks are skewed (real
+  skew, with libfaketime in a subprocess) cannot move time travel or delete early.
+- Temp files of killed writers and full disks are removed by vacuum, live ones never.
 """
 
 from __future__ import annotations
@@ -120,9 +124,9 @@ def test_cleanup_log_stopped_at_any_delete_leaves_a_readable_log(table_uri, back
         inner, _ = fsspec.core.url_to_fs(uri)
         fs = FaultyFileSystem(inner)
         options = {"filesystem": fs}
-        t = lf.Table.create(uri, SCHEMA, properties={"delta.checkpointInterval": "3"},
+        t = lf.Table.create(uri, SCHEMA, properties={"delta.checkpointInterval": "2"},
                             storage_options=options)
-        _append(t, 10)
+        _append(t, 6)
         if nth > _deletes_planned(t):
             break
         fs.faults[:] = [Fault("delete", nth=nth, times=None)]
@@ -265,8 +269,8 @@ def test_a_writer_a_year_ahead_does_not_move_time_travel(table_uri, backend):
     fresh = lf.Table(table_uri)
     with pytest.warns(UserWarning, match="commit 3 .* ahead of the store"):
         assert fresh.version_at(now) == 7
-    assert fresh.snapshot(as_of=now).version == 7
-    stamps = fresh.commit_timestamps()
+        assert fresh.snapshot(as_of=now).version == 7
+        stamps = fresh.commit_timestamps()
     assert all(abs(stamps[v] / 1000 - time.time()) < 600 for v in stamps)
     assert sorted(stamps) == list(range(8)) and list(stamps.values()) == sorted(stamps.values())
 
