@@ -6,8 +6,10 @@ checkpoint is a cached replay, so `replay(checkpoint, tail) == replay(None, all)
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote
@@ -355,9 +357,37 @@ def _describe_versions(listing: LogListing) -> str:
     return f"{versions[0]}..{versions[-1]}" if len(versions) > 1 else str(versions[0])
 
 
-def commit_timestamp(actions: Sequence[Action], mtime_ms: int | None) -> int | None:
-    """A commit's time in ms: its in-commit timestamp or commitInfo, else the file mtime."""
+# How far a commit's recorded time may run ahead of the time the store stamped on its
+# log entry before lakeflow takes the store's time instead (docs/reliability.md).
+CLOCK_SKEW_TOLERANCE_MS = 5 * 60_000
+
+
+def recorded_timestamp(actions: Sequence[Action]) -> int | None:
+    """The time a commit's writer recorded: its in-commit timestamp or commitInfo."""
     for a in actions:
         if isinstance(a, CommitInfo) and a.timestamp is not None:
             return a.timestamp
-    return mtime_ms
+    return None
+
+
+def bounded_timestamp(version: int, recorded: int | None, mtime_ms: int | None,
+                      first_ms: int | None = None) -> int | None:
+    """A commit's time in ms: what its writer recorded, unless the store's time refutes it.
+
+    A log entry cannot be written after the store stamped it, so a recorded time more
+    than `CLOCK_SKEW_TOLERANCE_MS` after the entry's modification time comes from a
+    clock that runs ahead: the store's time is used instead, with a warning. Earlier
+    recorded times are kept (copying a table makes every mtime later), and so are
+    mtimes from before `first_ms`, the oldest commit's recorded time: those were not
+    stamped by the store at commit time but reset (e.g. to the epoch by an archiver).
+    """
+    if recorded is None:
+        return mtime_ms
+    if mtime_ms is not None and recorded > mtime_ms + CLOCK_SKEW_TOLERANCE_MS \
+            and (first_ms is None or mtime_ms + CLOCK_SKEW_TOLERANCE_MS >= first_ms):
+        ahead = dt.timedelta(milliseconds=recorded - mtime_ms)
+        warnings.warn(f"commit {version} records a time {ahead} ahead of the store's time of its "
+                      "log entry (a writer's clock runs ahead); lakeflow uses the store's time",
+                      stacklevel=3)
+        return mtime_ms
+    return recorded

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import pyarrow.fs as pafs
 
-from lakeflow.actions import Action, Add
+from lakeflow.actions import Action, Add, Remove
 from lakeflow.checkpoint import parse_interval_ms
 from lakeflow.errors import InvalidArgumentError
-from lakeflow.log import LOG_DIR, check_data_path, commit_path, list_log
+from lakeflow.log import LOG_DIR, LogListing, check_data_path, commit_path, list_log, read_commit
 from lakeflow.snapshot import Snapshot
 from lakeflow.transaction import Transaction
 from lakeflow.write import CHANGE_DATA_DIR, write_data_files
@@ -31,6 +33,10 @@ if TYPE_CHECKING:
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
 _WEEK_MS = 7 * 86_400_000
 _MONTH_MS = 30 * 86_400_000
+# Our temp files (`.name.<uuid hex>.tmp`, storage.LocalStorage) and how long vacuum leaves
+# them: no write holds its temp file this long, so an older one belongs to a dead writer.
+_TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
+TEMP_FILE_GRACE = dt.timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -113,14 +119,83 @@ def _retention_ms(table: Table, key: str, default: int) -> int:
     return parse_interval_ms(raw, default) if raw else default
 
 
+def store_now_ms(table: Table) -> int:
+    """The current time as the store's clock tells it, never later than this machine's.
+
+    The store stamps a probe file it is given (a hidden temp file in `_delta_log`,
+    removed at once); a store that reports no times falls back to the newest commit's
+    time. Taking the earlier of that and the local clock means a clock that runs
+    ahead, here or in the store, can only make maintenance delete less.
+    """
+    local = int(time.time() * 1000)
+    probe = f".clock.{uuid.uuid4().hex}.tmp"
+    table.storage.write(f"{LOG_DIR}/{probe}", b"")
+    try:
+        store = next((i.mtime_ms for i in table.storage.list_dir(LOG_DIR) if i.name == probe), None)
+    finally:
+        table.storage.delete(f"{LOG_DIR}/{probe}")
+    if store is None:
+        store = max(table.commit_timestamps().values(), default=local)
+    elif store % 1000 == 0:
+        store += 999  # S3 stamps whole seconds: the probe was written within the next one
+    return min(local, store)
+
+
+def _deletion_times(table: Table, listing: LogListing, since: int) -> dict[str, int]:
+    """When each tombstoned file was removed, by the store's time where the log has it.
+
+    A `deletionTimestamp` from a clock running behind would make a file look old: a
+    remove in a commit the store stamped at or after `since` counts from that stamp.
+    """
+    state = table.state
+    times = {check_data_path(r.path, "a tombstone"): r.deletion_timestamp or 0
+             for r in state.tombstones.values()}
+    # Commit times only where the store gives no mtime: they mean reading every commit.
+    stamps = table.commit_timestamps() if any(i.mtime_ms is None for i in listing.commits.values()) else {}
+    for v, info in listing.commits.items():
+        stamp = info.mtime_ms if info.mtime_ms is not None else stamps.get(v)
+        if stamp is None or stamp < since:
+            continue
+        for a in read_commit(table.storage, v):
+            path = check_data_path(a.path, f"commit {v}") if isinstance(a, Remove) else None
+            if path in times:
+                times[path] = max(times[path], stamp)
+    return times
+
+
+def _listed_files(table: Table) -> list[tuple[str, int, int | None]]:
+    """(path, size, mtime ms) of every file vacuum may consider: data and temp files.
+
+    The log is left alone except for temp files; hidden directories hold no data
+    files (e.g. the late-row quarantine table).
+    """
+    fs, root = table.storage.arrow_fs()
+    root = root.rstrip("/")
+    out: list[tuple[str, int, int | None]] = []
+    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(root) + 1:]
+        top, name = rel.split("/", 1)[0], rel.rsplit("/", 1)[-1]
+        hidden = "/" in rel and top.startswith(("_", ".")) and top != CHANGE_DATA_DIR
+        if hidden and not (top == LOG_DIR and _TEMP_RE.match(name)):
+            continue
+        mtime = int(info.mtime.timestamp() * 1000) if info.mtime is not None else None
+        out.append((rel, info.size or 0, mtime))
+    return out
+
+
 def vacuum(table: Table, retention: dt.timedelta = dt.timedelta(days=7), dry_run: bool = False,
            enforce_retention: bool = True) -> VacuumResult:
     """Delete data files that no version within `retention` references.
 
     A file is deleted when it is not part of the latest version and either was
     removed (tombstone) before the retention window, or is not in the log at all
-    (an orphan of a failed write) and is older than the window. The log itself is
-    never touched here (see `cleanup_log`).
+    (an orphan of a failed write) and is older than the window. Temporary files of
+    killed writers (in `_delta_log` too) go once older than the window and at least
+    `TEMP_FILE_GRACE`, so a commit in flight keeps its own. Ages are measured on the
+    store's clock (`store_now_ms`), not this machine's. The log itself is never
+    touched here (see `cleanup_log`).
 
     Raises:
         InvalidArgumentError: `retention` is shorter than the table's
@@ -131,7 +206,6 @@ def vacuum(table: Table, retention: dt.timedelta = dt.timedelta(days=7), dry_run
     if not isinstance(retention, dt.timedelta) or retention < dt.timedelta(0):
         raise InvalidArgumentError(f"retention must be a non-negative timedelta, got {retention!r}")
     table.refresh()
-    state = table.state
     configured = _retention_ms(table, "delta.deletedFileRetentionDuration", _WEEK_MS)
     retention_ms = int(retention.total_seconds() * 1000)
     if enforce_retention and retention_ms < configured:
@@ -140,34 +214,50 @@ def vacuum(table: Table, retention: dt.timedelta = dt.timedelta(days=7), dry_run
             f"({configured // 3_600_000} h): concurrent writers and readers of recent versions "
             "could lose files; pass enforce_retention=False if no one else uses the table"
         )
-    cutoff = int(time.time() * 1000) - retention_ms
-    active = {check_data_path(a.path, "the latest version") for a in state.files.values()}
-    tombstones = {check_data_path(r.path, "a tombstone"): r.deletion_timestamp or 0
-                  for r in state.tombstones.values()}
-    fs, root = table.storage.arrow_fs()
-    root = root.rstrip("/")
+    now = store_now_ms(table)
+    cutoff = now - retention_ms
+    temp_cutoff = min(cutoff, now - int(TEMP_FILE_GRACE.total_seconds() * 1000))
+    active = {check_data_path(a.path, "the latest version") for a in table.state.files.values()}
+    tombstones = _deletion_times(table, list_log(table.storage), cutoff)
     doomed: list[tuple[str, int]] = []
-    for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
-        if info.type != pafs.FileType.File:
+    for rel, size, mtime in _listed_files(table):
+        if rel in active:
             continue
-        rel = info.path[len(root) + 1:]
-        if rel.startswith(f"{LOG_DIR}/") or rel in active:
-            continue
-        top = rel.split("/", 1)[0]
-        if "/" in rel and top.startswith(("_", ".")) and top != CHANGE_DATA_DIR:
-            continue  # hidden directories hold no data files, e.g. the late-row quarantine table
-        if rel in tombstones:
+        if _TEMP_RE.match(rel.rsplit("/", 1)[-1]):
+            expired = mtime is not None and mtime < temp_cutoff
+        elif rel in tombstones:
             expired = tombstones[rel] < cutoff
         else:
-            mtime = info.mtime.timestamp() * 1000 if info.mtime is not None else None
             # No mtime (some stores): only a tombstone can prove a file is old enough.
             expired = mtime is not None and mtime < cutoff
         if expired:
-            doomed.append((rel, info.size or 0))
+            doomed.append((rel, size))
     if not dry_run:
         for rel, _ in doomed:
             table.storage.delete(rel)
     return VacuumResult(tuple(sorted(r for r, _ in doomed)), sum(s for _, s in doomed), dry_run)
+
+
+def _mtime(listing: LogListing, version: int) -> int:
+    info = listing.commits.get(version)
+    return 0 if info is None or info.mtime_ms is None else info.mtime_ms
+
+
+def _cleanup_order(listing: LogListing, anchor: int) -> list[str]:
+    """The log files before `anchor`, in an order that keeps the log readable throughout.
+
+    Oldest first, and each checkpoint right after the commits it covers, before any
+    commit after it: a cleanup stopped at any point leaves every version either
+    reconstructable or cleanly gone (no checkpoint with a missing commit after it).
+    """
+    order: list[str] = []
+    commits = sorted(v for v in listing.commits if v < anchor)
+    for cp in [*sorted(v for v in listing.checkpoints if v < anchor), anchor]:
+        order += [commit_path(v) for v in commits if v <= cp]
+        commits = [v for v in commits if v > cp]
+        if cp < anchor:
+            order += [f"{LOG_DIR}/{name}" for name in listing.checkpoints[cp]]
+    return order
 
 
 def cleanup_log(table: Table, retention: dt.timedelta | None = None) -> list[int]:
@@ -183,18 +273,16 @@ def cleanup_log(table: Table, retention: dt.timedelta | None = None) -> list[int
     table.refresh()
     retention_ms = (int(retention.total_seconds() * 1000) if retention is not None
                     else _retention_ms(table, "delta.logRetentionDuration", _MONTH_MS))
-    cutoff = int(time.time() * 1000) - retention_ms
+    cutoff = store_now_ms(table) - retention_ms
     listing = list_log(table.storage)
-    stamps = {v: ts for v, ts in table.commit_timestamps().items() if ts is not None}
-    anchors = [v for v in listing.checkpoints if v in stamps and stamps[v] < cutoff]
+    stamps = table.commit_timestamps()
+    # A checkpoint is old enough by its commit's time and by the store's stamp on it.
+    anchors = [v for v in listing.checkpoints
+               if v in stamps and max(stamps[v], _mtime(listing, v)) < cutoff]
     if not anchors:
         return []
     anchor = max(anchors)
     deleted = [v for v in sorted(listing.commits) if v < anchor]
-    for v in deleted:
-        table.storage.delete(commit_path(v))
-    for v, names in listing.checkpoints.items():
-        if v < anchor:
-            for name in names:
-                table.storage.delete(f"{LOG_DIR}/{name}")
+    for path in _cleanup_order(listing, anchor):
+        table.storage.delete(path)
     return deleted

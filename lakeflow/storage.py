@@ -75,7 +75,12 @@ def _join(root: str, path: str) -> str:
 
 
 class LocalStorage:
-    """Local disk: temp file + `os.link` makes creation atomic and exclusive."""
+    """Local disk: temp file + `os.link` makes creation atomic and exclusive.
+
+    Nothing outside the root is read, written, listed or deleted: each path is
+    resolved (symlinks followed) and refused with `StorageError` when it leaves the
+    resolved root. Listings for pyarrow (vacuum's) skip symlinks altogether.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
@@ -86,7 +91,7 @@ class LocalStorage:
 
     def read(self, path: str) -> bytes:
         try:
-            with open(self._abs(path), "rb") as f:
+            with open(confine(self.root, self._abs(path), "read"), "rb") as f:
                 return f.read()
         except NotADirectoryError as e:  # a parent is a file: the path does not exist
             raise FileNotFoundError(e.errno, e.strerror, e.filename) from e
@@ -97,11 +102,18 @@ class LocalStorage:
         except FileExistsError as e:
             # A file sits where a directory is needed: not "another writer won".
             raise NotADirectoryError(e.errno, e.strerror, e.filename) from e
+        confine(self.root, os.path.dirname(target), "write into")
         tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            # A full disk or a failed write must not leave a partial temp file behind.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return tmp
 
     def write_if_absent(self, path: str, data: bytes) -> None:
@@ -111,15 +123,22 @@ class LocalStorage:
             # link() fails with EEXIST if another writer won: no check-then-write race.
             os.link(tmp, target)
         finally:
-            os.unlink(tmp)
+            with contextlib.suppress(FileNotFoundError):  # a vacuum may have taken it
+                os.unlink(tmp)
 
     def write(self, path: str, data: bytes) -> None:
         target = self._abs(path)
-        os.replace(self._write_temp(target, data), target)
+        tmp = self._write_temp(target, data)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
     def list_dir(self, path: str) -> list[FileInfo]:
         try:
-            entries = list(os.scandir(self._abs(path)))
+            entries = list(os.scandir(confine(self.root, self._abs(path), "list")))
         except (FileNotFoundError, NotADirectoryError):
             return []
         out = []
@@ -135,13 +154,112 @@ class LocalStorage:
 
     def delete(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._abs(path))
+            os.unlink(confine(self.root, self._abs(path), "delete"))
 
     def exists(self, path: str) -> bool:
         return os.path.exists(self._abs(path))
 
     def arrow_fs(self) -> tuple[pafs.FileSystem, str]:
-        return pafs.LocalFileSystem(), self.root
+        with _ARROW_FS_LOCK:
+            fs = _LOCAL_FS.get(self.root)
+            if fs is None:  # kept for the process, like the fsspec ones (see _WholeFileHandler)
+                fs = _LOCAL_FS[self.root] = pafs.PyFileSystem(_ConfinedLocalHandler(self.root))
+        return fs, self.root
+
+
+def _inside(real: str, real_root: str) -> bool:
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def confine(root: str, target: str, op: str) -> str:
+    """Return `target` (under `root`) if its resolved path stays inside the resolved root.
+
+    Raises:
+        StorageError: a symlink on the way leads outside the root.
+    """
+    real = os.path.realpath(target)
+    if not _inside(real, os.path.realpath(root)):
+        rel = os.path.relpath(target, root).replace(os.sep, "/")
+        raise StorageError(
+            f"cannot {op} {rel!r} in {root}: it resolves to {real}, outside the table root; "
+            "lakeflow never follows a symlink out of the table root (copy the file into the "
+            "table instead)"
+        )
+    return target
+
+
+class _ConfinedLocalHandler(pafs.FileSystemHandler):  # type: ignore[misc]
+    """pyarrow's local filesystem, read-only and confined to a table root.
+
+    Files open natively (no Python I/O) once `confine` accepted their path. Listings
+    never follow or report symlinks, so vacuum cannot reach through one.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.local = pafs.LocalFileSystem()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ConfinedLocalHandler) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def get_type_name(self) -> str:
+        return "lakeflow-local"
+
+    def normalize_path(self, path: str) -> str:
+        return path
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return [self.local.get_file_info(confine(self.root, p, "stat")) for p in paths]
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        base = confine(self.root, selector.base_dir.rstrip("/"), "list")
+        if not os.path.isdir(base):
+            if selector.allow_not_found:
+                return []
+            raise FileNotFoundError(base)
+        out: list[pafs.FileInfo] = []
+        pending = [base]
+        while pending:
+            directory = pending.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed since it was listed
+            for e in entries:
+                path = f"{directory}/{e.name}"
+                try:
+                    if e.is_symlink():
+                        continue  # never followed, never listed
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    out.append(pafs.FileInfo(path, pafs.FileType.Directory, mtime_ns=st.st_mtime_ns))
+                    if selector.recursive:
+                        pending.append(path)
+                else:
+                    out.append(pafs.FileInfo(path, pafs.FileType.File, size=st.st_size,
+                                             mtime_ns=st.st_mtime_ns))
+        return out
+
+    def open_input_file(self, path: str) -> pa.NativeFile:
+        return self.local.open_input_file(confine(self.root, path, "read"))
+
+    def open_input_stream(self, path: str) -> pa.NativeFile:
+        return self.local.open_input_stream(confine(self.root, path, "read"))
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> Any:
+        raise StorageError(f"lakeflow's pyarrow view of {self.root} is read-only; "
+                           "writes go through the table's storage")
+
+    create_dir = delete_dir = delete_dir_contents = delete_root_dir_contents = _read_only
+    delete_file = move = copy_file = open_output_stream = open_append_stream = _read_only
+
+
+_LOCAL_FS: dict[str, pafs.FileSystem] = {}
 
 
 class FsspecStorage:

@@ -51,17 +51,19 @@ from lakeflow.late import (
     window_start,
 )
 from lakeflow.log import (
+    CLOCK_SKEW_TOLERANCE_MS,
     LogListing,
     TableState,
+    bounded_timestamp,
     check_readable,
     check_writable,
     commit_path,
-    commit_timestamp,
     list_log,
     plan_segment,
     reachable_versions,
     read_commit,
     read_last_checkpoint,
+    recorded_timestamp,
     replay,
     writer_features,
 )
@@ -466,13 +468,26 @@ class Table:
         return self._state.version
 
     def _commit_ts(self, version: int) -> int | None:
-        if version not in self._timestamps or self._timestamps[version] is None:
+        if version not in self._timestamps:
             try:
                 actions = self._read_commit_cached(version)
             except FileNotFoundError:
                 return None
-            self._timestamps[version] = commit_timestamp(actions, self._listing_mtimes.get(version))
-        return self._timestamps[version]
+            self._timestamps[version] = recorded_timestamp(actions)
+        recorded = self._timestamps[version]
+        if recorded is not None and version not in self._listing_mtimes \
+                and recorded > time.time() * 1000 + CLOCK_SKEW_TOLERANCE_MS:
+            # Later than this clock: one of the two runs ahead, and the store's time decides.
+            self._listing_mtimes.update({v: i.mtime_ms for v, i in list_log(self._storage).commits.items()})
+            self._listing_mtimes.setdefault(version, None)
+        mtime = self._listing_mtimes.get(version)
+        if recorded is not None and mtime is not None and recorded > mtime + CLOCK_SKEW_TOLERANCE_MS:
+            # Rare: an entry stamped before its recorded time. Is the stamp plausible?
+            oldest = min(self._listing_mtimes)
+            if oldest not in self._timestamps:
+                self._commit_ts(oldest)  # reads and caches its recorded time
+            return bounded_timestamp(version, recorded, mtime, self._timestamps.get(oldest))
+        return recorded if recorded is not None else mtime
 
     def _timeline(self) -> list[tuple[int, int]]:
         """(version, monotonic timestamp ms) for every version whose commit is readable."""

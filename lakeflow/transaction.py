@@ -11,9 +11,12 @@ number of times.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import random
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +24,7 @@ from typing import Any
 from lakeflow import __version__
 from lakeflow.actions import Action, Add, CommitInfo, Metadata, Protocol, Remove, Txn, encode_commit
 from lakeflow.errors import CommitConflictError
-from lakeflow.log import TableState, commit_path, replay
+from lakeflow.log import CLOCK_SKEW_TOLERANCE_MS, TableState, commit_path, replay
 from lakeflow.storage import Storage
 
 DEFAULT_MAX_ATTEMPTS = 1000
@@ -126,6 +129,34 @@ def _commit_info(tx: Transaction, state: TableState, read_version: int, timestam
     return CommitInfo(values)
 
 
+def _commit_time(now: int, last_timestamp_ms: int | None) -> int:
+    """This commit's time: the clock, but after the previous commit (timestamps are monotonic).
+
+    `last_timestamp_ms` is already bounded by the store's time (`log.bounded_timestamp`),
+    so a writer whose clock ran ahead does not push every later commit ahead.
+    """
+    if last_timestamp_ms is None or now > last_timestamp_ms:
+        return now
+    if last_timestamp_ms > now + CLOCK_SKEW_TOLERANCE_MS:
+        behind = dt.timedelta(milliseconds=last_timestamp_ms - now)
+        warnings.warn(f"this machine's clock is {behind} behind the table's last commit; "
+                      "the new commit is stamped just after it (fix the clock, e.g. with NTP)",
+                      stacklevel=4)
+    return last_timestamp_ms + 1
+
+
+def _not_before(action: Action, ts: int) -> Action:
+    """A remove stamped by a clock running behind the commit's time is stamped at the commit.
+
+    Vacuum keeps removed files for the retention after `deletionTimestamp`: a stamp from
+    a clock a year behind would let any vacuum (lakeflow's or another engine's) delete
+    them at once.
+    """
+    if isinstance(action, Remove) and (action.deletion_timestamp or 0) < ts - CLOCK_SKEW_TOLERANCE_MS:
+        return dataclasses.replace(action, deletion_timestamp=ts)
+    return action
+
+
 def commit(
     storage: Storage,
     state: TableState,
@@ -156,11 +187,10 @@ def commit(
     read_version = state.version
     for attempt in range(max_attempts):
         version = state.version + 1
-        now = int(clock() * 1000)
-        ts = now if last_timestamp_ms is None else max(now, last_timestamp_ms + 1)
+        ts = _commit_time(int(clock() * 1000), last_timestamp_ms)
         # commitInfo first: required with In-Commit Timestamps, harmless otherwise.
         actions: list[Action] = [_commit_info(tx, state, read_version, ts, txn_id)]
-        actions += list(tx.actions)
+        actions += [_not_before(a, ts) for a in tx.actions]
         if tx.txn is not None:
             actions.append(Txn(tx.txn.app_id, tx.txn.version, ts))
         data = encode_commit(actions)
