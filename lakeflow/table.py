@@ -172,29 +172,50 @@ class Table:
                 self._commits.popitem(last=False)
         return actions
 
-    def _advance(self, state: TableState, until: int | None = None) -> TableState:
-        """Replay the commits after `state` (up to `until`), probing instead of listing."""
+    def _advance(self, state: TableState, until: int | None = None) -> TableState | None:
+        """Replay the commits after `state` (up to `until`), probing instead of listing.
+
+        Returns None when the log has moved past `state` and the commits after it
+        were cleaned up: only a fresh load (checkpoint pointer, listing) catches up.
+
+        Raises:
+            CorruptLogError: a commit is missing or unreadable while a later one exists.
+        """
         new: list[tuple[int, list[Action]]] = []
         v = state.version + 1
         while until is None or v <= until:
             try:
                 new.append((v, self._read_commit_cached(v)))
             except FileNotFoundError:
+                # The state's own commit gone means cleanup ran past it (see docs/reliability.md).
+                if not new and not self._storage.exists(commit_path(v - 1)):
+                    return None
                 if not self._storage.exists(commit_path(v + 1)):
                     break
-                # v + 1 exists: either v was committed meanwhile (read it) or the log has a gap.
-                if not self._storage.exists(commit_path(v)):
-                    raise CorruptLogError(
-                        f"the log of {self.uri} has a gap: version {v} is missing but "
-                        f"{v + 1} exists"
-                    ) from None
-                continue
+                new.append((v, self._read_after_successor(v)))
             v += 1
         if not new:
             return state
         state = replay(state, new)
         check_readable(state.protocol, state.metadata)
         return state
+
+    def _read_after_successor(self, version: int) -> list[Action]:
+        """Read commit `version`, which was missing while `version + 1` exists: once, not in a loop.
+
+        Raises:
+            CorruptLogError: it is still missing (a gap) or is not a readable file.
+        """
+        try:
+            return self._read_commit_cached(version)
+        except FileNotFoundError:
+            path = commit_path(version)
+            what = ("exists but is not a readable file (a directory?)" if self._storage.exists(path)
+                    else "is missing")
+            raise CorruptLogError(
+                f"the log of {self.uri} has a gap: {path} {what} while "
+                f"{commit_path(version + 1)} exists; repair or remove the stray entry"
+            ) from None
 
     def _checkpoint_state(self, version: int, names: Sequence[str]) -> TableState:
         """The replayed checkpoint at `version`; cached, since time travel and diffs reuse it."""
@@ -214,9 +235,9 @@ class Table:
             except (FileNotFoundError, CorruptLogError):
                 pass  # a stale pointer or a torn checkpoint: fall back to listing the log
             else:
-                state = self._advance(state, version)
-                if version is None or state.version == version:
-                    return state
+                advanced = self._advance(state, version)  # None: the pointer is stale
+                if advanced is not None and (version is None or advanced.version == version):
+                    return advanced
         listing = list_log(self._storage)
         if listing.latest is None:
             detail = "it has no _delta_log commits" if self._storage.exists("") else "nothing exists there"
@@ -352,8 +373,8 @@ class Table:
 
     @property
     def version(self) -> int:
-        """The latest version this handle knows (call `refresh()` to look for newer)."""
-        return self._state.version
+        """The latest committed version, probed at each call (see `refresh`)."""
+        return self.refresh()
 
     @property
     def schema(self) -> pa.Schema:
@@ -409,14 +430,36 @@ class Table:
         return self._state
 
     def __repr__(self) -> str:
-        return f"Table({self.uri!r}, version={self.version})"
+        return f"Table({self.uri!r}, version={self._state.version})"
 
     # ---- reading -----------------------------------------------------------------------
 
     def refresh(self) -> int:
-        """Read commits newer than the handle's version (only those) and return the latest."""
-        self._state = self._advance(self._state)
-        return self._state.version
+        """Read commits newer than the handle's version (only those) and return the latest.
+
+        When the handle's own commit was cleaned up, the log moved on without it:
+        the state is loaded afresh from the checkpoint pointer or a listing.
+
+        Raises:
+            CorruptLogError: the log no longer reaches the version the handle read.
+        """
+        state = self._advance(self._state)
+        if state is None:
+            state = self._load_state(None)
+            if state.version < self._state.version:
+                raise CorruptLogError(
+                    f"the log of {self.uri} ends at version {state.version}, but this handle "
+                    f"read version {self._state.version}: commit files were deleted")
+        self._state = state
+        return state.version
+
+    def _handle_snapshot(self) -> Snapshot:
+        """The snapshot of the handle's state, without probing the log.
+
+        For operations that refreshed once and must read that same state until they
+        commit: a second refresh in between would skip conflict checks.
+        """
+        return Snapshot(self._storage, self._state, _from_ms(self._commit_ts(self._state.version)))
 
     def _commit_ts(self, version: int) -> int | None:
         if version not in self._timestamps or self._timestamps[version] is None:
@@ -433,7 +476,7 @@ class Table:
         self._listing_mtimes.update({v: i.mtime_ms for v, i in listing.commits.items()})
         out: list[tuple[int, int]] = []
         last = None
-        for v in reachable_versions(listing):
+        for v in reachable_versions(listing):  # listed versions only: bounded by the log
             ts = self._commit_ts(v)
             if ts is None:
                 continue
@@ -466,7 +509,7 @@ class Table:
         return best
 
     def snapshot(self, version: int | None = None, as_of: dt.datetime | str | None = None) -> Snapshot:
-        """The table as of a version or an instant (default: the handle's version).
+        """The table as of a version or an instant (default: the latest, probed now).
 
         Args:
             version: a version number.
@@ -483,14 +526,16 @@ class Table:
             version = self.version_at(as_of)
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise InvalidArgumentError(f"version must be an int, got {version!r}")
+        if version is None:
+            self.refresh()
         if version is None or version == self._state.version:
-            return Snapshot(self._storage, self._state, _from_ms(self._commit_ts(self._state.version)))
+            return self._handle_snapshot()
         if version < 0:
             raise VersionNotFoundError(f"version {version} does not exist: versions start at 0")
         if version > self._state.version:
             self.refresh()
             if version == self._state.version:
-                return self.snapshot()
+                return self._handle_snapshot()
         state = self._load_state(version)
         return Snapshot(self._storage, state, _from_ms(self._commit_ts(version)))
 
@@ -528,7 +573,6 @@ class Table:
 
     def to_arrow(self, **kwargs: Any) -> pa.Table:
         """Shorthand for `snapshot().to_arrow(...)` at the latest version."""
-        self.refresh()
         return self.snapshot().to_arrow(**kwargs)
 
     def diff(self, from_version: VersionRef, to_version: VersionRef | None = None,
@@ -727,7 +771,7 @@ class Table:
             seen = self._state.txns.get(app_id)
             if seen is not None and seen.version >= txn_version:
                 return self._txn_version_holding(app_id, txn_version)
-        conformed = conform(table, self.snapshot().schema, schema_mode)
+        conformed = conform(table, self._handle_snapshot().schema, schema_mode)
         arrival = arrive(self, conformed.table, watermark, late, quarantine)
         if arrival.rows.num_rows == 0 and conformed.new_schema is None and not arrival.must_commit:
             return arrival.settle(self, self._state.version)

@@ -20,7 +20,7 @@ from typing import Any
 from lakeflow import __version__
 from lakeflow.actions import Action, Add, CommitInfo, Metadata, Protocol, Remove, Txn, encode_commit
 from lakeflow.errors import CommitConflictError
-from lakeflow.log import TableState, commit_path, replay
+from lakeflow.log import TableState, commit_path, list_log, replay
 from lakeflow.storage import Storage
 
 DEFAULT_MAX_ATTEMPTS = 1000
@@ -119,6 +119,30 @@ def _commit_info(tx: Transaction, state: TableState, read_version: int, timestam
     return CommitInfo(values)
 
 
+def _check_not_recreated(storage: Storage, version: int, operation: str) -> None:
+    """Prove that the commit just created at `version` is new, not a cleaned-up one re-created.
+
+    Put-if-absent only proves the file was absent, and log cleanup deletes old
+    commits. Cleanup deletes a commit only when a later checkpoint covers it, and
+    deletes commits oldest first: if `version - 1` is still there after the write,
+    `version` had never been cleaned up. Else only a listing that reaches no
+    further than `version` proves it (see docs/reliability.md).
+
+    Raises:
+        CommitConflictError: the log already reached beyond `version`.
+    """
+    if version == 0 or storage.exists(commit_path(version - 1)):
+        return
+    latest = list_log(storage).latest
+    if latest is None or latest <= version:
+        return
+    raise CommitConflictError(
+        f"{operation} created version {version}, but the log had been cleaned up past version "
+        f"{version - 1} and reaches version {latest}: the commit may re-create a cleaned-up "
+        "version that no reader sees, so it is not acknowledged; re-open the table and retry"
+    )
+
+
 def commit(
     storage: Storage,
     state: TableState,
@@ -160,8 +184,15 @@ def commit(
         try:
             storage.write_if_absent(commit_path(version), data)
         except FileExistsError:
-            winner, winner_ts = read_winner(version)
+            try:
+                winner, winner_ts = read_winner(version)
+            except FileNotFoundError:
+                raise CommitConflictError(
+                    f"{tx.operation} lost the race for version {version}, whose commit was then "
+                    "cleaned up before it could be read; re-read the table and retry"
+                ) from None
             if _written_by(winner, txn_id):
+                _check_not_recreated(storage, version, tx.operation)
                 return CommitOutcome(version, replay(state, [(version, actions)]), ts)
             if _txn_satisfied(tx.txn, winner):
                 state = replay(state, [(version, winner)])
@@ -177,6 +208,7 @@ def commit(
             if attempt >= 3:
                 time.sleep(random.uniform(0, min(0.05, 0.001 * attempt)))
             continue
+        _check_not_recreated(storage, version, tx.operation)
         return CommitOutcome(version, replay(state, [(version, actions)]), ts)
     raise CommitConflictError(
         f"{tx.operation} lost the race for a new version {max_attempts} times in a row; "
