@@ -19,11 +19,12 @@ from typing import Any
 
 from lakeflow import __version__
 from lakeflow.actions import Action, Add, CommitInfo, Metadata, Protocol, Remove, Txn, encode_commit
-from lakeflow.errors import CommitConflictError
+from lakeflow.errors import CommitConflictError, StorageError
 from lakeflow.log import TableState, commit_path, list_log, replay
 from lakeflow.storage import Storage
 
 DEFAULT_MAX_ATTEMPTS = 1000
+_VERIFY_ATTEMPTS = 3  # the commit is written: a transient failure of its check is retried
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,22 @@ def _commit_info(tx: Transaction, state: TableState, read_version: int, timestam
     return CommitInfo(values)
 
 
+def _previous_exists(storage: Storage, version: int) -> bool:
+    """Whether commit `version - 1` exists, retrying transient store failures."""
+    for attempt in range(_VERIFY_ATTEMPTS):
+        try:
+            return storage.exists(commit_path(version - 1))
+        except StorageError as e:
+            if attempt == _VERIFY_ATTEMPTS - 1:
+                raise StorageError(
+                    f"version {version} was written, but checking that it did not re-create "
+                    f"a cleaned-up version failed ({e}); re-open the table to see whether the "
+                    "commit is visible (an exactly-once append can simply be retried)"
+                ) from e.__cause__
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def _check_not_recreated(storage: Storage, version: int, operation: str) -> None:
     """Prove that the commit just created at `version` is new, not a cleaned-up one re-created.
 
@@ -130,8 +147,9 @@ def _check_not_recreated(storage: Storage, version: int, operation: str) -> None
 
     Raises:
         CommitConflictError: the log already reached beyond `version`.
+        StorageError: the store kept failing the check.
     """
-    if version == 0 or storage.exists(commit_path(version - 1)):
+    if version == 0 or _previous_exists(storage, version):
         return
     latest = list_log(storage).latest
     if latest is None or latest <= version:
