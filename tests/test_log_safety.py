@@ -184,7 +184,7 @@ def _run_bounded(fn: Callable[[], Any], seconds: float = 20) -> BaseException | 
     def run() -> None:
         try:
             fn()
-        except BaseException as e:  # noqa: BLE001 - handed back to the test
+        except BaseException as e:
             box[0] = e
 
     th = threading.Thread(target=run, daemon=True)
@@ -216,7 +216,7 @@ def _peak_mib(fn: Callable[[], Any]) -> tuple[float, BaseException | None]:
     try:
         fn()
         error = None
-    except BaseException as e:  # noqa: BLE001 - returned to the test
+    except BaseException as e:
         error = e
     finally:
         peak = tracemalloc.get_traced_memory()[1] / 2**20

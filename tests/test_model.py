@@ -4,8 +4,8 @@ The model is the list of every version's rows (a multiset of (id, v, part)).
 Hypothesis drives creates, appends (through the handle and through a stale second
 handle), checkpoints, log cleanup with short retentions, reopening, time travel by
 version and by instant, reads through the stale handle, and, where the Table has
-them, merge, delete and diff; after every step the table must equal the model. Runs 200 examples in CI (profile "ci"); `HYPOTHESIS_PROFILE=dev` or
-`long` runs more.
+them, merge, delete and diff; after every step the table must equal the model.
+Runs 200 examples in CI (profile "ci"); `HYPOTHESIS_PROFILE=dev` or `long` runs more.
 """
 
 from __future__ import annotations
