@@ -25,6 +25,7 @@ from lakeflow.actions import Action, CommitInfo, Metadata, Protocol, Txn
 from lakeflow.checkpoint import read_checkpoint, write_checkpoint
 from lakeflow.diff import CommitChanges, Diff, VersionRef, compute_diff, iter_changes
 from lakeflow.errors import (
+    CommitConflictError,
     CorruptLogError,
     InvalidArgumentError,
     LakeflowError,
@@ -68,6 +69,7 @@ from lakeflow.write import conform, to_arrow_table, write_data_files
 DEFAULT_CHECKPOINT_INTERVAL = 100
 _COMMIT_CACHE_SIZE = 4096
 _CHECKPOINT_CACHE_SIZE = 4
+_LOAD_ATTEMPTS = 3
 _RESERVED_INFO_KEYS = {"timestamp", "inCommitTimestamp", "operation", "operationParameters",
                        "operationMetrics", "readVersion", "isBlindAppend", "engineInfo",
                        "clientVersion", "txnId"}
@@ -176,10 +178,8 @@ class Table:
         """Replay the commits after `state` (up to `until`), probing instead of listing.
 
         Returns None when the log has moved past `state` and the commits after it
-        were cleaned up: only a fresh load (checkpoint pointer, listing) catches up.
-
-        Raises:
-            CorruptLogError: a commit is missing or unreadable while a later one exists.
+        were cleaned up, or a commit is missing while a later one exists: only a
+        fresh load (checkpoint pointer, listing) catches up, or finds the gap.
         """
         new: list[tuple[int, list[Action]]] = []
         v = state.version + 1
@@ -187,35 +187,24 @@ class Table:
             try:
                 new.append((v, self._read_commit_cached(v)))
             except FileNotFoundError:
-                # The state's own commit gone means cleanup ran past it (see docs/reliability.md).
-                if not new and not self._storage.exists(commit_path(v - 1)):
+                # The commit the state was read at is gone: cleanup ran past it, and only a
+                # fresh load is sure to follow the live log (see docs/reliability.md).
+                if not self._storage.exists(commit_path(state.version)):
                     return None
                 if not self._storage.exists(commit_path(v + 1)):
                     break
-                new.append((v, self._read_after_successor(v)))
+                # v + 1 exists: v was committed meanwhile (read it once more), or cleanup
+                # is deleting it, or the log has a gap: a fresh load tells, bounded.
+                try:
+                    new.append((v, self._read_commit_cached(v)))
+                except FileNotFoundError:
+                    return None
             v += 1
         if not new:
             return state
         state = replay(state, new)
         check_readable(state.protocol, state.metadata)
         return state
-
-    def _read_after_successor(self, version: int) -> list[Action]:
-        """Read commit `version`, which was missing while `version + 1` exists: once, not in a loop.
-
-        Raises:
-            CorruptLogError: it is still missing (a gap) or is not a readable file.
-        """
-        try:
-            return self._read_commit_cached(version)
-        except FileNotFoundError:
-            path = commit_path(version)
-            what = ("exists but is not a readable file (a directory?)" if self._storage.exists(path)
-                    else "is missing")
-            raise CorruptLogError(
-                f"the log of {self.uri} has a gap: {path} {what} while "
-                f"{commit_path(version + 1)} exists; repair or remove the stray entry"
-            ) from None
 
     def _checkpoint_state(self, version: int, names: Sequence[str]) -> TableState:
         """The replayed checkpoint at `version`; cached, since time travel and diffs reuse it."""
@@ -228,6 +217,26 @@ class Table:
         return state
 
     def _load_state(self, version: int | None) -> TableState:
+        """Load the state at `version` (None: the latest), from the checkpoint pointer or a listing.
+
+        A file that vanishes meanwhile (a concurrent log cleanup) makes it start over,
+        a bounded number of times.
+
+        Raises:
+            VersionNotFoundError: files kept vanishing, or `version` is not reachable.
+        """
+        for attempt in range(_LOAD_ATTEMPTS):
+            try:
+                return self._load_once(version)
+            except FileNotFoundError as e:
+                if attempt == _LOAD_ATTEMPTS - 1:
+                    raise VersionNotFoundError(
+                        f"log files kept vanishing while reading {self.uri} (concurrent log "
+                        f"cleanup?): {e}"
+                    ) from e
+        raise AssertionError("unreachable")
+
+    def _load_once(self, version: int | None) -> TableState:
         last = read_last_checkpoint(self._storage)
         if last is not None and (version is None or last[0] <= version):
             try:
@@ -260,12 +269,7 @@ class Table:
                               stacklevel=3)
                 listing = LogListing(listing.commits,
                                      {v: p for v, p in listing.checkpoints.items() if v != checkpoint})
-        try:
-            state = replay(base, [(v, self._read_commit_cached(v)) for v in commits])
-        except FileNotFoundError as e:
-            raise VersionNotFoundError(
-                f"a commit vanished while reading {self.uri} (concurrent log cleanup?): {e}"
-            ) from e
+        state = replay(base, [(v, self._read_commit_cached(v)) for v in commits])
         check_readable(state.protocol, state.metadata)
         self._listing_mtimes.update({v: info.mtime_ms for v, info in listing.commits.items()})
         return state
@@ -641,9 +645,15 @@ class Table:
         def read_winner(version: int) -> tuple[list[Action], int | None]:
             return self._read_commit_cached(version), self._commit_ts(version)
 
-        outcome = commit(self._storage, self._state, tx,
-                         last_timestamp_ms=self._commit_ts(self._state.version),
-                         read_winner=read_winner)
+        try:
+            outcome = commit(self._storage, self._state, tx,
+                             last_timestamp_ms=self._commit_ts(self._state.version),
+                             read_winner=read_winner)
+        except CommitConflictError:
+            # Winners read on the way may be re-creations since withdrawn: read them again.
+            for v in [v for v in self._commits if v > self._state.version]:
+                del self._commits[v]
+            raise
         self._state = outcome.state
         self._timestamps[outcome.version] = outcome.timestamp_ms
         if not outcome.deduplicated:

@@ -136,28 +136,37 @@ def _previous_exists(storage: Storage, version: int) -> bool:
     raise AssertionError("unreachable")
 
 
+def _cleaned_under(operation: str, version: int) -> CommitConflictError:
+    return CommitConflictError(
+        f"{operation} lost the race for version {version} while log cleanup removed the "
+        "versions around it; re-read the table and retry")
+
+
 def _check_not_recreated(storage: Storage, version: int, operation: str) -> None:
     """Prove that the commit just created at `version` is new, not a cleaned-up one re-created.
 
     Put-if-absent only proves the file was absent, and log cleanup deletes old
-    commits. Cleanup deletes a commit only when a later checkpoint covers it, and
+    commits. Cleanup deletes a commit only below a checkpoint it keeps, and
     deletes commits oldest first: if `version - 1` is still there after the write,
-    `version` had never been cleaned up. Else only a listing that reaches no
-    further than `version` proves it (see docs/reliability.md).
+    `version` had never been cleaned up. Else a listing decides: with no
+    checkpoint after `version`, it cannot have been cleaned up either.
 
     Raises:
-        CommitConflictError: the log already reached beyond `version`.
+        CommitConflictError: the log had been cleaned up past `version` (the file
+            just written is deleted again: a handle at `version - 1` must not read it).
         StorageError: the store kept failing the check.
     """
     if version == 0 or _previous_exists(storage, version):
         return
-    latest = list_log(storage).latest
-    if latest is None or latest <= version:
+    beyond = [v for v in list_log(storage).checkpoints if v > version]
+    if not beyond:
         return
+    storage.delete(commit_path(version))  # no reader needs it: a checkpoint is after it
     raise CommitConflictError(
         f"{operation} created version {version}, but the log had been cleaned up past version "
-        f"{version - 1} and reaches version {latest}: the commit may re-create a cleaned-up "
-        "version that no reader sees, so it is not acknowledged; re-open the table and retry"
+        f"{version - 1} (it has a checkpoint at version {max(beyond)}): the commit would "
+        "re-create a cleaned-up version that no reader sees, so it was withdrawn; re-open "
+        "the table and retry"
     )
 
 
@@ -205,10 +214,11 @@ def commit(
             try:
                 winner, winner_ts = read_winner(version)
             except FileNotFoundError:
-                raise CommitConflictError(
-                    f"{tx.operation} lost the race for version {version}, whose commit was then "
-                    "cleaned up before it could be read; re-read the table and retry"
-                ) from None
+                raise _cleaned_under(tx.operation, version) from None
+            # The winner extends the state only while the state is still on the live log: a
+            # cleaned-up predecessor means the winner may be a re-creation being withdrawn.
+            if version > 0 and not storage.exists(commit_path(version - 1)):
+                raise _cleaned_under(tx.operation, version) from None
             if _written_by(winner, txn_id):
                 _check_not_recreated(storage, version, tx.operation)
                 return CommitOutcome(version, replay(state, [(version, actions)]), ts)
