@@ -45,6 +45,7 @@ from lakeflow.late import (
     window_start,
 )
 from lakeflow.log import (
+    LOG_DIR,
     LogListing,
     TableState,
     check_readable,
@@ -161,6 +162,7 @@ class Table:
         self._timestamps: dict[int, int | None] = {}
         self._listing_mtimes: dict[int, int | None] = {}
         self._checkpoints: OrderedDict[int, TableState] = OrderedDict()
+        self._checkpoint_files: dict[int, str] = {}  # version -> a file of the checkpoint read
         self._state = self._load_state(None)
 
     # ---- opening -----------------------------------------------------------------------
@@ -189,7 +191,7 @@ class Table:
             except FileNotFoundError:
                 # The commit the state was read at is gone: cleanup ran past it, and only a
                 # fresh load is sure to follow the live log (see docs/reliability.md).
-                if not self._storage.exists(commit_path(state.version)):
+                if not self._still_there(state.version):
                     return None
                 if not self._storage.exists(commit_path(v + 1)):
                     break
@@ -206,12 +208,20 @@ class Table:
         check_readable(state.protocol, state.metadata)
         return state
 
+    def _still_there(self, version: int) -> bool:
+        """Whether the log still has the commit of `version`, or the checkpoint of it this handle read."""
+        if self._storage.exists(commit_path(version)):
+            return True
+        name = self._checkpoint_files.get(version)  # tables whose checkpoint outlived its commit
+        return name is not None and self._storage.exists(f"{LOG_DIR}/{name}")
+
     def _checkpoint_state(self, version: int, names: Sequence[str]) -> TableState:
         """The replayed checkpoint at `version`; cached, since time travel and diffs reuse it."""
         state = self._checkpoints.get(version)
         if state is None:
             state = replay(None, [(version, read_checkpoint(self._storage, names))])
             self._checkpoints[version] = state
+            self._checkpoint_files[version] = names[0]
             if len(self._checkpoints) > _CHECKPOINT_CACHE_SIZE:
                 self._checkpoints.popitem(last=False)
         return state
