@@ -264,7 +264,7 @@ class EventClock:
         policy = late or check_policy(props.get("lakeflow.late"), "table property lakeflow.late")
         mark = table.watermark
         return cls(column, window_micros(props.get("lakeflow.window", DEFAULT_WINDOW)),
-                   None if mark is None else to_micros(mark), given, table.version,
+                   None if mark is None else to_micros(mark), given, table.state.version,
                    policy or "accept")
 
     def late(self, rows: pa.Table) -> np.ndarray[Any, np.dtype[np.bool_]]:

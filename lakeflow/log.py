@@ -54,6 +54,10 @@ MAX_WRITER_VERSION = 7
 LEGACY_WRITER_FEATURES = {2: ("appendOnly", "invariants"), 3: ("checkConstraints",),
                           4: ("changeDataFeed", "generatedColumns"), 5: ("columnMapping",),
                           6: ("identityColumns",)}
+# Delta versions are signed 64-bit longs; a 20-digit name above this is no log entry.
+MAX_VERSION = 2**63 - 1
+# A `_last_checkpoint` claiming more parts is not believed (the listing decides).
+MAX_HINTED_PARTS = 10_000
 
 
 def commit_path(version: int) -> str:
@@ -244,28 +248,39 @@ class LogListing:
         return max(versions) if versions else None
 
 
+def _log_version(name: str, digits: str) -> int | None:
+    """The version a log file name carries, or None (with a warning) beyond the long range."""
+    version = int(digits)
+    if version > MAX_VERSION:
+        warnings.warn(f"ignoring {LOG_DIR}/{name}: version {version} is beyond the Delta "
+                      "version range (a stray file?)", stacklevel=4)
+        return None
+    return version
+
+
 def list_log(storage: Storage) -> LogListing:
     """List `_delta_log/`, keeping commits and checkpoints whose parts are all present.
 
     Of several checkpoints of one version, a UUID-named (v2) one is preferred,
-    then a classic one, then the multi-part one with the most parts.
+    then a classic one, then the multi-part one with the most parts. Names whose
+    version exceeds the Delta range are ignored with a warning.
     """
     commits: dict[int, FileInfo] = {}
     parts: dict[tuple[int, int], list[str]] = {}
     uuid_named: dict[int, str] = {}
     for info in storage.list_dir(LOG_DIR):
-        m = _COMMIT_RE.match(info.name)
-        if m:
-            commits[int(m.group(1))] = info
+        m = _COMMIT_RE.match(info.name) or _CHECKPOINT_RE.match(info.name) \
+            or _V2_CHECKPOINT_RE.match(info.name)
+        version = _log_version(info.name, m.group(1)) if m else None
+        if m is None or version is None:
             continue
-        m = _CHECKPOINT_RE.match(info.name)
-        if m:
+        if m.re is _COMMIT_RE:
+            commits[version] = info
+        elif m.re is _CHECKPOINT_RE:
             total = int(m.group(3)) if m.group(3) else 1
-            parts.setdefault((int(m.group(1)), total), []).append(info.name)
-            continue
-        m = _V2_CHECKPOINT_RE.match(info.name)
-        if m:
-            uuid_named.setdefault(int(m.group(1)), info.name)
+            parts.setdefault((version, total), []).append(info.name)
+        else:
+            uuid_named.setdefault(version, info.name)
     checkpoints: dict[int, tuple[str, ...]] = {}
     for (version, total), names in sorted(parts.items(), key=lambda kv: (kv[0][0], kv[0][1] == 1, kv[0][1])):
         if len(names) == total:  # a multi-part checkpoint with a missing part is ignored
@@ -277,14 +292,23 @@ def list_log(storage: Storage) -> LogListing:
 def read_last_checkpoint(storage: Storage) -> tuple[int, tuple[str, ...]] | None:
     """The checkpoint `_last_checkpoint` points to, as (version, part names).
 
-    None when absent or unreadable: readers then fall back to listing the log.
+    None when absent or unreadable, or (with a warning) when its version or part
+    count is out of range: it is only a hint, and readers then list the log.
     """
     try:
         data = json.loads(storage.read(LAST_CHECKPOINT))
-        version = int(data["version"])
-        parts = int(data.get("parts") or 1)
+        version = data["version"]
+        parts = data.get("parts") or 1
         v2_name = unquote(str((data.get("v2Checkpoint") or {}).get("path") or "")).rsplit("/", 1)[-1]
-    except (FileNotFoundError, ValueError, KeyError, TypeError, AttributeError):
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        warnings.warn(f"ignoring the unreadable {LAST_CHECKPOINT}; listing the log instead", stacklevel=3)
+        return None
+    if not all(type(n) is int for n in (version, parts)) \
+            or not 0 <= version <= MAX_VERSION or not 1 <= parts <= MAX_HINTED_PARTS:
+        warnings.warn(f"ignoring {LAST_CHECKPOINT}: version {version!r} with {parts!r} part(s) "
+                      "is out of range; listing the log instead", stacklevel=3)
         return None
     m = _V2_CHECKPOINT_RE.match(v2_name)
     if m and int(m.group(1)) == version:
@@ -306,6 +330,20 @@ def read_commit(storage: Storage, version: int) -> list[Action]:
     return parse_commit(storage.read(path), path)
 
 
+def _first_missing(present: Sequence[int], first: int, last: int, limit: int = 5) -> list[int]:
+    """Up to `limit` versions in [first, last] that are not in the sorted `present`."""
+    missing: list[int] = []
+    expected = first
+    for v in [*present, last + 1]:
+        while expected < v and len(missing) < limit:
+            missing.append(expected)
+            expected += 1
+        if len(missing) >= limit:
+            break
+        expected = v + 1
+    return missing
+
+
 def plan_segment(listing: LogListing, version: int | None) -> tuple[int | None, list[int]]:
     """Choose the newest usable checkpoint <= `version` and the commits after it.
 
@@ -325,8 +363,10 @@ def plan_segment(listing: LogListing, version: int | None) -> tuple[int | None, 
     cps = [v for v in listing.checkpoints if v <= target]
     start = max(cps) if cps else None
     first_commit = (start + 1) if start is not None else 0
-    needed = list(range(first_commit, target + 1))
-    missing = [v for v in needed if v not in listing.commits]
+    # Only listed files are counted: a stray far-future name must not build a huge range.
+    needed = sorted(v for v in listing.commits if first_commit <= v <= target)
+    complete = len(needed) == target - first_commit + 1
+    missing = [] if complete else _first_missing(needed, first_commit, target)
     if missing and start is None and missing[0] == 0:
         raise VersionNotFoundError(
             f"version {target} is no longer reconstructable: its early log entries were "
@@ -335,26 +375,30 @@ def plan_segment(listing: LogListing, version: int | None) -> tuple[int | None, 
         )
     if missing:
         raise CorruptLogError(
-            f"the log has a gap: commit file(s) for version(s) {missing[:5]} are missing "
-            f"between {first_commit} and {target}"
+            f"the log has a gap: commit file(s) {', '.join(commit_path(v) for v in missing)} "
+            f"are missing between versions {first_commit} and {target}"
         )
     return start, needed
 
 
 def reachable_versions(listing: LogListing) -> list[int]:
-    """Versions that can be reconstructed: from the oldest checkpoint (or 0) on."""
+    """Listed versions from the oldest checkpoint (or 0) on, whose commit or checkpoint exists.
+
+    Built from the listing only, so its size is that of the log directory.
+    """
     latest = listing.latest
     if latest is None:
         return []
     floor = 0 if 0 in listing.commits else min(listing.checkpoints, default=latest)
-    return list(range(floor, latest + 1))
+    return sorted(v for v in {*listing.commits, *listing.checkpoints} if v >= floor)
 
 
 def _describe_versions(listing: LogListing) -> str:
-    versions = reachable_versions(listing)
-    if not versions:
+    latest = listing.latest
+    if latest is None:
         return "none"
-    return f"{versions[0]}..{versions[-1]}" if len(versions) > 1 else str(versions[0])
+    floor = 0 if 0 in listing.commits else min(listing.checkpoints, default=latest)
+    return f"{floor}..{latest}" if latest > floor else str(floor)
 
 
 # How far a commit's recorded time may run ahead of the time the store stamped on its

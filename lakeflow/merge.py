@@ -600,7 +600,7 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
     actions += [*written.adds, *written.cdcs]
     rewritten = len(touched)
 
-    version = table.version
+    version = table.state.version  # the state read, not a new probe
     if actions or (clock is not None and clock.advances):
         tx = Transaction(
             actions=actions,

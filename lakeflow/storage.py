@@ -93,7 +93,8 @@ class LocalStorage:
         try:
             with open(confine(self.root, self._abs(path), "read"), "rb") as f:
                 return f.read()
-        except NotADirectoryError as e:  # a parent is a file: the path does not exist
+        except (NotADirectoryError, IsADirectoryError) as e:
+            # A parent is a file, or the path is a directory: no file exists there.
             raise FileNotFoundError(e.errno, e.strerror, e.filename) from e
 
     def _write_temp(self, target: str, data: bytes) -> str:

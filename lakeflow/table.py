@@ -52,6 +52,7 @@ from lakeflow.late import (
 )
 from lakeflow.log import (
     CLOCK_SKEW_TOLERANCE_MS,
+    LOG_DIR,
     LogListing,
     TableState,
     bounded_timestamp,
@@ -78,6 +79,7 @@ from lakeflow.write import conform, input_chunks, write_data_files
 DEFAULT_CHECKPOINT_INTERVAL = 100
 _COMMIT_CACHE_SIZE = 4096
 _CHECKPOINT_CACHE_SIZE = 4
+_LOAD_ATTEMPTS = 3
 _RESERVED_INFO_KEYS = {"timestamp", "inCommitTimestamp", "operation", "operationParameters",
                        "operationMetrics", "readVersion", "isBlindAppend", "engineInfo",
                        "clientVersion", "txnId"}
@@ -202,6 +204,7 @@ class Table:
         self._timestamps: dict[int, int | None] = {}
         self._listing_mtimes: dict[int, int | None] = {}
         self._checkpoints: OrderedDict[int, TableState] = OrderedDict()
+        self._checkpoint_files: dict[int, str] = {}  # version -> a file of the checkpoint read
         self._state = self._load_state(None)
 
     # ---- opening -----------------------------------------------------------------------
@@ -215,23 +218,31 @@ class Table:
                 self._commits.popitem(last=False)
         return actions
 
-    def _advance(self, state: TableState, until: int | None = None) -> TableState:
-        """Replay the commits after `state` (up to `until`), probing instead of listing."""
+    def _advance(self, state: TableState, until: int | None = None) -> TableState | None:
+        """Replay the commits after `state` (up to `until`), probing instead of listing.
+
+        Returns None when the log has moved past `state` and the commits after it
+        were cleaned up, or a commit is missing while a later one exists: only a
+        fresh load (checkpoint pointer, listing) catches up, or finds the gap.
+        """
         new: list[tuple[int, list[Action]]] = []
         v = state.version + 1
         while until is None or v <= until:
             try:
                 new.append((v, self._read_commit_cached(v)))
             except FileNotFoundError:
+                # The commit the state was read at is gone: cleanup ran past it, and only a
+                # fresh load is sure to follow the live log (see docs/reliability.md).
+                if not self._still_there(state.version):
+                    return None
                 if not self._storage.exists(commit_path(v + 1)):
                     break
-                # v + 1 exists: either v was committed meanwhile (read it) or the log has a gap.
-                if not self._storage.exists(commit_path(v)):
-                    raise CorruptLogError(
-                        f"the log of {self.uri} has a gap: version {v} is missing but "
-                        f"{v + 1} exists"
-                    ) from None
-                continue
+                # v + 1 exists: v was committed meanwhile (read it once more), or cleanup
+                # is deleting it, or the log has a gap: a fresh load tells, bounded.
+                try:
+                    new.append((v, self._read_commit_cached(v)))
+                except FileNotFoundError:
+                    return None
             v += 1
         if not new:
             return state
@@ -239,17 +250,45 @@ class Table:
         check_readable(state.protocol, state.metadata)
         return state
 
+    def _still_there(self, version: int) -> bool:
+        """Whether the log still has the commit of `version`, or the checkpoint of it this handle read."""
+        if self._storage.exists(commit_path(version)):
+            return True
+        name = self._checkpoint_files.get(version)  # tables whose checkpoint outlived its commit
+        return name is not None and self._storage.exists(f"{LOG_DIR}/{name}")
+
     def _checkpoint_state(self, version: int, names: Sequence[str]) -> TableState:
         """The replayed checkpoint at `version`; cached, since time travel and diffs reuse it."""
         state = self._checkpoints.get(version)
         if state is None:
             state = replay(None, [(version, read_checkpoint(self._storage, names))])
             self._checkpoints[version] = state
+            self._checkpoint_files[version] = names[0]
             if len(self._checkpoints) > _CHECKPOINT_CACHE_SIZE:
                 self._checkpoints.popitem(last=False)
         return state
 
     def _load_state(self, version: int | None) -> TableState:
+        """Load the state at `version` (None: the latest), from the checkpoint pointer or a listing.
+
+        A file that vanishes meanwhile (a concurrent log cleanup) makes it start over,
+        a bounded number of times.
+
+        Raises:
+            VersionNotFoundError: files kept vanishing, or `version` is not reachable.
+        """
+        for attempt in range(_LOAD_ATTEMPTS):
+            try:
+                return self._load_once(version)
+            except FileNotFoundError as e:
+                if attempt == _LOAD_ATTEMPTS - 1:
+                    raise VersionNotFoundError(
+                        f"log files kept vanishing while reading {self.uri} (concurrent log "
+                        f"cleanup?): {e}"
+                    ) from e
+        raise AssertionError("unreachable")
+
+    def _load_once(self, version: int | None) -> TableState:
         last = read_last_checkpoint(self._storage)
         if last is not None and (version is None or last[0] <= version):
             try:
@@ -257,9 +296,9 @@ class Table:
             except (FileNotFoundError, CorruptLogError):
                 pass  # a stale pointer or a torn checkpoint: fall back to listing the log
             else:
-                state = self._advance(state, version)
-                if version is None or state.version == version:
-                    return state
+                advanced = self._advance(state, version)  # None: the pointer is stale
+                if advanced is not None and (version is None or advanced.version == version):
+                    return advanced
         listing = list_log(self._storage)
         if listing.latest is None:
             detail = "it has no _delta_log commits" if self._storage.exists("") else "nothing exists there"
@@ -286,12 +325,7 @@ class Table:
                     raise e from None  # the commits it summarises are gone: it was no mere cache
                 warnings.warn(f"ignoring the unreadable checkpoint at version {checkpoint}: {e}",
                               stacklevel=3)
-        try:
-            state = replay(base, [(v, self._read_commit_cached(v)) for v in commits])
-        except FileNotFoundError as e:
-            raise VersionNotFoundError(
-                f"a commit vanished while reading {self.uri} (concurrent log cleanup?): {e}"
-            ) from e
+        state = replay(base, [(v, self._read_commit_cached(v)) for v in commits])
         check_readable(state.protocol, state.metadata)
         self._listing_mtimes.update({v: info.mtime_ms for v, info in listing.commits.items()})
         return state
@@ -401,8 +435,8 @@ class Table:
 
     @property
     def version(self) -> int:
-        """The latest version this handle knows (call `refresh()` to look for newer)."""
-        return self._state.version
+        """The latest committed version, probed at each call (see `refresh`)."""
+        return self.refresh()
 
     @property
     def schema(self) -> pa.Schema:
@@ -458,14 +492,36 @@ class Table:
         return self._state
 
     def __repr__(self) -> str:
-        return f"Table({self.uri!r}, version={self.version})"
+        return f"Table({self.uri!r}, version={self._state.version})"
 
     # ---- reading -----------------------------------------------------------------------
 
     def refresh(self) -> int:
-        """Read commits newer than the handle's version (only those) and return the latest."""
-        self._state = self._advance(self._state)
-        return self._state.version
+        """Read commits newer than the handle's version (only those) and return the latest.
+
+        When the handle's own commit was cleaned up, the log moved on without it:
+        the state is loaded afresh from the checkpoint pointer or a listing.
+
+        Raises:
+            CorruptLogError: the log no longer reaches the version the handle read.
+        """
+        state = self._advance(self._state)
+        if state is None:
+            state = self._load_state(None)
+            if state.version < self._state.version:
+                raise CorruptLogError(
+                    f"the log of {self.uri} ends at version {state.version}, but this handle "
+                    f"read version {self._state.version}: commit files were deleted")
+        self._state = state
+        return state.version
+
+    def _handle_snapshot(self) -> Snapshot:
+        """The snapshot of the handle's state, without probing the log.
+
+        For operations that refreshed once and must read that same state until they
+        commit: a second refresh in between would skip conflict checks.
+        """
+        return Snapshot(self._storage, self._state, _from_ms(self._commit_ts(self._state.version)))
 
     def _commit_ts(self, version: int) -> int | None:
         if version not in self._timestamps:
@@ -495,7 +551,7 @@ class Table:
         self._listing_mtimes.update({v: i.mtime_ms for v, i in listing.commits.items()})
         out: list[tuple[int, int]] = []
         last = None
-        for v in reachable_versions(listing):
+        for v in reachable_versions(listing):  # listed versions only: bounded by the log
             ts = self._commit_ts(v)
             if ts is None:
                 continue
@@ -528,7 +584,7 @@ class Table:
         return best
 
     def snapshot(self, version: int | None = None, as_of: dt.datetime | str | None = None) -> Snapshot:
-        """The table as of a version or an instant (default: the handle's version).
+        """The table as of a version or an instant (default: the latest, probed now).
 
         Args:
             version: a version number.
@@ -545,14 +601,16 @@ class Table:
             version = self.version_at(as_of)
         if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
             raise InvalidArgumentError(f"version must be an int, got {version!r}")
+        if version is None:
+            self.refresh()
         if version is None or version == self._state.version:
-            return Snapshot(self._storage, self._state, _from_ms(self._commit_ts(self._state.version)))
+            return self._handle_snapshot()
         if version < 0:
             raise VersionNotFoundError(f"version {version} does not exist: versions start at 0")
         if version > self._state.version:
             self.refresh()
             if version == self._state.version:
-                return self.snapshot()
+                return self._handle_snapshot()
         state = self._load_state(version)
         return Snapshot(self._storage, state, _from_ms(self._commit_ts(version)))
 
@@ -596,7 +654,6 @@ class Table:
 
     def to_arrow(self, **kwargs: Any) -> pa.Table:
         """Shorthand for `snapshot().to_arrow(...)` at the latest version."""
-        self.refresh()
         return self.snapshot().to_arrow(**kwargs)
 
     def diff(self, from_version: VersionRef, to_version: VersionRef | None = None,
@@ -666,9 +723,15 @@ class Table:
         def read_winner(version: int) -> tuple[list[Action], int | None]:
             return self._read_commit_cached(version), self._commit_ts(version)
 
-        outcome = commit(self._storage, self._state, tx,
-                         last_timestamp_ms=self._commit_ts(self._state.version),
-                         read_winner=read_winner)
+        try:
+            outcome = commit(self._storage, self._state, tx,
+                             last_timestamp_ms=self._commit_ts(self._state.version),
+                             read_winner=read_winner)
+        except CommitConflictError:
+            # Winners read on the way may be re-creations since withdrawn: read them again.
+            for v in [v for v in self._commits if v > self._state.version]:
+                del self._commits[v]
+            raise
         self._state = outcome.state
         self._timestamps[outcome.version] = outcome.timestamp_ms
         if not outcome.deduplicated:
@@ -833,7 +896,7 @@ class Table:
         ones are deleted before the error propagates: they were never in the log.
         """
         adds: list[Add] = []
-        schema, new_schema, rows = self.snapshot().schema, None, 0
+        schema, new_schema, rows = self._handle_snapshot().schema, None, 0
         arrival, keys = None, None
         try:
             for chunk in chunks:
@@ -843,7 +906,7 @@ class Table:
                 checked = enforce(self._state, conformed.table, provided=chunk.column_names)
                 arrival = arrive(self, checked, watermark, late, quarantine)
                 if self.key and arrival.rows.num_rows:  # keyed: one chunk (see append)
-                    keys = (arrival.rows, check_new_keys(self.snapshot(), arrival.rows, self.key))
+                    keys = (arrival.rows, check_new_keys(self._handle_snapshot(), arrival.rows, self.key))
                 if arrival.rows.num_rows:
                     adds += write_data_files(self._storage, arrival.rows, self.partition_by)
                     rows += arrival.rows.num_rows
@@ -891,7 +954,7 @@ class Table:
                         version = self._txn_version_holding(tx.txn.app_id, tx.txn.version)
                         return CommitOutcome(version, self._state, self._commit_ts(version) or 0,
                                              deduplicated=True)
-                    reads = check_new_keys(self.snapshot(), rows, self.key)
+                    reads = check_new_keys(self._handle_snapshot(), rows, self.key)
             raise CommitConflictError(
                 f"the append lost {KEY_CONFLICT_RETRIES} times in a row to concurrent commits that "
                 "could hold its keys; retry later")

@@ -23,11 +23,12 @@ from typing import Any
 
 from lakeflow import __version__
 from lakeflow.actions import Action, Add, CommitInfo, Metadata, Protocol, Remove, Txn, encode_commit
-from lakeflow.errors import CommitConflictError
-from lakeflow.log import CLOCK_SKEW_TOLERANCE_MS, TableState, commit_path, replay
+from lakeflow.errors import CommitConflictError, StorageError
+from lakeflow.log import CLOCK_SKEW_TOLERANCE_MS, TableState, commit_path, list_log, replay
 from lakeflow.storage import Storage
 
 DEFAULT_MAX_ATTEMPTS = 1000
+_VERIFY_ATTEMPTS = 3  # the commit is written: a transient failure of its check is retried
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,56 @@ def _not_before(action: Action, ts: int) -> Action:
     return action
 
 
+def _previous_exists(storage: Storage, version: int) -> bool:
+    """Whether commit `version - 1` exists, retrying transient store failures."""
+    for attempt in range(_VERIFY_ATTEMPTS):
+        try:
+            return storage.exists(commit_path(version - 1))
+        except StorageError as e:
+            if attempt == _VERIFY_ATTEMPTS - 1:
+                raise StorageError(
+                    f"version {version} was written, but checking that it did not re-create "
+                    f"a cleaned-up version failed ({e}); re-open the table to see whether the "
+                    "commit is visible (an exactly-once append can simply be retried)"
+                ) from e.__cause__
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _cleaned_under(operation: str, version: int) -> CommitConflictError:
+    return CommitConflictError(
+        f"{operation} lost the race for version {version} while log cleanup removed the "
+        "versions around it; re-read the table and retry")
+
+
+def _check_not_recreated(storage: Storage, version: int, operation: str) -> None:
+    """Prove that the commit just created at `version` is new, not a cleaned-up one re-created.
+
+    Put-if-absent only proves the file was absent, and log cleanup deletes old
+    commits. Cleanup deletes a commit only below a checkpoint it keeps, and
+    deletes commits oldest first: if `version - 1` is still there after the write,
+    `version` had never been cleaned up. Else a listing decides: with no
+    checkpoint after `version`, it cannot have been cleaned up either.
+
+    Raises:
+        CommitConflictError: the log had been cleaned up past `version` (the file
+            just written is deleted again: a handle at `version - 1` must not read it).
+        StorageError: the store kept failing the check.
+    """
+    if version == 0 or _previous_exists(storage, version):
+        return
+    beyond = [v for v in list_log(storage).checkpoints if v > version]
+    if not beyond:
+        return
+    storage.delete(commit_path(version))  # no reader needs it: a checkpoint is after it
+    raise CommitConflictError(
+        f"{operation} created version {version}, but the log had been cleaned up past version "
+        f"{version - 1} (it has a checkpoint at version {max(beyond)}): the commit would "
+        "re-create a cleaned-up version that no reader sees, so it was withdrawn; re-open "
+        "the table and retry"
+    )
+
+
 def commit(
     storage: Storage,
     state: TableState,
@@ -197,8 +248,16 @@ def commit(
         try:
             storage.write_if_absent(commit_path(version), data)
         except FileExistsError:
-            winner, winner_ts = read_winner(version)
+            try:
+                winner, winner_ts = read_winner(version)
+            except FileNotFoundError:
+                raise _cleaned_under(tx.operation, version) from None
+            # The winner extends the state only while the state is still on the live log: a
+            # cleaned-up predecessor means the winner may be a re-creation being withdrawn.
+            if version > 0 and not storage.exists(commit_path(version - 1)):
+                raise _cleaned_under(tx.operation, version) from None
             if _written_by(winner, txn_id):
+                _check_not_recreated(storage, version, tx.operation)
                 return CommitOutcome(version, replay(state, [(version, actions)]), ts)
             if _txn_satisfied(tx.txn, winner):
                 state = replay(state, [(version, winner)])
@@ -214,6 +273,7 @@ def commit(
             if attempt >= 3:
                 time.sleep(random.uniform(0, min(0.05, 0.001 * attempt)))
             continue
+        _check_not_recreated(storage, version, tx.operation)
         return CommitOutcome(version, replay(state, [(version, actions)]), ts)
     raise CommitConflictError(
         f"{tx.operation} lost the race for a new version {max_attempts} times in a row; "

@@ -304,7 +304,7 @@ class View:
             now = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
             actions: list[Action] = [a.remove(now) for a in old_files]
             if new_state.height:
-                arrow = new_state.drop(_ALL).to_arrow().cast(self.table.schema)
+                arrow = new_state.drop(_ALL).to_arrow().cast(self.table._handle_snapshot().schema)
                 actions += write_data_files(self.table.storage, arrow, ())
             tx = Transaction(actions=actions, operation="VIEW REFRESH",
                              parameters={"sourceFrom": reflected, "sourceTo": latest, "mode": mode},

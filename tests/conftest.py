@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -262,3 +262,43 @@ def table_uri(backend: str, tmp_path) -> Iterator[str]:
 def local_uri(tmp_path) -> str:
     """A local table path (for tests that need deltalake or real files)."""
     return str(tmp_path / "table")
+
+
+# ---- real skewed clocks (libfaketime, from the test extra) ---------------------------------
+
+
+def _faketime_library() -> str:
+    """libfaketime's preload library, as the `libfaketime` test dependency ships it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("libfaketime")
+    assert spec is not None and spec.submodule_search_locations, "pip install libfaketime"
+    lib = os.path.join(spec.submodule_search_locations[0], "vendor", "libfaketime", "src",
+                       "libfaketime.so.1")
+    assert os.path.exists(lib), lib
+    return lib
+
+
+def _run_skewed(days: float, code: str, *args: str) -> str:
+    """Run `code` in a Python process whose clock is `days` off (libfaketime), return stdout."""
+    env = dict(os.environ, LD_PRELOAD=_faketime_library(), FAKETIME=f"{days:+}d",
+               DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
+    probe = "import time, sys; print(time.time(), file=sys.stderr)\n"
+    done = subprocess.run([sys.executable, "-c", probe + code, *args], env=env, timeout=300,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    skew = float(done.stderr.splitlines()[0]) - time.time()
+    assert abs(skew - days * 86_400) < 120, f"the clock was not skewed: {skew} s"
+    return done.stdout
+
+
+@pytest.fixture
+def faketime_lib() -> str:
+    """The path of libfaketime's preload library (LD_PRELOAD it with FAKETIME=...)."""
+    return _faketime_library()
+
+
+@pytest.fixture
+def run_skewed() -> Callable[..., str]:
+    """`run_skewed(days, code, *args)`: run Python `code` with a clock `days` off; its stdout."""
+    return _run_skewed

@@ -252,7 +252,7 @@ def test_damaged_commit_is_refused(table, content):
     write_commit(table, 2, content)
     for open_it in (lambda: lf.Table(table.uri), table.refresh):
         assert_refused(table.uri, lf.CorruptLogError, open_it)
-    assert table.version == 1  # the handle kept its state
+    assert table.state.version == 1  # the handle kept its state
 
 
 def test_gap_in_versions_is_refused(table):

@@ -143,7 +143,7 @@ def test_concurrent_writers_keep_the_largest_watermark(table_uri):
     t.append(events((1, D1, 1)), watermark=D3)
     # `stale` still sees version 0 when it judges its rows; its commit lands after t's.
     original = stale.refresh
-    stale.refresh = lambda: stale.version  # type: ignore[method-assign]
+    stale.refresh = lambda: stale.state.version  # type: ignore[method-assign]
     stale.append(events((2, D1, 1)), watermark=D2)
     stale.refresh = original  # type: ignore[method-assign]
     assert stale.history(limit=1)[0].info["lakeflow.watermark"] == "2024-03-02T00:00:00.000000Z"

@@ -218,32 +218,6 @@ def test_writing_through_a_symlinked_partition_directory_is_refused(local_uri, t
 
 # ---- time is the store's, not one machine's ----------------------------------------------
 
-DAY = 86_400
-
-
-def _faketime_lib() -> str:
-    """libfaketime's preload library, as the `libfaketime` test dependency ships it."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("libfaketime")
-    assert spec is not None and spec.submodule_search_locations, "pip install libfaketime"
-    lib = os.path.join(spec.submodule_search_locations[0], "vendor", "libfaketime", "src",
-                       "libfaketime.so.1")
-    assert os.path.exists(lib), lib
-    return lib
-
-
-def run_skewed(days: float, code: str, *args: str) -> str:
-    """Run `code` in a Python process whose clock is `days` off (libfaketime), return stdout."""
-    env = dict(os.environ, LD_PRELOAD=_faketime_lib(), FAKETIME=f"{days:+}d",
-               DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
-    probe = "import time, sys; print(time.time(), file=sys.stderr)\n"
-    done = subprocess.run([sys.executable, "-c", probe + code, *args], env=env, timeout=300,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    skew = float(done.stderr.splitlines()[0]) - time.time()
-    assert abs(skew - days * DAY) < 120, f"the clock was not skewed: {skew} s"
-    return done.stdout
 
 
 @pytest.fixture
@@ -268,10 +242,10 @@ def clock_uri(table_uri: str, backend: str, request, monkeypatch) -> Iterator[st
 
 
 @pytest.mark.parametrize("backend", ["s3"], indirect=True)
-def test_a_signing_s3_server_refuses_a_skewed_writer(table_uri, backend):
+def test_a_signing_s3_server_refuses_a_skewed_writer(table_uri, backend, faketime_lib):
     t = lf.Table.create(table_uri, SCHEMA)
     _append(t, 1)
-    env = dict(os.environ, LD_PRELOAD=_faketime_lib(), FAKETIME="+1d", DONT_FAKE_MONOTONIC="1")
+    env = dict(os.environ, LD_PRELOAD=faketime_lib, FAKETIME="+1d", DONT_FAKE_MONOTONIC="1")
     code = ("import lakeflow as lf, pyarrow as pa, sys\n"
             "try:\n    lf.Table(sys.argv[1]).append(pa.table({'id': [9]}))\n"
             "except lf.StorageError as e:\n    print(type(e).__name__); sys.exit(3)\n")
@@ -290,7 +264,7 @@ def _recorded(t: lf.Table, version: int) -> int:
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
-def test_a_writer_a_year_ahead_does_not_move_time_travel(clock_uri, backend):
+def test_a_writer_a_year_ahead_does_not_move_time_travel(clock_uri, backend, run_skewed):
     t = lf.Table.create(clock_uri, SCHEMA)
     _append(t, 2)
     run_skewed(365, "import lakeflow as lf, pyarrow as pa, sys\n"
@@ -312,7 +286,7 @@ def test_a_writer_a_year_ahead_does_not_move_time_travel(clock_uri, backend):
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
-def test_a_deleter_a_year_behind_does_not_make_its_tombstones_old(clock_uri, backend):
+def test_a_deleter_a_year_behind_does_not_make_its_tombstones_old(clock_uri, backend, run_skewed):
     t = lf.Table.create(clock_uri, SCHEMA)
     _append(t, 3)
     run_skewed(-365, "import lakeflow as lf, pyarrow.compute as pc, sys\n"
@@ -326,7 +300,7 @@ def test_a_deleter_a_year_behind_does_not_make_its_tombstones_old(clock_uri, bac
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
-def test_a_vacuum_8_days_ahead_keeps_the_files_of_an_append_in_flight(clock_uri, backend,
+def test_a_vacuum_8_days_ahead_keeps_the_files_of_an_append_in_flight(clock_uri, backend, run_skewed,
                                                                     monkeypatch):
     import lakeflow.table
 
@@ -347,7 +321,7 @@ def test_a_vacuum_8_days_ahead_keeps_the_files_of_an_append_in_flight(clock_uri,
 
 
 @pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
-def test_a_log_cleanup_31_days_ahead_keeps_recent_commits(clock_uri, backend):
+def test_a_log_cleanup_31_days_ahead_keeps_recent_commits(clock_uri, backend, run_skewed):
     t = lf.Table.create(clock_uri, SCHEMA, properties={"delta.checkpointInterval": "2"})
     _append(t, 5)
     out = run_skewed(31, "import lakeflow as lf, sys\nprint(lf.Table(sys.argv[1]).cleanup_log())",

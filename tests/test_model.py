@@ -2,20 +2,23 @@
 
 The model is the list of every version's rows (a multiset of (id, v, part)).
 Hypothesis drives creates, appends (through the handle and through a stale second
-handle), checkpoints, reopening, time travel by version and by instant, and, where
-the Table has them, merge, delete and diff; after every step the table must equal
-the model. Runs 200 examples in CI (profile "ci"); `HYPOTHESIS_PROFILE=dev` or
-`long` runs more.
+handle), checkpoints, log cleanup with short retentions, reopening, time travel by
+version and by instant, reads through the stale handle, and, where the Table has
+them, merge, delete and diff; after every step the table must equal the model.
+Runs 200 examples in CI (profile "ci"); `HYPOTHESIS_PROFILE=dev` or `long` runs more.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 import uuid
 from collections import Counter
 
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
@@ -27,6 +30,8 @@ PARTS = ["a", "b", "ü/x=1"]
 HAS = {name: hasattr(lf.Table, name) for name in ("merge", "delete", "diff")}
 
 values = st.integers(-3, 3) | st.none()
+retentions = st.sampled_from([dt.timedelta(0), dt.timedelta(milliseconds=1),
+                              dt.timedelta(milliseconds=30), dt.timedelta(hours=1)])
 parts = st.sampled_from(PARTS)
 
 Rows = Counter  # of (id, v, part)
@@ -51,6 +56,8 @@ class TableModel(RuleBasedStateMachine):
         self.stale = lf.Table(self.uri)  # a second handle that falls behind
         self.versions: list[Rows] = [Counter()]
         self.next_id = 0
+        self.floor = 0  # the oldest version log cleanup left reachable
+        self.checkpointed: set[int] = set()
 
     def teardown(self) -> None:
         fs = fsspec.filesystem("memory")
@@ -67,6 +74,8 @@ class TableModel(RuleBasedStateMachine):
         version = lf.Table(self.uri).version
         if version == len(self.versions):
             self.versions.append(expected)
+            if version % 3 == 0:  # delta.checkpointInterval
+                self.checkpointed.add(version)
         else:
             assert version == len(self.versions) - 1, "more than one commit"
             assert expected == self.current, "the table changed without a commit"
@@ -84,6 +93,25 @@ class TableModel(RuleBasedStateMachine):
     @rule()
     def checkpoint(self) -> None:
         assert self.table.checkpoint() == len(self.versions) - 1
+        self.checkpointed.add(len(self.versions) - 1)
+
+    @rule(retention=retentions, checkpoint_first=st.booleans())
+    def cleanup_log(self, retention, checkpoint_first) -> None:
+        if checkpoint_first:  # as maintenance jobs do; else only earlier checkpoints anchor it
+            self.checkpoint()
+        time.sleep(0.02)  # quick commits are stamped up to a few ms ahead of the clock
+        deleted = self.table.cleanup_log(retention=retention)
+        if deleted:
+            anchor = deleted[-1] + 1
+            assert deleted == list(range(self.floor, anchor)) and anchor in self.checkpointed
+            self.floor = anchor
+
+    @rule()
+    def stale_reads(self) -> None:
+        """An old handle's version and snapshot are the latest, whatever cleanup deleted."""
+        assert self.stale.version == len(self.versions) - 1
+        assert self.stale.snapshot().version == len(self.versions) - 1
+        assert rows_of(self.stale.snapshot().to_arrow()) == self.current
 
     @rule()
     def reopen(self) -> None:
@@ -91,7 +119,10 @@ class TableModel(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def time_travel(self, data) -> None:
-        version = data.draw(st.integers(0, len(self.versions) - 1), label="version")
+        if self.floor:
+            with pytest.raises(lf.VersionNotFoundError):
+                self.table.snapshot(version=data.draw(st.integers(0, self.floor - 1), label="gone"))
+        version = data.draw(st.integers(self.floor, len(self.versions) - 1), label="version")
         assert rows_of(self.table.snapshot(version=version).to_arrow()) == self.versions[version]
         self.table.refresh()
         instant = {c.version: c.timestamp for c in self.table.history()}[version]
@@ -126,8 +157,8 @@ class TableModel(RuleBasedStateMachine):
         @rule(data=st.data())
         def diff(self, data) -> None:
             last = len(self.versions) - 1
-            start = data.draw(st.integers(0, last), label="from")
-            end = data.draw(st.integers(0, last), label="to")
+            start = data.draw(st.integers(self.floor, last), label="from")
+            end = data.draw(st.integers(self.floor, last), label="to")
             self.table.refresh()
             d = self.table.diff(start, end, key=())
             assert rows_of(d.added) == self.versions[end] - self.versions[start]
