@@ -20,6 +20,7 @@ from lakeflow.errors import (
     TableExistsError,
     TableNotFoundError,
     UnsupportedFeatureError,
+    VacuumedDataError,
     VersionNotFoundError,
 )
 from lakeflow.merge import MergeResult
@@ -50,6 +51,7 @@ __all__ = [
     "TableExistsError",
     "TableNotFoundError",
     "UnsupportedFeatureError",
+    "VacuumedDataError",
     "VersionNotFoundError",
     "View",
     "__version__",

@@ -62,7 +62,7 @@ def info(uri: str, as_json: bool = JsonOpt) -> None:
     t = lf.Table(uri)
     snap = t.snapshot()
     out = {
-        "uri": t.uri, "version": t.version, "num_rows": snap.num_rows,
+        "uri": t.uri, "version": snap.version, "num_rows": snap.num_rows,
         "num_files": len(snap.files), "partition_by": list(t.partition_by),
         "key": list(t.key), "event_time": t.event_time,
         "schema": {f.name: str(f.type) for f in snap.schema},

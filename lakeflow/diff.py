@@ -53,6 +53,7 @@ from lakeflow.errors import (
     LakeflowError,
     SchemaMismatchError,
     StorageError,
+    VacuumedDataError,
     VersionNotFoundError,
 )
 from lakeflow.log import TableState, check_data_path, check_readable, replay
@@ -519,13 +520,13 @@ def _vacuumed(storage: Storage, data: Sequence[tuple[_File, int]], cdc: Sequence
         if path is None:
             continue
         if not w:
-            what, lost = f"change data file {path} of version {f.version}", f"version {f.version}"
+            what, lost = f"change data file {path!r} of version {f.version}", f"version {f.version}"
         elif w > 0:
-            what, lost = f"file {path} (added in version {f.version})", f"version {f.version}"
+            what, lost = f"file {path!r} (added in version {f.version})", f"version {f.version}"
         else:
-            what = f"file {path} (removed in version {f.version})"
+            what = f"file {path!r} (removed in version {f.version})"
             lost = f"the versions before {f.version} that hold it"
-        return VersionNotFoundError(
+        return VacuumedDataError(
             f"the {what} was vacuumed (it is gone from storage), so the data of {lost} can "
             "no longer be read; diff or read changes over versions whose files vacuum still keeps"
         )

@@ -59,6 +59,14 @@ class DataFileNotFoundError(StorageError):
     """A data file the log references is missing (vacuumed, or deleted by hand)."""
 
 
+class VacuumedDataError(DataFileNotFoundError, VersionNotFoundError):
+    """The data of a range of versions is gone: files only those versions use were vacuumed.
+
+    Both a missing data file and a version that can no longer be read, so either
+    `except` catches it.
+    """
+
+
 class InvalidArgumentError(LakeflowError, ValueError):
     """An argument has the wrong type or value."""
 
@@ -78,5 +86,6 @@ __all__ = [
     "TableExistsError",
     "TableNotFoundError",
     "UnsupportedFeatureError",
+    "VacuumedDataError",
     "VersionNotFoundError",
 ]

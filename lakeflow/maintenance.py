@@ -119,6 +119,9 @@ def _retention_ms(table: Table, key: str, default: int) -> int:
     return parse_interval_ms(raw, default) if raw else default
 
 
+_STORE_STAMP_SLACK_MS = 999
+
+
 def store_now_ms(table: Table) -> int:
     """The current time as the store's clock tells it, never later than this machine's.
 
@@ -136,9 +139,9 @@ def store_now_ms(table: Table) -> int:
         table.storage.delete(f"{LOG_DIR}/{probe}")
     if store is None:
         store = max(table.commit_timestamps().values(), default=local)
-    elif store % 1000 == 0:
-        store += 999  # S3 stamps whole seconds: the probe was written within the next one
-    return min(local, store)
+    # Stores stamp coarsely: S3 in whole seconds, local file systems by a clock that
+    # ticks every few milliseconds. The probe was written within a second of its stamp.
+    return min(local, store + _STORE_STAMP_SLACK_MS)
 
 
 def _deletion_times(table: Table, listing: LogListing, since: int) -> dict[str, int]:

@@ -219,7 +219,6 @@ def test_writing_through_a_symlinked_partition_directory_is_refused(local_uri, t
 # ---- time is the store's, not one machine's ----------------------------------------------
 
 
-
 @pytest.fixture
 def clock_uri(table_uri: str, backend: str, request, monkeypatch) -> Iterator[str]:
     """A table location for the skewed-clock tests; on S3 the moto server.
