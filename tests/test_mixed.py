@@ -50,6 +50,7 @@ class Worker:
     def __init__(self, uri: str, view_uri: str, options: dict | None, writer: int, seed: int) -> None:
         self.t = lf.Table(uri, storage_options=options)
         self.view = lf.View(view_uri, source=self.t, storage_options=options)
+        self.options = options
         self.writer, self.rng = writer, random.Random(seed)
         self.model: dict[int, int] = {}
         self.claims: list[tuple[int, str]] = []
@@ -86,7 +87,12 @@ class Worker:
     def op_delete(self) -> None:
         owned = self.rng.sample(sorted(self.model), min(2, len(self.model)))
         if owned:
-            assert self.t.delete(pc.field("id").isin(owned), retries=20) == len(owned)
+            deleted = self.t.delete(pc.field("id").isin(owned), retries=20)
+            if deleted != len(owned):
+                seen = lf.Table(self.t.uri, storage_options=self.options).to_arrow(
+                    filter=pc.field("id").isin(owned)).column("id").to_pylist()
+                raise AssertionError(f"delete of {owned} at version {self.t.state.version} removed {deleted} "
+                                     f"rows; a fresh handle sees {seen}; log: {self.log[-5:]}")
             for i in owned:
                 del self.model[i]
 
@@ -110,6 +116,7 @@ class Worker:
     def run(self, ops: int) -> None:
         for _ in range(ops):
             op = self.rng.choices(OPS, WEIGHTS)[0]
+            self.log.append(op)
             try:
                 getattr(self, f"op_{op}")()
             except lf.CommitConflictError:
@@ -163,6 +170,6 @@ def test_mixed_operations_lose_nothing_and_claim_no_version_twice(table_uri, bac
                 .group_by("writer").agg(total=pl.col("value").sum(), n=pl.len()).sort("writer"))
     stored = pl.from_arrow(view.snapshot()).select("writer", "total", "n").sort("writer")
     assert stored.cast(pl.Int64).to_dicts() == expected.cast(pl.Int64).to_dicts()
-    conflicts = sum(len(log) for _, _, log in results)
+    conflicts = sum(entry.endswith(": conflict") for _, _, log in results for entry in log)
     print(f"\n{writers}x{ops} mixed operations on {backend}: {len(model)} rows, {len(claims)} claimed "
           f"versions (none twice), final version {final.version}, {conflicts} conflicts")
