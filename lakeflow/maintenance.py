@@ -159,7 +159,11 @@ def _deletion_times(table: Table, listing: LogListing, since: int) -> dict[str, 
         stamp = info.mtime_ms if info.mtime_ms is not None else stamps.get(v)
         if stamp is None or stamp < since:
             continue
-        for a in read_commit(table.storage, v):
+        try:
+            actions = read_commit(table.storage, v)
+        except FileNotFoundError:
+            continue  # cleaned up since the listing: its tombstones keep their deletionTimestamp
+        for a in actions:
             path = check_data_path(a.path, f"commit {v}") if isinstance(a, Remove) else None
             if path in times:
                 times[path] = max(times[path], stamp)

@@ -78,7 +78,8 @@ class Worker:
 
     def op_merge(self) -> None:
         owned = self.rng.sample(sorted(self.model), min(3, len(self.model)))
-        values = {i: self.rng.randrange(1000) for i in owned} | self.new_ids(1)
+        # New values always differ from the old ones: an equal value is "unchanged", not updated.
+        values = {i: (self.model[i] + self.rng.randrange(1, 1000)) % 1000 for i in owned} | self.new_ids(1)
         result = self.t.merge(rows(self.writer, values), on=["id"], retries=20)
         assert (result.inserted, result.updated) == (1, len(owned)), result
         self.claims.append((result.version, "merge"))
