@@ -192,7 +192,11 @@ class View:
         try:
             return self._fold(state, from_version, to_version), "incremental"
         except (VersionNotFoundError, DataFileNotFoundError):
-            rows = self._frame(self.source.snapshot(version=to_version).to_arrow())
+            # The handle's own state needs no log: a cleanup racing this refresh may
+            # already have removed the commits that rebuilding `to_version` would read.
+            snap = (self.source._handle_snapshot() if to_version == self.source.state.version
+                    else self.source.snapshot(version=to_version))
+            rows = self._frame(snap.to_arrow())
             return self._apply(state.clear(), rows, rows.clear()).select(state.columns), "recompute"
 
     def _fold(self, state: pl.DataFrame, from_version: int, to_version: int) -> pl.DataFrame:
@@ -293,9 +297,8 @@ class View:
 
         for attempt in range(retries + 1):
             self.table.refresh()
-            self.source.refresh()
+            latest = self.source.refresh()  # the handle's state: the version the refresh folds to
             view_version, reflected = self._reflected()
-            latest = self.source.version
             if latest == reflected:
                 return view_version
             state = self._state(view_version)
