@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import deltalake
 import pyarrow as pa
 import pyarrow.compute as pc
+from bench_core import best_of
 from deltalake import DeltaTable, QueryBuilder
 
 import lakeflow as lf
@@ -25,15 +25,6 @@ import lakeflow as lf
 
 def rows(n: int, k: int) -> pa.Table:
     return pa.table({"id": [k], **{f"c{i}": [k * i] for i in range(n)}})
-
-
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return min(times)
 
 
 def sql(uri: str, query: str) -> pa.Table:

@@ -12,6 +12,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -240,4 +241,30 @@ class FaultyFileSystem(AbstractFileSystem):  # type: ignore[misc]
         self.fs.makedirs(path, exist_ok=exist_ok)
 
 
-__all__ = ["Fault", "FaultyFileSystem", "arrow_tables", "assert_table_equal"]
+def copy_table(source: Path, uri: str) -> None:
+    """Copy a local table directory, byte for byte, to `uri` (any fsspec backend)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(uri)
+    for path in source.rglob("*"):
+        if path.is_file():
+            fs.makedirs(f"{root}/{path.parent.relative_to(source).as_posix()}", exist_ok=True)
+            fs.pipe_file(f"{root}/{path.relative_to(source).as_posix()}", path.read_bytes())
+
+
+def commit_after(loser: Any, winner_op: Callable[[], Any]) -> None:
+    """Run `winner_op` once `loser` (a Table) has planned its next commit, just before it commits.
+
+    The way to make a concurrent writer win a race deterministically in a test.
+    """
+    original = loser.commit
+
+    def commit(tx: Any) -> Any:
+        loser.commit = original
+        winner_op()
+        return original(tx)
+
+    loser.commit = commit
+
+
+__all__ = ["Fault", "FaultyFileSystem", "arrow_tables", "assert_table_equal", "commit_after", "copy_table"]

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 import lakeflow as lf
-from lakeflow.testing import FaultyFileSystem, assert_table_equal
+from lakeflow.testing import FaultyFileSystem, assert_table_equal, commit_after
 
 SCHEMA = pa.schema([("id", pa.int64()), ("region", pa.string()), ("amount", pa.int64())])
 
@@ -30,18 +30,6 @@ def stored_parquet(t):
 
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     return {i.path[len(root) + 1:] for i in infos if i.path.endswith(".parquet") and "_delta_log" not in i.path}
-
-
-def commit_after(loser, winner_op):
-    """Run `winner_op` after `loser` has planned its next commit, just before it commits."""
-    original = loser.commit
-
-    def commit(tx):
-        loser.commit = original
-        winner_op()
-        return original(tx)
-
-    loser.commit = commit
 
 
 def test_append_refuses_a_key_the_table_holds(table_uri):

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lakeflow as lf
-from lakeflow.testing import assert_table_equal
+from lakeflow.testing import assert_table_equal, commit_after
 
 UTC = dt.timezone.utc
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.int64()),
@@ -428,24 +428,12 @@ def test_merge_without_key_needs_on(table_uri):
 # ---- conflicts ---------------------------------------------------------------------------
 
 
-def race(loser, winner_op):
-    """Make `winner_op` commit after `loser` planned its commit and before it writes."""
-    original = loser.commit
-
-    def commit_after_winner(tx):
-        loser.commit = original
-        winner_op()
-        return original(tx)
-
-    loser.commit = commit_after_winner
-
-
 def test_merges_on_disjoint_partitions_both_commit(table_uri):
     t = lf.Table.create(table_uri, SCHEMA, key=["region", "id"], partition_by=["region"])
     t.append(rows([1, 2], "eu"))
     t.append(rows([1, 2], "us"))
     other = lf.Table(table_uri)
-    race(t, lambda: other.merge(rows([1, 9], "us", amount=0)))
+    commit_after(t, lambda: other.merge(rows([1, 9], "us", amount=0)))
     r = t.merge(rows([1, 9], "eu", amount=0))
     assert r.version == 4
     assert sorted((x["region"], x["id"], x["amount"]) for x in t.to_arrow().to_pylist()) == [
@@ -456,11 +444,11 @@ def test_merges_on_the_same_keys_conflict_and_retry(table_uri):
     t = lf.Table.create(table_uri, SCHEMA, key=["id"])
     t.append(rows([1, 2]))
     other = lf.Table(table_uri)
-    race(t, lambda: other.merge(rows([1], amount=100)))
+    commit_after(t, lambda: other.merge(rows([1], amount=100)))
     with pytest.raises(lf.CommitConflictError, match="removed the file"):
         t.merge(rows([1, 3], amount=0))
     assert {x["id"]: x["amount"] for x in t.to_arrow().to_pylist()} == {1: 100, 2: 20}
-    race(t, lambda: other.merge(rows([1], amount=200)))
+    commit_after(t, lambda: other.merge(rows([1], amount=200)))
     r = t.merge(rows([1, 3], amount=0), retries=1)
     assert (r.updated, r.inserted) == (1, 1)
     assert {x["id"]: x["amount"] for x in t.to_arrow().to_pylist()} == {1: 0, 2: 20, 3: 0}
@@ -472,7 +460,7 @@ def test_the_loser_leaves_no_files_behind(table_uri):
     t.append(rows([1, 2]))
     other = lf.Table(table_uri)
     before = data_files(t)
-    race(t, lambda: other.merge(rows([2], amount=5)))
+    commit_after(t, lambda: other.merge(rows([2], amount=5)))
     with pytest.raises(lf.CommitConflictError):
         t.merge(rows([2, 3], amount=0))
     winner_files = data_files(t) - before
@@ -484,9 +472,9 @@ def test_insert_conflicts_with_a_concurrent_append_of_the_same_key(table_uri):
     t = lf.Table.create(table_uri, SCHEMA, key=["id"])
     t.append(rows([1]))
     other = lf.Table(table_uri)
-    race(t, lambda: other.append(rows([500])))  # outside the merge's keys: no conflict
+    commit_after(t, lambda: other.append(rows([500])))  # outside the merge's keys: no conflict
     assert t.merge(rows([7])).inserted == 1
-    race(t, lambda: other.append(rows([8])))
+    commit_after(t, lambda: other.append(rows([8])))
     with pytest.raises(lf.CommitConflictError, match="could match"):
         t.merge(rows([8]))
 
@@ -495,12 +483,12 @@ def test_delete_conflicts_only_with_files_it_could_match(table_uri):
     t = lf.Table.create(table_uri, SCHEMA, partition_by=["region"])
     t.append(rows([1, 2], "eu"))
     other = lf.Table(table_uri)
-    race(t, lambda: other.append(rows([3], "us")))
+    commit_after(t, lambda: other.append(rows([3], "us")))
     assert t.delete(pc.field("region") == "eu") == 2
-    race(t, lambda: other.append(rows([4], "us")))
+    commit_after(t, lambda: other.append(rows([4], "us")))
     with pytest.raises(lf.CommitConflictError):
         t.delete(pc.field("region") == "us")
-    race(t, lambda: other.append(rows([5], "us")))
+    commit_after(t, lambda: other.append(rows([5], "us")))
     assert t.delete(pc.field("region") == "us", retries=1) == 3
 
 
@@ -509,7 +497,7 @@ def test_merge_conflicts_with_a_compaction_of_a_file_it_read(table_uri):
     t.append(rows([1]))
     t.append(rows([2]))
     other = lf.Table(table_uri)
-    race(t, lambda: other.compact())
+    commit_after(t, lambda: other.compact())
     with pytest.raises(lf.CommitConflictError):
         t.merge(rows([1], amount=0))
     assert sorted(x["id"] for x in t.to_arrow().to_pylist()) == [1, 2]

@@ -19,6 +19,7 @@ import pytest
 import lakeflow as lf
 from lakeflow.cli import main
 from lakeflow.partitions import parse_partition_value
+from lakeflow.testing import copy_table
 
 DEVIL = "😈".encode()  # the Delta acceptance tests' binary partition value: F0 9F 98 88
 
@@ -43,15 +44,6 @@ def log_adds(uri: str) -> list[dict]:
     for path in sorted(fs.glob(f"{root}/_delta_log/*.json")):
         out += [a["add"] for a in map(json.loads, fs.cat_file(path).decode().splitlines()) if "add" in a]
     return out
-
-
-def copy_to(source: Path, uri: str) -> None:
-    """Copy a local table directory to `uri` (any backend)."""
-    fs, root = fsspec.core.url_to_fs(uri)
-    for path in source.rglob("*"):
-        if path.is_file():
-            fs.makedirs(f"{root}/{path.parent.relative_to(source).as_posix()}", exist_ok=True)
-            fs.pipe_file(f"{root}/{path.relative_to(source).as_posix()}", path.read_bytes())
 
 
 # ---- binary partition values ---------------------------------------------------------------
@@ -116,7 +108,7 @@ def repartitioned(root: Path) -> list[pa.Table]:
 def test_diff_across_a_change_of_partitioning(tmp_path, table_uri):
     source = tmp_path / "source"
     versions = repartitioned(source)
-    copy_to(source, table_uri)
+    copy_table(source, table_uri)
     t = lf.Table(table_uri)
     assert [t.snapshot(version=v).partition_columns for v in range(3)] == [("part",), ("name",), ()]
     snaps = {-1: Counter(), **{v: rows_of(sql_scan(str(source), v)) for v in range(3)}}

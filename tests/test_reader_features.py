@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import deltalake
-import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -27,7 +26,7 @@ from hypothesis import strategies as st
 import lakeflow as lf
 import lakeflow.table as table_mod
 from lakeflow.deletion_vectors import DeletionVector, decode_bitmap_array, z85_decode
-from lakeflow.testing import assert_table_equal
+from lakeflow.testing import assert_table_equal, copy_table
 
 CORPUS = Path(__file__).parent / "data" / "conformance"
 Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
@@ -121,15 +120,6 @@ def remove(add: dict, dv=None) -> dict:
 
 def with_dv(add: dict, dv) -> dict:
     return {"add": {**add, "deletionVector": dv}}
-
-
-def copy_table(source: Path, uri: str) -> None:
-    """Copy a local table directory to `uri` (any backend)."""
-    fs, root = fsspec.core.url_to_fs(uri)
-    for path in source.rglob("*"):
-        if path.is_file():
-            fs.makedirs(f"{root}/{path.parent.relative_to(source).as_posix()}", exist_ok=True)
-            fs.pipe_file(f"{root}/{path.relative_to(source).as_posix()}", path.read_bytes())
 
 
 def oracle(root, version) -> pa.Table:
