@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
-from lakeflow.errors import CorruptLogError, SchemaMismatchError
+from lakeflow.errors import CorruptLogError, SchemaMismatchError, UnsupportedFeatureError
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
 # Characters Hive/Spark escape in partition directory names.
@@ -56,6 +56,11 @@ def parse_partition_value(text: str | None, typ: pa.DataType, column: str = "?")
     except (ValueError, decimal.InvalidOperation) as e:
         raise CorruptLogError(
             f"partition value {text!r} of column {column!r} is not a valid {typ}"
+        ) from e
+    except OverflowError as e:  # a valid instant, but past what Python's datetime holds
+        raise UnsupportedFeatureError(
+            f"partition value {text!r} of column {column!r} lies outside the years 1-9999, "
+            "which lakeflow cannot read yet; read the table with deltalake or Spark"
         ) from e
     raise CorruptLogError(f"partition column {column!r} has unsupported type {typ}")
 

@@ -414,7 +414,11 @@ class Scan:
                       for c in names if c not in f.values}
             data = parquet.read(columns=[n for n in stored.values() if n is not None])
             num_rows = parquet.metadata.num_rows
-        rows = RowSelection(f.rows.read(self.storage)) if isinstance(f.rows, DeletionVector) else f.rows
+        rows = f.rows
+        if isinstance(rows, DeletionVector):
+            dv_file = rows.file_path if rows.storage_type == "u" else f.path
+            with reading_data(self.storage, [dv_file], one_file=True):
+                rows = RowSelection(rows.read(self.storage))
         if rows is not None:
             data = data.filter(pa.array(rows.mask(num_rows, f.path)))
         out = data.select([])  # keeps the row count, even when no column is read

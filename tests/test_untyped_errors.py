@@ -211,3 +211,27 @@ def test_inline_deletion_vector_with_overflowing_padding(tmp_path) -> None:
     dv["pathOrInlineDv"] = dv["pathOrInlineDv"][:-5] + _z85_group(last)
     root = str(dv_table(tmp_path, dv))
     assert sorted(lf.Table(root).to_arrow()["id"].to_pylist()) == [0, *range(2, 10)]
+
+
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59-05:00", "9999-12-31 23:59:59.999999-01:00",
+                                  "0001-01-01 00:00:00+01:00"])
+def test_timestamp_partition_values_past_year_9999_are_refused_typed(text: str) -> None:
+    """Valid instants a zone shift moves outside Python's datetime (OverflowError before)."""
+    from lakeflow.partitions import parse_partition_value
+
+    with pytest.raises(lf.UnsupportedFeatureError, match="outside the years 1-9999"):
+        parse_partition_value(text, pa.timestamp("us", tz="UTC"), "ts")
+
+
+def test_a_missing_deletion_vector_file_is_data_file_not_found(table_uri: str) -> None:
+    """A DV file deleted outside the log is named, typed like a missing data file."""
+    from pathlib import Path
+
+    from lakeflow.testing import copy_table
+
+    copy_table(Path(__file__).parent / "data" / "conformance" / "tables" / "table-with-dv-small", table_uri)
+    t = lf.Table(table_uri)
+    dv = next(i.name for i in t.storage.list_dir("") if i.name.endswith(".bin"))
+    t.storage.delete(dv)
+    with pytest.raises(lf.DataFileNotFoundError, match=dv):
+        lf.Table(table_uri).to_arrow()
