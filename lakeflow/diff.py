@@ -271,11 +271,14 @@ def _resolve(table: Table, value: VersionRef | None, what: str) -> int:
             f"{what} must be a version number, an aware datetime or an ISO-8601 string, "
             f"got {value!r}"
         )
-    if value > table.version:
-        table.refresh()
-    if value < -1 or value > table.version:
+    # The handle's state, refreshed only when `value` is past it: `table.version`
+    # would probe the store at each use.
+    latest = table.state.version
+    if value > latest:
+        latest = table.refresh()
+    if value < -1 or value > latest:
         raise VersionNotFoundError(
-            f"{what}={value} does not exist; {table.uri} has versions 0..{table.version} "
+            f"{what}={value} does not exist; {table.uri} has versions 0..{latest} "
             "(and -1, the empty table before version 0)"
         )
     return value
@@ -354,7 +357,7 @@ def _plan(table: Table, lo: int, hi: int) -> _Plan:
                      for _, actions in log for a in actions)
     # Replaying the state at `lo` (a checkpoint read) is only needed for a schema the
     # range changed, or for removes that do not say which file they retire.
-    if hi == table.version and not (evolves or incomplete):
+    if hi == table.state.version and not (evolves or incomplete):
         start, known = table.state, {}
     else:
         start = _start_state(table, lo)

@@ -440,7 +440,7 @@ class Table:
 
     @property
     def schema(self) -> pa.Schema:
-        """The Arrow schema at the handle's version."""
+        """The Arrow schema at the latest version (see `version`)."""
         return self.snapshot().schema
 
     @property
