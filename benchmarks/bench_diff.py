@@ -20,7 +20,6 @@ Run:  /work/venv/bin/python benchmarks/bench_diff.py [--rows N] [--files N] [--r
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import statistics
 import tempfile
@@ -35,7 +34,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import lakeflow as lf
-from lakeflow.transaction import Transaction
 from lakeflow.write import write_data_files
 
 
@@ -79,14 +77,14 @@ def build_rewrite_file(path: str, rows: int, files: int) -> int:
     for i in range(files):
         t.append(batch(i * per, per))
     t.checkpoint()
-    victim = t.snapshot().files[0]
-    old = lf.Snapshot(t.storage, dataclasses.replace(
-        t.state, files={victim.add.path: victim.add})).to_arrow()
+    snap = t.snapshot()
+    victim = snap.files[0]
+    (old,) = snap.read_files([victim])
     new = old.set_column(2, "value", pc.add(old["value"], 1.0))
-    adds = write_data_files(t.storage, new, ())
-    tx = Transaction(actions=[victim.add.remove(int(time.time() * 1000)), *adds],
-                     operation="UPDATE")
-    return t.commit(tx).version
+    with t.transaction("UPDATE", snapshot=snap) as tx:
+        tx.remove(victim).add(*write_data_files(t.storage, new, ()))
+    assert tx.result is not None
+    return tx.result.version
 
 
 def timed(methods: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, Any]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from lakeflow.diff import CommitChanges, Diff, DiffSummary
 from lakeflow.errors import (
     AppendOnlyError,
@@ -23,9 +21,12 @@ from lakeflow.errors import (
     VacuumedDataError,
     VersionNotFoundError,
 )
-from lakeflow.merge import MergeResult
+from lakeflow.ops.maintenance import CompactResult, VacuumResult
+from lakeflow.ops.merge import MergeResult
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.table import Commit, Table
+from lakeflow.transaction import CommitResult, Transaction
+from lakeflow.version import __version__
 from lakeflow.views import View
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "Commit",
     "CommitChanges",
     "CommitConflictError",
+    "CommitResult",
+    "CompactResult",
     "ConstraintViolationError",
     "CorruptLogError",
     "DataFile",
@@ -50,7 +53,9 @@ __all__ = [
     "Table",
     "TableExistsError",
     "TableNotFoundError",
+    "Transaction",
     "UnsupportedFeatureError",
+    "VacuumResult",
     "VacuumedDataError",
     "VersionNotFoundError",
     "View",

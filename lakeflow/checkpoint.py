@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lakeflow.actions import Action, Add, as_map, decode_action, parse_commit
+from lakeflow.config import TableConfig
 from lakeflow.errors import CorruptLogError
 from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, check_data_path, checkpoint_path
 from lakeflow.storage import Storage, arrow_file
@@ -153,26 +153,8 @@ def _actions(table: pa.Table, path: str) -> list[Action]:
     return actions
 
 
-def _tombstone_retention_ms(state: TableState) -> int:
-    """`delta.deletedFileRetentionDuration` in ms (default one week)."""
-    text = state.metadata.configuration.get("delta.deletedFileRetentionDuration", "interval 1 week")
-    return parse_interval_ms(text, default=7 * 24 * 3600 * 1000)
-
-
-_UNITS_MS = {"millisecond": 1, "second": 1000, "minute": 60_000, "hour": 3_600_000,
-             "day": 86_400_000, "week": 7 * 86_400_000}
-
-
-def parse_interval_ms(text: str, default: int) -> int:
-    """Parse a Delta interval string such as `interval 7 days`; `default` when unparsable."""
-    m = re.fullmatch(r"\s*(?:interval\s+)?(\d+)\s+([a-z]+?)s?\s*", text.lower())
-    if not m or m.group(2) not in _UNITS_MS:
-        return default
-    return int(m.group(1)) * _UNITS_MS[m.group(2)]
-
-
 def _rows(state: TableState, now_ms: int) -> list[dict[str, Any]]:
-    keep_after = now_ms - _tombstone_retention_ms(state)
+    keep_after = now_ms - TableConfig.of(state.metadata).deleted_file_retention_ms
     rows: list[dict[str, Any]] = [state.protocol.to_json(), state.metadata.to_json()]
     rows += [t.to_json() for t in state.txns.values()]
     rows += [d.to_json() for d in state.domains.values()]

@@ -41,7 +41,6 @@ import pyarrow as pa
 from lakeflow.actions import Action, Add, Metadata, Remove
 from lakeflow.errors import AppendOnlyError, ConstraintViolationError, UnsupportedFeatureError
 from lakeflow.log import TableState
-from lakeflow.transaction import Transaction
 
 CONSTRAINT_PREFIX = "delta.constraints."
 _ROWS = "__lakeflow_rows"
@@ -351,8 +350,8 @@ def _with_marks(metadata: Metadata, marks: Mapping[str, int]) -> Metadata:
     return dataclasses.replace(metadata, schema_string=json.dumps(schema, separators=(",", ":")))
 
 
-def settle(state: TableState, tx: Transaction) -> Transaction:
-    """The rules of a transaction about to commit on top of `state`.
+def settle(state: TableState, actions: Sequence[Action]) -> list[Action]:
+    """The actions of a commit about to land on top of `state`, with the rules applied.
 
     Refuses removes of an append-only table (the backstop for transactions made
     by hand), and records the identity high-water marks the added rows move in the
@@ -362,17 +361,16 @@ def settle(state: TableState, tx: Transaction) -> Transaction:
         AppendOnlyError: the transaction removes rows of an append-only table.
         UnsupportedFeatureError: an added file has no stats for an identity column.
     """
-    actions: list[Action] = list(tx.actions)
-    enforce(state, removes=any(isinstance(a, Remove) and a.data_change for a in actions))
-    metadata = next((a for a in reversed(actions) if isinstance(a, Metadata)), state.metadata)
-    adds = [a for a in actions if isinstance(a, Add) and a.data_change]
+    out: list[Action] = list(actions)
+    enforce(state, removes=any(isinstance(a, Remove) and a.data_change for a in out))
+    metadata = next((a for a in reversed(out) if isinstance(a, Metadata)), state.metadata)
+    adds = [a for a in out if isinstance(a, Add) and a.data_change]
     identities = table_rules(metadata).identities if adds else ()
     marks = {i.column: mark for i in identities
              if (mark := i.mark(adds)) is not None and mark != i.high_water_mark}
     if not marks:
-        return tx
-    actions = [a for a in actions if not isinstance(a, Metadata)] + [_with_marks(metadata, marks)]
-    return dataclasses.replace(tx, actions=actions)
+        return out
+    return [a for a in out if not isinstance(a, Metadata)] + [_with_marks(metadata, marks)]
 
 
 __all__ = ["Identity", "Rule", "TableRules", "enforce", "settle", "table_rules"]

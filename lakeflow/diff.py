@@ -35,7 +35,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -57,12 +57,10 @@ from lakeflow.errors import (
     VersionNotFoundError,
 )
 from lakeflow.log import TableState, check_data_path, check_readable, replay
+from lakeflow.log_reader import LogReader
 from lakeflow.schema import delta_to_arrow
-from lakeflow.snapshot import ScanFile, scan_files, typed_partition_values
+from lakeflow.snapshot import ScanFile, Snapshot, scan_files, typed_partition_values
 from lakeflow.storage import Storage
-
-if TYPE_CHECKING:
-    from lakeflow.table import Table
 
 CHANGE_TYPE = "_change_type"
 COMMIT_VERSION = "_commit_version"
@@ -75,7 +73,6 @@ _CHANGE_ORDER = {"delete": 0, "update_preimage": 1, "update_postimage": 2, "inse
 _META_FIELDS = [pa.field(CHANGE_TYPE, pa.string()), pa.field(COMMIT_VERSION, pa.int64()),
                 pa.field(COMMIT_TIMESTAMP, pa.timestamp("ms", tz="UTC"))]
 
-VersionRef = int | dt.datetime | str
 """A version number, or an instant (aware datetime or ISO-8601 string) as in `as_of`."""
 
 
@@ -261,32 +258,9 @@ class _Layout(NamedTuple):
                    ColumnMapping.of(metadata.schema_string, mapping_mode(metadata)))
 
 
-def _resolve(table: Table, value: VersionRef | None, what: str) -> int:
-    if value is None:
-        return table.refresh()
-    if isinstance(value, (dt.datetime, str)):
-        return table.version_at(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidArgumentError(
-            f"{what} must be a version number, an aware datetime or an ISO-8601 string, "
-            f"got {value!r}"
-        )
-    # The handle's state, refreshed only when `value` is past it: `table.version`
-    # would probe the store at each use.
-    latest = table.state.version
-    if value > latest:
-        latest = table.refresh()
-    if value < -1 or value > latest:
-        raise VersionNotFoundError(
-            f"{what}={value} does not exist; {table.uri} has versions 0..{latest} "
-            "(and -1, the empty table before version 0)"
-        )
-    return value
-
-
-def _commit(table: Table, version: int) -> list[Action]:
+def _commit(log: LogReader, version: int) -> list[Action]:
     try:
-        return table._read_commit_cached(version)
+        return log.read_commit(version)
     except FileNotFoundError as e:
         raise VersionNotFoundError(
             f"the log entry of version {version} is gone (cleaned up), so changes across it "
@@ -294,10 +268,10 @@ def _commit(table: Table, version: int) -> list[Action]:
         ) from e
 
 
-def _start_state(table: Table, version: int) -> TableState:
+def _start_state(head: Snapshot, version: int) -> TableState:
     if version >= 0:
-        return table.snapshot(version=version).state
-    first = replay(None, [(0, _commit(table, 0))])
+        return head.at(version).state
+    first = replay(None, [(0, _commit(head.log, 0))])
     return TableState(-1, first.protocol, first.metadata, {})
 
 
@@ -344,23 +318,23 @@ def _commit_files(actions: Sequence[Action], version: int, known: dict[str, Add]
     return out
 
 
-def _plan(table: Table, lo: int, hi: int) -> _Plan:
+def _plan(head: Snapshot, lo: int, hi: int) -> _Plan:
     """What each commit in (lo, hi] changed, from the log alone.
 
     Like every change data feed reader, this trusts `dataChange`: an add flagged
     with it brings new rows, a remove flagged with it retires rows, and actions
     without it only rearrange rows.
     """
-    log = [(v, _commit(table, v)) for v in range(lo + 1, hi + 1)]
+    log = [(v, _commit(head.log, v)) for v in range(lo + 1, hi + 1)]
     evolves = any(isinstance(a, (Metadata, Protocol)) for _, actions in log for a in actions)
     incomplete = any(isinstance(a, Remove) and (a.partition_values is None or a.size is None)
                      for _, actions in log for a in actions)
     # Replaying the state at `lo` (a checkpoint read) is only needed for a schema the
     # range changed, or for removes that do not say which file they retire.
-    if hi == table.state.version and not (evolves or incomplete):
-        start, known = table.state, {}
+    if hi == head.version and not (evolves or incomplete):
+        start, known = head.state, {}
     else:
-        start = _start_state(table, lo)
+        start = _start_state(head, lo)
         known = dict(start.files)
     protocol, metadata = start.protocol, start.metadata
     schemas = [metadata.schema_string]
@@ -547,8 +521,8 @@ def _read_changes(storage: Storage, plan: _Plan, data: Sequence[tuple[_File, int
         raise _vacuumed(storage, data, cdc) from e
 
 
-def _stamps(table: Table, files: Sequence[_File]) -> dict[int, int | None]:
-    return {v: table._commit_ts(v) for v in sorted({f.version for f in files})}
+def _stamps(log: LogReader, files: Sequence[_File]) -> dict[int, int | None]:
+    return {v: log.commit_ts(v) for v in sorted({f.version for f in files})}
 
 
 def _stamped(rows: pa.Table, stamps: Mapping[int, int | None], schema: pa.Schema,
@@ -574,26 +548,29 @@ def _count(files: Sequence[_File]) -> int:
 # ---- per-commit changes ------------------------------------------------------------------
 
 
-def iter_changes(table: Table, from_version: VersionRef, to_version: VersionRef | None = None
-                 ) -> Iterator[CommitChanges]:
-    """Implements `Table.changes`: validate and plan now, read lazily per commit."""
-    lo = _resolve(table, from_version, "from_version")
-    hi = _resolve(table, to_version, "to_version")
+def iter_changes(head: Snapshot, lo: int, hi: int) -> Iterator[CommitChanges]:
+    """Implements `Table.changes` over versions (lo, hi] of the table at `head`.
+
+    Validates and plans now, reads lazily per commit.
+
+    Raises:
+        InvalidArgumentError: `lo` is after `hi`.
+    """
     if lo > hi:
         raise InvalidArgumentError(
             f"changes() walks forward but from_version {lo} is after to_version {hi}; "
             "swap them, or use Table.diff for a reverse diff"
         )
-    plan = _plan(table, lo, hi)
-    return _commit_changes(table, plan)
+    plan = _plan(head, lo, hi)
+    return _commit_changes(head.log, plan)
 
 
-def _commit_changes(table: Table, plan: _Plan) -> Iterator[CommitChanges]:
+def _commit_changes(log: LogReader, plan: _Plan) -> Iterator[CommitChanges]:
     columns = plan.schema.names
     for c in plan.commits:
         data = [(f, 1) for f in c.added] + [(f, -1) for f in c.removed]
-        rows = _read_changes(table.storage, plan, data, c.cdc, columns)
-        ts = table._commit_ts(c.version)
+        rows = _read_changes(log.storage, plan, data, c.cdc, columns)
+        ts = log.commit_ts(c.version)
         yield CommitChanges(
             version=c.version,
             timestamp=None if ts is None else dt.datetime.fromtimestamp(ts / 1000, dt.timezone.utc),
@@ -607,15 +584,12 @@ def _commit_changes(table: Table, plan: _Plan) -> Iterator[CommitChanges]:
 # ---- consolidated diff -------------------------------------------------------------------
 
 
-def compute_diff(table: Table, from_version: VersionRef, to_version: VersionRef | None = None,
-                 key: Sequence[str] | str | None = None,
+def compute_diff(head: Snapshot, start: int, end: int, key: Sequence[str] | str | None = None,
                  columns: Sequence[str] | str | None = None) -> Diff:
-    """Implements `Table.diff`."""
-    start = _resolve(table, from_version, "from_version")
-    end = _resolve(table, to_version, "to_version")
-    keys = table.key if key is None else _names(key)
+    """Implements `Table.diff` from version `start` to `end` of the table at `head`."""
+    keys = head.config.key if key is None else _names(key)
     lo, hi = min(start, end), max(start, end)
-    plan = _plan(table, lo, hi)
+    plan = _plan(head, lo, hi)
     compared = _columns(plan.schema, columns, keys)
     values = [c for c in compared if c not in keys]
     if keys:
@@ -627,9 +601,9 @@ def compute_diff(table: Table, from_version: VersionRef, to_version: VersionRef 
         # Rows the change needs were moved by a rewrite without dataChange (compaction)
         # into other files, and their old files may be vacuumed: compare the files of
         # the two ends instead, which every readable version keeps.
-        net, cdc = _end_to_end(table, plan, lo, hi), []
+        net, cdc = _end_to_end(head, plan, lo, hi), []
     data = [(f, w) for f, w in net.values() if w]
-    rows = _read_changes(table.storage, plan, data, cdc, compared)
+    rows = _read_changes(head.storage, plan, data, cdc, compared)
     if start > end:
         rows = rows.set_column(rows.schema.get_field_index(_WEIGHT), _WEIGHT,
                                pc.negate(rows[_WEIGHT]))
@@ -640,7 +614,7 @@ def compute_diff(table: Table, from_version: VersionRef, to_version: VersionRef 
         changes, updated = _pair(added, removed, keys, values, start, end)
     else:
         changes = pa.concat_tables([_labelled(removed, "delete"), _labelled(added, "insert")])
-    stamps = _stamps(table, [*(f for f, _ in data), *cdc])
+    stamps = _stamps(head.log, [*(f for f, _ in data), *cdc])
     changes = _stamped(changes, stamps, plan.schema, compared)
     counts = {d["values"]: d["counts"] for d in pc.value_counts(changes[CHANGE_TYPE]).to_pylist()}
     data_schema = pa.schema([plan.schema.field(c) for c in compared])
@@ -675,14 +649,14 @@ def _net_weights(plan: _Plan) -> dict[tuple[str, str | None], tuple[_File, int]]
     return net
 
 
-def _end_to_end(table: Table, plan: _Plan, lo: int, hi: int
+def _end_to_end(head: Snapshot, plan: _Plan, lo: int, hi: int
                 ) -> dict[tuple[str, str | None], tuple[_File, int]]:
     """Weights from the files of the two ends: +1 only at `hi`, -1 only at `lo`.
 
     Exact whatever the `dataChange` flags say; a file no action in the range names
     is at both ends or at neither.
     """
-    ends = _start_state(table, lo).files, table.snapshot(version=hi).state.files
+    ends = _start_state(head, lo).files, head.at(hi).state.files
 
     def live(files: Mapping[str, Add], key: tuple[str, str | None], version: int) -> bool:
         add = files.get(key[0])
@@ -802,5 +776,5 @@ def _typed_updated(updated: pa.Table, schema: pa.Schema, keys: Sequence[str],
 
 
 __all__ = ["CHANGED_COLUMNS", "CHANGE_TYPE", "COMMIT_TIMESTAMP", "COMMIT_VERSION",
-           "CommitChanges", "Diff", "DiffSummary", "VersionRef", "compute_diff",
+           "CommitChanges", "Diff", "DiffSummary", "compute_diff",
            "iter_changes"]

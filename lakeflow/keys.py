@@ -18,21 +18,91 @@ one commits.
 
 from __future__ import annotations
 
-import dataclasses
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
 from lakeflow.actions import Add
-from lakeflow.errors import DuplicateKeyError
-from lakeflow.merge import KeyIndex
-from lakeflow.snapshot import Snapshot
+from lakeflow.errors import DuplicateKeyError, LakeflowError
+from lakeflow.partitions import parse_partition_value
+from lakeflow.snapshot import Snapshot, stat_bounds
 
 SAMPLE_KEYS = 3
 # Each retry follows a commit that may hold the append's keys: it loses only to real progress.
 KEY_CONFLICT_RETRIES = 100
+
+
+def frame_of(table: pa.Table) -> pl.DataFrame:
+    """`table` as a polars DataFrame."""
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+class KeyIndex:
+    """The source keys, grouped by partition value and sorted, for file pruning.
+
+    `could_match(add)` is true when some source key falls in the file's partition
+    and within the min/max statistics of every key column: the file may hold a
+    matching row. It decides both which files a merge (or an append to a keyed
+    table) reads and which files added by a concurrent writer conflict with it.
+    Keys must not be null.
+    """
+
+    def __init__(self, keys: pa.Table, schema: pa.Schema, partition_columns: Sequence[str]) -> None:
+        self._schema = schema
+        self._part = [k for k in keys.column_names if k in partition_columns]
+        self._data = [k for k in keys.column_names if k not in partition_columns]
+        frame = frame_of(keys)
+        if self._data:
+            frame = frame.sort(self._data[0])
+        self._groups: dict[tuple[Any, ...], pl.DataFrame] = (
+            {tuple(k): g for k, g in frame.partition_by(self._part, as_dict=True,
+                                                         maintain_order=True).items()}
+            if self._part else {(): frame})
+        # The sorted first key column as Python values: a bisect per file costs microseconds.
+        self._sorted = {k: g.get_column(self._data[0]).to_list() for k, g in self._groups.items()
+                        } if self._data else {}
+        self._nan = bool(self._data) and frame.get_column(self._data[0]).dtype.is_float() and bool(
+            frame.get_column(self._data[0]).is_nan().any())
+
+    def could_match(self, add: Add) -> bool:
+        """Whether the file of `add` may hold one of the keys."""
+        try:
+            return self._could_match(add)
+        except (LakeflowError, ValueError, TypeError, ArithmeticError, pl.exceptions.PolarsError):
+            return True  # when in doubt the file is read, never skipped
+
+    def _could_match(self, add: Add) -> bool:
+        part = tuple(parse_partition_value(add.partition_values.get(c), self._schema.field(c).type, c)
+                     for c in self._part)
+        rows = self._groups.get(part)
+        if rows is None:
+            return False
+        stats = add.parsed_stats() or {}
+        mins, maxs = stats.get("minValues") or {}, stats.get("maxValues") or {}
+        for i, c in enumerate(self._data):
+            bounds = (stat_bounds(self._schema.field(c).type, mins[c], maxs[c])
+                      if c in mins and c in maxs else None)
+            if bounds is None:
+                continue
+            lo, hi = bounds[0].as_py(), bounds[1].as_py()
+            if i == 0:
+                if self._nan:
+                    continue  # NaN does not order: no binary search
+                values = self._sorted[part]
+                start = bisect.bisect_left(values, lo)
+                rows = rows.slice(start, bisect.bisect_right(values, hi) - start)
+            else:
+                rows = rows.filter(pl.col(c).is_between(lo, hi))
+            if rows.height == 0:
+                return False
+        return rows.height > 0
+
 
 
 @dataclass(frozen=True)
@@ -74,11 +144,9 @@ def check_new_keys(snap: Snapshot, rows: pa.Table, key: Sequence[str]) -> KeyRea
             "was written")
     nulls = any(keys.column(c).null_count for c in on)
     could_match = _any_file if nulls else KeyIndex(keys, snap.schema, snap.partition_columns).could_match
-    files = {f.add.path: f.add for f in snap.files if could_match(f.add)}
-    if files:
-        # The candidates alone, scanned like any snapshot (deletion vectors, column mapping).
-        candidates = Snapshot(snap.storage, dataclasses.replace(snap.state, files=files))
-        existing = pl.DataFrame(candidates.to_arrow(columns=on))
+    candidates = [f for f in snap.files if could_match(f.add)]
+    if candidates:
+        existing = pl.DataFrame(pa.concat_tables(snap.read_files(candidates, columns=on)))
         # Probing the table's keys against the batch's (the smaller side is hashed).
         found = existing.join(frame, on=on, how="semi", nulls_equal=True).unique(maintain_order=True)
         if found.height:
@@ -86,7 +154,7 @@ def check_new_keys(snap: Snapshot, rows: pa.Table, key: Sequence[str]) -> KeyRea
                 f"{found.height} key(s) of {on} are already in the table at version {snap.version}, "
                 f"e.g. {_samples(found)}; the table's key must be unique: use merge() to update "
                 "those rows, or leave them out; nothing was written")
-    return KeyReads(frozenset(files), could_match)
+    return KeyReads(frozenset(f.add.path for f in candidates), could_match)
 
 
-__all__ = ["KEY_CONFLICT_RETRIES", "KeyReads", "check_new_keys"]
+__all__ = ["KEY_CONFLICT_RETRIES", "KeyIndex", "KeyReads", "check_new_keys", "frame_of"]

@@ -28,28 +28,27 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeflow.actions import Action, CommitInfo
+from lakeflow.config import DEFAULT_WINDOW, check_policy
 from lakeflow.errors import (
     InvalidArgumentError,
     LateDataError,
     SchemaMismatchError,
     TableNotFoundError,
 )
+from lakeflow.log_reader import LogReader
+from lakeflow.snapshot import Snapshot
+from lakeflow.storage import open_storage
 from lakeflow.write import conform
-
-if TYPE_CHECKING:
-    from lakeflow.table import Table
 
 UTC = dt.timezone.utc
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
-POLICIES = ("accept", "reject", "quarantine")
-DEFAULT_WINDOW = "1d"
 QUARANTINE_DIR = "_lakeflow_quarantine"
 QUARANTINE_VERSION = "_lakeflow_version"
 QUARANTINE_WATERMARK = "_lakeflow_watermark"
@@ -92,17 +91,6 @@ def format_window(window: str | dt.timedelta) -> str:
     us = window_micros(window)
     unit = next(u for u, size in _UNITS_US.items() if us % size == 0)
     return f"{us // _UNITS_US[unit]}{unit}"
-
-
-def check_policy(late: str | None, what: str = "late") -> str | None:
-    """Validate a lateness policy name (None passes through).
-
-    Raises:
-        InvalidArgumentError: not one of accept, reject, quarantine.
-    """
-    if late is not None and late not in POLICIES:
-        raise InvalidArgumentError(f"{what} must be one of {', '.join(POLICIES)}; got {late!r}")
-    return late
 
 
 def to_micros(instant: Any, what: str = "watermark") -> int:
@@ -244,8 +232,8 @@ class EventClock:
     policy: str
 
     @classmethod
-    def of(cls, table: Table, watermark: Any = None, late: str | None = None) -> EventClock | None:
-        """The clock of `table` for one write; None when the table has no event time.
+    def of(cls, snapshot: Snapshot, watermark: Any = None, late: str | None = None) -> EventClock | None:
+        """The clock of the table at `snapshot` for one write; None when it has no event time.
 
         Raises:
             InvalidArgumentError: a bad watermark or policy, or either one given
@@ -253,18 +241,17 @@ class EventClock:
         """
         check_policy(late)
         given = None if watermark is None else to_micros(watermark)
-        column = table.event_time
-        if column is None:
+        config = snapshot.config
+        if config.event_time is None:
             if watermark is not None or late is not None:
                 raise InvalidArgumentError(
                     "watermark= and late= need a table with an event-time column; create it "
                     "with Table.create(..., event_time='column')")
             return None
-        props = table.properties
-        policy = late or check_policy(props.get("lakeflow.late"), "table property lakeflow.late")
-        mark = table.watermark
-        return cls(column, window_micros(props.get("lakeflow.window", DEFAULT_WINDOW)),
-                   None if mark is None else to_micros(mark), given, table.state.version,
+        policy = late or check_policy(config.late, "table property lakeflow.late")
+        mark = read_watermark(snapshot.log.read_commit, snapshot.version)
+        return cls(config.event_time, window_micros(config.window or DEFAULT_WINDOW),
+                   None if mark is None else to_micros(mark), given, snapshot.version,
                    policy or "accept")
 
     def late(self, rows: pa.Table) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -322,58 +309,54 @@ class EventClock:
         return info
 
 
+QuarantineTarget = Union[LogReader, str]  # noqa: UP007 (a runtime alias); a table's log, or a URI (created on first use)
+
+
 @dataclass(frozen=True)
 class Quarantine:
     """Late rows held back from a write, and the table they go to."""
 
     rows: pa.Table
-    target: Table | str
+    target: QuarantineTarget
     watermark: dt.datetime
 
-    def write(self, table: Table, version: int) -> None:
-        """Append the rows to the quarantine table, tagged with the main commit's version."""
-        from lakeflow.table import Table
-
-        rows = _tag(self.rows, version, self.watermark)
-        target = self.target if isinstance(self.target, Table) else _open(table, self.target)
-        if target is None:
-            assert isinstance(self.target, str)
-            target = Table.create(self.target, rows.schema, storage_options=table._storage_options,
-                                  description=f"late rows quarantined from {table.uri}")
-        target.append(rows)
+    def tagged(self, version: int) -> pa.Table:
+        """The rows as the quarantine table stores them, for the main commit at `version`."""
+        return tag(self.rows, version, self.watermark)
 
 
-def _open(table: Table, uri: str) -> Table | None:
-    """The table at `uri` (opened with `table`'s storage options), or None if absent."""
-    from lakeflow.table import Table
-
+def open_target(source: LogReader, target: QuarantineTarget) -> LogReader | None:
+    """The log of the quarantine table (opened with the source's storage options); None if absent."""
+    if isinstance(target, LogReader):
+        return target
+    log = LogReader(open_storage(target, source.storage_options), source.storage_options)
     try:
-        return Table(uri, storage_options=table._storage_options)
+        log.head  # noqa: B018 -- loads it
     except TableNotFoundError:
         return None
+    return log
 
 
-def _tag(rows: pa.Table, version: int, watermark: dt.datetime) -> pa.Table:
+def tag(rows: pa.Table, version: int, watermark: dt.datetime) -> pa.Table:
+    """`rows` with the quarantine columns: the main commit's version and the watermark."""
     n = rows.num_rows
     return rows.append_column(QUARANTINE_VERSION, pa.array([version] * n, pa.int64())).append_column(
         QUARANTINE_WATERMARK, pa.array([watermark] * n, pa.timestamp("us", "UTC")))
 
 
-def quarantine_for(table: Table, rows: pa.Table, clock: EventClock,
-                   target: Table | str | None) -> Quarantine:
-    """Where late `rows` go; checks a given table's schema before anything is written.
+def quarantine_for(snapshot: Snapshot, rows: pa.Table, clock: EventClock,
+                   target: QuarantineTarget | None) -> Quarantine:
+    """Where late `rows` go; checks an existing table's schema before anything is written.
 
     Raises:
         SchemaMismatchError: the quarantine table cannot hold the rows.
     """
-    from lakeflow.table import Table
-
     assert clock.watermark_us is not None
     mark = from_micros(clock.watermark_us)
-    dest: Table | str = target if target is not None else f"{table.uri.rstrip('/')}/{QUARANTINE_DIR}"
-    existing = dest if isinstance(dest, Table) else _open(table, dest)
+    dest = target if target is not None else f"{snapshot.log.uri.rstrip('/')}/{QUARANTINE_DIR}"
+    existing = open_target(snapshot.log, dest)
     if existing is not None:
-        conform(_tag(rows.slice(0, 0), 0, mark), existing.schema)
+        conform(tag(rows.slice(0, 0), 0, mark), Snapshot(existing, existing.head).schema)
     return Quarantine(rows, dest, mark)
 
 
@@ -386,22 +369,16 @@ class Arrival:
     must_commit: bool
     quarantine: Quarantine | None = None
 
-    def settle(self, table: Table, version: int) -> int:
-        """After the commit at `version`: send held rows to quarantine; return `version`."""
-        if self.quarantine is not None:
-            self.quarantine.write(table, version)
-        return version
 
-
-def arrive(table: Table, rows: pa.Table, watermark: Any, late: str | None,
-           quarantine: Table | str | None) -> Arrival:
+def arrive(snapshot: Snapshot, rows: pa.Table, watermark: Any, late: str | None,
+           quarantine: QuarantineTarget | None) -> Arrival:
     """Judge appended rows against the table watermark and apply the policy.
 
     Raises:
         LateDataError: late rows under the reject policy.
         InvalidArgumentError: a bad watermark, policy or quarantine argument.
     """
-    clock = EventClock.of(table, watermark, late)
+    clock = EventClock.of(snapshot, watermark, late)
     check_quarantine_arg(clock, quarantine)
     if clock is None:
         return Arrival(rows, {}, False)
@@ -411,26 +388,20 @@ def arrive(table: Table, rows: pa.Table, watermark: Any, late: str | None,
         if clock.policy == "reject":
             raise clock.refuse(int(mask.sum()), clock.earliest(rows, mask), "rows are")
         if clock.policy == "quarantine":
-            held = quarantine_for(table, rows.filter(pa.array(mask)), clock, quarantine)
+            held = quarantine_for(snapshot, rows.filter(pa.array(mask)), clock, quarantine)
             rows = rows.filter(pa.array(~mask))
             mask = np.zeros(rows.num_rows, dtype=bool)
     info = clock.commit_info(int(mask.sum()), clock.windows(rows, mask))
     return Arrival(rows, info, clock.advances, held)
 
 
-def check_quarantine_arg(clock: EventClock | None, quarantine: Table | str | None) -> None:
+def check_quarantine_arg(clock: EventClock | None, quarantine: QuarantineTarget | None) -> None:
     """Refuse `quarantine=` unless the write quarantines late rows.
 
     Raises:
-        InvalidArgumentError: `quarantine=` given with another policy, or of a wrong type.
+        InvalidArgumentError: `quarantine=` given with another policy.
     """
-    if quarantine is None:
-        return
-    from lakeflow.table import Table
-
-    if not isinstance(quarantine, (str, Table)):
-        raise InvalidArgumentError(f"quarantine must be a Table or a URI, got {type(quarantine).__name__}")
-    if clock is None or clock.policy != "quarantine":
+    if quarantine is not None and (clock is None or clock.policy != "quarantine"):
         raise InvalidArgumentError("quarantine= is only used with the 'quarantine' lateness policy")
 
 
@@ -439,6 +410,10 @@ __all__ = [
     "Arrival",
     "EventClock",
     "Quarantine",
+    "QuarantineTarget",
+    "arrive",
+    "check_policy",
+    "quarantine_for",
     "TimeInfo",
     "format_window",
     "read_time_info",

@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import decimal
 import functools
+import itertools
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -31,6 +33,7 @@ import pyarrow.parquet as pq
 
 from lakeflow.actions import Add, Metadata, Protocol
 from lakeflow.column_mapping import NO_MAPPING, ColumnMapping, mapping_mode
+from lakeflow.config import TableConfig
 from lakeflow.deletion_vectors import DeletionVector, RowSelection
 from lakeflow.errors import (
     CorruptLogError,
@@ -41,6 +44,7 @@ from lakeflow.errors import (
     StorageError,
 )
 from lakeflow.log import TableState, check_data_path, check_readable
+from lakeflow.log_reader import LogReader, from_ms
 from lakeflow.partitions import parse_partition_value
 from lakeflow.schema import delta_to_arrow
 from lakeflow.storage import Storage
@@ -80,14 +84,45 @@ class DataFile:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The table as of one version. Immutable: reading it never changes the table."""
+    """The table as of one version. Immutable: reading it never changes the table.
 
-    storage: Storage
+    Attributes:
+        log: the reader of the table's log (commits, timestamps, other versions).
+        state: the replayed log state at this version.
+    """
+
+    log: LogReader
     state: TableState
-    timestamp: dt.datetime | None = None
 
     def __post_init__(self) -> None:
         check_readable(self.state.protocol, self.state.metadata)
+
+    @property
+    def storage(self) -> Storage:
+        """The table's storage."""
+        return self.log.storage
+
+    @functools.cached_property
+    def timestamp(self) -> dt.datetime | None:
+        """When this version was committed (None: its commit is gone from the log)."""
+        return from_ms(self.log.commit_ts(self.state.version))
+
+    @functools.cached_property
+    def config(self) -> TableConfig:
+        """The table's properties at this version, decoded."""
+        return TableConfig.of(self.state.metadata)
+
+    def at(self, version: int) -> Snapshot:
+        """The snapshot of another version of the same table.
+
+        Raises:
+            VersionNotFoundError: the version is not in the log.
+        """
+        return self if version == self.version else Snapshot(self.log, self.log.load(version))
+
+    def latest(self) -> Snapshot:
+        """The snapshot of the newest version, read now (this one does not change)."""
+        return Snapshot(self.log, self.log.refresh())
 
     @property
     def version(self) -> int:
@@ -266,6 +301,23 @@ class Snapshot:
                 f"cannot read the data files of {self.storage.uri} at version {self.version}: {e}"
             ) from e
 
+    def read_files(self, files: Sequence[DataFile], columns: Sequence[str] | None = None) -> list[pa.Table]:
+        """The rows of each of `files` (partition columns filled in, deleted rows left out).
+
+        The read path of operations that rewrite files (merge, delete, compaction):
+        one parallel scan, one table per file, in the order given.
+
+        Raises:
+            DataFileNotFoundError: a file is gone from the store.
+            StorageError: the store failed while reading.
+        """
+        if not files:
+            return []
+        scan = scan_files(self.storage, self.schema,
+                          [ScanFile(f.path, f.partition_values, rows=f.deletion_vector) for f in files],
+                          self.column_mapping)
+        return scan.per_file(columns)
+
     def to_polars(self) -> pl.LazyFrame:
         """A polars LazyFrame over this snapshot; filters and projections are pushed down.
 
@@ -402,6 +454,22 @@ class Scan:
         if filter is not None:
             table = table.filter(filter)
         return table.select(list(columns)) if columns is not None else table
+
+    def per_file(self, columns: Sequence[str] | None = None) -> list[pa.Table]:
+        """Each file's rows as its own table, in file order (`columns`, default all)."""
+        names = list(columns) if columns is not None else self.schema.names
+        if not self._direct:
+            with ThreadPoolExecutor(max(1, min(8, len(self.files)))) as pool:
+                return list(pool.map(lambda f: self._read(f, names), self.files))
+        with reading_data(self.storage, [f.path for f in self.files]):
+            rows = self._dataset.to_table(columns=[*names, "__fragment_index"])
+        index = rows.column("__fragment_index").to_numpy()
+        if len(index) and (np.diff(index) < 0).any():  # scans keep fragment order; be sure anyway
+            order = np.argsort(index, kind="stable")
+            rows, index = rows.take(pa.array(order)), index[order]
+        rows = rows.drop_columns(["__fragment_index"])
+        bounds = np.searchsorted(index, np.arange(len(self.files) + 1), side="left")
+        return [rows.slice(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]
 
     def _read(self, f: ScanFile, names: Sequence[str]) -> pa.Table:
         """One file's rows: selected rows only, logical names, missing columns null."""

@@ -255,16 +255,21 @@ def copy_table(source: Path, uri: str) -> None:
 def commit_after(loser: Any, winner_op: Callable[[], Any]) -> None:
     """Run `winner_op` once `loser` (a Table) has planned its next commit, just before it commits.
 
-    The way to make a concurrent writer win a race deterministically in a test.
+    The way to make a concurrent writer win a race deterministically in a test:
+    the next transaction committed on `loser`'s log runs `winner_op` first.
     """
-    original = loser.commit
+    from lakeflow.transaction import Transaction
 
-    def commit(tx: Any) -> Any:
-        loser.commit = original
-        winner_op()
-        return original(tx)
+    log = loser.transaction("PROBE").snapshot.log
+    original = Transaction.commit
 
-    loser.commit = commit
+    def commit(tx: Transaction, *args: Any, **kwargs: Any) -> Any:
+        if tx.snapshot.log is log:
+            Transaction.commit = original  # type: ignore[method-assign]
+            winner_op()
+        return original(tx, *args, **kwargs)
+
+    Transaction.commit = commit  # type: ignore[method-assign,assignment]
 
 
 __all__ = ["Fault", "FaultyFileSystem", "arrow_tables", "assert_table_equal", "commit_after", "copy_table"]

@@ -19,21 +19,26 @@ import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from lakeflow import __version__
 from lakeflow.actions import Action, Add, CommitInfo, Metadata, Protocol, Remove, Txn, encode_commit
-from lakeflow.errors import CommitConflictError, StorageError
-from lakeflow.log import CLOCK_SKEW_TOLERANCE_MS, TableState, commit_path, list_log, replay
+from lakeflow.checkpoint import write_checkpoint
+from lakeflow.config import TableConfig
+from lakeflow.constraints import settle
+from lakeflow.errors import CommitConflictError, InvalidArgumentError, LakeflowError, StorageError
+from lakeflow.log import CLOCK_SKEW_TOLERANCE_MS, TableState, check_writable, commit_path, list_log, replay
+from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.storage import Storage
+from lakeflow.version import __version__
 
+T = TypeVar("T")
 DEFAULT_MAX_ATTEMPTS = 1000
 _VERIFY_ATTEMPTS = 3  # the commit is written: a transient failure of its check is retried
 
 
 @dataclass(frozen=True)
-class Transaction:
-    """What a writer wants to commit, and what it read to decide it.
+class CommitRequest:
+    """What a writer wants to commit, and what it read to decide it (a `Transaction`'s data).
 
     Attributes:
         actions: the file/metadata actions to commit (no commitInfo).
@@ -69,7 +74,7 @@ class Transaction:
 
 @dataclass(frozen=True)
 class CommitOutcome:
-    """The result of a commit: the version written (or found), and the state after it."""
+    """What `commit_request` did: the version written (or found), and the state after it."""
 
     version: int
     state: TableState
@@ -79,13 +84,11 @@ class CommitOutcome:
 
 def uses_in_commit_timestamps(state: TableState) -> bool:
     """Whether the In-Commit Timestamps feature is active on the table."""
-    return (
-        state.metadata.configuration.get("delta.enableInCommitTimestamps", "").lower() == "true"
-        and "inCommitTimestamp" in (state.protocol.writer_features or ())
-    )
+    return (TableConfig.of(state.metadata).in_commit_timestamps
+            and "inCommitTimestamp" in (state.protocol.writer_features or ()))
 
 
-def conflict_reason(tx: Transaction, winner: Sequence[Action]) -> str | None:
+def conflict_reason(tx: CommitRequest, winner: Sequence[Action]) -> str | None:
     """Why `winner` invalidates `tx`, or None when `tx` can be replayed on top of it."""
     for a in winner:
         if isinstance(a, (Metadata, Protocol)):
@@ -110,7 +113,7 @@ def _written_by(winner: Sequence[Action], txn_id: str) -> bool:
     return any(isinstance(a, CommitInfo) and a.values.get("txnId") == txn_id for a in winner)
 
 
-def _commit_info(tx: Transaction, state: TableState, read_version: int, timestamp_ms: int,
+def _commit_info(tx: CommitRequest, state: TableState, read_version: int, timestamp_ms: int,
                  txn_id: str) -> CommitInfo:
     values: dict[str, Any] = {"timestamp": timestamp_ms}
     if uses_in_commit_timestamps(state):
@@ -208,10 +211,10 @@ def _check_not_recreated(storage: Storage, version: int, operation: str) -> None
     )
 
 
-def commit(
+def commit_request(
     storage: Storage,
     state: TableState,
-    tx: Transaction,
+    tx: CommitRequest,
     *,
     last_timestamp_ms: int | None,
     read_winner: Callable[[int], tuple[Sequence[Action], int | None]],
@@ -279,3 +282,174 @@ def commit(
         f"{tx.operation} lost the race for a new version {max_attempts} times in a row; "
         "too many concurrent writers, retry later"
     )
+
+
+def retrying(snapshot: Snapshot, retries: int, attempt: Callable[[Snapshot], T]) -> T:
+    """Run `attempt` on `snapshot`; after a conflict, on the latest snapshot, `retries` more times.
+
+    The one retry helper of operations that read before they write (merge,
+    delete, keyed appends, view refreshes): each attempt reads and decides anew.
+
+    Raises:
+        InvalidArgumentError: `retries` is not a non-negative int.
+        CommitConflictError: the last attempt conflicted too.
+    """
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidArgumentError(f"retries must be a non-negative int, got {retries!r}")
+    for _ in range(retries):
+        try:
+            return attempt(snapshot)
+        except CommitConflictError:
+            snapshot = snapshot.latest()
+    return attempt(snapshot)
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """A committed transaction.
+
+    Attributes:
+        snapshot: the table right after the commit.
+        version: the version committed; with `deduplicated`, the version of the
+            earlier commit that already recorded the same (app_id, txn_version).
+        deduplicated: nothing was written: the application transaction was there.
+    """
+
+    snapshot: Snapshot
+    version: int
+    deduplicated: bool = False
+
+
+class Transaction:
+    """A commit being built, bound to the snapshot it read (optimistic concurrency).
+
+    Collect actions with `add` / `remove`, say what the decision read with `read`,
+    then `commit()`; or use it as a context manager, which commits on a clean
+    exit and commits nothing when the block raises::
+
+        with table.transaction("WRITE") as tx:
+            tx.add(*adds)
+
+    Args:
+        snapshot: the snapshot the transaction read.
+        operation: the Delta operation name (WRITE, MERGE, DELETE, ...).
+        parameters: operationParameters for the commitInfo.
+    """
+
+    def __init__(self, snapshot: Snapshot, operation: str, parameters: Mapping[str, Any] | None = None) -> None:
+        if not isinstance(operation, str) or not operation:
+            raise InvalidArgumentError(f"operation must be a non-empty str, got {operation!r}")
+        self._snapshot = snapshot
+        self._request = CommitRequest(actions=(), operation=operation, parameters=dict(parameters or {}))
+        self._result: CommitResult | None = None
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The snapshot this transaction read."""
+        return self._snapshot
+
+    @property
+    def request(self) -> CommitRequest:
+        """What the transaction will commit, and what it read, as data."""
+        return self._request
+
+    @property
+    def result(self) -> CommitResult | None:
+        """The outcome once committed (None before)."""
+        return self._result
+
+    def _update(self, **changes: Any) -> Transaction:
+        if self._result is not None:
+            raise InvalidArgumentError("this transaction is already committed; start a new one")
+        self._request = dataclasses.replace(self._request, **changes)
+        return self
+
+    def rebased(self, snapshot: Snapshot) -> Transaction:
+        """A copy of this (uncommitted) transaction bound to `snapshot`, without its reads."""
+        tx = Transaction(snapshot, self._request.operation)
+        tx._request = dataclasses.replace(self._request, read_files=frozenset(), read_predicate=None,
+                                          read_txns=frozenset())
+        return tx
+
+    def add(self, *actions: Action) -> Transaction:
+        """Stage actions: `Add`, `Remove`, `Cdc`, a new `Metadata` or `Protocol`, ..."""
+        return self._update(actions=(*self._request.actions, *actions))
+
+    def remove(self, *files: DataFile, data_change: bool = True) -> Transaction:
+        """Stage the removal of files of the snapshot (and record that it read them)."""
+        now = int(time.time() * 1000)
+        self.add(*(f.add.remove(now, data_change=data_change) for f in files))
+        return self.read(files=[f.path for f in files])
+
+    def read(self, files: Sequence[str] = (), predicate: Callable[[Add], bool] | None = None,
+             txns: Sequence[str] = ()) -> Transaction:
+        """Record what the decision read: file paths, a predicate over files, app ids' txn versions.
+
+        A concurrent commit that removed a read file, added a file the predicate
+        matches, or moved a read app id's version makes this commit conflict.
+        """
+        read = self._request
+        tests = [p for p in (read.read_predicate, predicate) if p is not None]
+        return self._update(read_files=read.read_files | frozenset(files),
+                            read_predicate=_any_of(tests) if tests else None,
+                            read_txns=read.read_txns | frozenset(txns))
+
+    def set_txn(self, app_id: str, version: int) -> Transaction:
+        """Record the application transaction (exactly-once: a commit already holding it wins)."""
+        return self._update(txn=Txn(app_id, version))
+
+    def info(self, metrics: Mapping[str, Any] | None = None, **values: Any) -> Transaction:
+        """Add operationMetrics and other commitInfo fields."""
+        return self._update(metrics={**self._request.metrics, **(metrics or {})},
+                            extra_info={**self._request.extra_info, **values})
+
+    def commit(self, max_attempts: int = DEFAULT_MAX_ATTEMPTS) -> CommitResult:
+        """Commit on top of the snapshot, replayed past concurrent commits that do not conflict.
+
+        Raises:
+            UnsupportedFeatureError: the table has writer features lakeflow does not implement.
+            CommitConflictError: a concurrent commit conflicts, or attempts ran out.
+        """
+        snap = self._update()._snapshot
+        log, state = snap.log, snap.state
+        check_writable(state.protocol, state.metadata)
+        request = dataclasses.replace(self._request, actions=settle(state, self._request.actions))
+        try:
+            outcome = commit_request(
+                log.storage, state, request, last_timestamp_ms=log.commit_ts(state.version),
+                read_winner=lambda v: (log.read_commit(v), log.commit_ts(v)), max_attempts=max_attempts)
+        except CommitConflictError:
+            log.forget_after(state.version)  # winners read may be re-creations since withdrawn
+            raise
+        log.record_timestamp(outcome.version, outcome.timestamp_ms)
+        log.observe(outcome.state)
+        self._result = CommitResult(Snapshot(log, outcome.state), outcome.version, outcome.deduplicated)
+        if not outcome.deduplicated:
+            _maybe_checkpoint(self._result.snapshot)
+        return self._result
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        if kind is None and self._result is None:
+            self.commit()
+
+
+def _any_of(tests: Sequence[Callable[[Add], bool]]) -> Callable[[Add], bool]:
+    return tests[0] if len(tests) == 1 else lambda a: any(t(a) for t in tests)
+
+
+def _maybe_checkpoint(snap: Snapshot) -> None:
+    """Write a checkpoint at every `delta.checkpointInterval`-th version (a failure only warns)."""
+    interval = snap.config.checkpoint_interval
+    if interval > 0 and snap.version > 0 and snap.version % interval == 0:
+        try:
+            write_checkpoint(snap.storage, snap.state)
+        except (OSError, LakeflowError) as e:
+            # The commit is durable; a missing checkpoint only slows readers down.
+            warnings.warn(f"checkpoint at version {snap.version} failed: {e}", stacklevel=4)
+
+
+__all__ = ["CommitOutcome", "CommitRequest", "CommitResult", "Transaction", "commit_request",
+           "conflict_reason", "retrying"]

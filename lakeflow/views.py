@@ -21,7 +21,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakeflow.actions import Action, Txn
 from lakeflow.errors import (
     DataFileNotFoundError,
     InvalidArgumentError,
@@ -29,8 +28,9 @@ from lakeflow.errors import (
     VersionNotFoundError,
 )
 from lakeflow.late import window_micros
+from lakeflow.snapshot import Snapshot
 from lakeflow.table import Table
-from lakeflow.transaction import Transaction
+from lakeflow.transaction import retrying
 from lakeflow.write import write_data_files
 
 FUNCTIONS = ("sum", "count", "mean", "min", "max")
@@ -194,8 +194,7 @@ class View:
         except (VersionNotFoundError, DataFileNotFoundError):
             # The handle's own state needs no log: a cleanup racing this refresh may
             # already have removed the commits that rebuilding `to_version` would read.
-            snap = (self.source._handle_snapshot() if to_version == self.source.state.version
-                    else self.source.snapshot(version=to_version))
+            snap = self.source.snapshot(version=to_version)
             rows = self._frame(snap.to_arrow())
             return self._apply(state.clear(), rows, rows.clear()).select(state.columns), "recompute"
 
@@ -293,34 +292,23 @@ class View:
         Raises:
             CommitConflictError: concurrent refreshes kept winning `retries` times.
         """
-        from lakeflow.errors import CommitConflictError
+        return retrying(self.table.snapshot(), retries, self._refresh_once)
 
-        for attempt in range(retries + 1):
-            self.table.refresh()
-            latest = self.source.refresh()  # the handle's state: the version the refresh folds to
-            view_version, reflected = self._reflected()
-            if latest == reflected:
-                return view_version
-            state = self._state(view_version)
-            new_state, mode = self._advance(state, reflected, latest)
-            old_files = list(self.table.state.files.values())
-            now = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
-            actions: list[Action] = [a.remove(now) for a in old_files]
-            if new_state.height:
-                arrow = new_state.drop(_ALL).to_arrow().cast(self.table._handle_snapshot().schema)
-                actions += write_data_files(self.table.storage, arrow, ())
-            tx = Transaction(actions=actions, operation="VIEW REFRESH",
-                             parameters={"sourceFrom": reflected, "sourceTo": latest, "mode": mode},
-                             metrics={"groups": new_state.height},
-                             read_files=frozenset(a.path for a in old_files),
-                             read_txns=frozenset({self._app_id}),
-                             txn=Txn(self._app_id, latest))
-            try:
-                return self.table.commit(tx).version
-            except CommitConflictError:
-                if attempt == retries:
-                    raise
-        raise AssertionError("unreachable")
+    def _refresh_once(self, snap: Snapshot) -> int:
+        """One refresh attempt on top of the view table at `snap`."""
+        latest = self.source.refresh()  # the handle's state: the version the refresh folds to
+        txn = snap.state.txns.get(self._app_id)
+        reflected = txn.version if txn else -1
+        if latest == reflected:
+            return snap.version
+        new_state, mode = self._advance(self._state(snap.version), reflected, latest)
+        tx = self.table.transaction("VIEW REFRESH", {"sourceFrom": reflected, "sourceTo": latest, "mode": mode},
+                                    snapshot=snap)
+        tx.remove(*snap.files).read(txns=[self._app_id]).set_txn(self._app_id, latest)
+        if new_state.height:
+            arrow = new_state.drop(_ALL).to_arrow().cast(snap.schema)
+            tx.add(*write_data_files(snap.storage, arrow, ()))
+        return tx.info({"groups": new_state.height}).commit().version
 
     def snapshot(self, source_version: int | None = None) -> pa.Table:
         """The view as of a source version (default: as of the last refresh).

@@ -25,7 +25,6 @@ import lakeflow as lf
 import lakeflow.diff as diff_mod
 from lakeflow.actions import Add, Cdc, Remove
 from lakeflow.testing import assert_table_equal
-from lakeflow.transaction import Transaction
 from lakeflow.write import write_data_files
 
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("part", pa.string())])
@@ -55,7 +54,7 @@ def commit(t, remove=(), add=(), data_change=True, cdc=None, operation="WRITE"):
         actions += write_data_files(t.storage, data, t.partition_by, data_change)
     if cdc is not None:
         actions += write_cdc(t, cdc)
-    return t.commit(Transaction(actions=actions, operation=operation)).version
+    return t.transaction(operation).add(*actions).commit().version
 
 
 def write_cdc(t, cdc):
@@ -168,7 +167,7 @@ def test_removed_and_readded_path_cancels_unread(table_uri):
     t.append(rows((1, "a")))
     (f,) = files(t)
     v2 = commit(t, remove=[f])
-    v3 = t.commit(Transaction(actions=[f], operation="RESTORE")).version
+    v3 = t.transaction("RESTORE").add(f).commit().version
     assert t.diff(v2, v3).added.num_rows == 1
     d = t.diff(1, v3)
     assert d.added.num_rows == d.removed.num_rows == d.summary.files_read == 0
@@ -358,7 +357,7 @@ def test_damaged_deletion_vector_is_a_corrupt_log(table_uri):
     (f,) = files(t)
     dv = dataclasses.replace(f, deletion_vector={"storageType": "i", "pathOrInlineDv": "x",
                                                   "sizeInBytes": 1, "cardinality": 1})
-    v2 = t.commit(Transaction(actions=[f.remove(0), dv], operation="DELETE")).version
+    v2 = t.transaction("DELETE").add(f.remove(0), dv).commit().version
     with pytest.raises(lf.CorruptLogError, match="not Z85"):
         t.diff(1, v2)
 
@@ -397,7 +396,7 @@ def test_cdc_files_replace_reading_whole_files(table_uri):
     v2 = commit(t, remove=[old], add=[after], cdc=change, operation="MERGE")
     d = t.diff(1, v2)
     assert d.summary.files_read == 1  # only the change data file, not the 50-row files
-    (cdc_action,) = [a for a in t._read_commit_cached(v2) if isinstance(a, Cdc)]
+    (cdc_action,) = [a for a in t.snapshot().log.read_commit(v2) if isinstance(a, Cdc)]
     assert d.summary.bytes_read == cdc_action.size
     assert d.updated.to_pylist() == [{"id": 7, "name_old": "n7", "name_new": "new",
                                       "part_old": "a", "part_new": "a",
@@ -420,7 +419,7 @@ def test_lakeflow_merge_and_delete(table_uri):
         {"id": 3, "name_old": "n3", "name_new": "new"}]
     assert d.inserted["id"].to_pylist() == [40] and d.deleted["id"].to_pylist() == [5]
     for v in (2, 3):
-        cdc = [a for a in t._read_commit_cached(v) if isinstance(a, Cdc)]
+        cdc = [a for a in t.snapshot().log.read_commit(v) if isinstance(a, Cdc)]
         if cdc:  # the change data files alone are read
             summary = t.diff(v - 1, v).summary
             assert (summary.files_read, summary.bytes_read) == (len(cdc), sum(a.size for a in cdc))
@@ -493,9 +492,9 @@ def apply(t, op, arg):
         t.append(rows(*[(i, f"n{i}", p) for i, p in arg]))
     elif op in ("delete", "delete_cdc"):
         s = t.snapshot()
-        hit = [f.add for f in s.files_matching(pc.field("id") == arg)]
-        data = lf.Snapshot(t.storage, dataclasses.replace(
-            s.state, files={a.path: a for a in hit})).to_arrow()
+        matching = s.files_matching(pc.field("id") == arg)
+        hit = [f.add for f in matching]
+        data = pa.concat_tables(s.read_files(matching)) if matching else s.schema.empty_table()
         keep = data.filter(pc.field("id") != arg)
         gone = data.filter(pc.field("id") == arg)
         cdc = None
@@ -629,7 +628,7 @@ def test_removes_without_file_details_are_looked_up(table_uri):
     t.append(rows((1, "a", "x"), (2, "b", "y")))
     (old,) = [f for f in files(t) if f.partition_values["part"] == "y"]
     bare = Remove(path=old.path, deletion_timestamp=0, data_change=True)
-    v2 = t.commit(Transaction(actions=[bare], operation="DELETE")).version
+    v2 = t.transaction("DELETE").add(bare).commit().version
     d = t.diff(1, v2)
     assert_table_equal(d.removed, rows((2, "b", "y")))
     assert d.summary.bytes_read == old.size
@@ -660,7 +659,7 @@ def test_changes_and_diff_match_deltalake_load_cdf(local_uri):
     dl = deltalake_history(local_uri)
     t = lf.Table(local_uri)
     assert t.version == dl.version() == 5
-    kinds = {a for v in range(6) for a in map(type, t._read_commit_cached(v))}
+    kinds = {a for v in range(6) for a in map(type, t.snapshot().log.read_commit(v))}
     assert Cdc in kinds and Add in kinds
     for v in range(6):
         want = cdf_rows(dl.load_cdf(starting_version=v, ending_version=v).read_all(), True)

@@ -14,6 +14,7 @@ import pytest
 
 import lakeflow as lf
 from lakeflow.late import format_window, window_start
+from lakeflow.testing import commit_after
 
 UTC = dt.timezone.utc
 SCHEMA = pa.schema([("id", pa.int64()), ("ts", pa.timestamp("us", tz="UTC")), ("amount", pa.int64())])
@@ -140,12 +141,9 @@ def test_watermark_survives_checkpoints_and_deltalake_appends(local_uri):
 def test_concurrent_writers_keep_the_largest_watermark(table_uri):
     t = lf.Table.create(table_uri, SCHEMA, event_time="ts")
     stale = lf.Table(table_uri)
-    t.append(events((1, D1, 1)), watermark=D3)
-    # `stale` still sees version 0 when it judges its rows; its commit lands after t's.
-    original = stale.refresh
-    stale.refresh = lambda: stale.state.version  # type: ignore[method-assign]
+    # `stale` sees version 0 when it judges its rows; its commit lands after t's.
+    commit_after(stale, lambda: t.append(events((1, D1, 1)), watermark=D3))
     stale.append(events((2, D1, 1)), watermark=D2)
-    stale.refresh = original  # type: ignore[method-assign]
     assert stale.history(limit=1)[0].info["lakeflow.watermark"] == "2024-03-02T00:00:00.000000Z"
     assert lf.Table(table_uri).watermark == D3
 

@@ -21,7 +21,7 @@ import pytest
 
 import lakeflow as lf
 from lakeflow.log import commit_path
-from lakeflow.transaction import Transaction, commit
+from lakeflow.transaction import CommitRequest, commit_request
 
 SCHEMA = pa.schema([("id", pa.int64())])
 
@@ -132,9 +132,9 @@ def test_commit_below_the_cleaned_log_is_refused(table_uri):
     writer.checkpoint()
     time.sleep(0.05)
     assert writer.cleanup_log(retention=dt.timedelta(0)) == list(range(10))
-    tx = Transaction(actions=[], operation="WRITE")
+    tx = CommitRequest(actions=[], operation="WRITE")
     with pytest.raises(lf.CommitConflictError, match="cleaned up"):
-        commit(stale.storage, stale_state, tx, last_timestamp_ms=None,
+        commit_request(stale.storage, stale_state, tx, last_timestamp_ms=None,
                read_winner=lambda v: ([], None))
     fresh = lf.Table(table_uri)
     assert fresh.version == 10 and ids(fresh) == list(range(10))
@@ -149,7 +149,7 @@ def test_a_winner_cleaned_up_before_it_was_read_is_a_typed_conflict(table_uri):
         raise FileNotFoundError(commit_path(version))
 
     with pytest.raises(lf.CommitConflictError, match="version 1"):
-        commit(t.storage, state, Transaction(actions=[], operation="WRITE"),
+        commit_request(t.storage, state, CommitRequest(actions=[], operation="WRITE"),
                last_timestamp_ms=None, read_winner=vanished)
 
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 import lakeflow as lf
-from lakeflow.testing import assert_table_equal
+from lakeflow.testing import assert_table_equal, commit_after
 
 SCHEMA = pa.schema([("id", pa.int64()), ("part", pa.string())])
 NOW = dt.timedelta(0)
@@ -46,34 +46,18 @@ def test_compact_rewrites_small_files_per_partition(table_uri):
     assert_table_equal(t.snapshot(version=6).to_arrow(), before)
 
 
-def _race(monkeypatch, concurrent):
-    """Run `concurrent` once, after compaction planned its files and before it commits."""
-    from lakeflow import maintenance
-
-    real, fired = maintenance.write_data_files, []
-
-    def racing(*args, **kwargs):
-        out = real(*args, **kwargs)
-        if not fired:
-            fired.append(True)
-            concurrent()
-        return out
-
-    monkeypatch.setattr(maintenance, "write_data_files", racing)
-
-
-def test_compact_does_not_conflict_with_a_concurrent_append(table_uri, monkeypatch):
+def test_compact_does_not_conflict_with_a_concurrent_append(table_uri):
     t = filled(table_uri)
-    _race(monkeypatch, lambda: lf.Table(table_uri).append(rows([100])))
+    commit_after(t, lambda: lf.Table(table_uri).append(rows([100])))
     assert t.compact().version == 8   # replayed on top of the append at 7
     snap = lf.Table(table_uri).snapshot()
     assert sorted(snap.to_arrow().column("id").to_pylist()) == [0, 1, 2, 3, 4, 5, 100]
     assert len(snap.files) == 2
 
 
-def test_compact_conflicts_with_a_concurrent_compaction(table_uri, monkeypatch):
+def test_compact_conflicts_with_a_concurrent_compaction(table_uri):
     t = filled(table_uri)
-    _race(monkeypatch, lambda: lf.Table(table_uri).compact())
+    commit_after(t, lambda: lf.Table(table_uri).compact())
     with pytest.raises(lf.CommitConflictError, match="removed the file"):
         t.compact()
     assert sorted(lf.Table(table_uri).snapshot().to_arrow().column("id").to_pylist()) == list(range(6))

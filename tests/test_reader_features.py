@@ -24,7 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import lakeflow as lf
-import lakeflow.table as table_mod
+import lakeflow.log_reader as table_mod
 from lakeflow.deletion_vectors import DeletionVector, decode_bitmap_array, z85_decode
 from lakeflow.testing import assert_table_equal, copy_table
 

@@ -28,7 +28,7 @@ def batches(n: int, rows: int, null_id_in: int | None = None) -> pa.RecordBatchR
 
 
 def test_a_stream_is_written_in_chunks_and_committed_once(table_uri, monkeypatch):
-    monkeypatch.setattr(lf.table, "STREAM_CHUNK_BYTES", 20_000)
+    monkeypatch.setattr(lf.ops.append, "STREAM_CHUNK_BYTES", 20_000)
     t = lf.Table.create(table_uri, SCHEMA)
     v = t.append(batches(10, 1000), app_id="job", txn_version=1)
     assert v == 1 and t.version == 1  # one commit
@@ -43,7 +43,7 @@ def test_a_stream_is_written_in_chunks_and_committed_once(table_uri, monkeypatch
 
 
 def test_a_refused_chunk_leaves_no_commit_and_no_files(local_uri, monkeypatch):
-    monkeypatch.setattr(lf.table, "STREAM_CHUNK_BYTES", 20_000)
+    monkeypatch.setattr(lf.ops.append, "STREAM_CHUNK_BYTES", 20_000)
     t = lf.Table.create(local_uri, SCHEMA)
     before = sorted(p.name for p in Path(local_uri).glob("*.parquet"))
     with pytest.raises(lf.SchemaMismatchError, match="not nullable"):
@@ -53,7 +53,7 @@ def test_a_refused_chunk_leaves_no_commit_and_no_files(local_uri, monkeypatch):
 
 
 def test_deltalake_reads_a_streamed_append(local_uri, monkeypatch):
-    monkeypatch.setattr(lf.table, "STREAM_CHUNK_BYTES", 50_000)
+    monkeypatch.setattr(lf.ops.append, "STREAM_CHUNK_BYTES", 50_000)
     t = lf.Table.create(local_uri, SCHEMA)
     t.append(batches(6, 2000))
     oracle = QueryBuilder().register("t", DeltaTable(local_uri)).execute("SELECT * FROM t").read_all()
@@ -61,7 +61,7 @@ def test_deltalake_reads_a_streamed_append(local_uri, monkeypatch):
 
 
 def test_keyed_tables_take_the_stream_whole(table_uri, monkeypatch):
-    monkeypatch.setattr(lf.table, "STREAM_CHUNK_BYTES", 20_000)
+    monkeypatch.setattr(lf.ops.append, "STREAM_CHUNK_BYTES", 20_000)
     t = lf.Table.create(table_uri, SCHEMA, key=["id"])
     t.append(batches(5, 1000))
     assert len(t.snapshot().files) == 1 and t.snapshot().num_rows == 5000

@@ -162,8 +162,7 @@ def test_exactly_once_checked_at_commit_time(table_uri):
     """A stale handle that retries a batch another handle committed writes nothing."""
     a, b = lf.Table.create(table_uri, SCHEMA), lf.Table(table_uri)
     va = a.append(rows([1]), app_id="job", txn_version=1)
-    # b has not refreshed; its append must still find the winner's txn.
-    b._state = lf.Table(table_uri).snapshot(version=0).state
+    # b has not refreshed (it read version 0); its append must still find the winner's txn.
     assert b.append(rows([1]), app_id="job", txn_version=1) == va
     assert lf.Table(table_uri).snapshot().num_rows == 1
 
@@ -313,7 +312,7 @@ def test_checkpoint_every_interval_and_replay_equivalence(table_uri):
 
 def test_append_cost_does_not_replay_the_log(table_uri, monkeypatch):
     """An append reads only commits newer than the handle's state."""
-    import lakeflow.table as table_mod
+    import lakeflow.log_reader as table_mod
 
     t = lf.Table.create(table_uri, SCHEMA)
     for i in range(5):
@@ -350,10 +349,8 @@ def test_conflict_when_winner_changes_schema(table_uri):
     a = lf.Table.create(table_uri, SCHEMA)
     b = lf.Table(table_uri)
     a.append(rows([1]).append_column("extra", pa.array([1])), schema_mode="merge")
-    from lakeflow.transaction import Transaction
-
     with pytest.raises(lf.CommitConflictError, match="schema"):
-        b.commit(Transaction(actions=[], operation="WRITE"))
+        b.transaction("WRITE").commit()
 
 
 def test_replay_applies_removes_before_adds_within_a_commit():
@@ -371,8 +368,6 @@ def test_read_version_records_what_the_writer_read(table_uri):
     a = lf.Table.create(table_uri, SCHEMA)
     b = lf.Table(table_uri)
     a.append(rows([1]))
-    b._state = lf.Table(table_uri).snapshot(version=0).state  # b read version 0
-    from lakeflow.transaction import Transaction
-
-    assert b.commit(Transaction(actions=[], operation="WRITE")).version == 2
+    assert b.version == 1 and b.snapshot(version=0).version == 0
+    assert b.transaction("WRITE", snapshot=b.snapshot(version=0)).commit().version == 2
     assert b.history(limit=1)[0].info["readVersion"] == 0

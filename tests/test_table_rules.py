@@ -26,7 +26,6 @@ import lakeflow as lf
 from lakeflow.log import writer_features
 from lakeflow.storage import open_storage
 from lakeflow.testing import assert_table_equal
-from lakeflow.transaction import Transaction
 
 INVARIANT = json.dumps({"expression": {"expression": "dummy < 3"}})
 
@@ -286,7 +285,7 @@ def test_append_only_is_kept_by_hand_made_transactions(table_uri, tmp_path):
     t, _ = _setup(_append_only_table(tmp_path / "src"), table_uri, tmp_path)
     add = t.snapshot().files[0].add
     with pytest.raises(lf.AppendOnlyError):
-        t.commit(Transaction(actions=[add.remove(0)], operation="DELETE"))
+        t.transaction("DELETE").add(add.remove(0)).commit()
     assert lf.Table(table_uri).version == 1
 
 

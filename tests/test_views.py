@@ -267,17 +267,14 @@ def test_many_fresh_views_refreshed_by_two_threads_equal_recomputation(backend, 
 
 
 def test_a_transaction_that_read_a_txn_conflicts_with_a_winner_that_moved_it(table_uri):
-    from lakeflow.actions import Txn
-    from lakeflow.transaction import Transaction
-
     lf.Table.create(table_uri, SCHEMA)
     first, stale, other = lf.Table(table_uri), lf.Table(table_uri), lf.Table(table_uri)
-    first.commit(Transaction(actions=[], operation="A", txn=Txn("app", 1)))
+    first.transaction("A").set_txn("app", 1).commit()
     # The winner moved another application's txn: replayed on top of it.
-    other.commit(Transaction(actions=[], operation="B", read_txns=frozenset({"other"}), txn=Txn("other", 1)))
+    other.transaction("B").read(txns=["other"]).set_txn("other", 1).commit()
     assert other.version == 2
     with pytest.raises(lf.CommitConflictError, match="'app'"):
-        stale.commit(Transaction(actions=[], operation="B", read_txns=frozenset({"app"}), txn=Txn("app", 2)))
+        stale.transaction("B").read(txns=["app"]).set_txn("app", 2).commit()
 
 
 # ---- a source whose history was cleaned up: recompute from its snapshot ---------------------

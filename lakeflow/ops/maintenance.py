@@ -7,7 +7,6 @@ cleanup only ever delete what no reachable version needs.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import re
 import time
@@ -15,24 +14,21 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
-from lakeflow.actions import Action, Add, Remove
-from lakeflow.checkpoint import parse_interval_ms
+from lakeflow.actions import Remove
+from lakeflow.config import DEFAULT_TARGET_FILE_SIZE
 from lakeflow.errors import InvalidArgumentError
-from lakeflow.log import LOG_DIR, LogListing, check_data_path, commit_path, list_log, read_commit
-from lakeflow.snapshot import Snapshot
+from lakeflow.log import LOG_DIR, LogListing, check_data_path, check_writable, commit_path, list_log, read_commit
+from lakeflow.log_reader import LogReader
+from lakeflow.snapshot import DataFile, Snapshot
+from lakeflow.storage import Storage
 from lakeflow.transaction import Transaction
 from lakeflow.write import CHANGE_DATA_DIR, write_data_files
 
-if TYPE_CHECKING:
-    from lakeflow.table import Table
-
-DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
-_WEEK_MS = 7 * 86_400_000
-_MONTH_MS = 30 * 86_400_000
 # Our temp files (`.name.<uuid hex>.tmp`, storage.LocalStorage) and how long vacuum leaves
 # them: no write holds its temp file this long, so an older one belongs to a dead writer.
 _TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
@@ -58,10 +54,10 @@ class VacuumResult:
     dry_run: bool
 
 
-def _bins(files: Sequence[Add], target_size: int) -> list[list[Add]]:
+def _bins(files: Sequence[DataFile], target_size: int) -> list[list[DataFile]]:
     """Group small files into bins of about `target_size` bytes; singletons are left alone."""
-    bins: list[list[Add]] = []
-    current: list[Add] = []
+    bins: list[list[DataFile]] = []
+    current: list[DataFile] = []
     size = 0
     for add in sorted(files, key=lambda a: a.size):
         if current and size + add.size > target_size:
@@ -73,56 +69,39 @@ def _bins(files: Sequence[Add], target_size: int) -> list[list[Add]]:
     return [b for b in bins if len(b) > 1]
 
 
-def compact(table: Table, target_file_size: int = DEFAULT_TARGET_FILE_SIZE) -> CompactResult:
+def compact(snapshot: Snapshot, target_file_size: int = DEFAULT_TARGET_FILE_SIZE) -> CompactResult:
     """Rewrite the small files of each partition into files of about `target_file_size`.
 
     Raises:
         InvalidArgumentError: `target_file_size` is not positive.
         CommitConflictError: a concurrent commit removed a file being compacted.
+        UnsupportedFeatureError: the table is read-only for lakeflow.
     """
     if not isinstance(target_file_size, int) or target_file_size <= 0:
         raise InvalidArgumentError(f"target_file_size must be a positive int, got {target_file_size!r}")
-    table.refresh()
-    state = table.state
-    by_partition: dict[tuple[tuple[str, str | None], ...], list[Add]] = defaultdict(list)
-    for add in state.files.values():
-        if add.size < target_file_size:
-            by_partition[tuple(sorted(add.partition_values.items()))].append(add)
-    now = int(time.time() * 1000)
-    actions: list[Action] = []
-    removed: list[str] = []
-    rows = 0
+    check_writable(snapshot.protocol, snapshot.metadata)
+    by_partition: dict[tuple[tuple[str, Any], ...], list[DataFile]] = defaultdict(list)
+    for f in snapshot.files:
+        if f.size < target_file_size:
+            by_partition[tuple(sorted(f.add.partition_values.items()))].append(f)
+    tx = Transaction(snapshot, "OPTIMIZE", {"targetSize": str(target_file_size)})
+    removed, added, rows = 0, 0, 0
     for files in by_partition.values():
         for group in _bins(files, target_file_size):
-            subset = dataclasses.replace(state, files={a.path: a for a in group})
-            data = Snapshot(table.storage, subset).to_arrow()
-            rows += data.num_rows
-            actions += [a.remove(now, data_change=False) for a in group]
-            actions += write_data_files(table.storage, data, state.metadata.partition_columns,
-                                        data_change=False)
-            removed += [a.path for a in group]
+            data = pa.concat_tables(snapshot.read_files(group))
+            adds = write_data_files(snapshot.storage, data, snapshot.partition_columns, data_change=False)
+            tx.remove(*group, data_change=False).add(*adds)
+            rows, removed, added = rows + data.num_rows, removed + len(group), added + len(adds)
     if not removed:
         return CompactResult(None, 0, 0, 0)
-    added = len(actions) - len(removed)
-    tx = Transaction(
-        actions=actions, operation="OPTIMIZE",
-        parameters={"targetSize": str(target_file_size)},
-        metrics={"numRemovedFiles": len(removed), "numAddedFiles": added, "numRows": rows},
-        read_files=frozenset(removed),
-    )
-    outcome = table.commit(tx)
-    return CompactResult(outcome.version, len(removed), added, rows)
-
-
-def _retention_ms(table: Table, key: str, default: int) -> int:
-    raw = table.state.metadata.configuration.get(key)
-    return parse_interval_ms(raw, default) if raw else default
+    tx.info({"numRemovedFiles": removed, "numAddedFiles": added, "numRows": rows})
+    return CompactResult(tx.commit().version, removed, added, rows)
 
 
 _STORE_STAMP_SLACK_MS = 999
 
 
-def store_now_ms(table: Table) -> int:
+def store_now_ms(log: LogReader) -> int:
     """The current time as the store's clock tells it, never later than this machine's.
 
     The store stamps a probe file it is given (a hidden temp file in `_delta_log`,
@@ -132,35 +111,34 @@ def store_now_ms(table: Table) -> int:
     """
     local = int(time.time() * 1000)
     probe = f".clock.{uuid.uuid4().hex}.tmp"
-    table.storage.write(f"{LOG_DIR}/{probe}", b"")
+    log.storage.write(f"{LOG_DIR}/{probe}", b"")
     try:
-        store = next((i.mtime_ms for i in table.storage.list_dir(LOG_DIR) if i.name == probe), None)
+        store = next((i.mtime_ms for i in log.storage.list_dir(LOG_DIR) if i.name == probe), None)
     finally:
-        table.storage.delete(f"{LOG_DIR}/{probe}")
+        log.storage.delete(f"{LOG_DIR}/{probe}")
     if store is None:
-        store = max(table.commit_timestamps().values(), default=local)
+        store = max((ts for _, ts in log.timeline()), default=local)
     # Stores stamp coarsely: S3 in whole seconds, local file systems by a clock that
     # ticks every few milliseconds. The probe was written within a second of its stamp.
     return min(local, store + _STORE_STAMP_SLACK_MS)
 
 
-def _deletion_times(table: Table, listing: LogListing, since: int) -> dict[str, int]:
+def _deletion_times(snapshot: Snapshot, listing: LogListing, since: int) -> dict[str, int]:
     """When each tombstoned file was removed, by the store's time where the log has it.
 
     A `deletionTimestamp` from a clock running behind would make a file look old: a
     remove in a commit the store stamped at or after `since` counts from that stamp.
     """
-    state = table.state
     times = {check_data_path(r.path, "a tombstone"): r.deletion_timestamp or 0
-             for r in state.tombstones.values()}
+             for r in snapshot.state.tombstones.values()}
     # Commit times only where the store gives no mtime: they mean reading every commit.
-    stamps = table.commit_timestamps() if any(i.mtime_ms is None for i in listing.commits.values()) else {}
+    stamps = dict(snapshot.log.timeline()) if any(i.mtime_ms is None for i in listing.commits.values()) else {}
     for v, info in listing.commits.items():
         stamp = info.mtime_ms if info.mtime_ms is not None else stamps.get(v)
         if stamp is None or stamp < since:
             continue
         try:
-            actions = read_commit(table.storage, v)
+            actions = read_commit(snapshot.storage, v)
         except FileNotFoundError:
             continue  # cleaned up since the listing: its tombstones keep their deletionTimestamp
         for a in actions:
@@ -170,13 +148,13 @@ def _deletion_times(table: Table, listing: LogListing, since: int) -> dict[str, 
     return times
 
 
-def _listed_files(table: Table) -> list[tuple[str, int, int | None]]:
+def _listed_files(storage: Storage) -> list[tuple[str, int, int | None]]:
     """(path, size, mtime ms) of every file vacuum may consider: data and temp files.
 
     The log is left alone except for temp files; hidden directories hold no data
     files (e.g. the late-row quarantine table).
     """
-    fs, root = table.storage.arrow_fs()
+    fs, root = storage.arrow_fs()
     root = root.rstrip("/")
     out: list[tuple[str, int, int | None]] = []
     for info in fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
@@ -192,7 +170,7 @@ def _listed_files(table: Table) -> list[tuple[str, int, int | None]]:
     return out
 
 
-def vacuum(table: Table, retention: dt.timedelta = dt.timedelta(days=7), dry_run: bool = False,
+def vacuum(snapshot: Snapshot, retention: dt.timedelta = dt.timedelta(days=7), dry_run: bool = False,
            enforce_retention: bool = True) -> VacuumResult:
     """Delete data files that no version within `retention` references.
 
@@ -209,11 +187,12 @@ def vacuum(table: Table, retention: dt.timedelta = dt.timedelta(days=7), dry_run
             `delta.deletedFileRetentionDuration` (default 7 days) while
             `enforce_retention` is on: readers of older versions, and writers
             still committing, could lose files.
+        UnsupportedFeatureError: the table is read-only for lakeflow.
     """
     if not isinstance(retention, dt.timedelta) or retention < dt.timedelta(0):
         raise InvalidArgumentError(f"retention must be a non-negative timedelta, got {retention!r}")
-    table.refresh()
-    configured = _retention_ms(table, "delta.deletedFileRetentionDuration", _WEEK_MS)
+    check_writable(snapshot.protocol, snapshot.metadata)
+    configured = snapshot.config.deleted_file_retention_ms
     retention_ms = int(retention.total_seconds() * 1000)
     if enforce_retention and retention_ms < configured:
         raise InvalidArgumentError(
@@ -221,13 +200,13 @@ def vacuum(table: Table, retention: dt.timedelta = dt.timedelta(days=7), dry_run
             f"({configured // 3_600_000} h): concurrent writers and readers of recent versions "
             "could lose files; pass enforce_retention=False if no one else uses the table"
         )
-    now = store_now_ms(table)
+    now = store_now_ms(snapshot.log)
     cutoff = now - retention_ms
     temp_cutoff = min(cutoff, now - int(TEMP_FILE_GRACE.total_seconds() * 1000))
-    active = {check_data_path(a.path, "the latest version") for a in table.state.files.values()}
-    tombstones = _deletion_times(table, list_log(table.storage), cutoff)
+    active = {f.path for f in snapshot.files}
+    tombstones = _deletion_times(snapshot, list_log(snapshot.storage), cutoff)
     doomed: list[tuple[str, int]] = []
-    for rel, size, mtime in _listed_files(table):
+    for rel, size, mtime in _listed_files(snapshot.storage):
         if rel in active:
             continue
         if _TEMP_RE.match(rel.rsplit("/", 1)[-1]):
@@ -241,7 +220,7 @@ def vacuum(table: Table, retention: dt.timedelta = dt.timedelta(days=7), dry_run
             doomed.append((rel, size))
     if not dry_run:
         for rel, _ in doomed:
-            table.storage.delete(rel)
+            snapshot.storage.delete(rel)
     return VacuumResult(tuple(sorted(r for r, _ in doomed)), sum(s for _, s in doomed), dry_run)
 
 
@@ -267,7 +246,7 @@ def _cleanup_order(listing: LogListing, anchor: int) -> list[str]:
     return order
 
 
-def cleanup_log(table: Table, retention: dt.timedelta | None = None) -> list[int]:
+def cleanup_log(snapshot: Snapshot, retention: dt.timedelta | None = None) -> list[int]:
     """Delete commit files older than the log retention that a newer checkpoint covers.
 
     Keeps the newest checkpoint older than the cutoff, so every version from it on
@@ -276,13 +255,16 @@ def cleanup_log(table: Table, retention: dt.timedelta | None = None) -> list[int
 
     Returns:
         The versions whose commit files were deleted.
+
+    Raises:
+        UnsupportedFeatureError: the table is read-only for lakeflow.
     """
-    table.refresh()
+    check_writable(snapshot.protocol, snapshot.metadata)
     retention_ms = (int(retention.total_seconds() * 1000) if retention is not None
-                    else _retention_ms(table, "delta.logRetentionDuration", _MONTH_MS))
-    cutoff = store_now_ms(table) - retention_ms
-    listing = list_log(table.storage)
-    stamps = table.commit_timestamps()
+                    else snapshot.config.log_retention_ms)
+    cutoff = store_now_ms(snapshot.log) - retention_ms
+    listing = list_log(snapshot.storage)
+    stamps = dict(snapshot.log.timeline())
     # A checkpoint is old enough by its commit's time and by the store's stamp on it.
     anchors = [v for v in listing.checkpoints
                if v in stamps and max(stamps[v], _mtime(listing, v)) < cutoff]
@@ -291,5 +273,5 @@ def cleanup_log(table: Table, retention: dt.timedelta | None = None) -> list[int
     anchor = max(anchors)
     deleted = [v for v in sorted(listing.commits) if v < anchor]
     for path in _cleanup_order(listing, anchor):
-        table.storage.delete(path)
+        snapshot.storage.delete(path)
     return deleted

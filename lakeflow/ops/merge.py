@@ -20,25 +20,22 @@ when `retries` allows), and any other concurrent commit is simply stepped over.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import dataclasses
 import datetime as dt
-import itertools
 import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from lakeflow.actions import Action, Add, Cdc
 from lakeflow.constraints import enforce
@@ -49,15 +46,14 @@ from lakeflow.errors import (
     LakeflowError,
     SchemaMismatchError,
 )
+from lakeflow.keys import KeyIndex, frame_of
 from lakeflow.late import EventClock, Quarantine, check_quarantine_arg, from_micros, quarantine_for
 from lakeflow.log import check_writable
-from lakeflow.partitions import parse_partition_value
-from lakeflow.snapshot import DataFile, Snapshot, reading_data, stat_bounds
-from lakeflow.transaction import Transaction
+from lakeflow.ops.append import write_quarantine
+from lakeflow.snapshot import DataFile, Snapshot
+from lakeflow.storage import Storage
+from lakeflow.transaction import Transaction, retrying
 from lakeflow.write import conform, to_arrow_table, write_cdc_files, write_data_files
-
-if TYPE_CHECKING:
-    from lakeflow.table import Table
 
 BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 IndexArray = np.ndarray[Any, np.dtype[np.int64]]
@@ -131,9 +127,9 @@ def _check_args(args: _MergeArgs) -> None:
     _check_choice("null_keys", args.null_keys, ("error", "skip"))
 
 
-def _key_columns(on: str | Sequence[str] | None, table: Table, schema: pa.Schema,
+def _key_columns(on: str | Sequence[str] | None, declared: tuple[str, ...], schema: pa.Schema,
                  source: pa.Table, action: MatchedAction) -> tuple[str, ...]:
-    keys = (on,) if isinstance(on, str) else tuple(on) if on is not None else table.key
+    keys = (on,) if isinstance(on, str) else tuple(on) if on is not None else declared
     if not keys:
         raise InvalidArgumentError("merge needs key columns: pass on=[...] or create the table with key=")
     unknown = [k for k in keys if k not in schema.names]
@@ -195,7 +191,7 @@ def _prepare_source(source: pa.Table, schema: pa.Schema, on: tuple[str, ...], nu
         keys = conform(source.select(list(on)), pa.schema([schema.field(k) for k in on])).table
         for k in on:
             source = source.set_column(source.schema.get_field_index(k), schema.field(k), keys.column(k))
-    frame = _frame(source.select(list(on)))
+    frame = frame_of(source.select(list(on)))
     dupes = frame.filter(frame.is_duplicated())
     if dupes.height:
         raise DuplicateKeyError(
@@ -204,100 +200,9 @@ def _prepare_source(source: pa.Table, schema: pa.Schema, on: tuple[str, ...], nu
     return source
 
 
-def _frame(table: pa.Table) -> pl.DataFrame:
-    frame = pl.from_arrow(table)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
-class KeyIndex:
-    """The source keys, grouped by partition value and sorted, for file pruning.
-
-    `could_match(add)` is true when some source key falls in the file's partition
-    and within the min/max statistics of every key column: the file may hold a
-    matching row. It decides both which files a merge (or an append to a keyed
-    table) reads and which files added by a concurrent writer conflict with it.
-    Keys must not be null.
-    """
-
-    def __init__(self, keys: pa.Table, schema: pa.Schema, partition_columns: Sequence[str]) -> None:
-        self._schema = schema
-        self._part = [k for k in keys.column_names if k in partition_columns]
-        self._data = [k for k in keys.column_names if k not in partition_columns]
-        frame = _frame(keys)
-        if self._data:
-            frame = frame.sort(self._data[0])
-        self._groups: dict[tuple[Any, ...], pl.DataFrame] = (
-            {tuple(k): g for k, g in frame.partition_by(self._part, as_dict=True,
-                                                         maintain_order=True).items()}
-            if self._part else {(): frame})
-        # The sorted first key column as Python values: a bisect per file costs microseconds.
-        self._sorted = {k: g.get_column(self._data[0]).to_list() for k, g in self._groups.items()
-                        } if self._data else {}
-        self._nan = bool(self._data) and frame.get_column(self._data[0]).dtype.is_float() and bool(
-            frame.get_column(self._data[0]).is_nan().any())
-
-    def could_match(self, add: Add) -> bool:
-        """Whether the file of `add` may hold one of the keys."""
-        try:
-            return self._could_match(add)
-        except (LakeflowError, ValueError, TypeError, ArithmeticError, pl.exceptions.PolarsError):
-            return True  # when in doubt the file is read, never skipped
-
-    def _could_match(self, add: Add) -> bool:
-        part = tuple(parse_partition_value(add.partition_values.get(c), self._schema.field(c).type, c)
-                     for c in self._part)
-        rows = self._groups.get(part)
-        if rows is None:
-            return False
-        stats = add.parsed_stats() or {}
-        mins, maxs = stats.get("minValues") or {}, stats.get("maxValues") or {}
-        for i, c in enumerate(self._data):
-            bounds = (stat_bounds(self._schema.field(c).type, mins[c], maxs[c])
-                      if c in mins and c in maxs else None)
-            if bounds is None:
-                continue
-            lo, hi = bounds[0].as_py(), bounds[1].as_py()
-            if i == 0:
-                if self._nan:
-                    continue  # NaN does not order: no binary search
-                values = self._sorted[part]
-                start = bisect.bisect_left(values, lo)
-                rows = rows.slice(start, bisect.bisect_right(values, hi) - start)
-            else:
-                rows = rows.filter(pl.col(c).is_between(lo, hi))
-            if rows.height == 0:
-                return False
-        return rows.height > 0
-
-
-def _read_files(snap: Snapshot, files: Sequence[DataFile]) -> list[pa.Table]:
-    """The rows of each file (partition columns filled in), in one parallel scan."""
-    if not files:
-        return []
-    dataset = snap.to_pyarrow_dataset()
-    _, root = snap.storage.arrow_fs()
-    position = {f"{root}/{f.path}": i for i, f in enumerate(files)}
-    fragments: list[Any] = [None] * len(files)
-    for fragment in dataset.get_fragments():
-        i = position.get(fragment.path)
-        if i is not None:
-            fragments[i] = fragment
-    subset = ds.FileSystemDataset(fragments, dataset.schema, dataset.format, dataset.filesystem)
-    with reading_data(snap.storage, [f.path for f in files]):
-        rows = subset.to_table(columns=[*dataset.schema.names, "__fragment_index"])
-    index = rows.column("__fragment_index").to_numpy()
-    if len(index) and (np.diff(index) < 0).any():  # scans keep fragment order; be sure anyway
-        order = np.argsort(index, kind="stable")
-        rows, index = rows.take(pa.array(order)), index[order]
-    rows = rows.drop_columns(["__fragment_index"])
-    bounds = np.searchsorted(index, np.arange(len(files) + 1), side="left")
-    return [rows.slice(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]
-
-
 def _rows_equal(old: pa.Table, new: pa.Table) -> BoolArray:
     """Row-wise: are all columns equal (nulls equal nulls, NaN equals NaN)?"""
-    a, b = _frame(old), _frame(new)
+    a, b = frame_of(old), frame_of(new)
     same = pl.Series(np.ones(old.num_rows, dtype=bool))
     for c in old.column_names:
         same &= a.get_column(c).eq_missing(b.get_column(c))
@@ -314,7 +219,7 @@ def _updated_rows(given: pa.Table, old: pa.Table, schema: pa.Schema) -> pa.Table
 def _apply_matched(action: MatchedAction, old: pa.Table, source_rows: pa.Table,
                    schema: pa.Schema, on: tuple[str, ...]) -> pa.Table:
     """New values for matched rows from a column->expression mapping or a callable."""
-    target_frame, source_frame = _frame(old), _frame(source_rows)
+    target_frame, source_frame = frame_of(old), frame_of(source_rows)
     if isinstance(action, Mapping):
         context = pl.concat([target_frame.rename({c: f"target.{c}" for c in old.column_names}),
                              source_frame.rename({c: f"source.{c}" for c in source_rows.column_names})],
@@ -381,14 +286,14 @@ class _Written:
     adds: list[Add] = field(default_factory=list)
     cdcs: list[Cdc] = field(default_factory=list)
 
-    def write(self, table: Table, contents: Sequence[pa.Table | Callable[[], pa.Table]],
+    def write(self, snap: Snapshot, contents: Sequence[pa.Table | Callable[[], pa.Table]],
               changes: pa.Table | None) -> None:
         """Write data files (one per content) and change files, in parallel.
 
         A callable content is built in its task. Every file written is recorded,
         even when a task fails; then the first error is raised.
         """
-        storage, partition_by = table.storage, table.partition_by
+        storage, partition_by = snap.storage, snap.partition_columns
 
         def data(content: pa.Table | Callable[[], pa.Table]) -> list[Add]:
             rows = content() if callable(content) else content
@@ -410,11 +315,11 @@ class _Written:
         if errors:
             raise errors[0]
 
-    def discard(self, table: Table) -> None:
+    def discard(self, storage: Storage) -> None:
         """Delete every file written (best effort: an orphan is harmless, vacuum removes it)."""
         for path in [a.path for a in self.adds] + [c.path for c in self.cdcs]:
             with contextlib.suppress(OSError, LakeflowError):
-                table.storage.delete(unquote(path))
+                storage.delete(unquote(path))
 
 
 def _bins(files: Sequence[DataFile], touched: Sequence[int], key: str, target: int) -> list[list[int]]:
@@ -470,29 +375,16 @@ def _rewrites(files: Sequence[DataFile], file_tables: Sequence[pa.Table], starts
     return touched, [content(g) for g in _bins(files, touched, key, target)], int(copied)
 
 
-def _commit(table: Table, tx: Transaction, written: _Written) -> int:
+def _commit(tx: Transaction, written: _Written) -> int:
     try:
-        return table.commit(tx).version
+        return tx.commit().version
     except CommitConflictError:
-        written.discard(table)
+        written.discard(tx.snapshot.storage)
         raise
 
 
-def _with_retries(table: Table, retries: int, attempt: Callable[[], Any]) -> Any:
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise InvalidArgumentError(f"retries must be a non-negative int, got {retries!r}")
-    for n in range(retries + 1):
-        table.refresh()
-        try:
-            return attempt()
-        except CommitConflictError:
-            if n == retries:
-                raise
-    raise AssertionError("unreachable")
-
-
 def merge_into(
-    table: Table,
+    snapshot: Snapshot,
     data: Any,
     on: str | Sequence[str] | None = None,
     *,
@@ -505,22 +397,20 @@ def merge_into(
     null_keys: str = "error",
     retries: int = 0,
 ) -> MergeResult:
-    """Upsert `data` into `table` by key; see `Table.merge`."""
+    """Upsert `data` by key into the table at `snapshot`; see `Table.merge`."""
     args = _MergeArgs(when_matched, when_not_matched, when_not_matched_by_source, watermark,
                       late, quarantine, null_keys)
     _check_args(args)
     source = to_arrow_table(data)
-    result: MergeResult = _with_retries(table, retries, lambda: _merge_once(table, source, on, args))
-    return result
+    return retrying(snapshot, retries, lambda snap: _merge_once(snap, source, on, args))
 
 
-def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
+def _merge_once(snap: Snapshot, raw: pa.Table, on_arg: str | Sequence[str] | None,
                 args: _MergeArgs) -> MergeResult:
-    snap = table.snapshot()
     check_writable(snap.protocol, snap.metadata)
     schema = snap.schema
-    on = _key_columns(on_arg, table, schema, raw, args.when_matched)
-    clock = EventClock.of(table, args.watermark, args.late)
+    on = _key_columns(on_arg, snap.config.key, schema, raw, args.when_matched)
+    clock = EventClock.of(snap, args.watermark, args.late)
     check_quarantine_arg(clock, args.quarantine)
     full_rows = (args.when_matched == "update" or args.when_not_matched == "insert"
                  or (clock is not None and clock.policy == "quarantine"))
@@ -535,12 +425,12 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
         index = KeyIndex(source.select(list(on)), schema, snap.partition_columns)
         files = [f for f in snap.files if index.could_match(f.add)]
         predicate = index.could_match
-    file_tables = _read_files(snap, files)
+    file_tables = snap.read_files(files)
     target = pa.concat_tables(file_tables) if file_tables else schema.empty_table()
     starts = np.cumsum([0] + [t.num_rows for t in file_tables[:-1]]).astype(np.int64)
 
-    pairs = (_frame(target.select(list(on))).with_row_index("__t")
-             .join(_frame(source.select(list(on))).with_row_index("__s"), on=list(on), how="inner"))
+    pairs = (frame_of(target.select(list(on))).with_row_index("__t")
+             .join(frame_of(source.select(list(on))).with_row_index("__s"), on=list(on), how="inner"))
     t_idx = pairs.get_column("__t").to_numpy().astype(np.int64)
     s_idx = pairs.get_column("__s").to_numpy().astype(np.int64)
 
@@ -569,7 +459,7 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
         unmatched_t = np.ones(target.num_rows, dtype=bool)
         unmatched_t[t_idx] = False
         ch.gone_t = _positions(unmatched_t)
-    late_rows, windows, held = _judge(ch, clock, table, source, target, args.quarantine,
+    late_rows, windows, held = _judge(ch, clock, snap, source, target, args.quarantine,
                                       action == "update")
 
     upd_t, upd_new = ch.upd_t, ch.upd_new
@@ -582,7 +472,7 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
     order_by = next((k for k in on if k not in snap.partition_columns), on[0])
     touched, rewrites, copied = _rewrites(
         files, file_tables, starts, np.concatenate([upd_t, deleted_t]), upd_new, upd_t, order_by,
-        int(table.properties.get("delta.targetFileSize", REWRITE_FILE_SIZE)))
+        snap.config.target_file_size or REWRITE_FILE_SIZE)
     contents: list[pa.Table | Callable[[], pa.Table]] = [*rewrites, inserted]
     changes = None
     if _cdf_enabled(snap) and (len(upd_t) or copied):
@@ -591,22 +481,20 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
             (upd_new, "update_postimage"), (_take(target, deleted_t), "delete")])
     written = _Written()
     try:
-        written.write(table, contents, changes)
+        written.write(snap, contents, changes)
     except BaseException:
-        written.discard(table)
+        written.discard(snap.storage)
         raise
     now = int(time.time() * 1000)
     actions: list[Action] = [files[f].add.remove(now) for f in touched]
     actions += [*written.adds, *written.cdcs]
     rewritten = len(touched)
 
-    version = table.state.version  # the state read, not a new probe
+    version = snap.version
     if actions or (clock is not None and clock.advances):
-        tx = Transaction(
-            actions=actions,
-            operation="MERGE",
-            parameters=_merge_parameters(on, args),
-            metrics={
+        tx = Transaction(snap, "MERGE", _merge_parameters(on, args)).add(*actions)
+        tx.read([f.add.path for f in files], predicate)
+        tx.info({
                 "numSourceRows": source.num_rows,
                 "numTargetRowsInserted": inserted.num_rows,
                 "numTargetRowsUpdated": len(upd_t),
@@ -619,14 +507,10 @@ def _merge_once(table: Table, raw: pa.Table, on_arg: str | Sequence[str] | None,
                 "numTargetFilesRemoved": rewritten,
                 "numTargetFilesAdded": len(written.adds),
                 "numTargetChangeFilesAdded": len(written.cdcs),
-            },
-            read_files=frozenset(f.add.path for f in files),
-            read_predicate=predicate,
-            extra_info=clock.commit_info(late_rows, windows) if clock is not None else {},
-        )
-        version = _commit(table, tx, written)
+            }, **(clock.commit_info(late_rows, windows) if clock is not None else {}))
+        version = _commit(tx, written)
     if held is not None:
-        held.write(table, version)
+        write_quarantine(snap.log, held, version)
     return MergeResult(
         version=version, inserted=inserted.num_rows, updated=len(upd_t), deleted=len(deleted_t),
         unchanged=unchanged, late_rows=late_rows,
@@ -660,7 +544,7 @@ class _Changes:
         self.del_t, self.del_s = self.del_t[~late_del], self.del_s[~late_del]
 
 
-def _judge(ch: _Changes, clock: EventClock | None, table: Table, source: pa.Table,
+def _judge(ch: _Changes, clock: EventClock | None, snap: Snapshot, source: pa.Table,
            target: pa.Table, quarantine: Any, hold_postimages: bool
            ) -> tuple[int, set[int], Quarantine | None]:
     """Apply the lateness policy to a merge's changes.
@@ -687,7 +571,7 @@ def _judge(ch: _Changes, clock: EventClock | None, table: Table, source: pa.Tabl
         updates = (ch.upd_new.filter(pa.array(late_upd)).cast(source.schema) if hold_postimages
                    else _take(source, ch.upd_s[late_upd]))
         rows = pa.concat_tables([_take(source, ch.ins_s[late_ins]), updates, _take(source, ch.del_s[late_del])])
-        held = quarantine_for(table, rows, clock, quarantine)
+        held = quarantine_for(snap, rows, clock, quarantine)
         ch.drop(late_ins, late_upd, late_del)
         images = ch.images(source, target)
         masks = [clock.late(rows) for rows in images]
@@ -716,18 +600,16 @@ def _merge_parameters(on: tuple[str, ...], args: _MergeArgs) -> dict[str, str]:
     }
 
 
-def delete_where(table: Table, where: pc.Expression, *, retries: int = 0) -> int:
+def delete_where(snapshot: Snapshot, where: pc.Expression, *, retries: int = 0) -> int:
     """Delete the rows matching `where`; see `Table.delete`."""
     if not isinstance(where, pc.Expression):
         raise InvalidArgumentError(
             f"where must be a pyarrow.compute.Expression such as pc.field('day') < date, "
             f"got {type(where).__name__}")
-    deleted: int = _with_retries(table, retries, lambda: _delete_once(table, where))
-    return deleted
+    return retrying(snapshot, retries, lambda snap: _delete_once(snap, where))
 
 
-def _delete_once(table: Table, where: pc.Expression) -> int:
-    snap = table.snapshot()
+def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
     check_writable(snap.protocol, snap.metadata)
     enforce(snap.state, removes=True)
     schema = snap.schema
@@ -735,7 +617,7 @@ def _delete_once(table: Table, where: pc.Expression) -> int:
         schema.empty_table().filter(where)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
         raise SchemaMismatchError(f"cannot evaluate where={where} on the table: {e}") from e
-    clock = EventClock.of(table)
+    clock = EventClock.of(snap)
     surely = pc.coalesce(where, pa.scalar(False))
     candidates = snap.files_matching(where)
     may_keep = {f.path for f in snap.files_matching(pc.invert(surely))}
@@ -745,7 +627,7 @@ def _delete_once(table: Table, where: pc.Expression) -> int:
     gone: list[pa.Table] = []
     removed: list[DataFile] = []
     kept_parts: list[tuple[DataFile, pa.Table]] = []
-    for f, rows in zip(partial, _read_files(snap, partial), strict=True):
+    for f, rows in zip(partial, snap.read_files(partial), strict=True):
         hit = rows.filter(where)
         if hit.num_rows == rows.num_rows:
             removed.append(f)
@@ -756,7 +638,7 @@ def _delete_once(table: Table, where: pc.Expression) -> int:
     cdc = _cdf_enabled(snap) and bool(kept_parts)
     need_rows = cdc or (clock is not None and clock.watermark_us is not None)
     whole_read = [f for f in whole if need_rows or f.num_records is None]
-    gone += _read_files(snap, whole_read)
+    gone += snap.read_files(whole_read)
     count = sum(t.num_rows for t in gone) + sum(
         f.num_records or 0 for f in whole if f not in whole_read)
     removed += whole
@@ -766,10 +648,10 @@ def _delete_once(table: Table, where: pc.Expression) -> int:
     gone_rows = pa.concat_tables(gone) if gone else schema.empty_table()
     written = _Written()
     try:
-        written.write(table, [kept for _, kept in kept_parts],
+        written.write(snap, [kept for _, kept in kept_parts],
                       _change_rows(schema, [(gone_rows, "delete")]) if cdc else None)
     except BaseException:
-        written.discard(table)
+        written.discard(snap.storage)
         raise
     now = int(time.time() * 1000)
     removed += [f for f, _ in kept_parts]
@@ -780,25 +662,19 @@ def _delete_once(table: Table, where: pc.Expression) -> int:
     if clock is not None:
         mask = clock.late(gone_rows)
         info = clock.commit_info(int(mask.sum()), clock.windows(gone_rows, mask))
-    tx = Transaction(
-        actions=actions,
-        operation="DELETE",
-        parameters={"predicate": str(where)},
-        metrics={"numDeletedRows": count, "numRemovedFiles": len(removed),
-                 "numAddedFiles": len(written.adds), "numCopiedRows": copied,
-                 "numAddedChangeFiles": len(written.cdcs)},
-        read_files=frozenset(f.add.path for f in candidates),
-        read_predicate=lambda add: _may_hold(snap, add, where),
-        extra_info=info,
-    )
-    _commit(table, tx, written)
+    tx = Transaction(snap, "DELETE", {"predicate": str(where)}).add(*actions)
+    tx.read([f.add.path for f in candidates], lambda add: _may_hold(snap, add, where))
+    tx.info({"numDeletedRows": count, "numRemovedFiles": len(removed),
+             "numAddedFiles": len(written.adds), "numCopiedRows": copied,
+             "numAddedChangeFiles": len(written.cdcs)}, **info)
+    _commit(tx, written)
     return int(count)
 
 
 def _may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
     """Whether a file added by a concurrent writer could hold rows `where` matches."""
     try:
-        alone = Snapshot(snap.storage, dataclasses.replace(snap.state, files={add.path: add}))
+        alone = Snapshot(snap.log, dataclasses.replace(snap.state, files={add.path: add}))
         return bool(alone.files_matching(where))
     except (LakeflowError, pa.ArrowException):
         return True
