@@ -19,14 +19,19 @@ import datetime as dt
 import decimal
 import os
 import pathlib
+import re
+import urllib.parse
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
 import dask_deltatable
 import datafusion
 import deltalake
 import duckdb
 import duckdb_extension_delta
+import duckdb_extension_httpfs
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,6 +40,8 @@ import ray
 
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal
+
+from conftest import S3_BUCKET
 
 UTC = dt.timezone.utc
 SCHEMA = pa.schema([
@@ -71,11 +78,10 @@ class Case:
     version: int | None
 
 
-def _partitioned(uri: str) -> Case:
+def _partitioned(uri: str) -> None:
     t = lf.Table.create(uri, SCHEMA, partition_by=("region", "day"))
     for i, region in enumerate(REGIONS):
         t.append(rows(100 * i, 60 + i, region))
-    return Case(uri, None)
 
 
 def _merged(uri: str) -> lf.Table:
@@ -87,46 +93,50 @@ def _merged(uri: str) -> lf.Table:
     moved = rows(100, 100, "us").set_column(2, "score", pa.array([-1.0] * 100))
     t.merge(pa.concat_tables([moved, rows(300, 40, "ü")]))  # v3: 50 eu rows move to us
     t.delete(pc.field("id").isin(range(0, 340, 7)))     # v4: rewrites files in part
-    assert list(pathlib.Path(uri, "_change_data").iterdir()), "the merge and delete wrote change data"
+    assert t.storage.list_dir("_change_data/region=us"), "the merge and delete wrote change data"
     return t
 
 
-def _after_merge_and_delete(uri: str) -> Case:
-    _merged(uri)
-    return Case(uri, None)
-
-
-def _at_old_version(uri: str) -> Case:
-    _merged(uri)
-    return Case(uri, 2)  # before the merge: its removed files must come back
-
-
-def _checkpointed(uri: str) -> Case:
+def _checkpointed(uri: str) -> None:
     """Commits summarised by a checkpoint are cleaned up: an engine must read the checkpoint."""
     t = _merged(uri)
     t.checkpoint()                                       # at v4
     t.append(rows(400, 30, None))                        # v5, after the checkpoint
     assert t.cleanup_log(retention=dt.timedelta(0)) == [0, 1, 2, 3]
-    return Case(uri, None)
 
 
-BUILDERS: dict[str, Callable[[str], Case]] = {
-    "partitioned": _partitioned,
-    "merge_delete": _after_merge_and_delete,
-    "checkpoint": _checkpointed,
-    "old_version": _at_old_version,
+TABLES: dict[str, Callable[[str], object]] = {
+    "partitioned": _partitioned, "merged": _merged, "checkpointed": _checkpointed,
+}
+# Case name -> (table, version read).
+CASES: dict[str, tuple[str, int | None]] = {
+    "partitioned": ("partitioned", None),
+    "merge_delete": ("merged", None),
+    "checkpoint": ("checkpointed", None),
+    "old_version": ("merged", 2),  # before the merge: the files it removed come back
 }
 
 
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Case]:
-    root = tmp_path_factory.mktemp("engines")
-    return {name: build(str(root / name)) for name, build in BUILDERS.items()}
+def tables(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str, Case]]:
+    """Every case's table on a store ("local", or "s3": conftest's SeaweedFS), built once."""
+    built: dict[str, dict[str, Case]] = {}
+
+    def on(store: str) -> dict[str, Case]:
+        if store not in built:
+            root = (str(tmp_path_factory.mktemp("engines")) if store == "local"
+                    else f"s3://{S3_BUCKET}/e-{uuid.uuid4().hex}")
+            for name, build in TABLES.items():
+                build(f"{root}/{name}")
+            built[store] = {case: Case(f"{root}/{table}", version) for case, (table, version) in CASES.items()}
+        return built[store]
+
+    return on
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One small local Ray for the session: starting one takes seconds."""
+    """One small local Ray for this module: starting one takes seconds."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report over the network
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False,
              object_store_memory=100 * 2**20, _temp_dir=str(tmp_path_factory.mktemp("ray")))
@@ -135,53 +145,112 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     ray.shutdown()
 
 
-def read_dask(uri: str, version: int | None) -> pa.Table:
+Reader = Callable[[str, "int | None", dict[str, str]], pa.Table]
+
+
+def read_dask(uri: str, version: int | None, options: dict[str, str]) -> pa.Table:
     # Arrow-backed pandas columns: dask's default conversion turns nested and nullable
     # boolean columns into strings (test_dask_default_conversion_is_dasks_own below).
-    frame = dask_deltatable.read_deltalake(uri, version=version,
+    # The files are read through fsspec (s3fs, configured by the AWS environment).
+    frame = dask_deltatable.read_deltalake(uri, version=version, delta_storage_options=options,
                                            pyarrow_to_pandas={"types_mapper": pd.ArrowDtype}).compute()
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
-def read_ray(uri: str, version: int | None) -> pa.Table:
-    dataset = ray.data.read_delta(uri, version=version)
+def read_ray(uri: str, version: int | None, options: dict[str, str]) -> pa.Table:
+    dataset = ray.data.read_delta(uri, version=version, storage_options=options)
     return pa.concat_tables(ray.get(dataset.to_arrow_refs()))
 
 
-def read_datafusion(uri: str, version: int | None) -> pa.Table:
+def read_datafusion(uri: str, version: int | None, options: dict[str, str]) -> pa.Table:
     ctx = datafusion.SessionContext()
-    ctx.register_table("t", deltalake.DeltaTable(uri, version=version))
+    ctx.register_table("t", deltalake.DeltaTable(uri, version=version, storage_options=options))
     return ctx.sql("SELECT * FROM t").to_arrow_table()
 
 
-def read_duckdb(uri: str, version: int | None) -> pa.Table:
-    # The wheel ships DuckDB's signed extension binary; LOAD by path needs no download.
-    extension = next(pathlib.Path(duckdb_extension_delta.__file__).parent.glob("extensions/*/delta.duckdb_extension"))
+def _duckdb_extension(module: ModuleType) -> str:
+    """The extension binary a `duckdb-extension-*` wheel ships (DuckDB's own, signed)."""
+    return str(next(pathlib.Path(module.__file__ or "").parent.glob("extensions/*/*.duckdb_extension")))
+
+
+def _duckdb_s3_secret(con: duckdb.DuckDBPyConnection, options: dict[str, str]) -> None:
+    endpoint = urllib.parse.urlsplit(options["AWS_ENDPOINT_URL"])
+    con.execute("CREATE SECRET (TYPE s3, KEY_ID $key, SECRET $secret, REGION $region, ENDPOINT $endpoint, "
+                "URL_STYLE 'path', USE_SSL false)",
+                {"key": options["AWS_ACCESS_KEY_ID"], "secret": options["AWS_SECRET_ACCESS_KEY"],
+                 "region": options["AWS_REGION"], "endpoint": endpoint.netloc})
+
+
+def read_duckdb(uri: str, version: int | None, options: dict[str, str]) -> pa.Table:
+    # LOAD by path: `INSTALL delta` would download from DuckDB's server.
     with duckdb.connect() as con:
-        con.execute(f"LOAD '{extension}'")
+        con.execute(f"LOAD '{_duckdb_extension(duckdb_extension_delta)}'")
+        if options:
+            con.execute(f"LOAD '{_duckdb_extension(duckdb_extension_httpfs)}'")
+            _duckdb_s3_secret(con, options)
         at = "" if version is None else f", version => {int(version)}"
         return con.execute(f"SELECT * FROM delta_scan($uri{at})", {"uri": uri}).arrow().read_all()
 
 
-READERS: dict[str, Callable[[str, int | None], pa.Table]] = {
+READERS: dict[str, Reader] = {
     "dask": read_dask, "ray": read_ray, "datafusion": read_datafusion, "duckdb": read_duckdb,
 }
 
 
-def oracle(case: Case) -> pa.Table:
-    table = deltalake.DeltaTable(case.uri, version=case.version)
+def oracle(case: Case, options: dict[str, str]) -> pa.Table:
+    table = deltalake.DeltaTable(case.uri, version=case.version, storage_options=options)
     return pa.table(deltalake.QueryBuilder().register("t", table).execute("SELECT * FROM t").read_all())
 
 
-@pytest.mark.parametrize("case_name", list(BUILDERS))
-@pytest.mark.parametrize("engine", list(READERS))
-def test_engine_reads_lakeflow_table(request: pytest.FixtureRequest, cases: dict[str, Case],
-                                     engine: str, case_name: str) -> None:
+# Engines that cannot read S3 tables, whoever wrote them (test_engine_cannot_read_s3_tables).
+S3_FAILURES = {
+    # dask-deltatable copies delta-rs option names (AWS_S3_ALLOW_UNSAFE_RENAME) into s3fs's.
+    "dask": (TypeError, "unexpected keyword argument 'AWS_S3_ALLOW_UNSAFE_RENAME'"),
+    # deltalake's FFI table provider scans through DataFusion's object stores (delta-rs#4623).
+    "datafusion": (Exception, "No suitable object store found for s3://"),
+}
+ENGINE_CASES = [pytest.param(store, engine, case, id=f"{store}-{engine}-{case}")
+                for store in ("local", "s3") for engine in READERS for case in CASES
+                if store == "local" or engine not in S3_FAILURES]
+
+
+@pytest.mark.parametrize(("store", "engine", "case_name"), ENGINE_CASES)
+def test_engine_reads_lakeflow_table(request: pytest.FixtureRequest, tables: Callable[[str], dict[str, Case]],
+                                     store: str, engine: str, case_name: str) -> None:
+    options = {} if store == "local" else dict(request.getfixturevalue("s3_options"))
     if engine == "ray":
         request.getfixturevalue("ray_cluster")
-    case = cases[case_name]
-    ours = lf.Table(case.uri).snapshot(version=case.version).to_arrow()
-    theirs = READERS[engine](case.uri, case.version)
+    case = tables(store)[case_name]
+    ours = lf.Table(case.uri, storage_options=options or None).snapshot(version=case.version).to_arrow()
+    theirs = READERS[engine](case.uri, case.version, options)
     assert sorted(theirs.column_names) == sorted(ours.column_names)
     assert_table_equal(theirs.select(ours.column_names).cast(ours.schema), ours)
-    assert_table_equal(oracle(case).select(ours.column_names).cast(ours.schema), ours)
+    assert_table_equal(oracle(case, options).select(ours.column_names).cast(ours.schema), ours)
+
+
+def test_dask_default_conversion_is_dasks_own(tmp_path: pathlib.Path) -> None:
+    """dask-deltatable's default pandas conversion loses types, on deltalake's own tables alike.
+
+    dask's `dataframe.convert-string` (on by default) turns object columns into
+    strings: lists and structs become their Python reprs, nullable booleans "True".
+    A copy of the same rows written by deltalake, laid out in the same files (one per
+    partition), reads the same way, so the loss is dask's, not lakeflow's.
+    """
+    ours, copy = str(tmp_path / "lakeflow"), str(tmp_path / "deltalake")
+    _partitioned(ours)
+    deltalake.write_deltalake(copy, lf.Table(ours).to_arrow(), partition_by=["region", "day"])
+    lake, delta = (dask_deltatable.read_deltalake(uri).compute() for uri in (ours, copy))
+    assert {str(lake[c].dtype) for c in ("tags", "point")} == {"string"}
+    assert set(lake["tags"].dropna()) >= {"['t1']", "['t2' 't2']"}
+    assert_table_equal(pa.Table.from_pandas(lake, preserve_index=False),
+                       pa.Table.from_pandas(delta, preserve_index=False))
+
+
+@pytest.mark.parametrize("engine", list(S3_FAILURES))
+def test_engine_cannot_read_s3_tables(engine: str, s3_options: dict[str, str]) -> None:
+    """The engines left out of the S3 cases fail on deltalake's own S3 tables the same way."""
+    uri = f"s3://{S3_BUCKET}/e-{uuid.uuid4().hex}"
+    deltalake.write_deltalake(uri, rows(0, 10), storage_options=s3_options)
+    error, message = S3_FAILURES[engine]
+    with pytest.raises(error, match=re.escape(message)):
+        READERS[engine](uri, None, s3_options)
