@@ -37,11 +37,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import ray
+from conftest import S3_BUCKET
 
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal
-
-from conftest import S3_BUCKET
 
 UTC = dt.timezone.utc
 SCHEMA = pa.schema([
