@@ -104,8 +104,35 @@ def _checkpointed(uri: str) -> None:
     assert t.cleanup_log(retention=dt.timedelta(0)) == [0, 1, 2, 3]
 
 
+def _typed_partitions(uri: str) -> None:
+    """Partition columns of most primitive types, with nulls and sub-second timestamps."""
+    schema = pa.schema([("id", pa.int64()), ("bin", pa.binary()), ("small", pa.int16()),
+                        ("at", pa.timestamp("us", tz="UTC")), ("flag", pa.bool_()), ("ratio", pa.float64()),
+                        ("day", pa.date32())])
+    t = lf.Table.create(uri, schema, partition_by=schema.names[1:])
+    t.append(pa.table({
+        "id": [1, 2, 3],
+        "bin": [b"ab", "😈".encode(), None],
+        "small": [1, None, -3],
+        "at": [dt.datetime(2024, 5, 1, 10, 30, 0, 123456, tzinfo=UTC), None, dt.datetime(1970, 1, 1, tzinfo=UTC)],
+        "flag": [True, None, False],
+        "ratio": [1.5, None, -0.25],
+        "day": [dt.date(2024, 1, 1), None, dt.date(1969, 12, 31)],
+    }, schema=schema))
+
+
+DECIMALS = pa.schema([("id", pa.int64()), ("price", pa.decimal128(10, 3))])
+
+
+def _decimal_partitions(uri: str) -> None:
+    t = lf.Table.create(uri, DECIMALS, partition_by=("price",))
+    prices = [decimal.Decimal(v) for v in ("-2.250", "1.500", "-0.500")] + [None]
+    t.append(pa.table({"id": [1, 2, 3, 4], "price": prices}, schema=DECIMALS))
+
+
 TABLES: dict[str, Callable[[str], object]] = {
     "partitioned": _partitioned, "merged": _merged, "checkpointed": _checkpointed,
+    "typed_partitions": _typed_partitions, "decimal_partitions": _decimal_partitions,
 }
 # Case name -> (table, version read).
 CASES: dict[str, tuple[str, int | None]] = {
@@ -113,6 +140,8 @@ CASES: dict[str, tuple[str, int | None]] = {
     "merge_delete": ("merged", None),
     "checkpoint": ("checkpointed", None),
     "old_version": ("merged", 2),  # before the merge: the files it removed come back
+    "typed_partitions": ("typed_partitions", None),
+    "decimal_partitions": ("decimal_partitions", None),
 }
 
 
@@ -208,9 +237,18 @@ S3_FAILURES = {
     # deltalake's FFI table provider scans through DataFusion's object stores (delta-rs#4623).
     "datafusion": (Exception, "No suitable object store found for s3://"),
 }
+# Engines that misread decimal partition values, on tables other writers make too
+# (test_dask_cannot_read_decimal_partitions, test_negative_decimal_partitions_break_deltalake_datasets).
+DECIMAL_FAILURES = {
+    # pyarrow's Hive partitioning (dask-deltatable reads partition values from paths).
+    "dask": (pa.ArrowNotImplementedError, "constructing scalars of type decimal128(10, 3)"),
+    # deltalake's to_pyarrow_dataset() turns the log's "-2.250" into "-2.-250".
+    "ray": (pa.ArrowInvalid, "The string '-2.-250' is not a valid decimal128 number"),
+}
 ENGINE_CASES = [pytest.param(store, engine, case, id=f"{store}-{engine}-{case}")
                 for store in ("local", "s3") for engine in READERS for case in CASES
-                if store == "local" or engine not in S3_FAILURES]
+                if (store == "local" or engine not in S3_FAILURES)
+                and (case != "decimal_partitions" or engine not in DECIMAL_FAILURES)]
 
 
 @pytest.mark.parametrize(("store", "engine", "case_name"), ENGINE_CASES)
@@ -253,3 +291,36 @@ def test_engine_cannot_read_s3_tables(engine: str, s3_options: dict[str, str]) -
     error, message = S3_FAILURES[engine]
     with pytest.raises(error, match=re.escape(message)):
         READERS[engine](uri, None, s3_options)
+
+
+def test_dask_cannot_read_decimal_partitions(tmp_path: pathlib.Path) -> None:
+    """dask-deltatable fails on decimal partitions, on deltalake's own table alike."""
+    ours, copy = str(tmp_path / "lakeflow"), str(tmp_path / "deltalake")
+    _decimal_partitions(ours)
+    positive = pa.table({"id": [1], "price": pa.array([decimal.Decimal("1.500")], DECIMALS.field("price").type)})
+    deltalake.write_deltalake(copy, positive, partition_by=["price"])
+    error, message = DECIMAL_FAILURES["dask"]
+    for uri in (ours, copy):
+        with pytest.raises(error, match=re.escape(message)):
+            read_dask(uri, None, {})
+
+
+def test_negative_decimal_partitions_break_deltalake_datasets(tmp_path: pathlib.Path, ray_cluster: None) -> None:
+    """lakeflow logs "-2.250" as the protocol says; deltalake's datasets (Ray's reader) misformat it.
+
+    deltalake's SQL scan, DuckDB and DataFusion read the table right (the main test);
+    `to_pyarrow_dataset()`, which Ray's `read_delta` uses, fails, and deltalake's own
+    writer commits broken values ("-2.-250", "0.-500") to its log.
+    """
+    ours, copy = str(tmp_path / "lakeflow"), str(tmp_path / "deltalake")
+    _decimal_partitions(ours)
+    assert '"price":"-2.250"' in lf.Table(ours).storage.read("_delta_log/00000000000000000001.json").decode()
+    error, message = DECIMAL_FAILURES["ray"]
+    with pytest.raises(error, match=re.escape(message)):
+        deltalake.DeltaTable(ours).to_pyarrow_dataset().to_table()
+    with pytest.raises(error, match=re.escape(message)):
+        read_ray(ours, None, {})
+    with pytest.raises(deltalake.exceptions.DeltaError, match=r"Failed to parse value '(-2\.-250|0\.-500)'"):
+        deltalake.write_deltalake(copy, lf.Table(ours).to_arrow(), partition_by=["price"])
+    log = pathlib.Path(copy, "_delta_log", "00000000000000000000.json").read_text()
+    assert '"price":"-2.-250"' in log and '"price":"0.-500"' in log  # -0.500 even loses its sign
