@@ -2,8 +2,8 @@
 
 Engines (installed by the `test` extra): dask-deltatable, Ray Data's `read_delta`,
 DataFusion with deltalake's table provider, and DuckDB's `delta` extension loaded
-from the `duckdb-extension-delta` wheel (`INSTALL delta` downloads from DuckDB's own
-server, which CI cannot reach). Daft is not among them: every Daft release on the
+from the `duckdb-extension-delta` wheel (and `httpfs` from its wheel for S3; `INSTALL
+delta` downloads from DuckDB's own server, which CI cannot reach). Daft is not among them: every Daft release on the
 package index pins pyarrow below 26 (docs/compatibility.md has its results from a
 separate environment).
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import os
 import pathlib
 import re
 import urllib.parse
@@ -165,15 +164,18 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict[str
 @pytest.fixture(scope="module")
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One small local Ray for this module: starting one takes seconds."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report over the network
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             object_store_memory=100 * 2**20, _temp_dir=str(tmp_path_factory.mktemp("ray")))
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAY_USAGE_STATS_ENABLED", "0")  # no usage report over the network
+        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 object_store_memory=100 * 2**20, _temp_dir=str(tmp_path_factory.mktemp("ray")))
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        try:
+            yield
+        finally:
+            ray.shutdown()
 
 
-Reader = Callable[[str, "int | None", dict[str, str]], pa.Table]
+Reader = Callable[[str, int | None, dict[str, str]], pa.Table]
 
 
 def read_dask(uri: str, version: int | None, options: dict[str, str]) -> pa.Table:
