@@ -139,6 +139,7 @@ CASES: dict[str, tuple[str, int | None]] = {
     "merge_delete": ("merged", None),
     "checkpoint": ("checkpointed", None),
     "old_version": ("merged", 2),  # before the merge: the files it removed come back
+    "checkpoint_version": ("checkpointed", 4),  # commits 0-3 are gone: only the checkpoint gives v4
     "typed_partitions": ("typed_partitions", None),
     "decimal_partitions": ("decimal_partitions", None),
 }
