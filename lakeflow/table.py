@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from lakeflow.actions import CommitInfo, Txn
 from lakeflow.checkpoint import write_checkpoint
 from lakeflow.config import DEFAULT_TARGET_FILE_SIZE
 from lakeflow.diff import CommitChanges, Diff, compute_diff, iter_changes
 from lakeflow.errors import InvalidArgumentError, VersionNotFoundError
-from lakeflow.late import QuarantineTarget, read_time_info, read_watermark, window_micros, window_start
+from lakeflow.history import Commit, history
+from lakeflow.late import QuarantineTarget, read_watermark, window_micros, window_start
 from lakeflow.log import TableState, check_writable
-from lakeflow.log_reader import LogReader, VersionRef, from_ms
+from lakeflow.log_reader import LogReader, VersionRef
 from lakeflow.ops import append as append_op
 from lakeflow.ops import create as create_op
 from lakeflow.ops import maintenance
@@ -31,24 +30,6 @@ from lakeflow.ops.merge import MatchedAction, MergeResult, delete_where, merge_i
 from lakeflow.snapshot import Snapshot
 from lakeflow.storage import Storage, open_storage
 from lakeflow.transaction import Transaction
-
-
-@dataclass(frozen=True)
-class Commit:
-    """One entry of the table history."""
-
-    version: int
-    timestamp: dt.datetime | None
-    operation: str | None
-    parameters: Mapping[str, Any]
-    metrics: Mapping[str, Any]
-    app_id: str | None = None
-    txn_version: int | None = None
-    engine: str | None = None
-    info: Mapping[str, Any] = field(default_factory=dict)
-    late_rows: int | None = None
-    revised_windows: tuple[dt.datetime, ...] = ()
-    watermark: dt.datetime | None = None
 
 
 class Table:
@@ -226,37 +207,7 @@ class Table:
         Raises:
             InvalidArgumentError: `limit` is negative.
         """
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise InvalidArgumentError(f"limit must be a non-negative int or None, got {limit!r}")
-        head = self._log.refresh()
-        out: list[Commit] = []
-        for v in range(head.version, -1, -1):
-            if limit is not None and len(out) >= limit:
-                break
-            try:
-                actions = self._log.read_commit(v)
-            except FileNotFoundError:
-                break
-            info: dict[str, Any] = {}
-            txn = None
-            for a in actions:
-                if isinstance(a, CommitInfo):
-                    info = dict(a.values)
-                elif isinstance(a, Txn):
-                    txn = a
-            out.append(Commit(
-                version=v,
-                timestamp=from_ms(self._log.commit_ts(v)),
-                operation=info.get("operation"),
-                parameters=info.get("operationParameters") or {},
-                metrics=info.get("operationMetrics") or {},
-                app_id=txn.app_id if txn else None,
-                txn_version=txn.version if txn else None,
-                engine=info.get("engineInfo"),
-                info=info,
-                **vars(read_time_info(info)),
-            ))
-        return out
+        return history(self._log, self._log.refresh().version, limit)
 
     def to_arrow(self, **kwargs: Any) -> pa.Table:
         """Shorthand for `snapshot().to_arrow(...)` at the latest version."""
