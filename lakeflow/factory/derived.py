@@ -54,9 +54,6 @@ def check_sql(sql: str, source: str) -> None:
     if len(tree) != 1 or not isinstance(tree[0], exp.Select):
         raise SqlAssetError("the SQL must be one SELECT statement")
     select = tree[0]
-    tables = [t.name for t in select.find_all(exp.Table)]
-    if tables != [source]:
-        raise SqlAssetError(f"the SQL must read exactly one table, its source {source!r}; it reads {tables}")
     refused = [
         (exp.Join, "a join"), (exp.Window, "a window function"), (exp.AggFunc, "an aggregate"),
         (exp.Group, "GROUP BY"), (exp.Having, "HAVING"), (exp.Distinct, "DISTINCT"), (exp.Order, "ORDER BY"),
@@ -67,12 +64,16 @@ def check_sql(sql: str, source: str) -> None:
         if node is not None:
             raise SqlAssetError(f"{what} ({node.sql()[:60]}) is not row-wise: derived SQL assets take "
                                 "projections, filters and computed columns (use a view: for aggregates)")
-    if select.find(exp.Select) is not select or len(list(select.find_all(exp.Select))) > 1:
+    if len(list(select.find_all(exp.Select))) > 1:
         raise SqlAssetError("a subquery is not row-wise")
+    tables = [t.name for t in select.find_all(exp.Table)]
+    if tables != [source]:
+        raise SqlAssetError(f"the SQL must read exactly one table, its source {source!r}; it reads {tables}")
     for func in select.find_all(exp.Func):
         name = (func.sql_name() if not isinstance(func, exp.Anonymous) else str(func.this)).lower()
         if name in _VOLATILE:
-            raise SqlAssetError(f"{name}() changes between runs: a derived asset must be a function of its rows")
+            raise SqlAssetError(f"{func.sql()} is volatile (changes between runs): a derived asset must be a "
+                                "function of its rows")
 
 
 def apply_sql(sql: str, source: str, rows: pa.Table) -> pa.Table:

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from lakeflow.errors import InvalidArgumentError, TableNotFoundError
 from lakeflow.factory.declarations import Asset, DeclarationError, load_project
-from lakeflow.factory.derived import SqlAsset, check_sql, differences
+from lakeflow.factory.derived import SqlAsset, SqlAssetError, check_sql, differences
 from lakeflow.factory.ingest import REJECTED_DIR, Folder, IngestedFile, app_id, ingest_asset
 from lakeflow.table import Table
 from lakeflow.views import View
@@ -142,7 +142,10 @@ class Project:
             if a.from_ is not None and a.from_ not in self.assets:
                 raise DeclarationError(f"{self.files[name]}: {name}.from names no asset: {a.from_!r}")
             if a.sql is not None and a.from_ is not None:
-                check_sql(a.sql, a.from_)
+                try:
+                    check_sql(a.sql, a.from_)
+                except SqlAssetError as e:
+                    raise DeclarationError(f"{self.files[name]}: {name}.sql: {e}") from e
             graph[name] = {a.from_} if a.from_ is not None else set()
         try:
             return tuple(graphlib.TopologicalSorter(graph).static_order())
