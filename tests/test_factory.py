@@ -194,7 +194,8 @@ def test_a_bad_file_is_rejected_with_its_reason_and_the_others_load(tmp_path):
 @pytest.mark.parametrize(("text", "where", "field"), [
     ("assets:\n  x:\n    schema: {id: int64}\n    key: id\n", "lakeflow.yaml:4", "assets.x.key"),
     ("assets:\n  x:\n    schema: {id: int65}\n", "lakeflow.yaml:3", "assets.x.schema"),
-    ("assets:\n  x:\n    schema: {id: int64}\n    ingest: {format: xls}\n", "lakeflow.yaml:4", "assets.x.ingest.format"),
+    ("assets:\n  x:\n    schema: {id: int64}\n    ingest: {format: xls}\n", "lakeflow.yaml:4",
+     "assets.x.ingest.format"),
     ("assets:\n  x:\n    from: y\n    sql: SELECT 1\n", "lakeflow.yaml", "from"),
     ("assets:\n  x:\n    schema: {id: int64}\n  y:\n    from: x\n    sql: SELECT id, count(*) FROM x GROUP BY id\n",
      "", "aggregate"),

@@ -26,6 +26,7 @@ from sqlglot import expressions as exp
 
 from lakeflow.actions import Add
 from lakeflow.errors import InvalidArgumentError
+from lakeflow.keys import frame_of
 from lakeflow.ops.replace import replace_keys
 from lakeflow.snapshot import Snapshot
 from lakeflow.table import Table
@@ -158,14 +159,28 @@ def _files(snap: Snapshot, rows: pa.Table) -> list[Add]:
     return write_data_files(snap.storage, rows, snap.partition_columns) if rows.num_rows else []
 
 
-def differences(a: pa.Table, b: pa.Table, columns: Sequence[str]) -> int:
-    """Rows in one table and not the other, as multisets over `columns`."""
-    fa, fb = (pl.from_arrow(t.select(list(columns))) for t in (a, b))
-    assert isinstance(fa, pl.DataFrame) and isinstance(fb, pl.DataFrame)
-    ca = fa.group_by(fa.columns).len()
-    cb = fb.group_by(fb.columns).len()
-    joined = ca.join(cb, on=list(columns), how="full", coalesce=True, nulls_equal=True)
-    return int(joined.filter(pl.col("len").fill_null(0) != pl.col("len_right").fill_null(0)).height)
+def differences(a: pa.Table, b: pa.Table, key: Sequence[str] = ()) -> int:
+    """Rows in one table and not the other.
+
+    With `key`, rows are paired by it and floating-point values compare within a
+    relative 1e-9 (a sum folded incrementally rounds differently from one computed
+    at once); without, the tables compare as exact multisets.
+    """
+    fa, fb = (frame_of(t.select(b.column_names)) for t in (a, b))
+    if not key:
+        ca, cb = fa.group_by(fa.columns).len(), fb.group_by(fb.columns).len()
+        joined = ca.join(cb, on=fa.columns, how="full", coalesce=True, nulls_equal=True)
+        return int(joined.filter(pl.col("len").fill_null(0) != pl.col("len_right").fill_null(0)).height)
+    joined = fa.with_columns(pl.lit(True).alias("_a")).join(
+        fb.with_columns(pl.lit(True).alias("_b")), on=list(key), how="full", coalesce=True, nulls_equal=True)
+    differs = pl.col("_a").is_null() | pl.col("_b").is_null()
+    for c in (c for c in fa.columns if c not in key):
+        x, y = pl.col(c), pl.col(f"{c}_right")
+        same = (x == y) | (x.is_null() & y.is_null())
+        if fa.schema[c].is_float():
+            same = same | ((x - y).abs() <= 1e-9 * pl.max_horizontal(x.abs(), y.abs()))
+        differs = differs | ~same.fill_null(False)
+    return int(joined.filter(differs).height)
 
 
 __all__ = ["SqlAsset", "SqlAssetError", "apply_sql", "check_sql", "differences"]

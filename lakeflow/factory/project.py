@@ -289,14 +289,14 @@ class Project:
             at = view.source_version
             if verify:
                 fresh = view.recompute(at)
-                return RebuildResult(name, at, differences(view.snapshot(), fresh, fresh.column_names), None)
+                return RebuildResult(name, at, differences(view.snapshot(), fresh, view.keys), None)
             raise InvalidArgumentError("a view is rebuilt by `lakeflow rebuild --verify` only in this version")
         spec = self._sql(asset)
         target = self._sql_table(spec, source)
         if verify:
             at = spec.reflected(target.snapshot())
             fresh = spec.recompute(source, at)
-            return RebuildResult(name, at, differences(target.to_arrow(), fresh, fresh.column_names), None)
+            return RebuildResult(name, at, differences(target.to_arrow(), fresh, target.key), None)
         at = spec.rebuild(source, target)
         return RebuildResult(name, at, None, target.version)
 
