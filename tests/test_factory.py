@@ -324,3 +324,26 @@ def test_json_schema_is_published(tmp_path):
 
     published = Path(__file__).parents[1] / "docs" / "lakeflow-project.schema.json"
     assert json.loads(published.read_text()) == lf.factory.project_json_schema()
+
+
+@pytest.mark.parametrize("late", ["accept", "reject"])
+def test_a_watermark_lag_makes_rows_of_later_files_late(tmp_path, late):
+    p = project(tmp_path, PROJECT.replace("    event_time: ts\n    ingest: {format: csv}",
+                                          f"    event_time: ts\n    late: {late}\n"
+                                          "    ingest: {format: csv, watermark_lag: 1h}"))
+    land(tmp_path, "payments", "1.csv", day(1, (1, "a", 5.0)))  # 2024-05-01T12:00: watermark 11:00
+    land(tmp_path, "payments", "2.csv", "id,account,amount,ts\n2,a,1.0,2024-05-01T10:30:00Z\n")
+    first, second = p.ingest()["payments"]
+    t = p.table("payments")
+    assert t.watermark == dt.datetime(2024, 5, 1, 11, tzinfo=dt.timezone.utc)
+    if late == "reject":
+        assert second.outcome == "rejected" and "behind the table watermark" in (second.reason or "")
+        assert ids(t) == [1]
+    else:
+        assert second.outcome == "loaded" and t.history(limit=1)[0].late_rows == 1
+        assert ids(t) == [1, 2]
+
+
+def test_a_watermark_lag_needs_an_event_time(tmp_path):
+    with pytest.raises(lf.DeclarationError, match="watermark_lag needs event_time"):
+        project(tmp_path, "assets:\n  x:\n    schema: {id: int64}\n    ingest: {watermark_lag: 1h}\n")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from lakeflow.config import LatePolicy
 from lakeflow.errors import InvalidArgumentError
+from lakeflow.late import window_micros
 from lakeflow.types import parse_type
 
 Format = Literal["csv", "parquet", "ndjson"]
@@ -40,6 +41,19 @@ class IngestSpec(_Model):
     format: Format = "csv"
     pattern: str | None = Field(None, description="file name glob (default: *.<format>)")
     options: dict[str, Any] = Field(default_factory=dict, description="reader options (e.g. delimiter)")
+    watermark_lag: str | None = Field(
+        None, description="e.g. 1h: each file's commit moves the watermark to its newest event time minus this "
+                          "(assets with event_time); rows behind it in later files are late")
+
+    @field_validator("watermark_lag")
+    @classmethod
+    def _lag(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                window_micros(value)
+            except InvalidArgumentError as e:
+                raise ValueError(str(e)) from e
+        return value
 
     @property
     def glob(self) -> str:
@@ -91,6 +105,8 @@ class Asset(_Model):
                 raise ValueError("view: and sql: need from: <source asset>")
             if (self.schema_ is None) == (not self.infer):
                 raise ValueError("an ingested asset needs exactly one of schema: or infer: true")
+            if self.ingest is not None and self.ingest.watermark_lag is not None and self.event_time is None:
+                raise ValueError("ingest.watermark_lag needs event_time:")
             return self
         if (self.view is None) == (self.sql is None):
             raise ValueError("a derived asset needs exactly one of view: or sql:")

@@ -20,12 +20,14 @@ from typing import Any, Literal
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
 from lakeflow.errors import CommitConflictError, LakeflowError
 from lakeflow.factory.declarations import Asset
+from lakeflow.late import event_micros, from_micros, window_micros
 from lakeflow.storage import arrow_file
 from lakeflow.table import Table
 
@@ -129,7 +131,7 @@ def loaded_files(table: Table, asset: str) -> dict[str, tuple[str, int]]:
 
 
 def _commit_once(table: Table, asset: str, rows: pa.Table, name: str, sha: str, size: int,
-                 run: str) -> tuple[int, bool]:
+                 run: str, watermark: dt.datetime | None = None) -> tuple[int, bool]:
     """Append `rows` as the asset's next ingest commit; (version, whether this call wrote it).
 
     A concurrent ingest may take the planned `txn_version` with another file: then
@@ -141,7 +143,7 @@ def _commit_once(table: Table, asset: str, rows: pa.Table, name: str, sha: str, 
         table.refresh()
         seen = table.state.txns.get(app_id(asset))
         version = table.append(rows, app_id=app_id(asset), txn_version=seen.version + 1 if seen else 0,
-                               metadata=info)
+                               metadata=info, watermark=watermark)
         holder = table.history(limit=table.version - version + 1)[-1]
         if holder.info.get(FILE_KEY) == name and holder.info.get(SHA_KEY) == sha:
             return version, holder.info.get(RUN_KEY) == run
@@ -195,7 +197,8 @@ def _load(table: Table, asset: Asset, landing: Folder, archive: Folder, name: st
         landing.move(name, archive, day)
         return IngestedFile(name, "already", before[1])
     try:
-        version, wrote = _commit_once(table, asset.name, rows, name, sha, len(data), run)
+        version, wrote = _commit_once(table, asset.name, rows, name, sha, len(data), run,
+                                      file_watermark(asset, rows))
     except LakeflowError as e:
         if isinstance(e, CommitConflictError):
             raise
@@ -203,6 +206,16 @@ def _load(table: Table, asset: Asset, landing: Folder, archive: Folder, name: st
     done[name] = (sha, version)
     landing.move(name, archive, day)
     return IngestedFile(name, "loaded" if wrote else "already", version, rows.num_rows if wrote else 0)
+
+
+def file_watermark(asset: Asset, rows: pa.Table) -> dt.datetime | None:
+    """The watermark a file's commit sets: its newest event time minus the declared lag (None: none)."""
+    lag = asset.reader.watermark_lag
+    if lag is None or asset.event_time is None or rows.num_rows == 0:
+        return None
+    newest = event_micros(rows.column(asset.event_time))
+    top = pc.max(newest).as_py()
+    return None if top is None else from_micros(int(top) - window_micros(lag))
 
 
 def _reject(landing: Folder, name: str, reason: str) -> IngestedFile:
