@@ -21,6 +21,7 @@ from lakeflow.errors import (
     VacuumedDataError,
     VersionNotFoundError,
 )
+from lakeflow.factory import DeclarationError, Project, SqlAssetError
 from lakeflow.ops.maintenance import CompactResult, VacuumResult
 from lakeflow.ops.merge import MergeResult
 from lakeflow.snapshot import DataFile, Snapshot
@@ -40,6 +41,7 @@ __all__ = [
     "CorruptLogError",
     "DataFile",
     "DataFileNotFoundError",
+    "DeclarationError",
     "Diff",
     "DiffSummary",
     "DuplicateKeyError",
@@ -47,8 +49,10 @@ __all__ = [
     "LakeflowError",
     "LateDataError",
     "MergeResult",
+    "Project",
     "SchemaMismatchError",
     "Snapshot",
+    "SqlAssetError",
     "StorageError",
     "Table",
     "TableExistsError",

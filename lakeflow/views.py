@@ -27,7 +27,9 @@ from lakeflow.errors import (
     SchemaMismatchError,
     VersionNotFoundError,
 )
+from lakeflow.keys import KeyIndex, frame_of
 from lakeflow.late import window_micros
+from lakeflow.ops.replace import replace_keys
 from lakeflow.snapshot import Snapshot
 from lakeflow.table import Table
 from lakeflow.transaction import retrying
@@ -301,6 +303,11 @@ class View:
         reflected = txn.version if txn else -1
         if latest == reflected:
             return snap.version
+        if self.keys:
+            try:
+                return self._replace_groups(snap, reflected, latest)
+            except (VersionNotFoundError, DataFileNotFoundError):
+                pass  # the source's history across the range is gone: recompute below
         new_state, mode = self._advance(self._state(snap.version), reflected, latest)
         tx = self.table.transaction("VIEW REFRESH", {"sourceFrom": reflected, "sourceTo": latest, "mode": mode},
                                     snapshot=snap)
@@ -309,6 +316,41 @@ class View:
             arrow = new_state.drop(_ALL).to_arrow().cast(snap.schema)
             tx.add(*write_data_files(snap.storage, arrow, ()))
         return tx.info({"groups": new_state.height}).commit().version
+
+    def _replace_groups(self, snap: Snapshot, reflected: int, latest: int) -> int:
+        """Fold the source diff into the groups it touches and rewrite only those (O(change))."""
+        diff = self.source.diff(reflected, latest, key=())
+        added, removed = self._frame(diff.added), self._frame(diff.removed)
+        keys = [*self.keys, _ALL]
+        touched = pl.concat([added.select(keys), removed.select(keys)], how="vertical_relaxed").unique()
+        state = self._groups(snap, touched.drop(_ALL))
+        folded = self._recompute_extremes(self._apply(state, added, removed), latest).select(state.columns)
+        rows = folded.drop(_ALL).to_arrow().cast(snap.schema)
+        done = replace_keys(snap, rows, self.keys, touched.drop(_ALL).to_arrow(), app_id=self._app_id,
+                            txn_version=latest, operation="VIEW REFRESH",
+                            parameters={"sourceFrom": reflected, "sourceTo": latest, "mode": "incremental"})
+        return done.result.version if done.result is not None else snap.version
+
+    def _groups(self, snap: Snapshot, groups: pl.DataFrame) -> pl.DataFrame:
+        """The stored rows of `groups` (only files that may hold them are read)."""
+        wanted = groups.to_arrow().cast(pa.schema([snap.schema.field(k) for k in self.keys]))
+        nulls = any(wanted.column(k).null_count for k in self.keys)
+        index = None if nulls else KeyIndex(wanted, snap.schema, snap.partition_columns)
+        files = [f for f in snap.files if index is None or index.could_match(f.add)]
+        tables = snap.read_files(files)
+        stored = frame_of(pa.concat_tables(tables) if tables else snap.schema.empty_table())
+        stored = stored.join(frame_of(wanted), on=self.keys, how="semi", nulls_equal=True)
+        return stored.with_columns(pl.lit(0, pl.Int8).alias(_ALL))
+
+    def recompute(self, source_version: int) -> pa.Table:
+        """The view at a source version computed from scratch (what `snapshot` must equal).
+
+        Raises:
+            VersionNotFoundError: the source version does not exist.
+        """
+        rows = self._frame(self.source.snapshot(version=source_version).to_arrow())
+        empty = frame_of(self.table.schema.empty_table()).with_columns(pl.lit(0, pl.Int8).alias(_ALL))
+        return self._visible(self._apply(empty, rows, rows.clear()).select(empty.columns))
 
     def snapshot(self, source_version: int | None = None) -> pa.Table:
         """The view as of a source version (default: as of the last refresh).
@@ -326,6 +368,10 @@ class View:
             self.source.snapshot(version=source_version)  # validates the version
             base_version, base_reflected = self._stored_at_or_before(source_version)
             state, _ = self._advance(self._state(base_version), base_reflected, source_version)
+        return self._visible(state)
+
+    def _visible(self, state: pl.DataFrame) -> pa.Table:
+        """A state frame as the view shows it: keys and aggregates, sorted by key."""
         visible = [*self.keys, *(a.name for a in self.aggregates)]
         state = state.drop(_ALL)
         frame = state.select(visible).sort(self.keys, nulls_last=True) if self.keys else state.select(visible)

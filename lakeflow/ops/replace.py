@@ -1,0 +1,132 @@
+"""Replace rows by key in one commit: what incremental maintenance writes (O(change)).
+
+Rows whose key is among the keys to replace are removed (their files rewritten
+without them, copy-on-write); the new rows are added; an application `txn`
+in the same commit makes the replacement exactly-once. Derived assets and views
+use it to write only the groups or rows a source change touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+import polars as pl
+import pyarrow as pa
+
+from lakeflow.actions import Add
+from lakeflow.errors import LakeflowError, SchemaMismatchError
+from lakeflow.keys import KeyIndex, frame_of
+from lakeflow.log import check_writable
+from lakeflow.snapshot import DataFile, Snapshot
+from lakeflow.transaction import CommitResult, Transaction
+from lakeflow.write import conform, write_data_files
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """What a key replacement changed.
+
+    Attributes:
+        result: the commit (None: the application transaction was already there,
+            or there was nothing to write and no txn to record).
+        rows_removed: rows of the table whose key was replaced.
+        rows_added: new rows written.
+        files_rewritten: files rewritten without the replaced rows (or dropped).
+    """
+
+    result: CommitResult | None
+    rows_removed: int
+    rows_added: int
+    files_rewritten: int
+
+
+def _candidates(snapshot: Snapshot, keys: pa.Table, key: Sequence[str]) -> tuple[list[DataFile], KeyIndex | None]:
+    """The files that may hold one of `keys` (all files when a key is null: stats cannot prune it)."""
+    if any(keys.column(c).null_count for c in key):
+        return list(snapshot.files), None
+    index = KeyIndex(keys, snapshot.schema, snapshot.partition_columns)
+    return [f for f in snapshot.files if index.could_match(f.add)], index
+
+
+def _any_file(add: Add) -> bool:
+    return True
+
+
+def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replaced: pa.Table | None = None,
+                 *, app_id: str, txn_version: int, operation: str = "WRITE",
+                 parameters: Mapping[str, Any] | None = None) -> Replacement:
+    """Remove the rows whose `key` is in `rows` or `replaced`, add `rows`; one commit with a txn.
+
+    Args:
+        snapshot: the table to write, as read.
+        rows: the new rows (conformed to the table schema).
+        key: the key columns (unique in the table and in `rows`).
+        replaced: more keys to remove without a new row (columns `key`).
+        app_id: the application writing (exactly-once with `txn_version`).
+        txn_version: the application's version of this write (e.g. a source version).
+        operation: the Delta operation name for the commitInfo.
+        parameters: more operationParameters for the commitInfo.
+
+    Raises:
+        SchemaMismatchError: `rows` or `replaced` lack a key column or do not fit.
+        CommitConflictError: a concurrent commit touched the files read.
+    """
+    check_writable(snapshot.protocol, snapshot.metadata)
+    seen = snapshot.state.txns.get(app_id)
+    if seen is not None and seen.version >= txn_version:
+        return Replacement(None, 0, 0, 0)
+    key = list(key)
+    rows = conform(rows, snapshot.schema).table
+    if replaced is not None and any(c not in replaced.column_names for c in key):
+        raise SchemaMismatchError(f"the keys to replace must have the key columns {key}")
+    keys = rows.select(key)
+    if replaced is not None and replaced.num_rows:
+        keys = pa.concat_tables([keys, replaced.select(key).cast(keys.schema)])
+    gone = frame_of(keys).unique()
+    files, index = _candidates(snapshot, gone.to_arrow(), key) if gone.height else ([], None)
+    tx = Transaction(snapshot, operation, {"key": key, **(parameters or {})})
+    written: list[Add] = []
+    try:
+        removed, rewritten = _rewrite(tx, files, gone, key, written)
+        if rows.num_rows:
+            written += write_data_files(snapshot.storage, rows, snapshot.partition_columns)
+        tx.add(*written).read([f.add.path for f in files], index.could_match if index is not None else _any_file)
+        tx.set_txn(app_id, txn_version)
+        tx.info({"numRemovedRows": removed, "numAddedRows": rows.num_rows, "numRewrittenFiles": rewritten})
+        result = tx.commit()
+    except BaseException:
+        _discard(snapshot, written)
+        raise
+    if result.deduplicated:  # another attempt of the same write won
+        _discard(snapshot, written)
+        return Replacement(None, 0, 0, 0)
+    return Replacement(result, removed, rows.num_rows, rewritten)
+
+
+def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key: list[str],
+             written: list[Add]) -> tuple[int, int]:
+    """Stage each file holding a replaced key as removed, and its other rows as a new file."""
+    snapshot, removed, rewritten = tx.snapshot, 0, 0
+    for f, table in zip(files, snapshot.read_files(files), strict=True):
+        kept = frame_of(table).join(gone, on=key, how="anti", nulls_equal=True)
+        if kept.height == table.num_rows:
+            continue
+        removed, rewritten = removed + table.num_rows - kept.height, rewritten + 1
+        tx.remove(f)
+        if kept.height:
+            written += write_data_files(snapshot.storage, kept.to_arrow().cast(table.schema),
+                                        snapshot.partition_columns)
+    return removed, rewritten
+
+
+def _discard(snapshot: Snapshot, adds: Sequence[Add]) -> None:
+    for a in adds:
+        with contextlib.suppress(OSError, LakeflowError):
+            snapshot.storage.delete(unquote(a.path))
+
+
+__all__ = ["Replacement", "replace_keys"]
