@@ -350,6 +350,18 @@ def _with_marks(metadata: Metadata, marks: Mapping[str, int]) -> Metadata:
     return dataclasses.replace(metadata, schema_string=json.dumps(schema, separators=(",", ":")))
 
 
+def keep_identity_marks(current: Metadata, restored: Metadata) -> Metadata:
+    """`restored` with no identity high-water mark behind `current`'s: a restore must not reissue values."""
+    now = {i.column: i for i in table_rules(current).identities}
+    marks = {}
+    for i in table_rules(restored).identities:
+        c = now.get(i.column)
+        if c is not None and c.high_water_mark is not None and (
+                i.high_water_mark is None or (c.high_water_mark - i.high_water_mark) * i.step > 0):
+            marks[i.column] = c.high_water_mark
+    return _with_marks(restored, marks) if marks else restored
+
+
 def settle(state: TableState, actions: Sequence[Action]) -> list[Action]:
     """The actions of a commit about to land on top of `state`, with the rules applied.
 
@@ -373,4 +385,4 @@ def settle(state: TableState, actions: Sequence[Action]) -> list[Action]:
     return [a for a in out if not isinstance(a, Metadata)] + [_with_marks(metadata, marks)]
 
 
-__all__ = ["Identity", "Rule", "TableRules", "enforce", "settle", "table_rules"]
+__all__ = ["Identity", "Rule", "TableRules", "enforce", "keep_identity_marks", "settle", "table_rules"]

@@ -123,8 +123,26 @@ def _samples(keys: pl.DataFrame) -> str:
     return ", ".join(str(row) for row in keys.head(SAMPLE_KEYS).iter_rows(named=True))
 
 
-def _any_file(add: Add) -> bool:
+def any_file(add: Add) -> bool:
+    """A file test that holds for every file (what a read of the whole table conflicts with)."""
     return True
+
+
+def check_unique(rows: pa.Table, key: Sequence[str]) -> pl.DataFrame:
+    """The key columns of `rows` as a frame, refusing them if a key repeats.
+
+    Raises:
+        DuplicateKeyError: naming a few of the repeated keys.
+    """
+    on = list(key)
+    frame = pl.DataFrame(rows.select(on))
+    repeated = frame.filter(frame.is_duplicated()).unique(maintain_order=True)
+    if repeated.height:
+        raise DuplicateKeyError(
+            f"{repeated.height} key(s) of {on} appear more than once in the written rows, e.g. "
+            f"{_samples(repeated)}; the table's key must be unique: deduplicate the rows, nothing "
+            "was written")
+    return frame
 
 
 def check_new_keys(snap: Snapshot, rows: pa.Table, key: Sequence[str]) -> KeyReads:
@@ -135,15 +153,9 @@ def check_new_keys(snap: Snapshot, rows: pa.Table, key: Sequence[str]) -> KeyRea
     """
     on = list(key)
     keys = rows.select(on)
-    frame = pl.DataFrame(keys)
-    repeated = frame.filter(frame.is_duplicated()).unique(maintain_order=True)
-    if repeated.height:
-        raise DuplicateKeyError(
-            f"{repeated.height} key(s) of {on} appear more than once in the appended rows, e.g. "
-            f"{_samples(repeated)}; the table's key must be unique: deduplicate the rows, nothing "
-            "was written")
+    frame = check_unique(rows, on)
     nulls = any(keys.column(c).null_count for c in on)
-    could_match = _any_file if nulls else KeyIndex(keys, snap.schema, snap.partition_columns).could_match
+    could_match = any_file if nulls else KeyIndex(keys, snap.schema, snap.partition_columns).could_match
     candidates = [f for f in snap.files if could_match(f.add)]
     if candidates:
         existing = pl.DataFrame(pa.concat_tables(snap.read_files(candidates, columns=on)))
@@ -157,4 +169,4 @@ def check_new_keys(snap: Snapshot, rows: pa.Table, key: Sequence[str]) -> KeyRea
     return KeyReads(frozenset(f.add.path for f in candidates), could_match)
 
 
-__all__ = ["KEY_CONFLICT_RETRIES", "KeyIndex", "KeyReads", "check_new_keys", "frame_of"]
+__all__ = ["KEY_CONFLICT_RETRIES", "KeyIndex", "KeyReads", "any_file", "check_new_keys", "check_unique", "frame_of"]

@@ -22,11 +22,14 @@ from lakeflow.history import Commit, history
 from lakeflow.late import QuarantineTarget, read_watermark, window_micros, window_start
 from lakeflow.log import TableState, check_writable
 from lakeflow.log_reader import LogReader, VersionRef
+from lakeflow.ops import alter, maintenance
 from lakeflow.ops import append as append_op
 from lakeflow.ops import create as create_op
-from lakeflow.ops import maintenance
+from lakeflow.ops import overwrite as overwrite_op
+from lakeflow.ops import restore as restore_op
 from lakeflow.ops.maintenance import CompactResult, VacuumResult
 from lakeflow.ops.merge import MatchedAction, MergeResult, delete_where, merge_into
+from lakeflow.ops.overwrite import OverwriteSchemaMode
 from lakeflow.snapshot import Snapshot
 from lakeflow.storage import Storage, open_storage
 from lakeflow.transaction import Transaction
@@ -407,6 +410,55 @@ class Table:
             CommitConflictError: a concurrent commit touched what the delete read.
         """
         return delete_where(self.snapshot(), where, retries=retries)
+
+    def overwrite(self, data: Any, *, schema_mode: OverwriteSchemaMode | None = None,
+                  app_id: str | None = None, txn_version: int | None = None,
+                  metadata: Mapping[str, Any] | None = None) -> int:
+        """Replace all rows with `data` in one commit (`schema_mode="overwrite"`: its schema too).
+
+        Exactly-once with `app_id`/`txn_version` as for `append`. A concurrent
+        append conflicts (its rows would survive the overwrite).
+
+        Raises:
+            SchemaMismatchError: the data does not fit the schema (or, with a new
+                schema, lacks the partition, key or event-time columns).
+            AppendOnlyError: the table is append-only.
+            CommitConflictError: a concurrent commit changed the table.
+        """
+        return overwrite_op.overwrite(self.snapshot(), data, schema_mode=schema_mode, app_id=app_id,
+                                      txn_version=txn_version, metadata=metadata)
+
+    def restore(self, version: int | None = None, as_of: dt.datetime | str | None = None) -> int:
+        """Commit a new version whose rows, schema and properties equal `version`'s (or `as_of`'s).
+
+        Raises:
+            VacuumedDataError: a file that version needs was vacuumed (nothing is written).
+            InvalidArgumentError: neither or both of `version` and `as_of` given.
+        """
+        if (version is None) == (as_of is None):
+            raise InvalidArgumentError("pass exactly one of version or as_of")
+        target = self.snapshot(version=version, as_of=as_of)
+        return restore_op.restore(self.snapshot(), target)
+
+    def set_properties(self, properties: Mapping[str, str]) -> int:
+        """Set table properties (`delta.*`, `lakeflow.*`) in one metadata-only commit."""
+        return alter.set_properties(self.snapshot(), properties)
+
+    def add_constraint(self, name: str, sql: str) -> int:
+        """Add a CHECK constraint (`amount >= 0`); existing rows are checked first.
+
+        Raises:
+            ConstraintViolationError: an existing row violates it (nothing is written).
+        """
+        return alter.add_constraint(self.snapshot(), name, sql)
+
+    def drop_constraint(self, name: str) -> int:
+        """Drop a CHECK constraint."""
+        return alter.drop_constraint(self.snapshot(), name)
+
+    def add_columns(self, columns: pa.Schema | Sequence[pa.Field]) -> int:
+        """Add nullable columns (metadata only: existing rows read them as null)."""
+        return alter.add_columns(self.snapshot(), columns)
 
     def revisions(self, window: dt.datetime | dt.date | str) -> list[Commit]:
         """The commits that revised an event-time window with late changes, newest first.

@@ -1,0 +1,100 @@
+"""Overwrite: replace every row of the table in one commit (optionally the schema too)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import unquote
+
+import pyarrow as pa
+
+from lakeflow.actions import Action, Add, Metadata
+from lakeflow.constraints import enforce, table_rules
+from lakeflow.errors import InvalidArgumentError, SchemaMismatchError
+from lakeflow.keys import any_file, check_unique
+from lakeflow.log import TableState, check_writable
+from lakeflow.ops.append import check_info, check_txn
+from lakeflow.ops.create import covering, protocol_for
+from lakeflow.schema import arrow_to_delta, canonical
+from lakeflow.snapshot import Snapshot
+from lakeflow.transaction import Transaction
+from lakeflow.write import conform, to_arrow_table, write_data_files
+
+OverwriteSchemaMode = Literal["overwrite"]
+
+
+def _new_metadata(snapshot: Snapshot, schema: pa.Schema) -> Metadata:
+    """The metadata of a schema overwrite: the new schema; key, event time and partitions must fit it."""
+    missing = [c for c in (*snapshot.partition_columns, *snapshot.config.key,
+                           *([snapshot.config.event_time] if snapshot.config.event_time else []))
+               if c not in schema.names]
+    if missing:
+        raise SchemaMismatchError(
+            f"the new schema lacks column(s) {missing} the table partitions by or declares as key or event "
+            "time; recreate the table to change those")
+    return dataclasses.replace(snapshot.metadata, schema_string=arrow_to_delta(schema))
+
+
+def _prepare(snapshot: Snapshot, data: Any, schema_mode: OverwriteSchemaMode | None) -> tuple[pa.Table, list[Action]]:
+    """The rows to write, conformed and checked, and the metadata/protocol actions they need."""
+    if schema_mode not in (None, "overwrite"):
+        raise InvalidArgumentError(f"schema_mode must be None or 'overwrite', got {schema_mode!r}")
+    raw = to_arrow_table(data)
+    actions: list[Action] = []
+    state = snapshot.state
+    if schema_mode == "overwrite":
+        metadata = _new_metadata(snapshot, canonical(raw.schema))
+        if metadata.schema_string != snapshot.metadata.schema_string:
+            actions.append(metadata)
+            protocol = covering(snapshot.protocol, protocol_for(canonical(raw.schema), metadata.configuration))
+            if protocol != snapshot.protocol:
+                actions.append(protocol)
+            state = TableState(state.version, protocol, metadata, {})
+        schema = canonical(raw.schema)
+    else:
+        schema = snapshot.schema
+    rows = enforce(state, conform(raw, schema).table, provided=raw.column_names,
+                   removes=bool(snapshot.files))
+    if snapshot.config.key:
+        check_unique(rows, snapshot.config.key)
+    return rows, actions
+
+
+def overwrite(snapshot: Snapshot, data: Any, *, schema_mode: OverwriteSchemaMode | None = None,
+              app_id: str | None = None, txn_version: int | None = None,
+              metadata: Mapping[str, Any] | None = None) -> int:
+    """Replace the table's rows with `data` in one commit; return the version; see `Table.overwrite`."""
+    check_txn(app_id, txn_version)
+    extra = check_info(metadata)
+    check_writable(snapshot.protocol, snapshot.metadata)
+    if table_rules(snapshot.metadata).append_only and snapshot.files:
+        enforce(snapshot.state, removes=True)  # AppendOnlyError before a file is written
+    if app_id is not None and txn_version is not None:
+        seen = snapshot.state.txns.get(app_id)
+        if seen is not None and seen.version >= txn_version:
+            return snapshot.log.txn_version_holding(snapshot.state, app_id, txn_version)
+    rows, actions = _prepare(snapshot, data, schema_mode)
+    adds: list[Add] = write_data_files(snapshot.storage, rows, snapshot.partition_columns) if rows.num_rows else []
+    tx = Transaction(snapshot, "WRITE",
+                     {"mode": "Overwrite", "partitionBy": json.dumps(list(snapshot.partition_columns))})
+    # An overwrite read the whole table: a concurrent append's rows would survive it.
+    tx.remove(*snapshot.files).read(predicate=any_file).add(*actions, *adds)
+    tx.info({"numFiles": len(adds), "numOutputRows": rows.num_rows, "numRemovedFiles": len(snapshot.files),
+             "numOutputBytes": sum(a.size for a in adds)}, **extra)
+    if app_id is not None and txn_version is not None:
+        tx.set_txn(app_id, txn_version)
+    try:
+        result = tx.commit()
+    except BaseException:
+        for a in adds:
+            snapshot.storage.delete(unquote(a.path))
+        raise
+    if result.deduplicated:
+        for a in adds:
+            snapshot.storage.delete(unquote(a.path))
+    return result.version
+
+
+__all__ = ["OverwriteSchemaMode", "overwrite"]

@@ -1,0 +1,59 @@
+"""Restore: one new commit whose state equals an earlier version's (files removed and re-added)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from lakeflow.constraints import keep_identity_marks
+from lakeflow.errors import VacuumedDataError
+from lakeflow.log import check_writable
+from lakeflow.ops.create import covering
+from lakeflow.snapshot import DataFile, Snapshot
+from lakeflow.transaction import Transaction
+
+
+def _identity(f: DataFile) -> tuple[str, str | None]:
+    """A file with its deletion vector: the same path with another DV holds other rows."""
+    dv = f.deletion_vector
+    return f.path, dv.unique_id if dv is not None else None
+
+
+def restore(snapshot: Snapshot, target: Snapshot) -> int:
+    """Commit on top of `snapshot` a state equal to `target` (an earlier version); return the version.
+
+    Files of `target` no longer in the table are added back (they must still be
+    in the store), files added since are removed; the schema and properties of
+    `target` come back too, while the protocol keeps every feature the table has.
+
+    Raises:
+        VacuumedDataError: a file `target` needs was vacuumed (nothing is written).
+        UnsupportedFeatureError: the table is read-only for lakeflow.
+    """
+    check_writable(snapshot.protocol, snapshot.metadata)
+    current = {_identity(f): f for f in snapshot.files}
+    wanted = {_identity(f): f for f in target.files}
+    gone = [f for k, f in current.items() if k not in wanted]
+    back = [f for k, f in wanted.items() if k not in current]
+    missing = [f.path for f in back if not snapshot.storage.exists(f.path)]
+    if missing:
+        raise VacuumedDataError(
+            f"cannot restore {snapshot.storage.uri} to version {target.version}: {len(missing)} of its data "
+            f"files were vacuumed, e.g. {missing[0]}; restore a more recent version")
+    now = int(time.time() * 1000)
+    tx = Transaction(snapshot, "RESTORE", {"version": target.version,
+                                           "timestamp": target.timestamp.isoformat() if target.timestamp else None})
+    tx.remove(*gone)
+    tx.add(*(dataclasses.replace(f.add, data_change=True, modification_time=now) for f in back))
+    metadata = keep_identity_marks(snapshot.metadata, target.metadata)
+    if metadata != snapshot.metadata:
+        tx.add(metadata)
+    protocol = covering(snapshot.protocol, target.protocol)
+    if protocol != snapshot.protocol:
+        tx.add(protocol)
+    tx.info({"numRemovedFiles": len(gone), "numRestoredFiles": len(back),
+             "numOfFilesAfterRestore": len(wanted), "tableSizeAfterRestore": sum(f.size for f in wanted.values())})
+    return tx.commit().version
+
+
+__all__ = ["restore"]

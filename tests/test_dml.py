@@ -1,0 +1,183 @@
+"""Overwrite, restore, properties, constraints and new columns: each one commit, read back by deltalake."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable, QueryBuilder
+
+import lakeflow as lf
+from lakeflow.testing import assert_table_equal, commit_after
+
+SCHEMA = pa.schema([("id", pa.int64()), ("amount", pa.float64()), ("day", pa.string())])
+
+
+def rows(*values: tuple[int, float, str]) -> pa.Table:
+    return pa.table({"id": [v[0] for v in values], "amount": [v[1] for v in values],
+                     "day": [v[2] for v in values]}, schema=SCHEMA)
+
+
+def sql_scan(uri: str) -> pa.Table:
+    return QueryBuilder().register("t", DeltaTable(uri)).execute("SELECT * FROM t").read_all()
+
+
+def filled(uri: str, **kwargs) -> lf.Table:
+    t = lf.Table.create(uri, SCHEMA, **kwargs)
+    t.append(rows((1, 10.0, "a"), (2, 20.0, "b")))
+    t.append(rows((3, 30.0, "a")))
+    return t
+
+
+def test_overwrite_replaces_every_row_in_one_commit(table_uri):
+    t = filled(table_uri, partition_by=["day"])
+    v = t.overwrite(rows((9, 1.0, "c")))
+    assert v == 3 and t.history(limit=1)[0].parameters["mode"] == "Overwrite"
+    assert_table_equal(t.to_arrow(), rows((9, 1.0, "c")))
+    assert_table_equal(t.snapshot(version=2).to_arrow(), rows((1, 10.0, "a"), (2, 20.0, "b"), (3, 30.0, "a")))
+    d = t.diff(2, 3)
+    assert (d.summary.inserted, d.summary.deleted) == (1, 3)
+
+
+def test_overwrite_is_read_by_deltalake(local_uri):
+    t = filled(local_uri)
+    t.overwrite(rows((9, 1.0, "c"), (8, 2.0, "d")))
+    assert_table_equal(sql_scan(local_uri), t.to_arrow())
+    cdf = DeltaTable(local_uri).load_cdf(starting_version=3).read_all()
+    assert sorted(cdf.column("_change_type").to_pylist()) == ["delete"] * 3 + ["insert"] * 2
+
+
+def test_overwrite_schema_mode_overwrite_replaces_the_schema(local_uri):
+    t = filled(local_uri)
+    new = pa.table({"id": [5], "label": ["x"], "day": ["e"]})
+    with pytest.raises(lf.SchemaMismatchError):
+        t.overwrite(new)  # strict by default
+    t.overwrite(new, schema_mode="overwrite")
+    assert t.schema.names == ["id", "label", "day"]
+    assert_table_equal(sql_scan(local_uri), t.to_arrow())
+    assert t.snapshot(version=2).schema.names == ["id", "amount", "day"]
+
+
+def test_overwrite_keeps_declared_columns_and_keys(table_uri):
+    t = filled(table_uri, key=["id"])
+    with pytest.raises(lf.SchemaMismatchError, match="key"):
+        t.overwrite(pa.table({"x": [1]}), schema_mode="overwrite")
+    with pytest.raises(lf.DuplicateKeyError):
+        t.overwrite(rows((1, 1.0, "a"), (1, 2.0, "a")))
+    assert t.version == 2
+
+
+def test_overwrite_exactly_once_and_conflicts_with_a_concurrent_append(table_uri):
+    t = filled(table_uri)
+    v = t.overwrite(rows((9, 1.0, "c")), app_id="job", txn_version=1)
+    assert t.overwrite(rows((9, 1.0, "c")), app_id="job", txn_version=1) == v
+    assert t.version == v
+    commit_after(t, lambda: lf.Table(table_uri).append(rows((50, 5.0, "z"))))
+    with pytest.raises(lf.CommitConflictError):
+        t.overwrite(rows((7, 7.0, "c")))
+    assert sorted(lf.Table(table_uri).to_arrow().column("id").to_pylist()) == [9, 50]
+
+
+def test_overwrite_of_an_append_only_table_is_refused(table_uri):
+    t = filled(table_uri, properties={"delta.appendOnly": "true"})
+    with pytest.raises(lf.AppendOnlyError):
+        t.overwrite(rows((9, 1.0, "c")))
+    assert t.version == 2
+
+
+def test_restore_commits_the_old_state(table_uri):
+    t = filled(table_uri)
+    t.delete(pc.field("id") == 1)
+    t.append(rows((4, 40.0, "b")))
+    v = t.restore(version=2)
+    assert v == 5 and t.history(limit=1)[0].operation == "RESTORE"
+    assert_table_equal(t.to_arrow(), t.snapshot(version=2).to_arrow())
+    d = t.diff(4, 5, key="id")
+    assert (d.summary.inserted, d.summary.deleted, d.summary.updated) == (1, 1, 0)
+    when = t.history()[-2].timestamp  # version 1
+    t.restore(as_of=when)
+    assert_table_equal(t.to_arrow(), rows((1, 10.0, "a"), (2, 20.0, "b")))
+
+
+def test_restore_is_read_by_deltalake_and_brings_the_schema_back(local_uri):
+    t = filled(local_uri)
+    t.append(pa.table({"id": [5], "amount": [5.0], "day": ["c"], "note": ["n"]}), schema_mode="merge")
+    t.restore(version=2)
+    assert t.schema.names == ["id", "amount", "day"]
+    assert_table_equal(sql_scan(local_uri), t.to_arrow())
+
+
+def test_restore_refuses_when_a_needed_file_was_vacuumed(local_uri):
+    t = filled(local_uri)
+    t.overwrite(rows((9, 1.0, "c")))
+    assert t.vacuum(dt.timedelta(0), enforce_retention=False).files
+    with pytest.raises(lf.VacuumedDataError, match="vacuumed"):
+        t.restore(version=2)
+    assert t.version == 3
+    with pytest.raises(lf.InvalidArgumentError):
+        t.restore()
+
+
+def test_set_properties(table_uri):
+    t = filled(table_uri)
+    v = t.set_properties({"delta.logRetentionDuration": "interval 60 days", "team": "payments"})
+    assert t.properties["team"] == "payments" and t.history(limit=1)[0].operation == "SET TBLPROPERTIES"
+    assert t.snapshot(version=v).config.log_retention_ms == 60 * 86_400_000
+    with pytest.raises(lf.InvalidArgumentError, match="add_constraint"):
+        t.set_properties({"delta.constraints.positive": "amount > 0"})
+    with pytest.raises(lf.UnsupportedFeatureError, match="deletion vectors"):
+        t.set_properties({"delta.enableDeletionVectors": "true"})
+    with pytest.raises(lf.UnsupportedFeatureError, match="key"):
+        t.set_properties({"lakeflow.key": '["id"]'})
+    assert t.version == v
+
+
+def test_enabling_in_commit_timestamps_raises_the_protocol(local_uri):
+    t = filled(local_uri)
+    t.set_properties({"delta.enableInCommitTimestamps": "true"})
+    assert "inCommitTimestamp" in (t.snapshot().protocol.writer_features or ())
+    t.append(rows((7, 1.0, "x")))
+    assert_table_equal(sql_scan(local_uri), t.to_arrow())
+
+
+def test_constraints_are_checked_on_existing_rows_then_on_writes(local_uri):
+    t = filled(local_uri)
+    with pytest.raises(lf.ConstraintViolationError):
+        t.add_constraint("small", "amount < 25")  # row 3 has 30
+    assert t.version == 2
+    t.add_constraint("positive", "amount > 0")
+    with pytest.raises(lf.ConstraintViolationError, match="positive"):
+        t.append(rows((8, -1.0, "a")))
+    assert "checkConstraints" in (t.snapshot().protocol.writer_features or ()) or \
+        t.snapshot().protocol.min_writer_version >= 3
+    assert DeltaTable(local_uri).metadata().configuration["delta.constraints.positive"] == "amount > 0"
+    with pytest.raises(lf.InvalidArgumentError, match="already"):
+        t.add_constraint("positive", "amount > 1")
+    t.drop_constraint("positive")
+    t.append(rows((8, -1.0, "a")))
+    with pytest.raises(lf.InvalidArgumentError, match="no constraint"):
+        t.drop_constraint("positive")
+    assert_table_equal(sql_scan(local_uri), t.to_arrow())
+
+
+def test_add_constraint_conflicts_with_a_concurrent_append(table_uri):
+    t = filled(table_uri)
+    commit_after(t, lambda: lf.Table(table_uri).append(rows((50, -5.0, "z"))))
+    with pytest.raises(lf.CommitConflictError):
+        t.add_constraint("positive", "amount > 0")
+
+
+def test_add_columns(local_uri):
+    t = filled(local_uri)
+    t.add_columns([pa.field("note", pa.string()), pa.field("at", pa.timestamp("us", "UTC"))])
+    assert t.schema.names == ["id", "amount", "day", "note", "at"]
+    assert t.to_arrow().column("note").null_count == 3
+    t.append(pa.table({"id": [4], "amount": [1.0], "day": ["q"], "note": ["hi"],
+                       "at": pa.array([dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)], pa.timestamp("us", "UTC"))}))
+    assert_table_equal(sql_scan(local_uri), t.to_arrow())
+    with pytest.raises(lf.SchemaMismatchError, match="exist"):
+        t.add_columns([pa.field("NOTE", pa.string())])
+    with pytest.raises(lf.SchemaMismatchError, match="nullable"):
+        t.add_columns([pa.field("x", pa.int64(), nullable=False)])
