@@ -323,6 +323,7 @@ def test_json_schema_is_published(tmp_path):
     import json
 
     published = Path(__file__).parents[1] / "docs" / "lakeflow-project.schema.json"
+    # Regenerate after changing the declarations: json.dumps(lf.factory.project_json_schema(), indent=2)
     assert json.loads(published.read_text()) == lf.factory.project_json_schema()
 
 
@@ -334,6 +335,7 @@ def test_a_watermark_lag_makes_rows_of_later_files_late(tmp_path, late):
     land(tmp_path, "payments", "1.csv", day(1, (1, "a", 5.0)))  # 2024-05-01T12:00: watermark 11:00
     land(tmp_path, "payments", "2.csv", "id,account,amount,ts\n2,a,1.0,2024-05-01T10:30:00Z\n")
     first, second = p.ingest()["payments"]
+    assert first.outcome == "loaded"
     t = p.table("payments")
     assert t.watermark == dt.datetime(2024, 5, 1, 11, tzinfo=dt.timezone.utc)
     if late == "reject":
