@@ -11,21 +11,16 @@ import contextlib
 from dataclasses import dataclass
 
 import fsspec
-import pyarrow as pa
 import pytest
 
 import lakeflow as lf
 from lakeflow.testing import Fault, FaultyFileSystem
 
+from helpers import ID_PART_SCHEMA as SCHEMA
+from helpers import part_rows as rows
+
 # The stores lakeflow reaches through fsspec (local disk has its own code path).
 pytestmark = pytest.mark.parametrize("backend", ["memory", "s3"], indirect=True)
-
-SCHEMA = pa.schema([("id", pa.int64()), ("part", pa.string())])
-
-
-def rows(ids, part="a"):
-    return pa.table({"id": pa.array(ids, pa.int64()), "part": [part] * len(ids)})
-
 
 @dataclass
 class Faulty:

@@ -14,12 +14,10 @@ import pytest
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal, commit_after
 
-SCHEMA = pa.schema([("id", pa.int64()), ("part", pa.string())])
+from helpers import ID_PART_SCHEMA as SCHEMA
+from helpers import part_rows as rows
+
 NOW = dt.timedelta(0)
-
-
-def rows(ids, part="a"):
-    return pa.table({"id": pa.array(ids, pa.int64()), "part": [part] * len(ids)})
 
 
 def filled(uri, n=6, **kwargs):
