@@ -44,12 +44,12 @@ def ids(t: lf.Table, version: int | None = None) -> list[int]:
 # ---- the deltalake oracle ------------------------------------------------------------------
 
 
-def sql_scan(uri: str, version: int | None = None, storage_options: dict | None = None,
+def sql_scan(uri: str | os.PathLike[str], version: int | None = None, storage_options: dict | None = None,
              query: str = "SELECT * FROM t") -> pa.Table:
     """The table as deltalake's SQL scan reads it (the oracle; `to_pyarrow_table` misreads some)."""
     from deltalake import DeltaTable, QueryBuilder
 
-    table = DeltaTable(uri, version=version, storage_options=storage_options)
+    table = DeltaTable(os.fspath(uri), version=version, storage_options=storage_options)
     return pa.table(QueryBuilder().register("t", table).execute(query).read_all())
 
 

@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal, commit_after
 
+from helpers import sql_scan as deltalake_rows
+
 UTC = dt.timezone.utc
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.int64()),
                     ("region", pa.string())])
@@ -63,11 +65,6 @@ def deltalake_changes(path, version):
     cdf = pa.table(deltalake.DeltaTable(path).load_cdf(starting_version=version,
                                                        ending_version=version).read_all())
     return cdf.drop_columns(CDF_META)
-
-
-def deltalake_rows(path):
-    dl = deltalake.DeltaTable(path)
-    return pa.table(deltalake.QueryBuilder().register("t", dl).execute("select * from t").read_all())
 
 
 def change_set(table):
