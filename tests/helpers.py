@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 import signal
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
 import lakeflow as lf
-from lakeflow.log import commit_path
+from lakeflow.log import LOG_DIR, commit_path
 from lakeflow.storage import LocalStorage, Storage
 
 # ---- schemas and rows ----------------------------------------------------------------------
@@ -91,12 +93,22 @@ class Calls:
     def of(self, op: str) -> list[str]:
         return [p for o, p in self.calls if o == op]
 
+    def commits_read(self) -> list[int]:
+        """The versions of the commit files read, in order."""
+        return [int(p[len(LOG_DIR) + 1:-len(".json")]) for p in self.of("read")
+                if re.fullmatch(rf"{LOG_DIR}/\d{{20}}\.json", p)]
+
 
 def forkserver() -> multiprocessing.context.BaseContext:
     """A forkserver context with lakeflow preloaded: workers share no state with the test."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["lakeflow", "s3fs", "pytest"])
     return ctx
+
+
+def processes(workers: int) -> ProcessPoolExecutor:
+    """A pool of `workers` processes from the `forkserver` context."""
+    return ProcessPoolExecutor(workers, mp_context=forkserver())
 
 
 def worker_options(backend: str, request: pytest.FixtureRequest) -> dict | None:

@@ -17,7 +17,7 @@ import lakeflow as lf
 from lakeflow.storage import _s3_options, open_storage
 from lakeflow.testing import Fault, FaultyFileSystem
 
-SCHEMA = pa.schema([("id", pa.int64())])
+from helpers import ID_SCHEMA as SCHEMA
 
 
 def race(uri: str, path: str, writers: int, options=None) -> list[int]:
