@@ -15,12 +15,14 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pytest
 
 import lakeflow as lf
 from lakeflow.log import LOG_DIR, commit_path
 from lakeflow.storage import LocalStorage, Storage
+from lakeflow.testing import Fault, FaultyFileSystem
 
 # ---- schemas and rows ----------------------------------------------------------------------
 
@@ -97,6 +99,15 @@ class Calls:
         """The versions of the commit files read, in order."""
         return [int(p[len(LOG_DIR) + 1:-len(".json")]) for p in self.of("read")
                 if re.fullmatch(rf"{LOG_DIR}/\d{{20}}\.json", p)]
+
+
+def faulty_table(uri: str, *faults: Fault) -> tuple[lf.Table, FaultyFileSystem]:
+    """`uri` opened through a FaultyFileSystem over its store's fsspec filesystem, and that
+    filesystem (its `calls` record every read). On local disk this handle goes through
+    fsspec, which lakeflow refuses to commit on: use it for reads."""
+    inner, _ = fsspec.core.url_to_fs(uri)
+    fs = FaultyFileSystem(inner, faults)
+    return lf.Table(uri, storage_options={"filesystem": fs}), fs
 
 
 def forkserver() -> multiprocessing.context.BaseContext:
