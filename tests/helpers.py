@@ -66,9 +66,14 @@ def deltalake_ids(uri: str, storage_options: dict | None = None) -> list[int]:
 # ---- editing a log the way a foreign or damaged writer would -------------------------------
 
 
+def commit_actions(storage: Storage, version: int) -> list[dict[str, Any]]:
+    """The actions of commit `version`, as JSON objects."""
+    return [json.loads(line) for line in storage.read(commit_path(version)).decode().splitlines()]
+
+
 def rewrite_commit(storage: Storage, version: int, change: Callable[[dict[str, Any]], object]) -> None:
     """Call `change` on every action of commit `version` and write the commit back in place."""
-    actions = [json.loads(line) for line in storage.read(commit_path(version)).decode().splitlines()]
+    actions = commit_actions(storage, version)
     for action in actions:
         change(action)
     storage.write(commit_path(version), "".join(json.dumps(a) + "\n" for a in actions).encode())

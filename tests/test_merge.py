@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
-import json
 import multiprocessing
 import threading
 import uuid
@@ -21,8 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lakeflow as lf
+from lakeflow.storage import open_storage
 from lakeflow.testing import assert_table_equal, commit_after
 
+from helpers import commit_actions
 from helpers import sql_scan as deltalake_rows
 
 UTC = dt.timezone.utc
@@ -45,8 +46,7 @@ def by_id(table):
 
 
 def log_actions(path, version):
-    text = Path(path, "_delta_log", f"{version:020d}.json").read_text()
-    return [json.loads(line) for line in text.splitlines()]
+    return commit_actions(open_storage(path), version)
 
 
 def written_changes(path, version, schema):
