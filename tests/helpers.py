@@ -11,7 +11,8 @@ import multiprocessing
 import os
 import re
 import signal
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -130,6 +131,15 @@ def processes(workers: int) -> ProcessPoolExecutor:
 def worker_options(backend: str, request: pytest.FixtureRequest) -> dict | None:
     """Explicit options: a worker must not depend on the environment the test set up."""
     return request.getfixturevalue("s3_options") if backend == "s3" else None
+
+
+def run_threads(target: Callable[..., object], args: Iterable[tuple[Any, ...]]) -> None:
+    """Run `target(*a)` in a thread for each `a` of `args`, all at once, and wait for them."""
+    threads = [threading.Thread(target=target, args=a) for a in args]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
 
 
 def die_in_local_write(strikes: Callable[[str], bool]) -> None:

@@ -24,7 +24,7 @@ from lakeflow.log import commit_path
 from lakeflow.transaction import CommitRequest, commit_request
 
 from helpers import ID_SCHEMA as SCHEMA
-from helpers import Calls, deltalake_ids, ids
+from helpers import Calls, deltalake_ids, ids, run_threads
 from helpers import id_rows as rows
 
 
@@ -254,11 +254,7 @@ def test_writers_racing_a_cleaner_with_zero_retention_lose_nothing(table_uri):
 
     cleaner = threading.Thread(target=clean)
     cleaner.start()
-    writers = [threading.Thread(target=write, args=(w,)) for w in range(3)]
-    for th in writers:
-        th.start()
-    for th in writers:
-        th.join()
+    run_threads(write, [(w,) for w in range(3)])
     done.set()
     cleaner.join()
     versions = [v for _, v in acknowledged]

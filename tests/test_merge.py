@@ -6,7 +6,6 @@ import dataclasses
 import datetime as dt
 import decimal
 import multiprocessing
-import threading
 import uuid
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import lakeflow as lf
 from lakeflow.storage import open_storage
 from lakeflow.testing import assert_table_equal, commit_after
 
-from helpers import commit_actions
+from helpers import commit_actions, run_threads
 from helpers import sql_scan as deltalake_rows
 
 UTC = dt.timezone.utc
@@ -515,11 +514,7 @@ def test_threads_merging_disjoint_partitions_all_commit(table_uri):
         except Exception as e:  # reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(r,)) for r in regions]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_threads(work, [(r,) for r in regions])
     assert errors == []
     final = t.to_arrow()
     assert t.version == len(regions) + 3 * len(regions)

@@ -27,6 +27,7 @@ from lakeflow.log import writer_features
 from lakeflow.storage import open_storage
 from lakeflow.testing import assert_table_equal, copy_table
 
+from helpers import run_threads
 from helpers import sql_scan as _sql_rows
 
 INVARIANT = json.dumps({"expression": {"expression": "dummy < 3"}})
@@ -490,7 +491,6 @@ def test_schema_evolution_to_table_features_keeps_every_legacy_feature(table_uri
 
 
 def test_concurrent_appends_never_share_identity_values(table_uri, tmp_path):
-    import threading
 
     copy_table(_identity_table(tmp_path / "src"), table_uri)
     committed: list[int] = []
@@ -504,11 +504,7 @@ def test_concurrent_appends_never_share_identity_values(table_uri, tmp_path):
             except lf.CommitConflictError:
                 pass  # the other writer moved the high-water mark first
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_threads(writer, [(n,) for n in range(2)])
     ids = lf.Table(table_uri).to_arrow().column("id").to_pylist()
     assert sorted(ids) == list(range(1, sum(committed) + 1))
     assert _high_water_mark(table_uri, tmp_path) == sum(committed)
