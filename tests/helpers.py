@@ -49,7 +49,7 @@ def ids(t: lf.Table, version: int | None = None) -> list[int]:
 # ---- the deltalake oracle ------------------------------------------------------------------
 
 
-def sql_scan(uri: str | os.PathLike[str], version: int | None = None, storage_options: dict | None = None,
+def sql_scan(uri: str | os.PathLike[str], version: int | None = None, storage_options: dict[str, Any] | None = None,
              query: str = "SELECT * FROM t") -> pa.Table:
     """The table as deltalake's SQL scan reads it (the oracle; `to_pyarrow_table` misreads some)."""
     from deltalake import DeltaTable, QueryBuilder
@@ -58,7 +58,7 @@ def sql_scan(uri: str | os.PathLike[str], version: int | None = None, storage_op
     return pa.table(QueryBuilder().register("t", table).execute(query).read_all())
 
 
-def deltalake_ids(uri: str, storage_options: dict | None = None) -> list[int]:
+def deltalake_ids(uri: str, storage_options: dict[str, Any] | None = None) -> list[int]:
     """Every id as deltalake's SQL scan reads the table, sorted."""
     return sorted(sql_scan(uri, storage_options=storage_options, query="SELECT id FROM t")
                   .column("id").to_pylist())
@@ -128,7 +128,7 @@ def processes(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=forkserver())
 
 
-def worker_options(backend: str, request: pytest.FixtureRequest) -> dict | None:
+def worker_options(backend: str, request: pytest.FixtureRequest) -> dict[str, Any] | None:
     """Explicit options: a worker must not depend on the environment the test set up."""
     return request.getfixturevalue("s3_options") if backend == "s3" else None
 
