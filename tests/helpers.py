@@ -46,6 +46,14 @@ def ids(t: lf.Table, version: int | None = None) -> list[int]:
     return sorted(t.snapshot(version=version).to_arrow().column("id").to_pylist())
 
 
+def stored_files(uri: str) -> set[str]:
+    """Every file under the table root, relative to it, as a fresh listing shows them."""
+    fs, root = fsspec.core.url_to_fs(uri)
+    fs.invalidate_cache()
+    root = root.rstrip("/")
+    return {p[len(root) + 1:] for p in fs.find(root)} if fs.exists(root) else set()
+
+
 # ---- the deltalake oracle ------------------------------------------------------------------
 
 

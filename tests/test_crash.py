@@ -25,7 +25,6 @@ import re
 import signal
 import threading
 
-import fsspec
 import pyarrow as pa
 import pytest
 
@@ -36,7 +35,7 @@ from lakeflow.log import list_log, read_commit
 from lakeflow.storage import LocalStorage
 
 from helpers import ID_SCHEMA as SCHEMA
-from helpers import die_in_local_write, forkserver, worker_options
+from helpers import die_in_local_write, forkserver, stored_files, worker_options
 
 pytestmark = pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 
@@ -99,13 +98,10 @@ class Wreck:
 
     def __init__(self, uri: str, options: dict | None) -> None:
         self.uri, self.options = uri, options
-        self.fs, self.root = fsspec.core.url_to_fs(uri)
         self.checked: set[str] = set()  # log entries and appends already verified
 
     def files(self) -> set[str]:
-        self.fs.invalidate_cache()
-        root = self.root.rstrip("/")
-        return {p[len(root) + 1:] for p in self.fs.find(root)}
+        return stored_files(self.uri)
 
     def check(self, returned: dict[int, int]) -> set[str]:
         """Check the table after a kill; return the garbage files."""

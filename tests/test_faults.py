@@ -18,6 +18,7 @@ from lakeflow.testing import Fault, FaultyFileSystem
 
 from helpers import ID_PART_SCHEMA as SCHEMA
 from helpers import part_rows as rows
+from helpers import stored_files
 
 # The stores lakeflow reaches through fsspec (local disk has its own code path).
 pytestmark = pytest.mark.parametrize("backend", ["memory", "s3"], indirect=True)
@@ -43,8 +44,7 @@ class Faulty:
 
     def files(self) -> set[str]:
         """Every file under the table root, relative to it."""
-        self.inner.invalidate_cache()
-        return {p[len(self.root.rstrip("/")) + 1:] for p in self.inner.find(self.root)}
+        return stored_files(self.uri)
 
     def state(self) -> tuple[int, list[int], set[str]]:
         """(version, sorted ids, log files) as a fault-free reader sees them."""
