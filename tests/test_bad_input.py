@@ -19,15 +19,11 @@ import lakeflow as lf
 from lakeflow.log import commit_path
 from lakeflow.testing import assert_table_equal
 
+from helpers import stored_files as files
+
 UTC = dt.timezone.utc
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), ("name", pa.string()),
                     ("ts", pa.timestamp("us", tz="UTC")), ("part", pa.string())])
-
-
-def files(uri: str) -> set[str]:
-    fs, root = fsspec.core.url_to_fs(uri)
-    fs.invalidate_cache()
-    return set(fs.find(root)) if fs.exists(root) else set()
 
 
 def assert_refused(uri: str, error: type[Exception], call, match: str | None = None) -> None:

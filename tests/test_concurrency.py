@@ -9,9 +9,7 @@ on S3 (a SeaweedFS server, whose conditional put answers a lost race with a bare
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import pyarrow as pa
 import pytest
@@ -19,6 +17,8 @@ import pytest
 import lakeflow as lf
 from lakeflow.actions import Add, Txn
 from lakeflow.log import list_log, read_commit
+
+from helpers import deltalake_ids, processes, worker_options
 
 pytestmark = pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 
@@ -31,17 +31,6 @@ FULL_SIZE = (8, 100)
 @pytest.fixture(params=["ci", pytest.param("full", marks=pytest.mark.slow)])
 def size(request, backend) -> tuple[int, int]:
     return FULL_SIZE if request.param == "full" else CI_SIZE[backend]
-
-
-def processes(workers: int) -> ProcessPoolExecutor:
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["lakeflow", "s3fs", "pytest"])
-    return ProcessPoolExecutor(workers, mp_context=ctx)
-
-
-def worker_options(backend: str, request) -> dict | None:
-    """Explicit options: a worker must not depend on the environment the test set up."""
-    return request.getfixturevalue("s3_options") if backend == "s3" else None
 
 
 def append_ids(uri: str, options: dict | None, writer: int, count: int, start_at: float) -> list[tuple[int, int]]:
@@ -75,14 +64,6 @@ def check_log(uri: str, options: dict | None, versions: int) -> tuple[lf.Table, 
     commits = {v: read_commit(t.storage, v) for v in listing.commits}  # each parses: none partial
     assert DeltaTable(uri, storage_options=options).version() == versions
     return t, commits
-
-
-def deltalake_ids(uri: str, options: dict | None) -> list[int]:
-    """Every id as deltalake's SQL scan reads the table."""
-    from deltalake import DeltaTable, QueryBuilder
-
-    scan = QueryBuilder().register("t", DeltaTable(uri, storage_options=options)).execute("SELECT id FROM t")
-    return sorted(scan.read_all().column("id").to_pylist())
 
 
 def test_concurrent_appends_each_land_exactly_once(table_uri, backend, request, size):

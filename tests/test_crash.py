@@ -19,14 +19,12 @@ Trials accumulate on one table, so each starts on top of the previous wreckage.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 import re
 import signal
 import threading
 
-import fsspec
 import pyarrow as pa
 import pytest
 
@@ -36,9 +34,11 @@ from lakeflow.checkpoint import read_checkpoint
 from lakeflow.log import list_log, read_commit
 from lakeflow.storage import LocalStorage
 
+from helpers import ID_SCHEMA as SCHEMA
+from helpers import die_in_local_write, forkserver, stored_files, worker_options
+
 pytestmark = pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 
-SCHEMA = pa.schema([("id", pa.int64())])
 KILL_POINTS = {  # where a targeted kill strikes: which writes, by path
     "data file": re.compile(r"(^|/)part-[^/]*\.parquet$"),
     "commit": re.compile(r"_delta_log/\d{20}\.json$"),
@@ -65,15 +65,7 @@ def die_during(storage, point: re.Pattern, nth: int, rng: random.Random) -> None
         return seen == nth and bool(point.search(path))
 
     if isinstance(storage.inner, LocalStorage):
-        write_temp = LocalStorage._write_temp
-
-        def half_then_die(self, target, data):
-            if strikes(target.replace(os.sep, "/")):
-                write_temp(self, target, data[: len(data) // 2])
-                os.kill(os.getpid(), signal.SIGKILL)
-            return write_temp(self, target, data)
-
-        LocalStorage._write_temp = half_then_die
+        die_in_local_write(strikes)
     else:
         fs = storage.inner.fs
         pipe_file = fs.pipe_file
@@ -106,13 +98,10 @@ class Wreck:
 
     def __init__(self, uri: str, options: dict | None) -> None:
         self.uri, self.options = uri, options
-        self.fs, self.root = fsspec.core.url_to_fs(uri)
         self.checked: set[str] = set()  # log entries and appends already verified
 
     def files(self) -> set[str]:
-        self.fs.invalidate_cache()
-        root = self.root.rstrip("/")
-        return {p[len(root) + 1:] for p in self.fs.find(root)}
+        return stored_files(self.uri)
 
     def check(self, returned: dict[int, int]) -> set[str]:
         """Check the table after a kill; return the garbage files."""
@@ -158,11 +147,10 @@ class Wreck:
 
 
 def test_killed_writers_never_damage_the_table(table_uri, backend, request, trials, tmp_path):
-    options = request.getfixturevalue("s3_options") if backend == "s3" else None
+    options = worker_options(backend, request)
     lf.Table.create(table_uri, SCHEMA, properties={"delta.checkpointInterval": "2"},
                     storage_options=options)
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["lakeflow", "s3fs", "pytest"])
+    ctx = forkserver()
     rng = random.Random(20240501)
     wreck = Wreck(table_uri, options)
     returned: dict[int, int] = {}

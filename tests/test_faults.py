@@ -11,21 +11,17 @@ import contextlib
 from dataclasses import dataclass
 
 import fsspec
-import pyarrow as pa
 import pytest
 
 import lakeflow as lf
 from lakeflow.testing import Fault, FaultyFileSystem
 
+from helpers import ID_PART_SCHEMA as SCHEMA
+from helpers import part_rows as rows
+from helpers import stored_files
+
 # The stores lakeflow reaches through fsspec (local disk has its own code path).
 pytestmark = pytest.mark.parametrize("backend", ["memory", "s3"], indirect=True)
-
-SCHEMA = pa.schema([("id", pa.int64()), ("part", pa.string())])
-
-
-def rows(ids, part="a"):
-    return pa.table({"id": pa.array(ids, pa.int64()), "part": [part] * len(ids)})
-
 
 @dataclass
 class Faulty:
@@ -48,8 +44,7 @@ class Faulty:
 
     def files(self) -> set[str]:
         """Every file under the table root, relative to it."""
-        self.inner.invalidate_cache()
-        return {p[len(self.root.rstrip("/")) + 1:] for p in self.inner.find(self.root)}
+        return stored_files(self.uri)
 
     def state(self) -> tuple[int, list[int], set[str]]:
         """(version, sorted ids, log files) as a fault-free reader sees them."""

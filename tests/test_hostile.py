@@ -23,6 +23,8 @@ import lakeflow as lf
 from lakeflow.log import commit_path
 from lakeflow.testing import Fault, FaultyFileSystem
 
+from helpers import rewrite_commit
+
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("part", pa.string())])
 ROWS = pa.table({"id": [1, 2], "name": ["a", "b"], "part": ["a", "a"]}, schema=SCHEMA)
 
@@ -53,11 +55,12 @@ def data_file(t: lf.Table) -> str:
 
 def rewrite(t: lf.Table, version: int, kind: str, change: Callable[[dict], None]) -> None:
     """Rewrite the `kind` actions of commit `version` in place."""
-    lines = [json.loads(line) for line in t.storage.read(commit_path(version)).decode().splitlines()]
-    for line in lines:
-        if kind in line:
-            change(line[kind])
-    t.storage.write(commit_path(version), "".join(json.dumps(x) + "\n" for x in lines).encode())
+
+    def one(action: dict) -> None:
+        if kind in action:
+            change(action[kind])
+
+    rewrite_commit(t.storage, version, one)
 
 
 def without_stats(t: lf.Table) -> None:

@@ -13,6 +13,8 @@ import pytest
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal
 
+from helpers import sql_scan as oracle
+
 UTC = dt.timezone.utc
 SCHEMA = pa.schema([
     ("id", pa.int64()), ("name", pa.string()), ("score", pa.float64()),
@@ -33,12 +35,6 @@ def batch(start, n, region="eu", day=dt.date(2024, 5, 1)):
         "day": pa.array([day] * n, pa.date32()),
         "region": [region] * n,
     }, schema=SCHEMA)
-
-
-def oracle(path, version):
-    """deltalake's SQL scan (the safer oracle per the conformance README)."""
-    dt_ = deltalake.DeltaTable(path, version=version)
-    return pa.table(deltalake.QueryBuilder().register("t", dt_).execute("select * from t").read_all())
 
 
 @pytest.mark.parametrize("partition_by", [(), ("region",), ("day", "region")])

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-
 import fsspec
 import pyarrow as pa
 import pytest
 
 import lakeflow as lf
 from lakeflow.testing import FaultyFileSystem, assert_table_equal, commit_after
+
+from helpers import run_threads
 
 SCHEMA = pa.schema([("id", pa.int64()), ("region", pa.string()), ("amount", pa.int64())])
 
@@ -155,11 +155,7 @@ def test_threads_appending_the_same_key(table_uri):
         except lf.DuplicateKeyError:
             outcomes.append("duplicate")
 
-    threads = [threading.Thread(target=append, args=(n,)) for n in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_threads(append, [(n,) for n in range(4)])
     assert sorted(outcomes) == ["committed"] + ["duplicate"] * 3
     t = lf.Table(table_uri)
     assert t.to_arrow().column("id").to_pylist() == [42]

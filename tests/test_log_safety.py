@@ -23,34 +23,9 @@ import lakeflow as lf
 from lakeflow.log import commit_path
 from lakeflow.transaction import CommitRequest, commit_request
 
-SCHEMA = pa.schema([("id", pa.int64())])
-
-
-def rows(*ids: int) -> pa.Table:
-    return pa.table({"id": pa.array(ids, pa.int64())})
-
-
-def ids(t: lf.Table, version: int | None = None) -> list[int]:
-    return sorted(t.snapshot(version=version).to_arrow().column("id").to_pylist())
-
-
-class Calls:
-    """Records the storage calls a handle makes (op, path)."""
-
-    def __init__(self, t: lf.Table, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[tuple[str, str]] = []
-        storage = t.storage
-        for op in ("read", "exists", "list_dir", "write_if_absent"):
-            monkeypatch.setattr(storage, op, self._wrap(op, getattr(storage, op)))
-
-    def _wrap(self, op: str, real: Callable[..., Any]) -> Callable[..., Any]:
-        def call(path: str, *args: Any) -> Any:
-            self.calls.append((op, path))
-            return real(path, *args)
-        return call
-
-    def of(self, op: str) -> list[str]:
-        return [p for o, p in self.calls if o == op]
+from helpers import ID_SCHEMA as SCHEMA
+from helpers import Calls, deltalake_ids, ids, run_threads
+from helpers import id_rows as rows
 
 
 def cleaned_table(uri: str, commits: int = 10) -> tuple[lf.Table, lf.Table]:
@@ -64,14 +39,6 @@ def cleaned_table(uri: str, commits: int = 10) -> tuple[lf.Table, lf.Table]:
     deleted = writer.cleanup_log(retention=dt.timedelta(0))
     assert deleted == list(range(commits))
     return writer, stale
-
-
-def deltalake_ids(uri: str) -> list[int]:
-    from deltalake import DeltaTable, QueryBuilder
-
-    table = QueryBuilder().register("t", DeltaTable(uri)).execute(
-        "SELECT id FROM t").read_all()
-    return sorted(table.column("id").to_pylist())
 
 
 # ---- issue 8.6: a stale handle reads the latest version -------------------------------------
@@ -287,11 +254,7 @@ def test_writers_racing_a_cleaner_with_zero_retention_lose_nothing(table_uri):
 
     cleaner = threading.Thread(target=clean)
     cleaner.start()
-    writers = [threading.Thread(target=write, args=(w,)) for w in range(3)]
-    for th in writers:
-        th.start()
-    for th in writers:
-        th.join()
+    run_threads(write, [(w,) for w in range(3)])
     done.set()
     cleaner.join()
     versions = [v for _, v in acknowledged]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import time
 
@@ -14,12 +13,11 @@ import pytest
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal, commit_after
 
-SCHEMA = pa.schema([("id", pa.int64()), ("part", pa.string())])
+from helpers import ID_PART_SCHEMA as SCHEMA
+from helpers import commit_actions
+from helpers import part_rows as rows
+
 NOW = dt.timedelta(0)
-
-
-def rows(ids, part="a"):
-    return pa.table({"id": pa.array(ids, pa.int64()), "part": [part] * len(ids)})
 
 
 def filled(uri, n=6, **kwargs):
@@ -39,7 +37,7 @@ def test_compact_rewrites_small_files_per_partition(table_uri):
     assert {f.partition_values["part"] for f in snap.files} == {"a", "b"}
     assert_table_equal(snap.to_arrow(), before)
     assert t.history(limit=1)[0].operation == "OPTIMIZE"
-    actions = [json.loads(line) for line in t.storage.read("_delta_log/00000000000000000007.json").splitlines()]
+    actions = commit_actions(t.storage, 7)
     file_actions = [a.get("add") or a.get("remove") for a in actions if "add" in a or "remove" in a]
     assert len(file_actions) == 8 and not any(a["dataChange"] for a in file_actions)
     assert t.compact().version is None  # nothing left to compact

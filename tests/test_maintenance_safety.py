@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 import os
 import random
 import signal
@@ -30,14 +29,10 @@ from lakeflow.log import list_log
 from lakeflow.storage import LocalStorage
 from lakeflow.testing import Fault, FaultyFileSystem, commit_after
 
-SCHEMA = pa.schema([("id", pa.int64())])
+from helpers import ID_SCHEMA as SCHEMA
+from helpers import die_in_local_write, forkserver, worker_options
+
 NOW = dt.timedelta(0)
-
-
-def _forkserver() -> multiprocessing.context.BaseContext:
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["lakeflow", "s3fs", "pytest"])
-    return ctx
 
 
 def _append(t: lf.Table, n: int) -> None:
@@ -101,11 +96,11 @@ def _cleanup_then_die(uri: str, options: dict | None, nth: int) -> None:
 
 @pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 def test_killed_cleanup_log_leaves_every_version_readable_or_not_found(table_uri, backend, request):
-    options = request.getfixturevalue("s3_options") if backend == "s3" else None
+    options = worker_options(backend, request)
     t = lf.Table.create(table_uri, SCHEMA, properties={"delta.checkpointInterval": "3"},
                         storage_options=options)
     rng = random.Random(9)
-    ctx = _forkserver()
+    ctx = forkserver()
     for _ in range(6 if backend == "local" else 3):
         _append(t, 7)
         nth = rng.randint(1, _deletes_planned(t))
@@ -336,15 +331,7 @@ def _die_writing(uri: str, pattern: str) -> None:
     """Append, and SIGKILL this process half-way through the first write to `pattern`."""
     import re
 
-    write_temp = LocalStorage._write_temp
-
-    def half_then_die(self, target, data):
-        if re.search(pattern, target.replace(os.sep, "/")):
-            write_temp(self, target, data[: len(data) // 2])
-            os.kill(os.getpid(), signal.SIGKILL)
-        return write_temp(self, target, data)
-
-    LocalStorage._write_temp = half_then_die
+    die_in_local_write(lambda path: re.search(pattern, path) is not None)
     t = lf.Table(uri)
     while True:
         t.append(pa.table({"id": [t.version + 1]}))
@@ -359,7 +346,7 @@ def _age(root: str, names: set[str], seconds: float) -> None:
 def test_vacuum_removes_the_temp_files_of_killed_writers(local_uri):
     t = lf.Table.create(local_uri, SCHEMA, properties={"delta.checkpointInterval": "2"})
     _append(t, 1)
-    ctx = _forkserver()
+    ctx = forkserver()
     for pattern in [r"_delta_log/\d{20}\.json$", r"\.checkpoint\.parquet$", "_last_checkpoint$",
                     r"part-[^/]*\.parquet$"]:
         proc = ctx.Process(target=_die_writing, args=(local_uri, pattern))

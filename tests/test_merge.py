@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import decimal
-import json
 import multiprocessing
-import threading
 import uuid
 from pathlib import Path
 
@@ -21,7 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lakeflow as lf
+from lakeflow.storage import open_storage
 from lakeflow.testing import assert_table_equal, commit_after
+
+from helpers import commit_actions, run_threads
+from helpers import sql_scan as deltalake_rows
 
 UTC = dt.timezone.utc
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.int64()),
@@ -43,8 +45,7 @@ def by_id(table):
 
 
 def log_actions(path, version):
-    text = Path(path, "_delta_log", f"{version:020d}.json").read_text()
-    return [json.loads(line) for line in text.splitlines()]
+    return commit_actions(open_storage(path), version)
 
 
 def written_changes(path, version, schema):
@@ -63,11 +64,6 @@ def deltalake_changes(path, version):
     cdf = pa.table(deltalake.DeltaTable(path).load_cdf(starting_version=version,
                                                        ending_version=version).read_all())
     return cdf.drop_columns(CDF_META)
-
-
-def deltalake_rows(path):
-    dl = deltalake.DeltaTable(path)
-    return pa.table(deltalake.QueryBuilder().register("t", dl).execute("select * from t").read_all())
 
 
 def change_set(table):
@@ -518,11 +514,7 @@ def test_threads_merging_disjoint_partitions_all_commit(table_uri):
         except Exception as e:  # reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=work, args=(r,)) for r in regions]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_threads(work, [(r,) for r in regions])
     assert errors == []
     final = t.to_arrow()
     assert t.version == len(regions) + 3 * len(regions)

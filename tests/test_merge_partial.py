@@ -18,16 +18,13 @@ import pytest
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal
 
+from helpers import sql_scan as sql_rows
+
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("amount", pa.int64()),
                     ("region", pa.string())])
 INITIAL = pa.table({"id": [1, 2, 3], "name": ["a", "b", "c"], "amount": [10, 20, 30],
                     "region": ["eu", "eu", "us"]}, schema=SCHEMA)
 CDF = ["_change_type", "_commit_version", "_commit_timestamp"]
-
-
-def sql_rows(uri):
-    dl = deltalake.DeltaTable(uri)
-    return pa.table(deltalake.QueryBuilder().register("t", dl).execute("SELECT * FROM t").read_all())
 
 
 def deltalake_merge(path, schema, initial, source, *, insert=True, partition_by=None):

@@ -10,19 +10,18 @@ runs 6 processes x 300 operations (docs/reliability.md).
 from __future__ import annotations
 
 import datetime as dt
-import multiprocessing
 import random
 import time
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from deltalake import DeltaTable, QueryBuilder
 
 import lakeflow as lf
+
+from helpers import processes, sql_scan, worker_options
 
 pytestmark = pytest.mark.parametrize("backend", ["local", "s3"], indirect=True)
 
@@ -132,20 +131,13 @@ def work(uri: str, view_uri: str, options: dict | None, writer: int, ops: int, s
     return w.model, w.claims, w.log
 
 
-def processes(workers: int) -> ProcessPoolExecutor:
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["lakeflow", "s3fs", "pytest"])
-    return ProcessPoolExecutor(workers, mp_context=ctx)
-
-
 def sql_rows(uri: str, options: dict | None) -> pa.Table:
-    return QueryBuilder().register("t", DeltaTable(uri, storage_options=options)).execute(
-        "SELECT id, writer, value FROM t ORDER BY id").read_all()
+    return sql_scan(uri, storage_options=options, query="SELECT id, writer, value FROM t ORDER BY id")
 
 
 def test_mixed_operations_lose_nothing_and_claim_no_version_twice(table_uri, backend, request, size):
     writers, ops = size
-    options: Any = request.getfixturevalue("s3_options") if backend == "s3" else None
+    options: Any = worker_options(backend, request)
     t = lf.Table.create(table_uri, SCHEMA, key=["id"], storage_options=options)
     view_uri = table_uri.rstrip("/") + "-view"
     lf.View.create(view_uri, t, group_by=["writer"], aggregates={"total": ("value", "sum"), "n": "count"},

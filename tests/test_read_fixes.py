@@ -21,13 +21,16 @@ from lakeflow.cli import main
 from lakeflow.partitions import parse_partition_value
 from lakeflow.testing import copy_table
 
+from helpers import ID_PART_SCHEMA as SCHEMA
+from helpers import part_rows as batch
+from helpers import sql_scan as deltalake_scan
+
 DEVIL = "😈".encode()  # the Delta acceptance tests' binary partition value: F0 9F 98 88
 
 
 def sql_scan(uri: str, version: int | None = None) -> pa.Table:
     """The oracle: deltalake's SQL scan, with plain Arrow types."""
-    t = pa.table(deltalake.QueryBuilder().register("t", deltalake.DeltaTable(uri, version=version))
-                 .execute("select * from t").read_all())
+    t = deltalake_scan(uri, version)
     plain = {pa.binary_view(): pa.binary(), pa.string_view(): pa.string()}
     return pa.table({n: c.cast(plain.get(c.type, c.type))
                      for n, c in zip(t.column_names, t.columns, strict=True)})
@@ -130,13 +133,6 @@ def test_diff_across_a_change_of_partitioning(tmp_path, table_uri):
 
 
 # ---- diffs over vacuumed files -----------------------------------------------------------------
-
-
-SCHEMA = pa.schema([("id", pa.int64()), ("part", pa.string())])
-
-
-def batch(ids, part):
-    return pa.table({"id": pa.array(ids, pa.int64()), "part": [part] * len(ids)})
 
 
 def compacted(uri: str) -> lf.Table:

@@ -17,7 +17,8 @@ import lakeflow as lf
 from lakeflow.storage import _s3_options, open_storage
 from lakeflow.testing import Fault, FaultyFileSystem
 
-SCHEMA = pa.schema([("id", pa.int64())])
+from helpers import ID_SCHEMA as SCHEMA
+from helpers import run_threads
 
 
 def race(uri: str, path: str, writers: int, options=None) -> list[int]:
@@ -40,11 +41,7 @@ def race(uri: str, path: str, writers: int, options=None) -> list[int]:
         except Exception as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(write, [(i,) for i in range(writers)])
     assert errors == []
     return winners
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable, QueryBuilder
 
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal
+
+from helpers import sql_scan
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), ("v", pa.string())])
 
@@ -56,7 +57,7 @@ def test_deltalake_reads_a_streamed_append(local_uri, monkeypatch):
     monkeypatch.setattr(lf.ops.append, "STREAM_CHUNK_BYTES", 50_000)
     t = lf.Table.create(local_uri, SCHEMA)
     t.append(batches(6, 2000))
-    oracle = QueryBuilder().register("t", DeltaTable(local_uri)).execute("SELECT * FROM t").read_all()
+    oracle = sql_scan(local_uri)
     assert_table_equal(oracle, t.to_arrow())
 
 

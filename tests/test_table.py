@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import polars as pl
 import pyarrow as pa
@@ -12,6 +13,8 @@ import pytest
 
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal
+
+from helpers import Calls
 
 UTC = dt.timezone.utc
 SCHEMA = pa.schema([("id", pa.int64()), ("name", pa.string()), ("day", pa.date32())])
@@ -208,9 +211,7 @@ def test_time_travel_by_instant(table_uri):
 
 def test_commit_timestamps_strictly_increase_even_if_clock_goes_back(table_uri, monkeypatch):
     t = lf.Table.create(table_uri, SCHEMA)
-    import lakeflow.transaction as tx
-
-    monkeypatch.setattr(tx.time, "time", lambda: 1_000_000.0)  # clock far in the past
+    monkeypatch.setattr(time, "time", lambda: 1_000_000.0)  # clock far in the past
     t.append(rows([1]))
     t.append(rows([2]))
     stamps = [c.timestamp for c in reversed(t.history())]
@@ -312,20 +313,12 @@ def test_checkpoint_every_interval_and_replay_equivalence(table_uri):
 
 def test_append_cost_does_not_replay_the_log(table_uri, monkeypatch):
     """An append reads only commits newer than the handle's state."""
-    import lakeflow.log_reader as table_mod
-
     t = lf.Table.create(table_uri, SCHEMA)
     for i in range(5):
         t.append(rows([i]))
-    reads = []
-    real = table_mod.read_commit
-
-    def counting(storage, version):
-        reads.append(version)
-        return real(storage, version)
-
-    monkeypatch.setattr(table_mod, "read_commit", counting)
+    calls = Calls(t, monkeypatch)
     t.append(rows([99]))
+    reads = calls.commits_read()
     assert all(v > 5 for v in reads), reads
 
 

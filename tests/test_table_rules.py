@@ -19,13 +19,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pytest
-from deltalake import DeltaTable, QueryBuilder, write_deltalake
+from deltalake import DeltaTable, write_deltalake
 from deltalake.schema import Field, PrimitiveType, Schema
 
 import lakeflow as lf
 from lakeflow.log import writer_features
 from lakeflow.storage import open_storage
-from lakeflow.testing import assert_table_equal
+from lakeflow.testing import assert_table_equal, copy_table
+
+from helpers import run_threads
+from helpers import sql_scan as _sql_rows
 
 INVARIANT = json.dumps({"expression": {"expression": "dummy < 3"}})
 
@@ -44,25 +47,11 @@ def _files(uri: str) -> dict[str, bytes]:
     return out
 
 
-def _place(src: Path, uri: str) -> None:
-    """Copy a table made locally (by deltalake or by hand) onto the backend at `uri`."""
-    storage = open_storage(uri)
-    for path in sorted(src.rglob("*")):
-        if path.is_file():
-            storage.write(path.relative_to(src).as_posix(), path.read_bytes())
-
-
 def _local_copy(uri: str, dst: Path) -> Path:
     for rel, data in _files(uri).items():
         (dst / rel).parent.mkdir(parents=True, exist_ok=True)
         (dst / rel).write_bytes(data)
     return dst
-
-
-def _sql_rows(path: Path) -> pa.Table:
-    """The table as deltalake's SQL scan reads it (the oracle)."""
-    return pa.table(QueryBuilder().register("t", DeltaTable(str(path))).execute(
-        "SELECT * FROM t").read_all())
 
 
 def _refused_by_deltalake(path: Path, data: pa.Table) -> bool:
@@ -75,7 +64,7 @@ def _refused_by_deltalake(path: Path, data: pa.Table) -> bool:
 
 def _setup(src: Path, uri: str, tmp_path: Path) -> tuple[lf.Table, Path]:
     """Place `src` at `uri` for lakeflow and copy it for deltalake; return both."""
-    _place(src, uri)
+    copy_table(src, uri)
     twin = tmp_path / "deltalake-twin"
     shutil.copytree(src, twin)
     return lf.Table(uri), twin
@@ -502,9 +491,8 @@ def test_schema_evolution_to_table_features_keeps_every_legacy_feature(table_uri
 
 
 def test_concurrent_appends_never_share_identity_values(table_uri, tmp_path):
-    import threading
 
-    _place(_identity_table(tmp_path / "src"), table_uri)
+    copy_table(_identity_table(tmp_path / "src"), table_uri)
     committed: list[int] = []
 
     def writer(n: int) -> None:
@@ -516,11 +504,7 @@ def test_concurrent_appends_never_share_identity_values(table_uri, tmp_path):
             except lf.CommitConflictError:
                 pass  # the other writer moved the high-water mark first
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    run_threads(writer, [(n,) for n in range(2)])
     ids = lf.Table(table_uri).to_arrow().column("id").to_pylist()
     assert sorted(ids) == list(range(1, sum(committed) + 1))
     assert _high_water_mark(table_uri, tmp_path) == sum(committed)

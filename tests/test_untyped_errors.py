@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable
 from typing import Any
 
-import deltalake
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -19,21 +17,10 @@ from lakeflow.log import checkpoint_path, commit_path
 from lakeflow.storage import arrow_file, open_storage
 from lakeflow.testing import assert_table_equal
 
+from helpers import rewrite_commit
+from helpers import sql_scan as oracle
+
 UTC = dt.timezone.utc
-
-
-def rewrite_commit(uri: str, version: int, change: Callable[[dict[str, Any]], None]) -> None:
-    """Edit every action of one commit in place (a foreign or damaged writer's log)."""
-    storage = open_storage(uri)
-    actions = [json.loads(line) for line in storage.read(commit_path(version)).decode().splitlines()]
-    for action in actions:
-        change(action)
-    storage.write(commit_path(version), "\n".join(json.dumps(a) for a in actions).encode() + b"\n")
-
-
-def oracle(uri: str) -> pa.Table:
-    return pa.table(deltalake.QueryBuilder().register("t", deltalake.DeltaTable(uri))
-                    .execute("SELECT * FROM t").read_all())
 
 
 # ---- a null schemaString -------------------------------------------------------------------
@@ -46,7 +33,7 @@ def _null_schema(action: dict[str, Any]) -> None:
 
 def test_null_schema_string_in_a_commit_is_corrupt_log(table_uri: str) -> None:
     lf.Table.create(table_uri, pa.schema([("id", pa.int64())]))
-    rewrite_commit(table_uri, 0, _null_schema)
+    rewrite_commit(open_storage(table_uri), 0, _null_schema)
     with pytest.raises(lf.CorruptLogError, match="schemaString must be a string"):
         lf.Table(table_uri).to_arrow()
 
@@ -87,7 +74,7 @@ def _void_table(uri: str, void_type: Any) -> lf.Table:
             schema["fields"][1]["type"] = void_type
             action["metaData"]["schemaString"] = json.dumps(schema)
 
-    rewrite_commit(uri, 0, to_void)
+    rewrite_commit(open_storage(uri), 0, to_void)
     return lf.Table(uri)
 
 
@@ -156,7 +143,7 @@ def test_foreign_stats_of_extreme_timestamps_on_read(table_uri: str, low: str, h
                 stats["minValues"][column], stats["maxValues"][column] = low, high
             action["add"]["stats"] = json.dumps(stats)
 
-    rewrite_commit(table_uri, 1, extreme_stats)
+    rewrite_commit(open_storage(table_uri), 1, extreme_stats)
     reopened = lf.Table(table_uri)
     for column in ("ts", "ntz"):
         typ = _EXTREME.schema.field(column).type

@@ -10,10 +10,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from deltalake import DeltaTable, QueryBuilder
 
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal
+
+from helpers import sql_scan
 
 WIDTH = 3000
 ODD = "odd name, with \"quotes\" and é"
@@ -63,6 +64,6 @@ def test_deltalake_reads_a_wide_table(tmp_path) -> None:
     uri = str(tmp_path / "wide")
     t = lf.Table.create(uri, wide_rows([0], 0).schema)
     t.append(wide_rows([1, 2], 5))
-    oracle = QueryBuilder().register("t", DeltaTable(uri)).execute("SELECT * FROM t").read_all()
+    oracle = sql_scan(uri)
     assert_table_equal(oracle, t.to_arrow())
     assert lf.Table(uri).snapshot().to_polars().filter(pl.col("c0") == 5).collect().height == 2
