@@ -7,10 +7,12 @@ import datetime as dt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from deltalake import DeltaTable, QueryBuilder
+from deltalake import DeltaTable
 
 import lakeflow as lf
 from lakeflow.testing import assert_table_equal, commit_after
+
+from helpers import sql_scan
 
 SCHEMA = pa.schema([("id", pa.int64()), ("amount", pa.float64()), ("day", pa.string())])
 
@@ -19,9 +21,6 @@ def rows(*values: tuple[int, float, str]) -> pa.Table:
     return pa.table({"id": [v[0] for v in values], "amount": [v[1] for v in values],
                      "day": [v[2] for v in values]}, schema=SCHEMA)
 
-
-def sql_scan(uri: str) -> pa.Table:
-    return QueryBuilder().register("t", DeltaTable(uri)).execute("SELECT * FROM t").read_all()
 
 
 def filled(uri: str, **kwargs) -> lf.Table:

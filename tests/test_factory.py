@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from deltalake import DeltaTable, QueryBuilder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +20,8 @@ from lakeflow.factory.derived import apply_sql
 from lakeflow.factory.ingest import Folder
 from lakeflow.testing import assert_table_equal
 from lakeflow.transaction import Transaction
+
+from helpers import sql_scan
 
 PROJECT = """\
 tables: tables/
@@ -60,9 +61,6 @@ def day(n: int, *rows: tuple[int, str, float]) -> str:
     lines = ["id,account,amount,ts"] + [f"{i},{a},{x},2024-05-0{n}T12:00:00Z" for i, a, x in rows]
     return "\n".join(lines) + "\n"
 
-
-def sql_scan(uri: str) -> pa.Table:
-    return QueryBuilder().register("t", DeltaTable(uri)).execute("SELECT * FROM t").read_all()
 
 
 def ids(t: lf.Table) -> list[int]:
