@@ -26,6 +26,7 @@ from lakeflow.errors import (
 from lakeflow.merge import MergeResult
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.table import Commit, Table
+from lakeflow.variant import variant_to_json
 from lakeflow.views import View
 
 __all__ = [
@@ -55,4 +56,5 @@ __all__ = [
     "VersionNotFoundError",
     "View",
     "__version__",
+    "variant_to_json",
 ]

@@ -22,7 +22,15 @@ import pyarrow.fs as pafs
 from lakeflow.actions import Action, Add, Remove
 from lakeflow.checkpoint import parse_interval_ms
 from lakeflow.errors import InvalidArgumentError
-from lakeflow.log import LOG_DIR, LogListing, check_data_path, commit_path, list_log, read_commit
+from lakeflow.log import (
+    LOG_DIR,
+    LogListing,
+    check_data_path,
+    check_vacuumable,
+    commit_path,
+    list_log,
+    read_commit,
+)
 from lakeflow.snapshot import Snapshot
 from lakeflow.transaction import Transaction
 from lakeflow.write import CHANGE_DATA_DIR, write_data_files
@@ -213,6 +221,7 @@ def vacuum(table: Table, retention: dt.timedelta = dt.timedelta(days=7), dry_run
     if not isinstance(retention, dt.timedelta) or retention < dt.timedelta(0):
         raise InvalidArgumentError(f"retention must be a non-negative timedelta, got {retention!r}")
     table.refresh()
+    check_vacuumable(table.state.protocol, table.state.metadata)
     configured = _retention_ms(table, "delta.deletedFileRetentionDuration", _WEEK_MS)
     retention_ms = int(retention.total_seconds() * 1000)
     if enforce_retention and retention_ms < configured:

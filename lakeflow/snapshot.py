@@ -42,8 +42,9 @@ from lakeflow.errors import (
 )
 from lakeflow.log import TableState, check_data_path, check_readable
 from lakeflow.partitions import parse_partition_value
-from lakeflow.schema import delta_to_arrow
+from lakeflow.schema import delta_to_arrow, widened_from
 from lakeflow.storage import Storage
+from lakeflow.variant import check_unshredded, has_variant
 
 if TYPE_CHECKING:
     import polars as pl
@@ -170,10 +171,18 @@ class Snapshot:
             if nulls.get(name) != 0:
                 continue  # a range guarantee would wrongly exclude null rows
             bounds = stat_bounds(schema.field(name).type, mins[name], maxs[name])
+            if bounds is not None and "float" in self._widened.get(name, ()):
+                bounds = _float32_tolerant(*bounds)
             if bounds is not None:
                 lo, hi = bounds
                 terms.append((pc.field(name) >= lo) & (pc.field(name) <= hi))
         return functools.reduce(lambda a, b: a & b, terms, pc.scalar(True))
+
+    @functools.cached_property
+    def _widened(self) -> dict[str, tuple[str, ...]]:
+        """Columns whose type was widened, with their earlier types (files may hold those)."""
+        text = self.state.metadata.schema_string
+        return widened_from(text) if "delta.typeChanges" in text else {}
 
     @functools.cached_property
     def _scans(self) -> dict[frozenset[str], Scan]:
@@ -340,10 +349,15 @@ class Scan:
     files: tuple[ScanFile, ...]
     mapping: ColumnMapping
 
-    @property
+    @functools.cached_property
     def _direct(self) -> bool:
-        """Whether pyarrow can read every file as it is (no renames, no row selection)."""
-        return all(f.rows is None and not self._mapping(f).active for f in self.files)
+        """Whether pyarrow can read every file as it is (no renames, no row selection).
+
+        Variant columns are read file by file: pyarrow would silently drop the
+        `typed_value` of a shredded file, which `_read` refuses instead.
+        """
+        return all(f.rows is None and not self._mapping(f).active for f in self.files) \
+            and not has_variant(self.schema)
 
     def _mapping(self, f: ScanFile) -> ColumnMapping:
         return f.mapping if f.mapping is not None else self.mapping
@@ -412,6 +426,9 @@ class Scan:
             parquet = pq.ParquetFile(fh, coerce_int96_timestamp_unit="us")
             stored = {c: mapping.file_column(parquet.schema_arrow, c)
                       for c in names if c not in f.values}
+            for c, physical in stored.items():
+                if physical is not None and has_variant(self.schema.field(c).type):
+                    check_unshredded(parquet.schema_arrow.field(physical).type, c, f.path)
             data = parquet.read(columns=[n for n in stored.values() if n is not None])
             num_rows = parquet.metadata.num_rows
         rows = f.rows
@@ -514,6 +531,24 @@ def _culprit(e: BaseException, paths: Sequence[str], one_file: bool) -> str:
 def _short(e: BaseException) -> str:
     text = str(e)
     return text if len(text) <= 400 else f"{text[:400]}..."
+
+
+# A float32 written as the shortest decimal that reads back is within half a float32 ulp
+# (2**-24 relative) of the value a widened float -> double column casts it to.
+_FLOAT32_SLACK = 2.0**-22
+_FLOAT32_TINY = 2.0**-149  # the smallest float32 subnormal
+
+
+def _float32_tolerant(lo: pa.Scalar, hi: pa.Scalar) -> tuple[pa.Scalar, pa.Scalar]:
+    """Widen [lo, hi] of a column widened from float to double by float32 rounding.
+
+    Old files' statistics are float32 values printed as decimals; their rows read as
+    the exact float32 value cast to double, which can lie just outside the printed
+    range (0.1f is 0.10000000149011612).
+    """
+    low, high = lo.as_py(), hi.as_py()
+    return (pa.scalar(low - abs(low) * _FLOAT32_SLACK - _FLOAT32_TINY, lo.type),
+            pa.scalar(high + abs(high) * _FLOAT32_SLACK + _FLOAT32_TINY, hi.type))
 
 
 def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scalar] | None:
