@@ -231,3 +231,26 @@ def widened_from(schema_string: str) -> dict[str, tuple[str, ...]]:
     return {str(f["name"]): tuple(str(c.get("fromType")) for c in changes if not c.get("fieldPath"))
             for f in delta_fields(schema_string)
             if (changes := (f.get("metadata") or {}).get(_TYPE_CHANGE_KEY))}
+
+
+def _widens(old: pa.DataType, new: pa.DataType) -> bool:
+    try:
+        before, after = _type_to_delta(old, "?"), _type_to_delta(new, "?")
+    except SchemaMismatchError:
+        return False
+    # Nested types are left to pyarrow's permissive unification.
+    return isinstance(before, str) and isinstance(after, str) and is_supported_widening(before, after)
+
+
+def widen_to_newest(schemas: list[pa.Schema]) -> list[pa.Schema]:
+    """`schemas` (newest first), where a column an older one has in a type the newest
+    widened (type widening) takes the newest type, so rows across the change share it."""
+    if not schemas:
+        return schemas
+    newest = schemas[0]
+
+    def widened(f: pa.Field) -> pa.Field:
+        i = newest.get_field_index(f.name)
+        return f.with_type(newest.field(i).type) if i >= 0 and _widens(f.type, newest.field(i).type) else f
+
+    return [newest, *(pa.schema([widened(f) for f in s]) for s in schemas[1:])]
