@@ -243,8 +243,10 @@ def _widens(old: pa.DataType, new: pa.DataType) -> bool:
 
 
 def widen_to_newest(schemas: list[pa.Schema]) -> list[pa.Schema]:
-    """`schemas` (newest first), where a column an older one has in a type the newest
-    widened (type widening) takes the newest type, so rows across the change share it."""
+    """`schemas` (newest first), older columns in a type the newest widened taking the newest type.
+
+    Rows of files from before a type widening then share one type with the newer rows.
+    """
     if not schemas:
         return schemas
     newest = schemas[0]

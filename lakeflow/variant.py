@@ -9,6 +9,7 @@ object keys) and `value` (the encoded value), as the Parquet Variant spec
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import math
 import struct
@@ -66,11 +67,11 @@ def _keys(metadata: bytes) -> list[str]:
     count = _uint(metadata, 1, size, end)
     offsets = [_uint(metadata, 1 + size * (i + 1), size, end) for i in range(count + 1)]
     base = 1 + size * (count + 2)
-    if offsets[0] != 0 or any(a > b for a, b in zip(offsets, offsets[1:], strict=False)) \
+    if offsets[0] != 0 or any(a > b for a, b in itertools.pairwise(offsets)) \
             or base + offsets[-1] > end:
         raise _Malformed("dictionary offsets are out of order or past the end")
     return [metadata[base + a:base + b].decode("utf-8")
-            for a, b in zip(offsets, offsets[1:], strict=False)]
+            for a, b in itertools.pairwise(offsets)]
 
 
 def _civil(days: int) -> str:

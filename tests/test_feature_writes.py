@@ -161,6 +161,38 @@ def test_vacuum_checks_the_protocol_it_finds_not_the_one_it_was_opened_with(tmp_
     # Another engine upgrades the table to a writer feature lakeflow does not know.
     log.commit({"protocol": protocol("someFutureFeature", reader=["vacuumProtocolCheck"])})
     before = _files(tmp_path)
-    with pytest.raises(lf.UnsupportedFeatureError, match="vacuum refused.*someFutureFeature"):
+    with pytest.raises(lf.UnsupportedFeatureError, match=r"vacuum refused.*someFutureFeature"):
         maintenance.vacuum(t, retention=dt.timedelta(0), enforce_retention=False)
     assert _files(tmp_path) == before
+
+
+# ---- every feature of the protocol: what lakeflow does (docs/compatibility.md's table) -------
+
+READER_WRITER = {"columnMapping": "read", "deletionVectors": "read", "timestampNtz": "write",
+                 "v2Checkpoint": "read", "vacuumProtocolCheck": "write", "variantType": "write",
+                 "variantType-preview": "write", "typeWidening": "read", "typeWidening-preview": "read",
+                 "variantShredding-preview": "refused", "catalogManaged": "refused",
+                 "catalogOwned-preview": "refused"}
+WRITER_ONLY = {"appendOnly": "write", "invariants": "write", "checkConstraints": "write",
+               "generatedColumns": "write", "allowColumnDefaults": "read", "changeDataFeed": "write",
+               "identityColumns": "write", "rowTracking": "read", "domainMetadata": "write",
+               "icebergCompatV1": "read", "icebergCompatV2": "read", "clustering": "read",
+               "inCommitTimestamp": "write"}
+
+
+@pytest.mark.parametrize("feature, status", sorted({**READER_WRITER, **WRITER_ONLY}.items()))
+def test_what_lakeflow_does_with_each_protocol_feature(tmp_path, feature, status):
+    # A table that lists the feature and uses nothing else (a variant-free schema, no mode).
+    reader = [feature] if feature in READER_WRITER else []
+    plain_table(tmp_path, protocol(reader=reader) if reader else protocol(feature))
+    if status == "refused":
+        with pytest.raises(lf.UnsupportedFeatureError, match=feature):
+            lf.Table(str(tmp_path)).to_arrow()
+        return
+    assert sorted(lf.Table(str(tmp_path)).to_arrow()["id"].to_pylist()) == [0, 1, 2, 10, 11]
+    if status == "read":
+        with pytest.raises(lf.UnsupportedFeatureError, match=feature):
+            lf.Table(str(tmp_path)).append(ids(20, 1))
+    else:
+        lf.Table(str(tmp_path)).append(ids(20, 1))
+        assert lf.Table(str(tmp_path)).snapshot().num_rows == 6

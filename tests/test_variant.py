@@ -145,7 +145,7 @@ def long_string(text: str) -> bytes:
     (primitive(7, struct.pack("<d", 0.1)), 0.1), (primitive(14, struct.pack("<f", 1.5)), 1.5),
     (primitive(8, b"\x02" + struct.pack("<i", -1234)), -12.34),
     (primitive(9, b"\x00" + struct.pack("<q", 10**18)), 10**18),
-    (primitive(10, b"\x26" + (10**38 - 1).to_bytes(16, "little", signed=True)), 0.99999999999999999999999999999999999999),
+    (primitive(10, b"\x26" + (10**38 - 1).to_bytes(16, "little", signed=True)), 1.0),  # 0.999... (38 nines)
     (primitive(11, struct.pack("<i", -1)), "1969-12-31"),
     (primitive(12, struct.pack("<q", -1)), "1969-12-31 23:59:59.999999+00:00"),
     (primitive(13, struct.pack("<q", 86_400_000_000 * 366)), "1971-01-02 00:00:00"),
@@ -164,6 +164,8 @@ def test_exact_decimal_digits_are_kept():
     value = primitive(10, b"\x05" + (-(10**37) - 1).to_bytes(16, "little", signed=True))
     assert decode_json(metadata([]), value) == "-100000000000000000000000000000000.00001"
     assert decode_json(metadata([]), primitive(8, b"\x02" + struct.pack("<i", 100))) == "1.00"
+    nines = primitive(10, b"\x26" + (10**38 - 1).to_bytes(16, "little", signed=True))
+    assert decode_json(metadata([]), nines) == "0." + "9" * 38
 
 
 @pytest.mark.parametrize("offset_size, id_size, large", [(1, 1, False), (2, 2, True), (3, 3, False), (4, 4, True)])
