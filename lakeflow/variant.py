@@ -20,9 +20,10 @@ import pyarrow as pa
 
 from lakeflow.errors import CorruptLogError, InvalidArgumentError, UnsupportedFeatureError
 
-# How Delta's `variant` type reads from an unshredded file (deltalake's Arrow type too).
-VARIANT_TYPE = pa.struct([pa.field("metadata", pa.binary(), nullable=False),
-                          pa.field("value", pa.binary(), nullable=False)])
+# How Delta's `variant` type reads from an unshredded file. deltalake declares both
+# binaries non-null; here they are nullable, so pyarrow can build and cast all-null
+# columns of it (a struct row that is null has null children).
+VARIANT_TYPE = pa.struct([pa.field("metadata", pa.binary()), pa.field("value", pa.binary())])
 # Deeper values are refused rather than exhausting Python's stack.
 MAX_DEPTH = 256
 _MICROS_PER_DAY = 86_400_000_000

@@ -266,6 +266,10 @@ def test_variant_columns_read_like_deltalake(tmp_path, table_uri):
     inner = lf.variant_to_json(pc.struct_field(got["s"], "inner")).to_pylist()
     assert inner[:-1] == texts[:-1] and inner[-1] is None
     assert lf.variant_to_json(t.to_arrow(filter=pc.field("id") == 100)["v"]).to_pylist() == ["[1,2]"]
+    assert_same_rows(t.diff(0, 2).added, oracle(src, 2))
+    latest = oracle(src, 2)
+    added = t.diff(1, 2).added.select(latest.column_names).to_pylist()
+    assert added == [r for r in latest.to_pylist() if r["id"] == 100]
 
 
 def test_shredded_variant_files_are_refused_by_name(tmp_path):
@@ -299,3 +303,23 @@ def test_tables_with_variant_columns_are_never_written(tmp_path, write):
     with pytest.raises(lf.UnsupportedFeatureError, match="variant"):
         WRITES[write](lf.Table(str(tmp_path)))
     assert _files(tmp_path) == before
+
+
+def test_variant_columns_under_column_mapping_read_like_deltalake(tmp_path):
+    fields = [field("Id", "long", "col-id", 1), field("Payload", "variant", "col-payload", 2),
+              field("Wrap", {"type": "struct", "fields": [field("Inner V", "variant", "col-inner", 4)]},
+                    "col-wrap", 3)]
+    protocol = {"minReaderVersion": 3, "minWriterVersion": 7,
+                "readerFeatures": ["columnMapping", "variantType"], "writerFeatures": ["columnMapping", "variantType"]}
+    log = Log(tmp_path, fields, protocol, {"delta.columnMapping.mode": "name", "delta.columnMapping.maxColumnId": "4"})
+    values = variant_column(SQL_VALUES)
+    wrap = pa.array([{"col-inner": r} for r in values.to_pylist()], pa.struct([pa.field("col-inner", VARIANT_TYPE)]))
+    data = pa.table({"col-id": pa.array(range(len(SQL_VALUES)), pa.int64()), "col-payload": values, "col-wrap": wrap})
+    log.commit({"add": log.data("a.parquet", data)})
+    t = lf.Table(str(tmp_path))
+    for got in every_read(t.snapshot()):
+        assert_same_rows(got, oracle(tmp_path, 1))
+    got = t.to_arrow().sort_by("Id")
+    assert lf.variant_to_json(got["Payload"]).to_pylist() == \
+        lf.variant_to_json(pc.struct_field(got["Wrap"], "Inner V")).to_pylist()
+    assert_same_rows(t.diff(-1).added, oracle(tmp_path, 1))
