@@ -551,6 +551,29 @@ def _float32_tolerant(lo: pa.Scalar, hi: pa.Scalar) -> tuple[pa.Scalar, pa.Scala
             pa.scalar(high + abs(high) * _FLOAT32_SLACK + _FLOAT32_TINY, hi.type))
 
 
+_WIDE = decimal.Context(prec=100)
+
+
+def _decimal_bound(x: Any, typ: pa.Decimal128Type, up: bool) -> pa.Scalar:
+    """A decimal statistic as a bound of `typ`, rounded outwards.
+
+    JSON decoding reads a decimal with a fraction as a float, which keeps ~16 digits:
+    1234567890123456789.123 becomes 1234567890123456768. The float is within half an ulp
+    (2**-53 relative) of the written value, so the bound is moved out by 2**-52 of it.
+    """
+    if isinstance(x, bool) or not isinstance(x, int | float | str):
+        raise TypeError(f"not a decimal statistic: {x!r}")
+    value = decimal.Decimal(x) if not isinstance(x, float) else _WIDE.multiply(
+        decimal.Decimal(x), decimal.Decimal(1 + 2.0**-52 if (x >= 0) == up else 1 - 2.0**-52))
+    rounding = decimal.ROUND_CEILING if up else decimal.ROUND_FLOOR
+    step = decimal.Decimal(1).scaleb(-typ.scale)
+    # Rounded out past the largest value of the type (999.99 for decimal(5,2)): no column
+    # value lies beyond it, so the bound stays at it.
+    limit = _WIDE.subtract(_WIDE.power(10, typ.precision - typ.scale), step)
+    bound = max(-limit, min(limit, value.quantize(step, rounding, _WIDE)))
+    return pa.scalar(bound, typ)
+
+
 def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scalar] | None:
     """Typed [lo, hi] scalars from JSON stats; None when they cannot be trusted."""
     try:
@@ -576,8 +599,7 @@ def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scala
             # Writers truncate timestamp stats to milliseconds: widen the upper bound.
             return pa.scalar(tlo, typ), pa.scalar(thi + dt.timedelta(milliseconds=1), typ)
         if pa.types.is_decimal(typ):
-            return (pa.scalar(decimal.Decimal(str(lo)), typ),
-                    pa.scalar(decimal.Decimal(str(hi)), typ))
+            return _decimal_bound(lo, typ, up=False), _decimal_bound(hi, typ, up=True)
     except (ValueError, TypeError, ArithmeticError, pa.ArrowException, LakeflowError):
         return None
     return None

@@ -161,3 +161,36 @@ def test_widened_tables_are_not_written(tmp_path, write):
     with pytest.raises(lf.UnsupportedFeatureError, match="typeWidening"):
         WRITES[write](lf.Table(str(tmp_path)))
     assert _files(tmp_path) == before
+
+
+# ---- decimal statistics beyond a float's digits ----------------------------------------------
+
+
+@pytest.mark.parametrize("typ, text", [("decimal(38,3)", "1234567890123456789.123"),
+                                       ("decimal(38,19)", "0.1000000000000000001"),
+                                       ("decimal(38,19)", "-0.1000000000000000001"),
+                                       ("decimal(5,2)", "-999.99"), ("decimal(5,2)", "999.99"),
+                                       ("decimal(38,0)", "99999999999999999999999999999999999999")])
+@pytest.mark.parametrize("widened", [False, True])
+def test_decimal_statistics_never_prune_their_own_value(tmp_path, typ, text, widened):
+    # JSON reads 1234567890123456789.123 as a float (1234567890123456768): taken as the
+    # file's min and max, it excluded the row holding the written value.
+    # (deltalake 1.6 returns no row for d = 1234567890123456789.123.)
+    precision, scale = map(int, typ[len("decimal("):-1].split(","))
+    value = D(text)
+    wide = f"decimal(38,{scale})"
+    fields = [changed("d", wide, (typ, wide))] if widened else [field("d", typ)]
+    log = Log(tmp_path, fields, WIDENING)
+    add = log.data("a.parquet", pa.table({"d": pa.array([value], pa.decimal128(precision, scale))}))
+    bounds = f'"minValues":{{"d":{text}}},"maxValues":{{"d":{text}}}'
+    add["stats"] = f'{{"numRecords":1,{bounds},"nullCount":{{"d":0}}}}'
+    log.commit({"add": add})
+    snap = lf.Table(str(tmp_path)).snapshot()
+    typ_now = snap.schema.field("d").type
+    for where in (pc.field("d") == pa.scalar(value, typ_now), pc.field("d") >= pa.scalar(value, typ_now),
+                  pc.field("d") <= pa.scalar(value, typ_now)):
+        assert snap.to_arrow(filter=where)["d"].to_pylist() == [value]
+    with decimal.localcontext(decimal.Context(prec=80)):
+        far = (abs(value) * D("1.001")).quantize(D(1).scaleb(-scale))
+    if far < D(10) ** (precision - scale):  # the stats still prune a value well past it
+        assert snap.files_matching(pc.field("d") > pa.scalar(far, typ_now)) == []
