@@ -171,7 +171,7 @@ class Snapshot:
             if nulls.get(name) != 0:
                 continue  # a range guarantee would wrongly exclude null rows
             bounds = stat_bounds(schema.field(name).type, mins[name], maxs[name])
-            if bounds is not None and "float" in self._widened.get(name, ()):
+            if bounds is not None and "float" in self._widened.get(name, ()):  # now a double
                 bounds = _float32_tolerant(*bounds)
             if bounds is not None:
                 lo, hi = bounds
@@ -540,11 +540,12 @@ _FLOAT32_TINY = 2.0**-149  # the smallest float32 subnormal
 
 
 def _float32_tolerant(lo: pa.Scalar, hi: pa.Scalar) -> tuple[pa.Scalar, pa.Scalar]:
-    """Widen [lo, hi] of a column widened from float to double by float32 rounding.
+    """Widen [lo, hi] of a float column's statistics by float32 rounding.
 
-    Old files' statistics are float32 values printed as decimals; their rows read as
-    the exact float32 value cast to double, which can lie just outside the printed
-    range (0.1f is 0.10000000149011612).
+    Spark prints a float statistic as the shortest decimal that reads back as the
+    float, but filters compare the float's exact value (0.7f is 0.699999988...), which
+    can lie just outside the printed range; so can a column widened from float to
+    double, whose old files hold floats.
     """
     low, high = lo.as_py(), hi.as_py()
     return (pa.scalar(low - abs(low) * _FLOAT32_SLACK - _FLOAT32_TINY, lo.type),
@@ -585,7 +586,8 @@ def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scala
             flo, fhi = float(lo), float(hi)
             if math.isnan(flo) or math.isnan(fhi):
                 return None
-            return pa.scalar(flo, pa.float64()), pa.scalar(fhi, pa.float64())
+            bounds = pa.scalar(flo, pa.float64()), pa.scalar(fhi, pa.float64())
+            return _float32_tolerant(*bounds) if typ == pa.float32() else bounds
         if pa.types.is_string(typ):
             if not (isinstance(lo, str) and isinstance(hi, str)):
                 return None
