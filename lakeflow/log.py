@@ -50,10 +50,11 @@ READER_FEATURES = frozenset({"timestampNtz", "deletionVectors", "columnMapping",
 # appendOnly, invariants, checkConstraints, generatedColumns and identityColumns: lakeflow.constraints.
 # variantType: only while the schema has no variant column (check_writable).
 # vacuumProtocolCheck: vacuum checks the whole protocol first (check_vacuumable).
+# typeWidening: lakeflow never changes a column's type and keeps delta.typeChanges.
 WRITER_FEATURES = frozenset(
     {"timestampNtz", "appendOnly", "invariants", "checkConstraints", "generatedColumns",
      "identityColumns", "changeDataFeed", "inCommitTimestamp", "domainMetadata",
-     "variantType", "variantType-preview", "vacuumProtocolCheck"}
+     "variantType", "variantType-preview", "vacuumProtocolCheck", "typeWidening", "typeWidening-preview"}
 )
 MAX_READER_VERSION = 3
 MAX_WRITER_VERSION = 7

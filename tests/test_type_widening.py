@@ -10,12 +10,13 @@ import decimal
 import json
 import re
 import struct
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from test_reader_features import WRITES, Log, _files, assert_same_rows, every_read, field
+from test_reader_features import Log, assert_same_rows, every_read, field
 
 import lakeflow as lf
 from lakeflow.testing import copy_table
@@ -154,13 +155,28 @@ def test_an_unsupported_change_of_a_nested_element_is_refused(tmp_path):
         lf.Table(str(tmp_path))
 
 
-@pytest.mark.parametrize("write", sorted(WRITES))
-def test_widened_tables_are_not_written(tmp_path, write):
-    widened_table(tmp_path)
-    before = _files(tmp_path)
-    with pytest.raises(lf.UnsupportedFeatureError, match="typeWidening"):
-        WRITES[write](lf.Table(str(tmp_path)))
-    assert _files(tmp_path) == before
+def test_widened_tables_are_written_keeping_their_type_changes(tmp_path, table_uri):
+    # lakeflow never changes a column's type; it writes the current types and keeps the
+    # schema's delta.typeChanges (the feature's writer rules).
+    widened_table(tmp_path / "src")
+    copy_table(tmp_path / "src", table_uri)
+    t = lf.Table(table_uri)
+    row = {**NEW_ROWS[0], "b": 5, "f": 1.5, "s": {"x": 1}}
+    t.append(pa.Table.from_pylist([row], NEW_SCHEMA))
+    t.delete(pc.field("b") == 127)  # rewrites the old file in the new types
+    merged = {**row, "b": 2**40, "f": 9.0}  # replaces the new file's row
+    t.merge(pa.Table.from_pylist([merged], NEW_SCHEMA), on="b")
+    t.compact()
+    t.checkpoint()
+    time.sleep(0.05)
+    t.vacuum(retention=dt.timedelta(0), enforce_retention=False)
+    fresh = lf.Table(table_uri)
+    assert json.loads(fresh.state.metadata.schema_string)["fields"] == NEW_FIELDS
+    old_row = pa.Table.from_pylist(OLD_ROWS[:1], OLD_SCHEMA).cast(NEW_SCHEMA)
+    want = pa.concat_tables([old_row, pa.Table.from_pylist([row, merged], NEW_SCHEMA)])
+    got = fresh.to_arrow()
+    assert got.schema == NEW_SCHEMA
+    assert_same_rows(got, want)
 
 
 # ---- decimal statistics beyond a float's digits ----------------------------------------------
