@@ -215,15 +215,20 @@ def _json(data: bytes, pos: int, end: int, keys: list[str], depth: int) -> str:
                           for n, v in zip(names, items, strict=True)) + "}"
 
 
-def decode_json(metadata: bytes, value: bytes) -> str:
+def decode_json(metadata: bytes, value: bytes, keys: list[str] | None = None) -> str:
     """The JSON text of one variant (its `metadata` and `value` binaries).
+
+    Args:
+        metadata: the variant's metadata binary.
+        value: its value binary.
+        keys: `metadata_keys(metadata)`, when the caller has decoded them already.
 
     Raises:
         CorruptLogError: the bytes break the Parquet Variant encoding.
         UnsupportedFeatureError: a metadata version or primitive type the spec does
             not define (yet), or nesting deeper than `MAX_DEPTH`.
     """
-    keys = metadata_keys(metadata)
+    keys = metadata_keys(metadata) if keys is None else keys
     try:
         return _json(value, 0, len(value), keys, 0)
     except (_Malformed, UnicodeDecodeError, struct.error) as e:
@@ -243,16 +248,20 @@ def _check_variant_type(typ: pa.DataType) -> None:
 
 
 def _chunk_to_json(chunk: pa.StructArray) -> pa.Array:
-    metadata, value = chunk.field("metadata"), chunk.field("value")
+    rows = zip(chunk.is_valid().to_pylist(), chunk.field("metadata").to_pylist(),
+               chunk.field("value").to_pylist(), strict=True)
+    dictionaries: dict[bytes, list[str]] = {}  # rows of a file mostly share one metadata
     out: list[str | None] = []
-    for i, valid in enumerate(chunk.is_valid().to_pylist()):
-        m, v = metadata[i].as_py(), value[i].as_py()
+    for i, (valid, m, v) in enumerate(rows):
         if not valid:
             out.append(None)
         elif m is None or v is None:
             raise CorruptLogError(f"variant row {i} has no {'metadata' if m is None else 'value'}")
         else:
-            out.append(decode_json(m, v))
+            keys = dictionaries.get(m)
+            if keys is None:
+                keys = dictionaries[m] = metadata_keys(m)
+            out.append(decode_json(m, v, keys))
     return pa.array(out, pa.string())
 
 
