@@ -534,7 +534,7 @@ def _short(e: BaseException) -> str:
 
 
 # A float32 written as the shortest decimal that reads back is within half a float32 ulp
-# (2**-24 relative) of the value a widened float -> double column casts it to.
+# (2**-24 relative) of the float itself.
 _FLOAT32_SLACK = 2.0**-22
 _FLOAT32_TINY = 2.0**-149  # the smallest float32 subnormal
 
@@ -548,8 +548,11 @@ def _float32_tolerant(lo: pa.Scalar, hi: pa.Scalar) -> tuple[pa.Scalar, pa.Scala
     double, whose old files hold floats.
     """
     low, high = lo.as_py(), hi.as_py()
-    return (pa.scalar(low - abs(low) * _FLOAT32_SLACK - _FLOAT32_TINY, lo.type),
-            pa.scalar(high + abs(high) * _FLOAT32_SLACK + _FLOAT32_TINY, hi.type))
+    if math.isfinite(low):  # an infinite bound is exact (and inf - inf would be NaN)
+        low -= abs(low) * _FLOAT32_SLACK + _FLOAT32_TINY
+    if math.isfinite(high):
+        high += abs(high) * _FLOAT32_SLACK + _FLOAT32_TINY
+    return pa.scalar(low, lo.type), pa.scalar(high, hi.type)
 
 
 _WIDE = decimal.Context(prec=100)
