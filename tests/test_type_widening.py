@@ -238,3 +238,26 @@ def _same_float32(a: float, b: float) -> bool:
         return struct.pack("<f", a) == struct.pack("<f", b)
     except OverflowError:  # beyond the float range
         return False
+
+
+def test_widened_partition_columns_read_and_prune(tmp_path):
+    # Partition values are text: an old file's "2024-01-02" reads as midnight in the new type.
+    old = [field("id", "long"), field("p", "byte"), field("day", "date")]
+    log = Log(tmp_path, old, WIDENING, partition_columns=["p", "day"])
+    a = log.data("p=1/day=2024-01-02/a.parquet", pa.table({"id": pa.array([1], pa.int64())}),
+                 {"p": "1", "day": "2024-01-02"})
+    log.commit({"add": a})
+    log.metadata["schemaString"] = json.dumps({"type": "struct", "fields": [
+        field("id", "long"), changed("p", "integer", ("byte", "integer")),
+        changed("day", "timestamp_ntz", ("date", "timestamp_ntz"))]})
+    log.commit({"metaData": log.metadata})
+    b = log.data("p=300/b.parquet", pa.table({"id": pa.array([2], pa.int64())}),
+                 {"p": "300", "day": "2024-01-03 10:00:00"})
+    log.commit({"add": b})
+    snap = lf.Table(str(tmp_path)).snapshot()
+    assert snap.to_arrow().sort_by("id").to_pylist() == [
+        {"id": 1, "p": 1, "day": dt.datetime(2024, 1, 2)}, {"id": 2, "p": 300, "day": dt.datetime(2024, 1, 3, 10)}]
+    midnight = pa.scalar(dt.datetime(2024, 1, 2), pa.timestamp("us"))
+    assert [f.path for f in snap.files_matching(pc.field("day") == midnight)] == [a["path"]]
+    assert [f.path for f in snap.files_matching(pc.field("p") > 255)] == [b["path"]]
+    assert lf.Table(str(tmp_path)).snapshot(version=1).schema.field("p").type == pa.int8()
