@@ -253,6 +253,9 @@ def widen_to_newest(schemas: list[pa.Schema]) -> list[pa.Schema]:
 
     def widened(f: pa.Field) -> pa.Field:
         i = newest.get_field_index(f.name)
-        return f.with_type(newest.field(i).type) if i >= 0 and _widens(f.type, newest.field(i).type) else f
+        if i < 0 or f.type == newest.field(i).type:
+            return f
+        return f.with_type(newest.field(i).type) if _widens(f.type, newest.field(i).type) else f
 
-    return [newest, *(pa.schema([widened(f) for f in s]) for s in schemas[1:])]
+    return [newest, *(s if s.types == newest.types else pa.schema([widened(f) for f in s])
+                      for s in schemas[1:])]

@@ -308,9 +308,10 @@ def has_variant(schema: pa.Schema | pa.DataType) -> bool:
     stack = list(schema.types) if isinstance(schema, pa.Schema) else [schema]
     while stack:
         typ = stack.pop()
-        if typ == VARIANT_TYPE:
-            return True
-        stack += _children(typ)
+        if typ.num_fields:  # only nested types (a variant among them) have children
+            if typ == VARIANT_TYPE:
+                return True
+            stack += _children(typ)
     return False
 
 
