@@ -171,7 +171,7 @@ def test_vacuum_checks_the_protocol_it_finds_not_the_one_it_was_opened_with(tmp_
 READER_WRITER = {"columnMapping": "read", "deletionVectors": "read", "timestampNtz": "write",
                  "v2Checkpoint": "read", "vacuumProtocolCheck": "write", "variantType": "write",
                  "variantType-preview": "write", "typeWidening": "write", "typeWidening-preview": "write",
-                 "variantShredding-preview": "refused", "catalogManaged": "refused",
+                 "variantShredding": "refused", "variantShredding-preview": "refused", "catalogManaged": "refused",
                  "catalogOwned-preview": "refused"}
 WRITER_ONLY = {"appendOnly": "write", "invariants": "write", "checkConstraints": "write",
                "generatedColumns": "write", "allowColumnDefaults": "read", "changeDataFeed": "write",
