@@ -27,6 +27,7 @@ from lakeflow.ops.merge import MergeResult
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.table import Commit, Table
 from lakeflow.transaction import CommitResult, Transaction
+from lakeflow.variant import variant_to_json
 from lakeflow.version import __version__
 from lakeflow.views import View
 
@@ -64,4 +65,5 @@ __all__ = [
     "VersionNotFoundError",
     "View",
     "__version__",
+    "variant_to_json",
 ]

@@ -58,7 +58,7 @@ from lakeflow.errors import (
 )
 from lakeflow.log import TableState, check_data_path, check_readable, replay
 from lakeflow.log_reader import LogReader
-from lakeflow.schema import delta_to_arrow
+from lakeflow.schema import delta_to_arrow, widen_to_newest
 from lakeflow.snapshot import ScanFile, Snapshot, scan_files, typed_partition_values
 from lakeflow.storage import Storage
 
@@ -372,7 +372,7 @@ def _plan(head: Snapshot, lo: int, hi: int) -> _Plan:
 
 def _union_schema(schema_strings: Sequence[str]) -> pa.Schema:
     """Newest column order first; columns dropped or added in the range come back null."""
-    schemas = [delta_to_arrow(s) for s in dict.fromkeys(reversed(schema_strings))]
+    schemas = widen_to_newest([delta_to_arrow(s) for s in dict.fromkeys(reversed(schema_strings))])
     try:
         union = pa.unify_schemas(schemas, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:

@@ -28,7 +28,9 @@ from lakeflow.actions import (
 )
 from lakeflow.column_mapping import mapping_mode
 from lakeflow.errors import CorruptLogError, UnsupportedFeatureError, VersionNotFoundError
+from lakeflow.schema import check_type_changes, delta_to_arrow
 from lakeflow.storage import FileInfo, Storage
+from lakeflow.variant import has_variant
 
 LOG_DIR = "_delta_log"
 LAST_CHECKPOINT = f"{LOG_DIR}/_last_checkpoint"
@@ -41,11 +43,18 @@ _V2_CHECKPOINT_RE = re.compile(
     r"[0-9a-fA-F]{12}\.(?:json|parquet)$")
 
 # What lakeflow implements; anything else in a table's protocol is refused.
-READER_FEATURES = frozenset({"timestampNtz", "deletionVectors", "columnMapping", "v2Checkpoint"})
+# Variants read unshredded (lakeflow.variant); widened columns are cast on read (schema.py).
+READER_FEATURES = frozenset({"timestampNtz", "deletionVectors", "columnMapping", "v2Checkpoint",
+                             "variantType", "variantType-preview", "typeWidening",
+                             "typeWidening-preview", "vacuumProtocolCheck"})
 # appendOnly, invariants, checkConstraints, generatedColumns and identityColumns: lakeflow.constraints.
+# variantType: only while the schema has no variant column (check_writable).
+# vacuumProtocolCheck: vacuum checks the whole protocol first (check_vacuumable).
+# typeWidening: lakeflow never changes a column's type and keeps delta.typeChanges.
 WRITER_FEATURES = frozenset(
     {"timestampNtz", "appendOnly", "invariants", "checkConstraints", "generatedColumns",
-     "identityColumns", "changeDataFeed", "inCommitTimestamp", "domainMetadata"}
+     "identityColumns", "changeDataFeed", "inCommitTimestamp", "domainMetadata",
+     "variantType", "variantType-preview", "vacuumProtocolCheck", "typeWidening", "typeWidening-preview"}
 )
 MAX_READER_VERSION = 3
 MAX_WRITER_VERSION = 7
@@ -201,6 +210,8 @@ def check_readable(protocol: Protocol, metadata: Metadata | None = None) -> None
                     READER_FEATURES, "read it with deltalake or Spark")
     if metadata is not None:
         mapping_mode(metadata)  # refuses modes other than none, name and id
+        if metadata.schema_string and "delta.typeChanges" in metadata.schema_string:
+            check_type_changes(metadata.schema_string)
 
 
 def writer_features(protocol: Protocol) -> frozenset[str]:
@@ -232,6 +243,28 @@ def check_writable(protocol: Protocol, metadata: Metadata | None = None) -> None
             f"table uses column mapping (delta.columnMapping.mode={mode}), which lakeflow "
             "cannot write yet; the table is read-only for lakeflow"
         )
+    if metadata is not None and has_variant(delta_to_arrow(metadata.schema_string)):
+        raise UnsupportedFeatureError(
+            "table has a variant column (feature variantType), which lakeflow cannot write yet "
+            "(it does not check the values' encoding); the table is read-only for lakeflow"
+        )
+
+
+def check_vacuumable(protocol: Protocol, metadata: Metadata | None = None) -> None:
+    """Refuse to vacuum a table lakeflow cannot both read and write.
+
+    Vacuum deletes files, so it honours every reader and writer feature, as the
+    `vacuumProtocolCheck` feature requires: a feature lakeflow does not know may
+    keep files the log does not name (PROTOCOL.md, VACUUM Protocol Check).
+
+    Raises:
+        UnsupportedFeatureError: naming the feature; nothing is deleted.
+    """
+    try:
+        check_readable(protocol, metadata)
+        check_writable(protocol, metadata)
+    except UnsupportedFeatureError as e:
+        raise UnsupportedFeatureError(f"vacuum refused: {e}") from None
 
 
 @dataclass(frozen=True)

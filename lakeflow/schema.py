@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from lakeflow.errors import SchemaMismatchError, UnsupportedFeatureError
+from lakeflow.variant import VARIANT_TYPE
 
 _PRIMITIVE_TO_ARROW: dict[str, pa.DataType] = {
     "string": pa.string(),
@@ -36,8 +37,8 @@ def _type_to_arrow(t: Any) -> pa.DataType:
         m = _DECIMAL.fullmatch(t)
         if m:
             return pa.decimal128(int(m.group(1)), int(m.group(2)))
-        if t == "variant":
-            raise UnsupportedFeatureError("the Delta 'variant' type (feature variantType) is not supported yet")
+        if t == "variant":  # unshredded: the Parquet Variant struct (lakeflow.variant)
+            return VARIANT_TYPE
         raise UnsupportedFeatureError(f"unknown Delta data type {t!r}")
     kind = t.get("type")
     if kind == "struct":
@@ -159,3 +160,102 @@ def canonical(schema: pa.Schema) -> pa.Schema:
 def uses_timestamp_ntz(schema: pa.Schema) -> bool:
     """Whether any column (at any depth) is a timestamp without time zone."""
     return '"timestamp_ntz"' in arrow_to_delta(schema)
+
+
+# Type widening (PROTOCOL.md, Type Widening): the changes a reader must cast old files through.
+_INTEGERS = ("byte", "short", "integer", "long")
+_TYPE_CHANGE_KEY = "delta.typeChanges"
+
+
+def _decimal_of(t: str) -> tuple[int, int] | None:
+    m = _DECIMAL.fullmatch(t)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def is_supported_widening(from_type: str, to_type: str) -> bool:
+    """Whether Delta's type widening allows changing `from_type` to `to_type`."""
+    if from_type in _INTEGERS and to_type in _INTEGERS:
+        return _INTEGERS.index(from_type) < _INTEGERS.index(to_type)
+    if to_type == "double":
+        return from_type in ("float", "byte", "short", "integer")
+    if (from_type, to_type) == ("date", "timestamp_ntz"):
+        return True
+    target = _decimal_of(to_type)
+    if target is None:
+        return False
+    source = _decimal_of(from_type)
+    if source is None and from_type in _INTEGERS:  # an integer is a decimal of scale 0
+        source = (20 if from_type == "long" else 10, 0)
+    if source is None:
+        return False
+    k1, k2 = target[0] - source[0], target[1] - source[1]
+    return k1 >= k2 >= 0
+
+
+def _type_changes(fields: list[dict[str, Any]], prefix: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every `delta.typeChanges` entry of `fields` and their nested fields, with the field's path."""
+    out = []
+    for f in fields:
+        name = prefix + str(f.get("name"))
+        changes = (f.get("metadata") or {}).get(_TYPE_CHANGE_KEY) or []
+        out += [(name, c) for c in changes if isinstance(c, dict)]
+        stack = [f.get("type")]
+        while stack:  # structs anywhere under the field: arrays' elements, maps' keys and values
+            t = stack.pop()
+            if isinstance(t, dict):
+                if t.get("type") == "struct":
+                    out += _type_changes(t.get("fields") or [], name + ".")
+                else:
+                    stack += [t.get("elementType"), t.get("keyType"), t.get("valueType")]
+    return out
+
+
+def check_type_changes(schema_string: str) -> None:
+    """Refuse a schema that records a type change lakeflow cannot cast old files through.
+
+    Raises:
+        UnsupportedFeatureError: naming the column and the change.
+    """
+    for name, change in _type_changes(delta_fields(schema_string)):
+        old, new = change.get("fromType"), change.get("toType")
+        if not (isinstance(old, str) and isinstance(new, str) and is_supported_widening(old, new)):
+            where = f"{name}.{change['fieldPath']}" if change.get("fieldPath") else name
+            raise UnsupportedFeatureError(
+                f"column {where!r} changed type from {old!r} to {new!r}, which is not a type "
+                "widening lakeflow can read (PROTOCOL.md, Type Widening); read it with Spark"
+            )
+
+
+def widened_from(schema_string: str) -> dict[str, tuple[str, ...]]:
+    """Top-level columns whose own type was widened: name -> the types it had before."""
+    return {str(f["name"]): tuple(str(c.get("fromType")) for c in changes if not c.get("fieldPath"))
+            for f in delta_fields(schema_string)
+            if (changes := (f.get("metadata") or {}).get(_TYPE_CHANGE_KEY))}
+
+
+def _widens(old: pa.DataType, new: pa.DataType) -> bool:
+    try:
+        before, after = _type_to_delta(old, "?"), _type_to_delta(new, "?")
+    except SchemaMismatchError:
+        return False
+    # Nested types are left to pyarrow's permissive unification.
+    return isinstance(before, str) and isinstance(after, str) and is_supported_widening(before, after)
+
+
+def widen_to_newest(schemas: list[pa.Schema]) -> list[pa.Schema]:
+    """`schemas` (newest first), older columns in a type the newest widened taking the newest type.
+
+    Rows of files from before a type widening then share one type with the newer rows.
+    """
+    if not schemas:
+        return schemas
+    newest = schemas[0]
+
+    def widened(f: pa.Field) -> pa.Field:
+        i = newest.get_field_index(f.name)
+        if i < 0 or f.type == newest.field(i).type:
+            return f
+        return f.with_type(newest.field(i).type) if _widens(f.type, newest.field(i).type) else f
+
+    return [newest, *(s if s.types == newest.types else pa.schema([widened(f) for f in s])
+                      for s in schemas[1:])]

@@ -46,8 +46,9 @@ from lakeflow.errors import (
 from lakeflow.log import TableState, check_data_path, check_readable
 from lakeflow.log_reader import LogReader, from_ms
 from lakeflow.partitions import parse_partition_value
-from lakeflow.schema import delta_to_arrow
+from lakeflow.schema import delta_to_arrow, widened_from
 from lakeflow.storage import Storage
+from lakeflow.variant import check_unshredded, has_variant
 
 if TYPE_CHECKING:
     import polars as pl
@@ -205,10 +206,18 @@ class Snapshot:
             if nulls.get(name) != 0:
                 continue  # a range guarantee would wrongly exclude null rows
             bounds = stat_bounds(schema.field(name).type, mins[name], maxs[name])
+            if bounds is not None and "float" in self._widened.get(name, ()):  # now a double
+                bounds = _float32_tolerant(*bounds)
             if bounds is not None:
                 lo, hi = bounds
                 terms.append((pc.field(name) >= lo) & (pc.field(name) <= hi))
         return functools.reduce(lambda a, b: a & b, terms, pc.scalar(True))
+
+    @functools.cached_property
+    def _widened(self) -> dict[str, tuple[str, ...]]:
+        """Columns whose type was widened, with their earlier types (files may hold those)."""
+        text = self.state.metadata.schema_string
+        return widened_from(text) if "delta.typeChanges" in text else {}
 
     @functools.cached_property
     def _scans(self) -> dict[frozenset[str], Scan]:
@@ -392,10 +401,15 @@ class Scan:
     files: tuple[ScanFile, ...]
     mapping: ColumnMapping
 
-    @property
+    @functools.cached_property
     def _direct(self) -> bool:
-        """Whether pyarrow can read every file as it is (no renames, no row selection)."""
-        return all(f.rows is None and not self._mapping(f).active for f in self.files)
+        """Whether pyarrow can read every file as it is (no renames, no row selection).
+
+        Variant columns are read file by file: pyarrow would silently drop the
+        `typed_value` of a shredded file, which `_read` refuses instead.
+        """
+        return all(f.rows is None and not self._mapping(f).active for f in self.files) \
+            and not has_variant(self.schema)
 
     def _mapping(self, f: ScanFile) -> ColumnMapping:
         return f.mapping if f.mapping is not None else self.mapping
@@ -480,6 +494,9 @@ class Scan:
             parquet = pq.ParquetFile(fh, coerce_int96_timestamp_unit="us")
             stored = {c: mapping.file_column(parquet.schema_arrow, c)
                       for c in names if c not in f.values}
+            for c, physical in stored.items():
+                if physical is not None and has_variant(self.schema.field(c).type):
+                    check_unshredded(parquet.schema_arrow.field(physical).type, c, f.path)
             data = parquet.read(columns=[n for n in stored.values() if n is not None])
             num_rows = parquet.metadata.num_rows
         rows = f.rows
@@ -584,6 +601,51 @@ def _short(e: BaseException) -> str:
     return text if len(text) <= 400 else f"{text[:400]}..."
 
 
+# A float32 written as the shortest decimal that reads back is within half a float32 ulp
+# (2**-24 relative) of the float itself.
+_FLOAT32_SLACK = 2.0**-22
+_FLOAT32_TINY = 2.0**-149  # the smallest float32 subnormal
+
+
+def _float32_tolerant(lo: pa.Scalar, hi: pa.Scalar) -> tuple[pa.Scalar, pa.Scalar]:
+    """Widen [lo, hi] of a float column's statistics by float32 rounding.
+
+    Spark prints a float statistic as the shortest decimal that reads back as the
+    float, but filters compare the float's exact value (0.7f is 0.699999988...), which
+    can lie just outside the printed range; so can a column widened from float to
+    double, whose old files hold floats.
+    """
+    low, high = lo.as_py(), hi.as_py()
+    if math.isfinite(low):  # an infinite bound is exact (and inf - inf would be NaN)
+        low -= abs(low) * _FLOAT32_SLACK + _FLOAT32_TINY
+    if math.isfinite(high):
+        high += abs(high) * _FLOAT32_SLACK + _FLOAT32_TINY
+    return pa.scalar(low, lo.type), pa.scalar(high, hi.type)
+
+
+_WIDE = decimal.Context(prec=100)
+
+
+def _decimal_bound(x: Any, typ: pa.Decimal128Type, up: bool) -> pa.Scalar:
+    """A decimal statistic as a bound of `typ`, rounded outwards.
+
+    JSON decoding reads a decimal with a fraction as a float, which keeps ~16 digits:
+    1234567890123456789.123 becomes 1234567890123456768. The float is within half an ulp
+    (2**-53 relative) of the written value, so the bound is moved out by 2**-52 of it.
+    """
+    if isinstance(x, bool) or not isinstance(x, int | float | str):
+        raise TypeError(f"not a decimal statistic: {x!r}")
+    value = decimal.Decimal(x) if not isinstance(x, float) else _WIDE.multiply(
+        decimal.Decimal(x), decimal.Decimal(1 + 2.0**-52 if (x >= 0) == up else 1 - 2.0**-52))
+    rounding = decimal.ROUND_CEILING if up else decimal.ROUND_FLOOR
+    step = decimal.Decimal(1).scaleb(-typ.scale)
+    # Rounded out past the largest value of the type (999.99 for decimal(5,2)): no column
+    # value lies beyond it, so the bound stays at it.
+    limit = _WIDE.subtract(_WIDE.power(10, typ.precision - typ.scale), step)
+    bound = max(-limit, min(limit, value.quantize(step, rounding, _WIDE)))
+    return pa.scalar(bound, typ)
+
+
 def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scalar] | None:
     """Typed [lo, hi] scalars from JSON stats; None when they cannot be trusted."""
     try:
@@ -595,7 +657,8 @@ def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scala
             flo, fhi = float(lo), float(hi)
             if math.isnan(flo) or math.isnan(fhi):
                 return None
-            return pa.scalar(flo, pa.float64()), pa.scalar(fhi, pa.float64())
+            bounds = pa.scalar(flo, pa.float64()), pa.scalar(fhi, pa.float64())
+            return _float32_tolerant(*bounds) if typ == pa.float32() else bounds
         if pa.types.is_string(typ):
             if not (isinstance(lo, str) and isinstance(hi, str)):
                 return None
@@ -609,8 +672,7 @@ def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scala
             # Writers truncate timestamp stats to milliseconds: widen the upper bound.
             return pa.scalar(tlo, typ), pa.scalar(thi + dt.timedelta(milliseconds=1), typ)
         if pa.types.is_decimal(typ):
-            return (pa.scalar(decimal.Decimal(str(lo)), typ),
-                    pa.scalar(decimal.Decimal(str(hi)), typ))
+            return _decimal_bound(lo, typ, up=False), _decimal_bound(hi, typ, up=True)
     except (ValueError, TypeError, ArithmeticError, pa.ArrowException, LakeflowError):
         return None
     return None

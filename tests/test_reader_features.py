@@ -627,10 +627,10 @@ def test_corpus_v2_table_from_its_checkpoint_alone(tmp_path):
 
 def test_unknown_reader_feature_is_refused(tmp_path):
     log = Log(tmp_path, [field("a", "long")], {"minReaderVersion": 3, "minWriterVersion": 7,
-                                               "readerFeatures": ["deletionVectors", "variantType"],
-                                               "writerFeatures": ["deletionVectors", "variantType"]})
+                                               "readerFeatures": ["deletionVectors", "variantShredding"],
+                                               "writerFeatures": ["deletionVectors", "variantShredding"]})
     log.commit({"add": log.data("f.parquet", pa.table({"a": pa.array([1], pa.int64())}))})
-    with pytest.raises(lf.UnsupportedFeatureError, match="variantType"):
+    with pytest.raises(lf.UnsupportedFeatureError, match="variantShredding"):
         lf.Table(str(tmp_path))
 
 

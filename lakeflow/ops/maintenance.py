@@ -22,7 +22,16 @@ import pyarrow.fs as pafs
 from lakeflow.actions import Remove
 from lakeflow.config import DEFAULT_TARGET_FILE_SIZE
 from lakeflow.errors import InvalidArgumentError
-from lakeflow.log import LOG_DIR, LogListing, check_data_path, check_writable, commit_path, list_log, read_commit
+from lakeflow.log import (
+    LOG_DIR,
+    LogListing,
+    check_data_path,
+    check_vacuumable,
+    check_writable,
+    commit_path,
+    list_log,
+    read_commit,
+)
 from lakeflow.log_reader import LogReader
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.storage import Storage
@@ -191,7 +200,7 @@ def vacuum(snapshot: Snapshot, retention: dt.timedelta = dt.timedelta(days=7), d
     """
     if not isinstance(retention, dt.timedelta) or retention < dt.timedelta(0):
         raise InvalidArgumentError(f"retention must be a non-negative timedelta, got {retention!r}")
-    check_writable(snapshot.protocol, snapshot.metadata)
+    check_vacuumable(snapshot.protocol, snapshot.metadata)
     configured = snapshot.config.deleted_file_retention_ms
     retention_ms = int(retention.total_seconds() * 1000)
     if enforce_retention and retention_ms < configured:
