@@ -203,6 +203,21 @@ def check_readable(protocol: Protocol, metadata: Metadata | None = None) -> None
         mapping_mode(metadata)  # refuses modes other than none, name and id
 
 
+def check_schema(state: TableState) -> None:
+    """Refuse reading a version whose metaData has no schema.
+
+    Raises:
+        CorruptLogError: naming the version.
+    """
+    if not state.metadata.has_schema:
+        raise CorruptLogError(
+            f"version {state.version} of the table has no schema: its metaData action has no "
+            "schemaString (Databricks Delta Live Tables wrote such a first metaData, with the "
+            "schema in a later commit), so lakeflow cannot tell its columns; read a later "
+            "version whose metaData has a schema"
+        )
+
+
 def writer_features(protocol: Protocol) -> frozenset[str]:
     """The writer features `protocol` supports, listed (version 7) or implied (2-6)."""
     if protocol.min_writer_version >= 7:

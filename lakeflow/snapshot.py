@@ -40,7 +40,7 @@ from lakeflow.errors import (
     SchemaMismatchError,
     StorageError,
 )
-from lakeflow.log import TableState, check_data_path, check_readable
+from lakeflow.log import TableState, check_data_path, check_readable, check_schema
 from lakeflow.partitions import parse_partition_value
 from lakeflow.schema import delta_to_arrow
 from lakeflow.storage import Storage
@@ -88,6 +88,7 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         check_readable(self.state.protocol, self.state.metadata)
+        check_schema(self.state)
 
     @property
     def version(self) -> int:

@@ -1,0 +1,136 @@
+"""Odd but valid logs that real engines write (issue 11, item 4), and the tables that stay
+refused (item 6): each crafted by hand after the protocol, read at every version and compared
+with deltalake's SQL scan where deltalake reads it, else with the rows the writer wrote."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from crafted_log import Log, assert_same_rows, every_read, field, oracle, remove
+
+import lakeflow as lf
+from lakeflow.log import commit_path
+from lakeflow.testing import copy_table
+
+PLAIN = {"minReaderVersion": 1, "minWriterVersion": 2}
+
+
+def ids(values) -> pa.Table:
+    return pa.table({"id": pa.array(values, pa.int64())})
+
+
+def history(root: Path) -> Log:
+    """v0 creates the table, v1 adds a (ids 1-3), v2 adds b (ids 4-5), v3 removes a."""
+    log = Log(root, [field("id", "long")], PLAIN)
+    a = log.data("a.parquet", ids([1, 2, 3]))
+    log.commit({"add": a})
+    log.commit({"add": log.data("b.parquet", ids([4, 5]))})
+    log.commit(remove(a))
+    return log
+
+
+def pretty_print(root: Path, versions) -> None:
+    """Rewrite commits the way DuckDB writes them: each action an indented, multi-line object."""
+    for v in versions:
+        path = root / commit_path(v)
+        actions = [json.loads(line) for line in path.read_text().splitlines()]
+        path.write_text("\n".join(json.dumps(a, indent=2) for a in actions) + "\n")
+
+
+# ---- pretty-printed (multi-line) commits ------------------------------------------------------
+
+
+def test_pretty_printed_commits_read_like_deltalake_at_every_version(tmp_path, table_uri):
+    source = tmp_path / "source"
+    history(source)
+    pretty_print(source, [0, 2, 3])  # v1 stays one line per action: both kinds in one log
+    assert len((source / commit_path(2)).read_text().splitlines()) > 3
+    copy_table(source, table_uri)
+    t = lf.Table(table_uri)
+    assert t.version == 3
+    for v in range(4):
+        expected = oracle(source, v)
+        for got in every_read(t.snapshot(version=v)):
+            assert_same_rows(got, expected)
+    assert sorted(t.diff(1, 3).removed["id"].to_pylist()) == [1, 2, 3]
+    assert [c.operation for c in t.history()] == [None] * 4  # every commit parsed, none skipped
+
+
+def test_a_commit_mixing_one_line_and_multi_line_actions(tmp_path):
+    log = history(tmp_path)
+    path = tmp_path / commit_path(1)
+    info, add = (json.loads(line) for line in path.read_text().splitlines())
+    path.write_text(json.dumps(info) + "\n" + json.dumps(add, indent=1) + "  \n\n")
+    assert_same_rows(lf.Table(str(tmp_path)).snapshot(version=1).to_arrow(), oracle(tmp_path, 1))
+    assert log.version == 3
+
+
+@pytest.mark.parametrize("damage, line", [
+    (lambda text: text[: text.rindex("}", 0, -3)], r"line \d+"),  # torn inside the last object
+    (lambda text: text.replace('"dataChange": true', '"dataChange": tru'), r"line \d+"),
+    (lambda text: text + "[1, 2]\n", r"line \d+"),  # valid JSON, but no action object
+])
+def test_damaged_pretty_printed_commits_are_corrupt_log(tmp_path, damage, line):
+    history(tmp_path)
+    pretty_print(tmp_path, [2])
+    path = tmp_path / commit_path(2)
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(lf.CorruptLogError, match=rf"00000000000000000002\.json {line}"):
+        lf.Table(str(tmp_path))
+
+
+def test_a_line_separator_inside_a_string_is_no_line_break(tmp_path):
+    """U+2028 is legal unescaped in JSON strings; splitting lines on it would tear the action."""
+    log = Log(tmp_path, [field("id", "long")], PLAIN)
+    add = log.data("a.parquet", ids([1]))
+    log.commit({"add": {**add, "tags": {"note": "one\u2028two"}}})
+    path = tmp_path / commit_path(1)
+    path.write_text(path.read_text().replace("\\u2028", "\u2028"))
+    snap = lf.Table(str(tmp_path)).snapshot()
+    assert snap.files[0].add.tags == {"note": "one\u2028two"}
+
+
+# ---- a metaData without schemaString (Databricks Delta Live Tables) -------------------------------
+
+
+def dlt_table(root: Path) -> Log:
+    """v0: protocol and a metaData without schemaString; v1: the schema and a file; v2: more rows."""
+    log = Log(root, [field("id", "long")], PLAIN)
+    schemaless = {k: v for k, v in log.metadata.items() if k != "schemaString"}
+    (root / commit_path(0)).write_text(
+        "\n".join(json.dumps(a) for a in ({"protocol": PLAIN}, {"metaData": schemaless})) + "\n")
+    log.commit({"metaData": log.metadata}, {"add": log.data("a.parquet", ids([1, 2]))})
+    log.commit({"add": log.data("b.parquet", ids([3]))})
+    return log
+
+
+def test_a_version_without_schema_is_refused_and_later_versions_read(tmp_path, table_uri):
+    source = tmp_path / "source"
+    dlt_table(source)
+    copy_table(source, table_uri)
+    t = lf.Table(table_uri)
+    assert t.version == 2
+    assert sorted(t.to_arrow()["id"].to_pylist()) == [1, 2, 3]
+    assert sorted(t.snapshot(version=1).to_arrow()["id"].to_pylist()) == [1, 2]
+    assert t.snapshot(version=1).schema == pa.schema([("id", pa.int64())])
+    with pytest.raises(lf.CorruptLogError, match=r"version 0 .*no schemaString"):
+        t.snapshot(version=0)
+    assert sorted(t.diff(-1).added["id"].to_pylist()) == [1, 2, 3]  # across the schemaless v0
+    assert t.append(ids([4])) == 3
+    assert sorted(lf.Table(table_uri).to_arrow()["id"].to_pylist()) == [1, 2, 3, 4]
+
+
+def test_a_table_whose_latest_metadata_has_no_schema_is_refused(tmp_path):
+    log = dlt_table(tmp_path)
+    schemaless = {k: v for k, v in log.metadata.items() if k != "schemaString"}
+    log.commit({"metaData": schemaless})
+    t = lf.Table(str(tmp_path))
+    with pytest.raises(lf.CorruptLogError, match=r"version 3 .*no schemaString"):
+        t.to_arrow()
+    with pytest.raises(lf.CorruptLogError, match=r"version 3 .*no schemaString"):
+        t.append(ids([9]))
+    assert not (tmp_path / commit_path(4)).exists()
+    assert sorted(t.snapshot(version=2).to_arrow()["id"].to_pylist()) == [1, 2, 3]
