@@ -134,3 +134,34 @@ def test_a_table_whose_latest_metadata_has_no_schema_is_refused(tmp_path):
         t.append(ids([9]))
     assert not (tmp_path / commit_path(4)).exists()
     assert sorted(t.snapshot(version=2).to_arrow()["id"].to_pylist()) == [1, 2, 3]
+
+
+# ---- change data files with the change types of older delta-spark -----------------------------
+
+
+def test_update_pre_and_update_post_change_types_read_as_the_current_names(tmp_path, table_uri):
+    """delta-spark before 1.0 (CDF preview) wrote `update_pre` / `update_post`."""
+    source = tmp_path / "source"
+    log = Log(source, [field("id", "long"), field("v", "string")], {"minReaderVersion": 1, "minWriterVersion": 4},
+              {"delta.enableChangeDataFeed": "true"})
+    a = log.data("a.parquet", pa.table({"id": pa.array([1, 2], pa.int64()), "v": ["x", "y"]}))
+    log.commit({"add": a})
+    b = log.data("b.parquet", pa.table({"id": pa.array([1, 2], pa.int64()), "v": ["x", "z"]}))
+    change_rows = pa.table({"id": pa.array([2, 2, 3], pa.int64()), "v": ["y", "z", "w"],
+                            "_change_type": ["update_pre", "update_post", "insert"]})
+    cdc = log.data("_change_data/c.parquet", change_rows)
+    c = log.data("c.parquet", pa.table({"id": pa.array([3], pa.int64()), "v": ["w"]}))
+    log.commit(remove(a), {"add": b}, {"add": c},
+               {"cdc": {k: cdc[k] for k in ("path", "partitionValues", "size", "dataChange")}})
+    copy_table(source, table_uri)
+    t = lf.Table(table_uri)
+    assert_same_rows(t.to_arrow(), oracle(source, 2))
+    (commit,) = t.changes(1, 2)
+    got = commit.rows.select(["id", "v", "_change_type"]).sort_by([("_change_type", "ascending")])
+    assert got.to_pylist() == [{"id": 3, "v": "w", "_change_type": "insert"},
+                               {"id": 2, "v": "z", "_change_type": "update_postimage"},
+                               {"id": 2, "v": "y", "_change_type": "update_preimage"}]
+    d = t.diff(1, 2, key="id")
+    assert d.inserted["id"].to_pylist() == [3] and d.deleted.num_rows == 0
+    assert d.updated.select(["id", "v_old", "v_new"]).to_pylist() == [{"id": 2, "v_old": "y", "v_new": "z"}]
+    assert sorted(t.diff(1, 2).added["v"].to_pylist()) == ["w", "z"]
