@@ -27,7 +27,7 @@ from lakeflow.actions import (
     parse_commit,
 )
 from lakeflow.column_mapping import mapping_mode
-from lakeflow.errors import CorruptLogError, UnsupportedFeatureError, VersionNotFoundError
+from lakeflow.errors import CorruptLogError, LogGapError, UnsupportedFeatureError, VersionNotFoundError
 from lakeflow.storage import FileInfo, Storage
 
 LOG_DIR = "_delta_log"
@@ -364,7 +364,7 @@ def plan_segment(listing: LogListing, version: int | None) -> tuple[int | None, 
 
     Raises:
         VersionNotFoundError: `version` is not reachable from the log.
-        CorruptLogError: versions are missing in the middle of the log.
+        LogGapError: commits are missing in the middle of the segment.
     """
     latest = listing.latest
     if latest is None:
@@ -389,11 +389,22 @@ def plan_segment(listing: LogListing, version: int | None) -> tuple[int | None, 
             f"{_describe_versions(listing)}"
         )
     if missing:
-        raise CorruptLogError(
-            f"the log has a gap: commit file(s) {', '.join(commit_path(v) for v in missing)} "
-            f"are missing between versions {first_commit} and {target}"
-        )
+        raise _gap(missing, start)
     return start, needed
+
+
+def _gap(missing: list[int], start: int | None) -> LogGapError:
+    """The error for versions past missing commits: which are missing, which versions read."""
+    last = missing[0] - 1  # the segment up to it is complete: missing[0] is the first hole
+    floor = start if start is not None else 0  # (before a checkpoint, there may be other holes)
+    readable = f"{floor}..{last}" if last > floor else str(last)
+    return LogGapError(
+        f"the log has a gap: commit file(s) {', '.join(commit_path(v) for v in missing)} are "
+        f"missing (deleted by hand or by a tool outside Delta?) while later ones exist, and no "
+        f"checkpoint after them covers them; versions from {missing[0]} on cannot be "
+        f"reconstructed, versions {readable} remain readable (Table.snapshot(version=...)); "
+        "restore the missing commit file(s) to read or write the latest version",
+        tuple(missing), last)
 
 
 def reachable_versions(listing: LogListing) -> list[int]:

@@ -33,6 +33,7 @@ from lakeflow.errors import (
     DuplicateKeyError,
     InvalidArgumentError,
     LakeflowError,
+    LogGapError,
     SchemaMismatchError,
     TableExistsError,
     TableNotFoundError,
@@ -205,7 +206,13 @@ class Table:
         self._listing_mtimes: dict[int, int | None] = {}
         self._checkpoints: OrderedDict[int, TableState] = OrderedDict()
         self._checkpoint_files: dict[int, str] = {}  # version -> a file of the checkpoint read
-        self._state = self._load_state(None)
+        # A log with a gap opens before it (time travel reads); the latest refuses (`refresh`).
+        self._gap: LogGapError | None = None
+        try:
+            self._state = self._load_state(None)
+        except LogGapError as e:
+            self._gap = e
+            self._state = self._load_state(e.last_readable)
 
     # ---- opening -----------------------------------------------------------------------
 
@@ -504,10 +511,13 @@ class Table:
 
         Raises:
             CorruptLogError: the log no longer reaches the version the handle read.
+            LogGapError: commits are missing before the latest (the handle stays before them).
         """
-        state = self._advance(self._state)
+        # Probing cannot see a gap whose next commit is far ahead: a gapped log is listed.
+        state = self._advance(self._state) if self._gap is None else None
         if state is None:
             state = self._load_state(None)
+            self._gap = None
             if state.version < self._state.version:
                 raise CorruptLogError(
                     f"the log of {self.uri} ends at version {state.version}, but this handle "

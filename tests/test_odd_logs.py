@@ -4,10 +4,13 @@ with deltalake's SQL scan where deltalake reads it, else with the rows the write
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
+import deltalake
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from crafted_log import Log, assert_same_rows, every_read, field, oracle, remove
 
@@ -165,3 +168,75 @@ def test_update_pre_and_update_post_change_types_read_as_the_current_names(tmp_p
     assert d.inserted["id"].to_pylist() == [3] and d.deleted.num_rows == 0
     assert d.updated.select(["id", "v_old", "v_new"]).to_pylist() == [{"id": 2, "v_old": "y", "v_new": "z"}]
     assert sorted(t.diff(1, 2).added["v"].to_pylist()) == ["w", "z"]
+
+
+# ---- a gap in the log --------------------------------------------------------------------------
+
+
+def gapped(root: Path, checkpoint_at: int | None = None) -> Path:
+    """v0..v6 (v1..v6 each add one file of one id); commit 3 deleted; optionally a checkpoint."""
+    log = Log(root, [field("id", "long")], PLAIN)
+    for i in range(1, 7):
+        log.commit({"add": log.data(f"f{i}.parquet", ids([i]))})
+    if checkpoint_at is not None:
+        deltalake.DeltaTable(str(root), version=checkpoint_at).create_checkpoint()
+    return root
+
+
+GAP = r"00000000000000000003\.json.*missing"
+
+WRITES = {
+    "append": lambda t: t.append(ids([9])),
+    "delete": lambda t: t.delete(pc.field("id") == 1),
+    "merge": lambda t: t.merge(ids([1, 9]), on="id"),
+    "compact": lambda t: t.compact(),
+    "vacuum": lambda t: t.vacuum(retention=dt.timedelta(0), enforce_retention=False),
+    "checkpoint": lambda t: t.checkpoint(),
+    "cleanup_log": lambda t: t.cleanup_log(retention=dt.timedelta(0)),
+}
+
+
+def test_versions_before_a_gap_read_and_the_latest_is_refused_naming_the_missing_commit(tmp_path, table_uri):
+    source = gapped(tmp_path / "source")
+    expected = {v: oracle(source, v) for v in range(3)}
+    (source / commit_path(3)).unlink()
+    copy_table(source, table_uri)
+    t = lf.Table(table_uri)  # opens, so that the versions before the gap can be read
+    for v in range(3):
+        assert_same_rows(t.snapshot(version=v).to_arrow(), expected[v])
+        assert_same_rows(oracle(source, v), expected[v])  # deltalake reads them too
+    with pytest.raises(lf.LogGapError, match=rf"{GAP}.*versions 0\.\.2 .*readable") as e:
+        t.snapshot()
+    assert e.value.missing == (3,) and e.value.last_readable == 2
+    assert isinstance(e.value, lf.CorruptLogError)
+    for past in (3, 4, 6):
+        with pytest.raises(lf.LogGapError, match=GAP):
+            t.snapshot(version=past)
+    for latest in (lambda: t.version, t.refresh, t.to_arrow, t.history, lambda: lf.Table(table_uri).version):
+        with pytest.raises(lf.LogGapError, match=GAP):
+            latest()
+    assert sorted(t.diff(0, 2).added["id"].to_pylist()) == [1, 2]
+
+
+@pytest.mark.parametrize("write", sorted(WRITES))
+def test_nothing_is_written_to_a_table_with_a_gap(tmp_path, write):
+    root = gapped(tmp_path)
+    (root / commit_path(3)).unlink()
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(lf.LogGapError, match=GAP):
+        WRITES[write](lf.Table(str(root)))
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # the gap stays a gap
+
+
+def test_a_checkpoint_after_the_gap_covers_it(tmp_path, table_uri):
+    source = gapped(tmp_path / "source", checkpoint_at=4)
+    expected = {v: oracle(source, v) for v in range(7)}
+    (source / commit_path(3)).unlink()
+    copy_table(source, table_uri)
+    t = lf.Table(table_uri)
+    assert t.version == 6
+    for v in (0, 1, 2, 4, 5, 6):
+        assert_same_rows(t.snapshot(version=v).to_arrow(), expected[v])
+    with pytest.raises(lf.LogGapError, match=rf"{GAP}.*versions 0\.\.2 "):
+        t.snapshot(version=3)
+    assert t.append(ids([7])) == 7
