@@ -47,6 +47,8 @@ WRITER_FEATURES = frozenset(
     {"timestampNtz", "appendOnly", "invariants", "checkConstraints", "generatedColumns",
      "identityColumns", "changeDataFeed", "inCommitTimestamp", "domainMetadata"}
 )
+# Catalog-managed tables: a catalog ratifies commits, and `_delta_log` may lag behind it.
+CATALOG_FEATURES = ("catalogManaged", "catalogOwned-preview")
 MAX_READER_VERSION = 3
 MAX_WRITER_VERSION = 7
 # The writer features a legacy protocol (writer version 2-6, no feature list) implies:
@@ -194,10 +196,19 @@ def check_readable(protocol: Protocol, metadata: Metadata | None = None) -> None
     """Refuse tables that need reader features lakeflow does not implement.
 
     Raises:
-        UnsupportedFeatureError: naming the feature, or an unknown column mapping mode.
+        UnsupportedFeatureError: naming the feature (a catalog-managed table, an unknown
+            feature), or an unknown column mapping mode.
     """
-    _check_features("reader", protocol.min_reader_version, MAX_READER_VERSION,
-                    protocol.reader_features if protocol.min_reader_version == 3 else None,
+    listed = protocol.reader_features if protocol.min_reader_version == 3 else None
+    catalog = [f for f in CATALOG_FEATURES if f in (listed or ())]
+    if catalog:
+        raise UnsupportedFeatureError(
+            f"table is catalog-managed (reader feature {catalog[0]}): a catalog ratifies its "
+            "commits and the files in _delta_log may not hold the latest of them; lakeflow does "
+            "not talk to catalogs, so read and write it through its catalog's client (e.g. Spark "
+            "or delta-kernel with Unity Catalog)"
+        )
+    _check_features("reader", protocol.min_reader_version, MAX_READER_VERSION, listed,
                     READER_FEATURES, "read it with deltalake or Spark")
     if metadata is not None:
         mapping_mode(metadata)  # refuses modes other than none, name and id

@@ -240,3 +240,37 @@ def test_a_checkpoint_after_the_gap_covers_it(tmp_path, table_uri):
     with pytest.raises(lf.LogGapError, match=rf"{GAP}.*versions 0\.\.2 "):
         t.snapshot(version=3)
     assert t.append(ids([7])) == 7
+
+
+# ---- what stays refused (item 6) -----------------------------------------------------------------
+
+
+def features(*names) -> dict:
+    return {"minReaderVersion": 3, "minWriterVersion": 7, "readerFeatures": list(names),
+            "writerFeatures": list(names)}
+
+
+@pytest.mark.parametrize("protocol, match", [
+    (features("deletionVectors", "someFutureFeature"), r"reader feature\(s\) someFutureFeature"),
+    (features("catalogManaged"), r"catalogManaged.*through (its|the) catalog"),
+    (features("timestampNtz", "catalogOwned-preview"), r"catalogOwned-preview.*through (its|the) catalog"),
+])
+def test_tables_with_these_reader_features_stay_refused(tmp_path, table_uri, protocol, match):
+    source = tmp_path / "source"
+    log = Log(source, [field("id", "long")], protocol)
+    log.commit({"add": log.data("a.parquet", ids([1]))})
+    copy_table(source, table_uri)
+    with pytest.raises(lf.UnsupportedFeatureError, match=match):
+        lf.Table(table_uri)
+
+
+def test_a_reader_feature_added_by_a_later_commit_is_refused_on_refresh(tmp_path):
+    log = history(tmp_path)
+    t = lf.Table(str(tmp_path))
+    log.commit({"protocol": features("catalogManaged")})
+    with pytest.raises(lf.UnsupportedFeatureError, match="catalogManaged"):
+        t.refresh()
+    with pytest.raises(lf.UnsupportedFeatureError, match="catalogManaged"):
+        t.append(ids([9]))
+    assert not (tmp_path / commit_path(5)).exists()
+    assert_same_rows(t.snapshot(version=3).to_arrow(), oracle(tmp_path, 3))
