@@ -41,7 +41,7 @@ from lakeflow.errors import (
     StorageError,
 )
 from lakeflow.log import TableState, check_data_path, check_readable, check_schema
-from lakeflow.partitions import parse_partition_value
+from lakeflow.partitions import parse_partition_value, temporal_bounds
 from lakeflow.schema import delta_to_arrow
 from lakeflow.storage import Storage
 
@@ -533,14 +533,8 @@ def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scala
             if not (isinstance(lo, str) and isinstance(hi, str)):
                 return None
             return pa.scalar(lo, typ), pa.scalar(hi, typ)
-        if pa.types.is_date(typ):
-            return (pa.scalar(dt.date.fromisoformat(str(lo)[:10]), typ),
-                    pa.scalar(dt.date.fromisoformat(str(hi)[:10]), typ))
-        if pa.types.is_timestamp(typ):
-            tlo = parse_partition_value(str(lo), typ)
-            thi = parse_partition_value(str(hi), typ)
-            # Writers truncate timestamp stats to milliseconds: widen the upper bound.
-            return pa.scalar(tlo, typ), pa.scalar(thi + dt.timedelta(milliseconds=1), typ)
+        if pa.types.is_date(typ) or pa.types.is_timestamp(typ):
+            return temporal_bounds(str(lo), str(hi), typ)  # any year (-9999, 0, 10000)
         if pa.types.is_decimal(typ):
             return (pa.scalar(decimal.Decimal(str(lo)), typ),
                     pa.scalar(decimal.Decimal(str(hi)), typ))

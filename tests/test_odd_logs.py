@@ -4,18 +4,23 @@ with deltalake's SQL scan where deltalake reads it, else with the rows the write
 
 from __future__ import annotations
 
+import calendar
 import datetime as dt
 import json
 from pathlib import Path
 
 import deltalake
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from crafted_log import Log, assert_same_rows, every_read, field, oracle, remove
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import lakeflow as lf
 from lakeflow.log import commit_path
+from lakeflow.partitions import epoch_value, parse_partition_value
 from lakeflow.testing import copy_table
 
 PLAIN = {"minReaderVersion": 1, "minWriterVersion": 2}
@@ -274,3 +279,127 @@ def test_a_reader_feature_added_by_a_later_commit_is_refused_on_refresh(tmp_path
         t.append(ids([9]))
     assert not (tmp_path / commit_path(5)).exists()
     assert_same_rows(t.snapshot(version=3).to_arrow(), oracle(tmp_path, 3))
+
+
+# ---- years outside Python's datetime ------------------------------------------------------------
+
+# (id, date partition value, timestamp partition value, the instant it means, date, timestamp)
+# the timestamps as the log and the data files hold them; numpy computes the expected values.
+EXTREME = [
+    (1, "-9999-01-01", "-9999-01-01 00:00:00", "-9999-01-01T00:00:00", "-9999-01-01", "-9999-01-01T00:00:00"),
+    (2, "0000-01-01", "0000-12-31 23:59:59.999999", "0000-12-31T23:59:59.999999", "0000-06-15", "0000-02-29T12:00:00"),
+    (3, "0001-01-01", "0001-01-01 00:30:00+01:00", "0000-12-31T23:30:00", "0001-01-01", "0001-01-01T00:00:00"),
+    (4, "2024-05-01", "2024-05-01 12:00:00", "2024-05-01T12:00:00", "2024-05-01", "2024-05-01T12:00:00"),
+    (5, "9999-12-31", "9999-12-31 23:59:59.999999", "9999-12-31T23:59:59.999999", "9999-12-31",
+     "9999-12-31T23:59:59.999"),
+    (6, "+10000-01-01", "9999-12-31 23:00:00-05:00", "10000-01-01T04:00:00", "10000-03-01", "10000-01-01T04:00:00"),
+]
+EXTREME_FIELDS = [field("id", "long"), field("d", "date"), field("ts", "timestamp"),
+                  field("x", "date"), field("t", "timestamp")]
+UTC_US = pa.timestamp("us", tz="UTC")
+
+
+def days(text: str) -> pa.Scalar:
+    return pa.scalar(int(np.datetime64(text, "D").astype("int64")), pa.int32()).cast(pa.date32())
+
+
+def micros(text: str) -> pa.Scalar:
+    return pa.scalar(int(np.datetime64(text, "us").astype("int64")), pa.int64()).cast(UTC_US)
+
+
+def stat_text(instant: str) -> str:
+    """How Spark writes a timestamp statistic: milliseconds and a zone."""
+    whole, _, frac = instant.partition(".")
+    return f"{whole}.{(frac + '000')[:3]}Z"
+
+
+def extreme_table(root: Path) -> pa.Table:
+    """One file per row of EXTREME, partitioned by d and ts, with min/max stats on x and t."""
+    log = Log(root, EXTREME_FIELDS, PLAIN, partition_columns=["d", "ts"])
+    rows = []
+    for i, d, ts, instant, x, t in EXTREME:
+        data = pa.table({"id": pa.array([i], pa.int64()), "x": pa.array([days(x)]),
+                         "t": pa.array([micros(t)])})
+        stats = {"minValues": {"x": x, "t": stat_text(t)}, "maxValues": {"x": x, "t": stat_text(t)},
+                 "nullCount": {"x": 0, "t": 0}}
+        log.commit({"add": log.data(f"f{i}.parquet", data, {"d": d, "ts": ts}, stats)})
+        rows.append({"id": i, "d": days(d.lstrip("+")), "ts": micros(instant), "x": days(x), "t": micros(t)})
+    return pa.table({name: pa.array([r[name] for r in rows]) for name in ("id", "d", "ts", "x", "t")})
+
+
+def by_id(table: pa.Table) -> pa.Table:
+    return table.sort_by("id")
+
+
+def ids_of(table: pa.Table) -> list[int]:
+    return sorted(table["id"].to_pylist())
+
+
+def test_extreme_years_read_in_arrow(tmp_path, table_uri):
+    source = tmp_path / "source"
+    expected = extreme_table(source)
+    copy_table(source, table_uri)
+    t = lf.Table(table_uri)
+    for v in range(t.version + 1):
+        assert by_id(oracle(source, v)).equals(expected.slice(0, v))  # deltalake agrees
+        snap = t.snapshot(version=v)
+        for got in every_read(snap):
+            assert by_id(got).equals(expected.slice(0, v))
+    assert by_id(t.diff(-1).added.select(expected.column_names)).equals(expected)
+    f1 = t.snapshot().files[0]
+    assert f1.partition_values["d"].equals(days("-9999-01-01"))
+    assert f1.partition_values["ts"].equals(micros("-9999-01-01T00:00:00"))
+    assert t.snapshot().files[3].partition_values["d"] == dt.date(2024, 5, 1)  # Python where it can
+
+
+FILTERS = {
+    "d before year 1": pc.field("d") < days("0001-01-01"),
+    "d after 9999": pc.field("d") > days("9999-12-31"),
+    "d is year 0": pc.field("d") == days("0000-01-01"),
+    "ts before year 1": pc.field("ts") < micros("0001-01-01T00:00:00"),
+    "ts after 9999": pc.field("ts") > micros("9999-12-31T23:59:59.999999"),
+    "x before year 1": pc.field("x") < days("0001-01-01"),
+    "x in 9999": (pc.field("x") >= days("9999-01-01")) & (pc.field("x") <= days("9999-12-31")),
+    "t before year 1": pc.field("t") < micros("0001-01-01T00:00:00"),
+    "t after 9999": pc.field("t") > micros("10000-01-01T00:00:00"),  # (stats are widened by 1 ms)
+    "t in 9999": pc.field("t") >= micros("9999-12-31T23:59:59.999"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILTERS))
+def test_extreme_years_prune_exactly(tmp_path, name):
+    expected = extreme_table(tmp_path)
+    snap = lf.Table(str(tmp_path)).snapshot()
+    wanted = ids_of(expected.filter(FILTERS[name]))
+    assert wanted  # every filter keeps some rows, and prunes others
+    assert ids_of(snap.to_arrow(filter=FILTERS[name])) == wanted
+    # One row per file and exact statistics: the files read are exactly those with the rows.
+    assert sorted(int(f.path[1:-8]) for f in snap.files_matching(FILTERS[name])) == wanted
+
+
+@given(st.integers(-9999, 12000), st.integers(1, 12), st.integers(1, 31), st.integers(0, 86_399_999_999),
+       st.sampled_from(["", "Z", "+05:30", "-0800", "+14"]))
+def test_epoch_values_of_any_year_match_numpy(year, month, day, micros_of_day, zone):
+    assume(day <= calendar.monthrange(2000 if calendar.isleap(year) else 2001, month)[1])
+    date = f"{'+' if year > 9999 else ''}{year:05d}" if year < 0 or year > 9999 else f"{year:04d}"
+    date += f"-{month:02d}-{day:02d}"
+    seconds, fraction = divmod(micros_of_day, 1_000_000)
+    clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{fraction:06d}"
+    expected_day = int(np.datetime64(date.lstrip("+"), "D").astype("int64"))
+    assert epoch_value(date, pa.date32()) == expected_day
+    offset = 0 if zone in ("", "Z") else (1 if zone[0] == "-" else -1) * (
+        int(zone[1:3]) * 60 + int(zone[3:].lstrip(":") or 0)) * 60_000_000
+    text = f"{date} {clock}{zone}"
+    assert epoch_value(text, UTC_US) == expected_day * 86_400_000_000 + micros_of_day + offset
+    assert epoch_value(text, pa.timestamp("us")) == expected_day * 86_400_000_000 + micros_of_day
+
+
+INVALID_DATES = ["2021-02-29", "2020-13-01", "2020-00-10", "2020-04-31", "-0100-02-29", "yesterday", "2020-1-1"]
+
+
+@pytest.mark.parametrize("text, typ", [*((d, pa.date32()) for d in INVALID_DATES),
+                                       *((d, UTC_US) for d in INVALID_DATES),
+                                       ("2020-01-01 24:00:00", UTC_US), ("-2020-01-01 10:60", UTC_US)])
+def test_invalid_dates_and_timestamps_are_corrupt_log(text, typ):
+    with pytest.raises(lf.CorruptLogError, match="not a valid"):
+        parse_partition_value(text, typ, "c")
