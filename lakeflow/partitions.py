@@ -182,10 +182,13 @@ def serialize_partition_value(value: Any, column: str) -> str | None:
                 "partition values, filter or replace them first"
             )
         return repr(value)
+    if isinstance(value, pa.Scalar):  # a date or timestamp outside the years 1-9999
+        return _serialize_temporal(value)
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None:
             value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        return str(value.strftime("%Y-%m-%d %H:%M:%S.%f"))
+        # (not strftime's %Y, which leaves years before 1000 unpadded on Linux)
+        return f"{value.year:04d}-{value:%m-%d %H:%M:%S.%f}"
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -200,6 +203,54 @@ def serialize_partition_value(value: Any, column: str) -> str | None:
     if isinstance(value, decimal.Decimal):
         return format(value, "f")
     return str(value)
+
+
+def _civil_from_days(days: int) -> tuple[int, int, int]:
+    """The proleptic Gregorian (year, month, day) `days` after 1970-01-01 (inverse of `_days_from_civil`)."""
+    z = days + 719_468
+    era = z // 146_097
+    day_of_era = z - era * 146_097
+    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    month_from_march = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * month_from_march + 2) // 5 + 1
+    month = month_from_march + 3 if month_from_march < 10 else month_from_march - 9
+    return year_of_era + era * 400 + (month <= 2), month, day
+
+
+def _serialize_temporal(value: pa.Scalar) -> str:
+    """An Arrow date or timestamp of any year as Spark writes it ("-9999-01-01", "+10000-...")."""
+    if pa.types.is_date(value.type):
+        days, micros = value.cast(pa.date32()).cast(pa.int32()).as_py(), None
+    else:  # in UTC when zoned, like datetimes above
+        days, micros = divmod(value.cast(pa.timestamp("us", value.type.tz)).cast(pa.int64()).as_py(),
+                              86_400_000_000)
+    year, month, day = _civil_from_days(days)
+    text = f"{year:04d}" if 0 <= year <= 9999 else f"{year:+05d}"
+    text += f"-{month:02d}-{day:02d}"
+    if micros is None:
+        return text
+    seconds, fraction = divmod(micros, 1_000_000)
+    return f"{text} {seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}.{fraction:06d}"
+
+
+def as_python(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """The values of `column` as Python values, where Python can hold them.
+
+    Dates and timestamps outside Python's years 1-9999 stay Arrow scalars (which
+    `serialize_partition_value` writes).
+    """
+    try:
+        values: list[Any] = column.to_pylist()
+        return values
+    except (OverflowError, ValueError):
+        out: list[Any] = []
+        for scalar in column:
+            try:
+                out.append(scalar.as_py())
+            except (OverflowError, ValueError):
+                out.append(scalar)
+        return out
 
 
 def escape_dir_value(text: str | None) -> str:
