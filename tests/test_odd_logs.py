@@ -203,7 +203,8 @@ WRITES = {
 
 def test_versions_before_a_gap_read_and_the_latest_is_refused_naming_the_missing_commit(tmp_path, table_uri):
     source = gapped(tmp_path / "source")
-    expected = {v: oracle(source, v) for v in range(3)}
+    expected = {v: oracle(source, v) for v in range(7)}
+    missing = (source / commit_path(3)).read_bytes()
     (source / commit_path(3)).unlink()
     copy_table(source, table_uri)
     t = lf.Table(table_uri)  # opens, so that the versions before the gap can be read
@@ -221,6 +222,9 @@ def test_versions_before_a_gap_read_and_the_latest_is_refused_naming_the_missing
         with pytest.raises(lf.LogGapError, match=GAP):
             latest()
     assert sorted(t.diff(0, 2).added["id"].to_pylist()) == [1, 2]
+    t.storage.write(commit_path(3), missing)  # restored: the latest reads again
+    assert t.version == 6
+    assert_same_rows(t.to_arrow(), expected[6])
 
 
 @pytest.mark.parametrize("write", sorted(WRITES))
