@@ -246,12 +246,19 @@ def check_writable(protocol: Protocol, metadata: Metadata | None = None) -> None
     Raises:
         UnsupportedFeatureError: naming the feature, or a column mapping mode (set
             in `metadata`'s configuration on any protocol).
+        CorruptLogError: `metadata` has no schema.
     """
     legacy = "" if protocol.min_writer_version >= 7 else (
         f" (implied by writer version {protocol.min_writer_version})")
     _check_features("writer", protocol.min_writer_version, MAX_WRITER_VERSION,
                     tuple(writer_features(protocol)), WRITER_FEATURES,
                     f"the table is read-only for lakeflow{legacy}")
+    if metadata is not None and not metadata.has_schema:  # a checkpoint would drop it
+        raise CorruptLogError(
+            "the table's metaData action has no schemaString, so lakeflow cannot tell its "
+            "columns and does not write it (nor checkpoint, vacuum or clean up its log); a "
+            "writer that knows the schema must commit a metaData with one first"
+        )
     mode = mapping_mode(metadata) if metadata is not None else "none"
     if mode != "none":  # lakeflow writes logical names, which readers would not find
         raise UnsupportedFeatureError(

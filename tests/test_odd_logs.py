@@ -25,6 +25,16 @@ from lakeflow.testing import copy_table
 
 PLAIN = {"minReaderVersion": 1, "minWriterVersion": 2}
 
+WRITES = {
+    "append": lambda t: t.append(ids([9])),
+    "delete": lambda t: t.delete(pc.field("id") == 1),
+    "merge": lambda t: t.merge(ids([1, 9]), on="id"),
+    "compact": lambda t: t.compact(),
+    "vacuum": lambda t: t.vacuum(retention=dt.timedelta(0), enforce_retention=False),
+    "checkpoint": lambda t: t.checkpoint(),
+    "cleanup_log": lambda t: t.cleanup_log(retention=dt.timedelta(0)),
+}
+
 
 def ids(values) -> pa.Table:
     return pa.table({"id": pa.array(values, pa.int64())})
@@ -131,16 +141,18 @@ def test_a_version_without_schema_is_refused_and_later_versions_read(tmp_path, t
     assert sorted(lf.Table(table_uri).to_arrow()["id"].to_pylist()) == [1, 2, 3, 4]
 
 
-def test_a_table_whose_latest_metadata_has_no_schema_is_refused(tmp_path):
+@pytest.mark.parametrize("write", sorted(WRITES))
+def test_a_table_whose_latest_metadata_has_no_schema_is_refused(tmp_path, write):
     log = dlt_table(tmp_path)
     schemaless = {k: v for k, v in log.metadata.items() if k != "schemaString"}
     log.commit({"metaData": schemaless})
     t = lf.Table(str(tmp_path))
     with pytest.raises(lf.CorruptLogError, match=r"version 3 .*no schemaString"):
         t.to_arrow()
-    with pytest.raises(lf.CorruptLogError, match=r"version 3 .*no schemaString"):
-        t.append(ids([9]))
-    assert not (tmp_path / commit_path(4)).exists()
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(lf.CorruptLogError, match=r"no schemaString"):
+        WRITES[write](t)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
     assert sorted(t.snapshot(version=2).to_arrow()["id"].to_pylist()) == [1, 2, 3]
 
 
@@ -190,15 +202,6 @@ def gapped(root: Path, checkpoint_at: int | None = None) -> Path:
 
 GAP = r"00000000000000000003\.json.*missing"
 
-WRITES = {
-    "append": lambda t: t.append(ids([9])),
-    "delete": lambda t: t.delete(pc.field("id") == 1),
-    "merge": lambda t: t.merge(ids([1, 9]), on="id"),
-    "compact": lambda t: t.compact(),
-    "vacuum": lambda t: t.vacuum(retention=dt.timedelta(0), enforce_retention=False),
-    "checkpoint": lambda t: t.checkpoint(),
-    "cleanup_log": lambda t: t.cleanup_log(retention=dt.timedelta(0)),
-}
 
 
 def test_versions_before_a_gap_read_and_the_latest_is_refused_naming_the_missing_commit(tmp_path, table_uri):
