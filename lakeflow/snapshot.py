@@ -63,7 +63,9 @@ class DataFile:
     Attributes:
         path: the file, relative to the table root.
         size: its size in bytes.
-        partition_values: typed values of the partition columns (logical names).
+        partition_values: typed values of the partition columns (logical names):
+            Python values, or Arrow scalars for dates and timestamps outside the
+            years 1-9999.
         num_records: rows the file contributes (deleted rows not counted), if
             the log records it.
         add: the `add` action.
