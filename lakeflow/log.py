@@ -420,8 +420,9 @@ def _gap(missing: list[int], start: int | None) -> LogGapError:
         f"the log has a gap: commit file(s) {', '.join(commit_path(v) for v in missing)} are "
         f"missing (deleted by hand or by a tool outside Delta?) while later ones exist, and no "
         f"checkpoint after them covers them; versions from {missing[0]} on cannot be "
-        f"reconstructed, versions {readable} remain readable (Table.snapshot(version=...)); "
-        "restore the missing commit file(s) to read or write the latest version",
+        f"reconstructed, versions {readable} are before the gap (read them with "
+        "Table.snapshot(version=...)); restore the missing commit file(s) to read or write "
+        "the latest version",
         tuple(missing), last)
 
 
