@@ -407,22 +407,22 @@ def plan_segment(listing: LogListing, version: int | None) -> tuple[int | None, 
             f"{_describe_versions(listing)}"
         )
     if missing:
-        raise _gap(missing, start)
+        raise _gap(missing, start, target)
     return start, needed
 
 
-def _gap(missing: list[int], start: int | None) -> LogGapError:
-    """The error for versions past missing commits: which are missing, which versions read."""
+def _gap(missing: list[int], start: int | None, target: int) -> LogGapError:
+    """The error for a version past missing commits: which are missing, which versions read."""
     last = missing[0] - 1  # the segment up to it is complete: missing[0] is the first hole
     floor = start if start is not None else 0  # (before a checkpoint, there may be other holes)
     readable = f"{floor}..{last}" if last > floor else str(last)
+    unreadable = f"{missing[0]}..{target}" if target > missing[0] else str(target)
     return LogGapError(
         f"the log has a gap: commit file(s) {', '.join(commit_path(v) for v in missing)} are "
         f"missing (deleted by hand or by a tool outside Delta?) while later ones exist, and no "
-        f"checkpoint after them covers them; versions from {missing[0]} on cannot be "
-        f"reconstructed, versions {readable} are before the gap (read them with "
-        "Table.snapshot(version=...)); restore the missing commit file(s) to read or write "
-        "the latest version",
+        f"checkpoint covers them, so versions {unreadable} cannot be reconstructed; versions "
+        f"{readable} are before the gap (read them with Table.snapshot(version=...)); restore "
+        "the missing commit file(s) to read the versions after it",
         tuple(missing), last)
 
 
