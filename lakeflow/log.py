@@ -415,14 +415,14 @@ def _gap(missing: list[int], start: int | None, target: int) -> LogGapError:
     """The error for a version past missing commits: which are missing, which versions read."""
     last = missing[0] - 1  # the segment up to it is complete: missing[0] is the first hole
     floor = start if start is not None else 0  # (before a checkpoint, there may be other holes)
-    readable = f"{floor}..{last}" if last > floor else str(last)
-    unreadable = f"{missing[0]}..{target}" if target > missing[0] else str(target)
+    readable = f"versions {floor}..{last} are" if last > floor else f"version {last} is"
+    unreadable = f"versions {missing[0]}..{target}" if target > missing[0] else f"version {target}"
     return LogGapError(
         f"the log has a gap: commit file(s) {', '.join(commit_path(v) for v in missing)} are "
         f"missing (deleted by hand or by a tool outside Delta?) while later ones exist, and no "
-        f"checkpoint covers them, so versions {unreadable} cannot be reconstructed; versions "
-        f"{readable} are before the gap (read them with Table.snapshot(version=...)); restore "
-        "the missing commit file(s) to read the versions after it",
+        f"checkpoint covers them, so {unreadable} cannot be reconstructed; {readable} before "
+        "the gap (read with Table.snapshot(version=...)); restore the missing commit file(s) "
+        "to read the versions after it",
         tuple(missing), last)
 
 

@@ -453,3 +453,17 @@ def test_serialized_values_of_any_year_parse_back(day, micros_of_day):
     assert parse_partition_value(text, UTC_US, "ts") == (  # Python's datetime where it can hold it
         dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=instant)
         if -719_162 <= day <= 2_932_896 else temporal_scalar(instant, UTC_US))
+
+
+def test_a_gap_after_the_last_checkpoint(tmp_path, table_uri):
+    source = gapped(tmp_path / "source", checkpoint_at=2)  # with _last_checkpoint pointing at it
+    expected = {v: oracle(source, v) for v in range(7)}
+    (source / commit_path(3)).unlink()
+    copy_table(source, table_uri)
+    t = lf.Table(table_uri)
+    with pytest.raises(lf.LogGapError, match=rf"{GAP}.*version 2 is before the gap"):
+        t.snapshot()
+    for v in (0, 1, 2):
+        assert_same_rows(t.snapshot(version=v).to_arrow(), expected[v])
+    with pytest.raises(lf.LogGapError, match=GAP):
+        t.snapshot(version=5)
