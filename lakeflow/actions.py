@@ -9,6 +9,7 @@ protocol requires of readers.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -16,6 +17,8 @@ from typing import Any, Union
 from lakeflow.errors import CorruptLogError
 
 JSON = dict[str, Any]
+# The schema of a metaData action that has none: a table without columns.
+NO_SCHEMA = '{"type":"struct","fields":[]}'
 
 
 def as_map(value: Any) -> dict[str, Any]:
@@ -94,7 +97,11 @@ class Protocol:
 
 @dataclass(frozen=True)
 class Metadata:
-    """Table identity, schema, partitioning and configuration."""
+    """Table identity, schema, partitioning and configuration.
+
+    `has_schema` is False for a metaData action without `schemaString`; its
+    `schema_string` is then `NO_SCHEMA`.
+    """
 
     id: str
     schema_string: str
@@ -105,11 +112,15 @@ class Metadata:
     format_provider: str = "parquet"
     format_options: Mapping[str, str] = field(default_factory=dict)
     created_time: int | None = None
+    has_schema: bool = True
 
     @classmethod
     def from_json(cls, d: JSON) -> Metadata:
         fmt = d.get("format") or {}
-        schema_string = _text(d, "schemaString", "metaData")
+        # Databricks Delta Live Tables wrote metaData actions without a schemaString (the
+        # schema came in a later commit): such a version has no columns to read.
+        has_schema = "schemaString" in d
+        schema_string = _text(d, "schemaString", "metaData") if has_schema else NO_SCHEMA
         try:
             schema = json.loads(schema_string)
         except RecursionError:
@@ -130,6 +141,7 @@ class Metadata:
             format_provider=fmt.get("provider") or "parquet",
             format_options=as_map(fmt.get("options")),
             created_time=d.get("createdTime"),
+            has_schema=has_schema,
         )
 
     def to_json(self) -> JSON:
@@ -141,7 +153,7 @@ class Metadata:
                     "description": self.description,
                     "format": {"provider": self.format_provider,
                                "options": dict(self.format_options)},
-                    "schemaString": self.schema_string,
+                    "schemaString": self.schema_string if self.has_schema else None,
                     "partitionColumns": list(self.partition_columns),
                     "configuration": dict(self.configuration),
                     "createdTime": self.created_time,
@@ -412,32 +424,79 @@ def decode_action(obj: JSON) -> Action | None:
 
 
 def parse_commit(data: bytes, name: str) -> list[Action]:
-    """Parse newline-delimited JSON commit bytes into actions.
+    """Parse commit bytes into actions: JSON objects, one action each.
+
+    Delta writes one action per line; some writers (DuckDB) pretty-print each action
+    over several lines. Lines are tried first, and only a file they do not split into
+    objects is read as a stream of objects.
 
     Raises:
-        CorruptLogError: the file is not valid UTF-8 JSON lines or misses required fields.
+        CorruptLogError: the file is not valid UTF-8 JSON objects or misses required fields.
     """
-    actions: list[Action] = []
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise CorruptLogError(f"log entry {name} is not UTF-8: {e}") from e
-    for lineno, line in enumerate(text.splitlines(), 1):
+    actions: list[Action] = []
+    for lineno, obj in _json_objects(text, name):
+        try:
+            action = decode_action(obj)
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            raise _not_an_action(name, lineno, e) from e
+        if action is not None:
+            actions.append(action)
+    return actions
+
+
+def _not_an_action(name: str, lineno: int, e: Exception) -> CorruptLogError:
+    return CorruptLogError(
+        f"log entry {name} line {lineno} is not a valid Delta action ({type(e).__name__}: {e}); "
+        "the file is truncated or was not written by a Delta writer"
+    )
+
+
+def _json_objects(text: str, name: str) -> list[tuple[int, JSON]]:
+    """The JSON objects of a commit, each with the line it starts on."""
+    out: list[tuple[int, JSON]] = []
+    # Split on "\n" only: str.splitlines would also split on U+2028 and other
+    # separators that JSON strings may hold unescaped.
+    for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
+        except (ValueError, RecursionError):
+            return _json_stream(text, name)  # an object spread over several lines
+        if not isinstance(obj, dict):
+            return _json_stream(text, name)  # e.g. a number on a line of its own
+        out.append((lineno, obj))
+    return out
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_stream(text: str, name: str) -> list[tuple[int, JSON]]:
+    """JSON objects separated by whitespace, however many lines each spans."""
+    decoder = json.JSONDecoder()
+    out: list[tuple[int, JSON]] = []
+    pos = _skip_space(text, 0)
+    while pos < len(text):
+        lineno = text.count("\n", 0, pos) + 1
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
             if not isinstance(obj, dict):
-                raise ValueError("line is not a JSON object")
-            action = decode_action(obj)
-        except (ValueError, KeyError, TypeError, RecursionError) as e:
-            raise CorruptLogError(
-                f"log entry {name} line {lineno} is not a valid Delta action ({type(e).__name__}: {e}); "
-                "the file is truncated or was not written by a Delta writer"
-            ) from e
-        if action is not None:
-            actions.append(action)
-    return actions
+                raise ValueError(f"{_shown(obj)} is not a JSON object")
+        except (ValueError, RecursionError) as e:
+            raise _not_an_action(name, lineno, e) from e
+        out.append((lineno, obj))
+        pos = _skip_space(text, pos)
+    return out
+
+
+def _skip_space(text: str, pos: int) -> int:
+    match = _WHITESPACE.match(text, pos)
+    return match.end() if match else pos
 
 
 def encode_commit(actions: Iterable[Action]) -> bytes:

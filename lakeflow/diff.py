@@ -70,6 +70,8 @@ _WEIGHT = "__lakeflow_weight"
 _RESERVED = (CHANGE_TYPE, COMMIT_VERSION, COMMIT_TIMESTAMP, _WEIGHT)
 _CHANGE_WEIGHTS = {"insert": 1, "update_postimage": 1, "delete": -1, "update_preimage": -1}
 _CHANGE_ORDER = {"delete": 0, "update_preimage": 1, "update_postimage": 2, "insert": 3}
+# The names delta-spark's change data feed preview (before 1.0) wrote.
+_OLD_CHANGE_TYPES = {"update_pre": "update_preimage", "update_post": "update_postimage"}
 _META_FIELDS = [pa.field(CHANGE_TYPE, pa.string()), pa.field(COMMIT_VERSION, pa.int64()),
                 pa.field(COMMIT_TIMESTAMP, pa.timestamp("ms", tz="UTC"))]
 
@@ -469,7 +471,8 @@ def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
     if not change_files:
         kinds = pc.if_else(pc.greater(rows_read[_WEIGHT], 0), "insert", "delete")
         return rows_read.append_column(CHANGE_TYPE, kinds).select(order)
-    kinds = rows_read[CHANGE_TYPE]
+    kinds = _current_change_types(rows_read[CHANGE_TYPE])
+    rows_read = rows_read.set_column(rows_read.schema.get_field_index(CHANGE_TYPE), CHANGE_TYPE, kinds)
     unknown = kinds.filter(pc.invert(pc.is_in(kinds, value_set=pa.array(list(_CHANGE_WEIGHTS)))))
     if len(unknown):
         raise CorruptLogError(
@@ -480,6 +483,13 @@ def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
     weights = pc.if_else(pc.is_in(kinds, value_set=adds), pa.scalar(1, pa.int64()),
                          pa.scalar(-1, pa.int64()))
     return rows_read.append_column(_WEIGHT, weights).select(order)
+
+
+def _current_change_types(kinds: pa.ChunkedArray) -> pa.ChunkedArray:
+    """`kinds` with the change types of older writers renamed to the current ones."""
+    for old, new in _OLD_CHANGE_TYPES.items():
+        kinds = pc.replace_substring_regex(kinds, f"^{old}$", new)
+    return kinds
 
 
 def _gone(storage: Storage, f: _File) -> str | None:

@@ -47,6 +47,23 @@ class CorruptLogError(LakeflowError):
     """A log entry or checkpoint cannot be parsed, or points outside the table."""
 
 
+class LogGapError(CorruptLogError):
+    """Commit files are missing in the middle of the log and no checkpoint covers them.
+
+    The versions before the gap stay readable by time travel; the latest and every
+    version from the gap on are not (until the missing commits are restored).
+
+    Attributes:
+        missing: the first missing versions (up to five).
+        last_readable: the newest version before the gap.
+    """
+
+    def __init__(self, message: str, missing: tuple[int, ...], last_readable: int) -> None:
+        super().__init__(message)
+        self.missing = missing
+        self.last_readable = last_readable
+
+
 class LateDataError(LakeflowError):
     """Rows arrived behind the table's watermark and the policy refuses them."""
 
@@ -81,6 +98,7 @@ __all__ = [
     "InvalidArgumentError",
     "LakeflowError",
     "LateDataError",
+    "LogGapError",
     "SchemaMismatchError",
     "StorageError",
     "TableExistsError",

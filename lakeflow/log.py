@@ -27,7 +27,7 @@ from lakeflow.actions import (
     parse_commit,
 )
 from lakeflow.column_mapping import mapping_mode
-from lakeflow.errors import CorruptLogError, UnsupportedFeatureError, VersionNotFoundError
+from lakeflow.errors import CorruptLogError, LogGapError, UnsupportedFeatureError, VersionNotFoundError
 from lakeflow.schema import check_type_changes, delta_to_arrow
 from lakeflow.storage import FileInfo, Storage
 from lakeflow.variant import has_variant
@@ -56,6 +56,8 @@ WRITER_FEATURES = frozenset(
      "identityColumns", "changeDataFeed", "inCommitTimestamp", "domainMetadata",
      "variantType", "variantType-preview", "vacuumProtocolCheck", "typeWidening", "typeWidening-preview"}
 )
+# Catalog-managed tables: a catalog ratifies commits, and `_delta_log` may lag behind it.
+CATALOG_FEATURES = ("catalogManaged", "catalogOwned-preview")
 MAX_READER_VERSION = 3
 MAX_WRITER_VERSION = 7
 # The writer features a legacy protocol (writer version 2-6, no feature list) implies:
@@ -203,15 +205,39 @@ def check_readable(protocol: Protocol, metadata: Metadata | None = None) -> None
     """Refuse tables that need reader features lakeflow does not implement.
 
     Raises:
-        UnsupportedFeatureError: naming the feature, or an unknown column mapping mode.
+        UnsupportedFeatureError: naming the feature (a catalog-managed table, an unknown
+            feature), or an unknown column mapping mode.
     """
-    _check_features("reader", protocol.min_reader_version, MAX_READER_VERSION,
-                    protocol.reader_features if protocol.min_reader_version == 3 else None,
+    listed = protocol.reader_features if protocol.min_reader_version == 3 else None
+    catalog = [f for f in CATALOG_FEATURES if f in (listed or ())]
+    if catalog:
+        raise UnsupportedFeatureError(
+            f"table is catalog-managed (reader feature {catalog[0]}): a catalog ratifies its "
+            "commits and the files in _delta_log may not hold the latest of them; lakeflow does "
+            "not talk to catalogs, so read and write it through its catalog's client (e.g. Spark "
+            "or delta-kernel with Unity Catalog)"
+        )
+    _check_features("reader", protocol.min_reader_version, MAX_READER_VERSION, listed,
                     READER_FEATURES, "read it with deltalake or Spark")
     if metadata is not None:
         mapping_mode(metadata)  # refuses modes other than none, name and id
         if metadata.schema_string and "delta.typeChanges" in metadata.schema_string:
             check_type_changes(metadata.schema_string)
+
+
+def check_schema(state: TableState) -> None:
+    """Refuse reading a version whose metaData has no schema.
+
+    Raises:
+        CorruptLogError: naming the version.
+    """
+    if not state.metadata.has_schema:
+        raise CorruptLogError(
+            f"version {state.version} of the table has no schema: its metaData action has no "
+            "schemaString (Databricks Delta Live Tables wrote such a first metaData, with the "
+            "schema in a later commit), so lakeflow cannot tell its columns; read a later "
+            "version whose metaData has a schema"
+        )
 
 
 def writer_features(protocol: Protocol) -> frozenset[str]:
@@ -231,12 +257,19 @@ def check_writable(protocol: Protocol, metadata: Metadata | None = None) -> None
     Raises:
         UnsupportedFeatureError: naming the feature, or a column mapping mode (set
             in `metadata`'s configuration on any protocol).
+        CorruptLogError: `metadata` has no schema.
     """
     legacy = "" if protocol.min_writer_version >= 7 else (
         f" (implied by writer version {protocol.min_writer_version})")
     _check_features("writer", protocol.min_writer_version, MAX_WRITER_VERSION,
                     tuple(writer_features(protocol)), WRITER_FEATURES,
                     f"the table is read-only for lakeflow{legacy}")
+    if metadata is not None and not metadata.has_schema:  # a checkpoint would drop it
+        raise CorruptLogError(
+            "the table's metaData action has no schemaString, so lakeflow cannot tell its "
+            "columns and does not write it (nor checkpoint, vacuum or clean up its log); a "
+            "writer that knows the schema must commit a metaData with one first"
+        )
     mode = mapping_mode(metadata) if metadata is not None else "none"
     if mode != "none":  # lakeflow writes logical names, which readers would not find
         raise UnsupportedFeatureError(
@@ -382,7 +415,7 @@ def plan_segment(listing: LogListing, version: int | None) -> tuple[int | None, 
 
     Raises:
         VersionNotFoundError: `version` is not reachable from the log.
-        CorruptLogError: versions are missing in the middle of the log.
+        LogGapError: commits are missing in the middle of the segment.
     """
     latest = listing.latest
     if latest is None:
@@ -407,11 +440,23 @@ def plan_segment(listing: LogListing, version: int | None) -> tuple[int | None, 
             f"{_describe_versions(listing)}"
         )
     if missing:
-        raise CorruptLogError(
-            f"the log has a gap: commit file(s) {', '.join(commit_path(v) for v in missing)} "
-            f"are missing between versions {first_commit} and {target}"
-        )
+        raise _gap(missing, start, target)
     return start, needed
+
+
+def _gap(missing: list[int], start: int | None, target: int) -> LogGapError:
+    """The error for a version past missing commits: which are missing, which versions read."""
+    last = missing[0] - 1  # the segment up to it is complete: missing[0] is the first hole
+    floor = start if start is not None else 0  # (before a checkpoint, there may be other holes)
+    readable = f"versions {floor}..{last} are" if last > floor else f"version {last} is"
+    unreadable = f"versions {missing[0]}..{target}" if target > missing[0] else f"version {target}"
+    return LogGapError(
+        f"the log has a gap: commit file(s) {', '.join(commit_path(v) for v in missing)} are "
+        f"missing (deleted by hand or by a tool outside Delta?) while later ones exist, and no "
+        f"checkpoint covers them, so {unreadable} cannot be reconstructed; {readable} before "
+        "the gap (read with Table.snapshot(version=...)); restore the missing commit file(s) "
+        "to read the versions after it",
+        tuple(missing), last)
 
 
 def reachable_versions(listing: LogListing) -> list[int]:

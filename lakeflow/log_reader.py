@@ -22,6 +22,7 @@ from lakeflow.errors import (
     CorruptLogError,
     InvalidArgumentError,
     LakeflowError,
+    LogGapError,
     TableNotFoundError,
     VersionNotFoundError,
 )
@@ -96,6 +97,8 @@ class LogReader:
         self._checkpoints: OrderedDict[int, TableState] = OrderedDict()
         self._checkpoint_files: dict[int, str] = {}  # version -> a file of the checkpoint read
         self._head: TableState | None = None
+        # A log with a gap opens before it (time travel reads); the latest refuses (`refresh`).
+        self._gap: LogGapError | None = None
 
     @property
     def uri(self) -> str:
@@ -108,7 +111,11 @@ class LogReader:
     def head(self) -> TableState:
         """The newest state loaded or committed through this reader (loaded on first use)."""
         if self._head is None:
-            self._head = self.load(None)
+            try:
+                self._head = self.load(None)
+            except LogGapError as e:
+                self._gap = e
+                self._head = self.load(e.last_readable)
         return self._head
 
     def observe(self, state: TableState) -> None:
@@ -124,11 +131,14 @@ class LogReader:
 
         Raises:
             CorruptLogError: the log no longer reaches the head's version.
+            LogGapError: commits are missing before the latest (the head stays before them).
         """
         head = self.head
-        state = self.advance(head)
+        # Probing cannot see a gap whose next commit is far ahead: a gapped log is listed.
+        state = self.advance(head) if self._gap is None else None
         if state is None:
             state = self.load(None)
+            self._gap = None
             if state.version < head.version:
                 raise CorruptLogError(
                     f"the log of {self.uri} ends at version {state.version}, but this handle "

@@ -43,9 +43,9 @@ from lakeflow.errors import (
     SchemaMismatchError,
     StorageError,
 )
-from lakeflow.log import TableState, check_data_path, check_readable
+from lakeflow.log import TableState, check_data_path, check_readable, check_schema
 from lakeflow.log_reader import LogReader, from_ms
-from lakeflow.partitions import parse_partition_value
+from lakeflow.partitions import parse_partition_value, temporal_bounds
 from lakeflow.schema import delta_to_arrow, widened_from
 from lakeflow.storage import Storage
 from lakeflow.variant import check_unshredded, has_variant
@@ -68,7 +68,9 @@ class DataFile:
     Attributes:
         path: the file, relative to the table root.
         size: its size in bytes.
-        partition_values: typed values of the partition columns (logical names).
+        partition_values: typed values of the partition columns (logical names):
+            Python values, or Arrow scalars for dates and timestamps outside the
+            years 1-9999.
         num_records: rows the file contributes (deleted rows not counted), if
             the log records it.
         add: the `add` action.
@@ -97,6 +99,7 @@ class Snapshot:
 
     def __post_init__(self) -> None:
         check_readable(self.state.protocol, self.state.metadata)
+        check_schema(self.state)
 
     @property
     def storage(self) -> Storage:
@@ -663,14 +666,8 @@ def stat_bounds(typ: pa.DataType, lo: Any, hi: Any) -> tuple[pa.Scalar, pa.Scala
             if not (isinstance(lo, str) and isinstance(hi, str)):
                 return None
             return pa.scalar(lo, typ), pa.scalar(hi, typ)
-        if pa.types.is_date(typ):
-            return (pa.scalar(dt.date.fromisoformat(str(lo)[:10]), typ),
-                    pa.scalar(dt.date.fromisoformat(str(hi)[:10]), typ))
-        if pa.types.is_timestamp(typ):
-            tlo = parse_partition_value(str(lo), typ)
-            thi = parse_partition_value(str(hi), typ)
-            # Writers truncate timestamp stats to milliseconds: widen the upper bound.
-            return pa.scalar(tlo, typ), pa.scalar(thi + dt.timedelta(milliseconds=1), typ)
+        if pa.types.is_date(typ) or pa.types.is_timestamp(typ):
+            return temporal_bounds(str(lo), str(hi), typ)  # any year (-9999, 0, 10000)
         if pa.types.is_decimal(typ):
             return _decimal_bound(lo, typ, up=False), _decimal_bound(hi, typ, up=True)
     except (ValueError, TypeError, ArithmeticError, pa.ArrowException, LakeflowError):

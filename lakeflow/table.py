@@ -165,6 +165,7 @@ class Table:
 
         Raises:
             CorruptLogError: the log no longer reaches the version the handle read.
+            LogGapError: commits are missing before the latest (the handle stays before them).
         """
         return self._log.refresh().version
 
@@ -202,7 +203,9 @@ class Table:
             self._log.refresh()
         if version is not None and version < 0:
             raise VersionNotFoundError(f"version {version} does not exist: versions start at 0")
-        return self._head() if version is None else self._head().at(version)
+        if version is None or version == self._log.head.version:
+            return self._head()
+        return Snapshot(self._log, self._log.load(version))
 
     def history(self, limit: int | None = None) -> list[Commit]:
         """Commits, newest first (only those whose log entries still exist).

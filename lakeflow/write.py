@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from lakeflow.actions import Add, Cdc
 from lakeflow.errors import InvalidArgumentError, SchemaMismatchError
-from lakeflow.partitions import encode_log_path, partition_dir, serialize_partition_value
+from lakeflow.partitions import as_python, encode_log_path, partition_dir, serialize_partition_value
 from lakeflow.schema import arrow_to_delta, canonical
 from lakeflow.storage import Storage
 
@@ -319,11 +319,9 @@ def _group_by_partition(table: pa.Table, partition_by: Sequence[str]) -> list[tu
     idx = "__lakeflow_row__"
     keyed = table.select(list(partition_by)).append_column(idx, pa.array(range(table.num_rows), pa.int64()))
     groups = keyed.group_by(list(partition_by), use_threads=False).aggregate([(idx, "list")])
-    out = []
-    for row in groups.to_pylist():
-        values = {c: row[c] for c in partition_by}
-        out.append((values, table.take(pa.array(row[f"{idx}_list"], pa.int64()))))
-    return out
+    columns = {c: as_python(groups.column(c)) for c in partition_by}  # (any year: as_python)
+    return [({c: columns[c][i] for c in partition_by}, table.take(pa.array(rows, pa.int64())))
+            for i, rows in enumerate(groups.column(f"{idx}_list").to_pylist())]
 
 
 def _dictionary_columns(data: pa.Table) -> bool | list[str]:

@@ -15,7 +15,6 @@ import pytest
 from test_reader_features import WRITES, Log, _files, assert_same_rows, cm_table, every_read, field, oracle
 
 import lakeflow as lf
-from lakeflow import maintenance
 from lakeflow.testing import copy_table
 
 
@@ -162,7 +161,7 @@ def test_vacuum_checks_the_protocol_it_finds_not_the_one_it_was_opened_with(tmp_
     log.commit({"protocol": protocol("someFutureFeature", reader=["vacuumProtocolCheck"])})
     before = _files(tmp_path)
     with pytest.raises(lf.UnsupportedFeatureError, match=r"vacuum refused.*someFutureFeature"):
-        maintenance.vacuum(t, retention=dt.timedelta(0), enforce_retention=False)
+        t.vacuum(retention=dt.timedelta(0), enforce_retention=False)
     assert _files(tmp_path) == before
 
 
