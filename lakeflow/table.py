@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from lakeflow.actions import CommitInfo, Txn
 from lakeflow.checkpoint import write_checkpoint
-from lakeflow.config import DEFAULT_TARGET_FILE_SIZE
+from lakeflow.config import DEFAULT_TARGET_FILE_SIZE, LatePolicy, SchemaMode
 from lakeflow.diff import CommitChanges, Diff, compute_diff, iter_changes
 from lakeflow.errors import InvalidArgumentError, VersionNotFoundError
 from lakeflow.late import QuarantineTarget, read_time_info, read_watermark, window_micros, window_start
@@ -26,8 +26,16 @@ from lakeflow.log_reader import LogReader, VersionRef, from_ms
 from lakeflow.ops import append as append_op
 from lakeflow.ops import create as create_op
 from lakeflow.ops import maintenance
+from lakeflow.ops.delete import delete_where
 from lakeflow.ops.maintenance import CompactResult, VacuumResult
-from lakeflow.ops.merge import MatchedAction, MergeResult, delete_where, merge_into
+from lakeflow.ops.merge import (
+    MatchedAction,
+    MergeResult,
+    NullKeys,
+    WhenNotMatched,
+    WhenNotMatchedBySource,
+    merge_into,
+)
 from lakeflow.snapshot import Snapshot
 from lakeflow.storage import Storage, open_storage
 from lakeflow.transaction import Transaction
@@ -361,9 +369,9 @@ class Table:
         app_id: str | None = None,
         txn_version: int | None = None,
         metadata: Mapping[str, Any] | None = None,
-        schema_mode: str | None = None,
+        schema_mode: SchemaMode | None = None,
         watermark: dt.datetime | None = None,
-        late: str | None = None,
+        late: LatePolicy | None = None,
         quarantine: Table | str | None = None,
     ) -> int:
         """Append rows and return the new version.
@@ -400,13 +408,13 @@ class Table:
         data: Any,
         on: str | Sequence[str] | None = None,
         when_matched: MatchedAction = "update",
-        when_not_matched: str = "insert",
-        when_not_matched_by_source: str = "keep",
+        when_not_matched: WhenNotMatched = "insert",
+        when_not_matched_by_source: WhenNotMatchedBySource = "keep",
         watermark: dt.datetime | None = None,
         *,
-        late: str | None = None,
+        late: LatePolicy | None = None,
         quarantine: Table | str | None = None,
-        null_keys: str = "error",
+        null_keys: NullKeys = "error",
         retries: int = 0,
     ) -> MergeResult:
         """Upsert `data` by key in one commit, rewriting only files with changed rows.

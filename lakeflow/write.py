@@ -15,13 +15,14 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lakeflow.actions import Add, Cdc
+from lakeflow.config import SchemaMode
 from lakeflow.errors import InvalidArgumentError, SchemaMismatchError
 from lakeflow.partitions import encode_log_path, partition_dir, serialize_partition_value
 from lakeflow.schema import arrow_to_delta, canonical
@@ -179,7 +180,7 @@ class Conformed:
     new_schema: pa.Schema | None
 
 
-def conform(data: pa.Table, schema: pa.Schema, schema_mode: str | None = None) -> Conformed:
+def conform(data: pa.Table, schema: pa.Schema, schema_mode: SchemaMode | None = None) -> Conformed:
     """Check `data` against the table `schema` and reshape it: order, types, nulls.
 
     Args:
@@ -190,7 +191,7 @@ def conform(data: pa.Table, schema: pa.Schema, schema_mode: str | None = None) -
     Raises:
         SchemaMismatchError: naming the columns that are missing, unknown or mistyped.
     """
-    if schema_mode not in (None, "merge"):
+    if schema_mode not in (None, *get_args(SchemaMode)):
         raise InvalidArgumentError(f"schema_mode must be None or 'merge', got {schema_mode!r}")
     names = data.column_names
     dupes = sorted(n for n, k in collections.Counter(names).items() if k > 1)

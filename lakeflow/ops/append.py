@@ -14,6 +14,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from lakeflow.actions import Action, Add, Txn
+from lakeflow.config import LatePolicy, SchemaMode
 from lakeflow.constraints import enforce, table_rules
 from lakeflow.errors import CommitConflictError, DuplicateKeyError, InvalidArgumentError, LakeflowError
 from lakeflow.keys import KEY_CONFLICT_RETRIES, KeyReads, check_new_keys
@@ -94,8 +95,8 @@ def _delete_files(storage: Storage, adds: Sequence[Add]) -> None:
 
 
 def append(snapshot: Snapshot, data: Any, app_id: str | None = None, txn_version: int | None = None,
-           metadata: Mapping[str, Any] | None = None, schema_mode: str | None = None,
-           watermark: dt.datetime | None = None, late: str | None = None,
+           metadata: Mapping[str, Any] | None = None, schema_mode: SchemaMode | None = None,
+           watermark: dt.datetime | None = None, late: LatePolicy | None = None,
            quarantine: QuarantineTarget | None = None) -> int:
     """Append rows on top of `snapshot` and return the new version; see `Table.append`."""
     check_txn(app_id, txn_version)
@@ -132,8 +133,8 @@ def append(snapshot: Snapshot, data: Any, app_id: str | None = None, txn_version
     return settle_arrival(snapshot.log, arrival, result.version)
 
 
-def _stage(snapshot: Snapshot, chunks: Iterator[pa.Table], schema_mode: str | None, watermark: Any,
-           late: str | None, quarantine: QuarantineTarget | None) -> _Staged:
+def _stage(snapshot: Snapshot, chunks: Iterator[pa.Table], schema_mode: SchemaMode | None, watermark: Any,
+           late: LatePolicy | None, quarantine: QuarantineTarget | None) -> _Staged:
     """Check and write each chunk's data files as it arrives; nothing is committed.
 
     If a later chunk is refused (schema, lateness), the files of the earlier
