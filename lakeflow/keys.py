@@ -123,7 +123,8 @@ def _samples(keys: pl.DataFrame) -> str:
     return ", ".join(str(row) for row in keys.head(SAMPLE_KEYS).iter_rows(named=True))
 
 
-def _any_file(add: Add) -> bool:
+def any_file(add: Add) -> bool:
+    """A file test that holds for every file (what a read of the whole table conflicts with)."""
     return True
 
 
@@ -143,7 +144,7 @@ def check_new_keys(snap: Snapshot, rows: pa.Table, key: Sequence[str]) -> KeyRea
             f"{_samples(repeated)}; the table's key must be unique: deduplicate the rows, nothing "
             "was written")
     nulls = any(keys.column(c).null_count for c in on)
-    could_match = _any_file if nulls else KeyIndex(keys, snap.schema, snap.partition_columns).could_match
+    could_match = any_file if nulls else KeyIndex(keys, snap.schema, snap.partition_columns).could_match
     candidates = [f for f in snap.files if could_match(f.add)]
     if candidates:
         existing = pl.DataFrame(pa.concat_tables(snap.read_files(candidates, columns=on)))
@@ -157,4 +158,4 @@ def check_new_keys(snap: Snapshot, rows: pa.Table, key: Sequence[str]) -> KeyRea
     return KeyReads(frozenset(f.add.path for f in candidates), could_match)
 
 
-__all__ = ["KEY_CONFLICT_RETRIES", "KeyIndex", "KeyReads", "check_new_keys", "frame_of"]
+__all__ = ["KEY_CONFLICT_RETRIES", "KeyIndex", "KeyReads", "any_file", "check_new_keys", "frame_of"]

@@ -40,7 +40,7 @@ from lakeflow.actions import Add
 from lakeflow.config import LatePolicy
 from lakeflow.constraints import enforce
 from lakeflow.errors import DuplicateKeyError, InvalidArgumentError, SchemaMismatchError
-from lakeflow.keys import KeyIndex, frame_of
+from lakeflow.keys import KeyIndex, any_file, frame_of
 from lakeflow.late import (
     EventClock,
     Quarantine,
@@ -383,7 +383,7 @@ def _read_target(snap: Snapshot, source: _Source, every_file: bool) -> _Target:
     """Read the files that may hold a source key (`every_file`: all of them)."""
     if every_file:
         files: list[DataFile] = list(snap.files)
-        predicate: Callable[[Add], bool] = _any_file
+        predicate: Callable[[Add], bool] = any_file
     else:
         index = KeyIndex(source.rows.select(list(source.on)), snap.schema, snap.partition_columns)
         files = [f for f in snap.files if index.could_match(f.add)]
@@ -392,10 +392,6 @@ def _read_target(snap: Snapshot, source: _Source, every_file: bool) -> _Target:
     rows = pa.concat_tables(tables) if tables else snap.schema.empty_table()
     starts = np.cumsum([0] + [t.num_rows for t in tables[:-1]]).astype(np.int64)
     return _Target(tuple(files), predicate, tuple(tables), rows, starts)
-
-
-def _any_file(add: Add) -> bool:
-    return True
 
 
 # --- changes: what each matched pair and each unmatched row becomes
