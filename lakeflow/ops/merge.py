@@ -345,7 +345,7 @@ class _Target:
 
 @dataclass(frozen=True)
 class _Match:
-    """Stage 1: source and target, and the matched pairs (`t_idx[i]` in the target, `s_idx[i]` in the source)."""
+    """Source and target, and the matched pairs (`t_idx[i]` in the target, `s_idx[i]` in the source)."""
 
     source: _Source
     target: _Target
@@ -464,7 +464,7 @@ def _unpaired(num_rows: int, paired: IndexArray) -> IndexArray:
 
 @dataclass(frozen=True)
 class _Judged:
-    """Stage 2: the changes to commit, after the lateness policy held some back.
+    """The changes to commit, after the lateness policy held some back.
 
     Attributes:
         changes: the changes to commit.
@@ -519,7 +519,7 @@ def _judge(snap: Snapshot, m: _Match, ch: _Changes, args: _MergeArgs) -> _Judged
 
 @dataclass(frozen=True)
 class _Plan:
-    """Stage 3: what to write and what it replaces.
+    """What to write and what it replaces.
 
     Attributes:
         inserted: the rows inserted.
