@@ -17,6 +17,8 @@ from lakeflow.errors import InvalidArgumentError
 
 LatePolicy = Literal["accept", "reject", "quarantine"]
 LATE_POLICIES: tuple[LatePolicy, ...] = ("accept", "reject", "quarantine")
+# How a write treats input columns the table lacks: refuse them (None) or add them.
+SchemaMode = Literal["merge"]
 
 KEY = "lakeflow.key"
 EVENT_TIME = "lakeflow.eventTime"
@@ -137,4 +139,4 @@ class TableConfig:
         )
 
 
-__all__ = ["LATE_POLICIES", "LatePolicy", "TableConfig", "check_policy", "parse_interval_ms"]
+__all__ = ["LATE_POLICIES", "LatePolicy", "SchemaMode", "TableConfig", "check_policy", "parse_interval_ms"]

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from lakeflow.checkpoint import write_checkpoint
-from lakeflow.config import DEFAULT_TARGET_FILE_SIZE
+from lakeflow.config import DEFAULT_TARGET_FILE_SIZE, LatePolicy, SchemaMode
 from lakeflow.diff import CommitChanges, Diff, compute_diff, iter_changes
 from lakeflow.errors import InvalidArgumentError, VersionNotFoundError
 from lakeflow.history import Commit, history
@@ -27,8 +27,16 @@ from lakeflow.ops import append as append_op
 from lakeflow.ops import create as create_op
 from lakeflow.ops import overwrite as overwrite_op
 from lakeflow.ops import restore as restore_op
+from lakeflow.ops.delete import delete_where
 from lakeflow.ops.maintenance import CompactResult, VacuumResult
-from lakeflow.ops.merge import MatchedAction, MergeResult, delete_where, merge_into
+from lakeflow.ops.merge import (
+    MatchedAction,
+    MergeResult,
+    NullKeys,
+    WhenNotMatched,
+    WhenNotMatchedBySource,
+    merge_into,
+)
 from lakeflow.ops.overwrite import OverwriteSchemaMode
 from lakeflow.snapshot import Snapshot
 from lakeflow.storage import Storage, open_storage
@@ -318,9 +326,9 @@ class Table:
         app_id: str | None = None,
         txn_version: int | None = None,
         metadata: Mapping[str, Any] | None = None,
-        schema_mode: str | None = None,
+        schema_mode: SchemaMode | None = None,
         watermark: dt.datetime | None = None,
-        late: str | None = None,
+        late: LatePolicy | None = None,
         quarantine: Table | str | None = None,
     ) -> int:
         """Append rows and return the new version.
@@ -357,13 +365,13 @@ class Table:
         data: Any,
         on: str | Sequence[str] | None = None,
         when_matched: MatchedAction = "update",
-        when_not_matched: str = "insert",
-        when_not_matched_by_source: str = "keep",
+        when_not_matched: WhenNotMatched = "insert",
+        when_not_matched_by_source: WhenNotMatchedBySource = "keep",
         watermark: dt.datetime | None = None,
         *,
-        late: str | None = None,
+        late: LatePolicy | None = None,
         quarantine: Table | str | None = None,
-        null_keys: str = "error",
+        null_keys: NullKeys = "error",
         retries: int = 0,
     ) -> MergeResult:
         """Upsert `data` by key in one commit, rewriting only files with changed rows.

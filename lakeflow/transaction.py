@@ -211,6 +211,61 @@ def _check_not_recreated(storage: Storage, version: int, operation: str) -> None
     )
 
 
+def _commit_actions(tx: CommitRequest, state: TableState, read_version: int, ts: int,
+                    txn_id: str) -> list[Action]:
+    """The actions of one attempt at committing `tx` on `state`, stamped `ts`."""
+    # commitInfo first: required with In-Commit Timestamps, harmless otherwise.
+    actions: list[Action] = [_commit_info(tx, state, read_version, ts, txn_id)]
+    actions += [_not_before(a, ts) for a in tx.actions]
+    if tx.txn is not None:
+        actions.append(Txn(tx.txn.app_id, tx.txn.version, ts))
+    return actions
+
+
+def _read_live_winner(storage: Storage, tx: CommitRequest, version: int,
+                      read_winner: Callable[[int], tuple[Sequence[Action], int | None]]
+                      ) -> tuple[Sequence[Action], int | None]:
+    """The commit that took `version`, provided the log around it is still live.
+
+    Raises:
+        CommitConflictError: log cleanup removed the winner or its predecessor.
+    """
+    try:
+        winner, winner_ts = read_winner(version)
+    except FileNotFoundError:
+        raise _cleaned_under(tx.operation, version) from None
+    # The winner extends the state only while the state is still on the live log: a
+    # cleaned-up predecessor means the winner may be a re-creation being withdrawn.
+    if version > 0 and not storage.exists(commit_path(version - 1)):
+        raise _cleaned_under(tx.operation, version) from None
+    return winner, winner_ts
+
+
+def _settled_by(storage: Storage, state: TableState, tx: CommitRequest, version: int,
+                winner: Sequence[Action], winner_ts: int | None, mine: Sequence[Action], ts: int,
+                txn_id: str) -> CommitOutcome | None:
+    """The outcome when the winner at `version` ends the transaction; None: replay past it.
+
+    The winner is this transaction's own commit (a retried put), or already holds
+    its application transaction; otherwise a logical conflict is refused.
+
+    Raises:
+        CommitConflictError: the winner conflicts with what `tx` read.
+    """
+    if _written_by(winner, txn_id):
+        _check_not_recreated(storage, version, tx.operation)
+        return CommitOutcome(version, replay(state, [(version, mine)]), ts)
+    if _txn_satisfied(tx.txn, winner):
+        return CommitOutcome(version, replay(state, [(version, winner)]), winner_ts or ts, deduplicated=True)
+    reason = conflict_reason(tx, winner)
+    if reason is not None:
+        raise CommitConflictError(
+            f"{tx.operation} based on version {state.version} conflicts with version "
+            f"{version}: {reason}; re-read the table and retry"
+        ) from None
+    return None
+
+
 def commit_request(
     storage: Storage,
     state: TableState,
@@ -242,35 +297,15 @@ def commit_request(
     for attempt in range(max_attempts):
         version = state.version + 1
         ts = _commit_time(int(clock() * 1000), last_timestamp_ms)
-        # commitInfo first: required with In-Commit Timestamps, harmless otherwise.
-        actions: list[Action] = [_commit_info(tx, state, read_version, ts, txn_id)]
-        actions += [_not_before(a, ts) for a in tx.actions]
-        if tx.txn is not None:
-            actions.append(Txn(tx.txn.app_id, tx.txn.version, ts))
+        actions = _commit_actions(tx, state, read_version, ts, txn_id)
         data = encode_commit(actions)
         try:
             storage.write_if_absent(commit_path(version), data)
         except FileExistsError:
-            try:
-                winner, winner_ts = read_winner(version)
-            except FileNotFoundError:
-                raise _cleaned_under(tx.operation, version) from None
-            # The winner extends the state only while the state is still on the live log: a
-            # cleaned-up predecessor means the winner may be a re-creation being withdrawn.
-            if version > 0 and not storage.exists(commit_path(version - 1)):
-                raise _cleaned_under(tx.operation, version) from None
-            if _written_by(winner, txn_id):
-                _check_not_recreated(storage, version, tx.operation)
-                return CommitOutcome(version, replay(state, [(version, actions)]), ts)
-            if _txn_satisfied(tx.txn, winner):
-                state = replay(state, [(version, winner)])
-                return CommitOutcome(version, state, winner_ts or ts, deduplicated=True)
-            reason = conflict_reason(tx, winner)
-            if reason is not None:
-                raise CommitConflictError(
-                    f"{tx.operation} based on version {state.version} conflicts with version "
-                    f"{version}: {reason}; re-read the table and retry"
-                ) from None
+            winner, winner_ts = _read_live_winner(storage, tx, version, read_winner)
+            outcome = _settled_by(storage, state, tx, version, winner, winner_ts, actions, ts, txn_id)
+            if outcome is not None:
+                return outcome
             state = replay(state, [(version, winner)])
             last_timestamp_ms = winner_ts
             if attempt >= 3:

@@ -7,22 +7,25 @@ partitioned Parquet files with per-file statistics.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import io
 import json
 import math
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
+from urllib.parse import unquote
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lakeflow.actions import Add, Cdc
-from lakeflow.errors import InvalidArgumentError, SchemaMismatchError
+from lakeflow.config import SchemaMode
+from lakeflow.errors import InvalidArgumentError, LakeflowError, SchemaMismatchError
 from lakeflow.partitions import as_python, encode_log_path, partition_dir, serialize_partition_value
 from lakeflow.schema import arrow_to_delta, canonical
 from lakeflow.storage import Storage
@@ -179,7 +182,7 @@ class Conformed:
     new_schema: pa.Schema | None
 
 
-def conform(data: pa.Table, schema: pa.Schema, schema_mode: str | None = None) -> Conformed:
+def conform(data: pa.Table, schema: pa.Schema, schema_mode: SchemaMode | None = None) -> Conformed:
     """Check `data` against the table `schema` and reshape it: order, types, nulls.
 
     Args:
@@ -190,7 +193,7 @@ def conform(data: pa.Table, schema: pa.Schema, schema_mode: str | None = None) -
     Raises:
         SchemaMismatchError: naming the columns that are missing, unknown or mistyped.
     """
-    if schema_mode not in (None, "merge"):
+    if schema_mode not in (None, *get_args(SchemaMode)):
         raise InvalidArgumentError(f"schema_mode must be None or 'merge', got {schema_mode!r}")
     names = data.column_names
     dupes = sorted(n for n, k in collections.Counter(names).items() if k > 1)
@@ -378,6 +381,15 @@ def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[s
         )
         for rel, pvalues, size, data in _write_parts(storage, table, partition_by, "", "part")
     ]
+
+
+def discard(storage: Storage, files: Iterable[Add | Cdc]) -> None:
+    """Delete files written for a commit that will not reference them (best effort: an orphan is
+    harmless, vacuum removes it).
+    """
+    for f in files:
+        with contextlib.suppress(OSError, LakeflowError):
+            storage.delete(unquote(f.path))
 
 
 def write_cdc_files(storage: Storage, changes: pa.Table, partition_by: Sequence[str]) -> list[Cdc]:

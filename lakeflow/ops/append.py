@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import pyarrow as pa
 
 from lakeflow.actions import Action, Add, Txn
+from lakeflow.config import LatePolicy, SchemaMode
 from lakeflow.constraints import enforce, table_rules
-from lakeflow.errors import CommitConflictError, DuplicateKeyError, InvalidArgumentError, LakeflowError
+from lakeflow.errors import CommitConflictError, DuplicateKeyError, InvalidArgumentError
 from lakeflow.keys import KEY_CONFLICT_RETRIES, KeyReads, check_new_keys
 from lakeflow.late import TIME_INFO_KEYS, Arrival, Quarantine, QuarantineTarget, arrive, open_target
 from lakeflow.log import check_writable
@@ -23,9 +22,8 @@ from lakeflow.log_reader import LogReader
 from lakeflow.ops.create import covering, create, protocol_for
 from lakeflow.schema import extend_schema_string
 from lakeflow.snapshot import Snapshot
-from lakeflow.storage import Storage
 from lakeflow.transaction import CommitResult, Transaction
-from lakeflow.write import conform, input_chunks, write_data_files
+from lakeflow.write import conform, discard, input_chunks, write_data_files
 
 # Streamed appends gather this many bytes of Arrow batches before writing them as files:
 # memory stays bounded by about one chunk (plus Parquet's buffers), not by the input.
@@ -87,15 +85,10 @@ def check_info(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return extra
 
 
-def _delete_files(storage: Storage, adds: Sequence[Add]) -> None:
-    for a in adds:
-        with contextlib.suppress(OSError, LakeflowError):
-            storage.delete(unquote(a.path))
-
 
 def append(snapshot: Snapshot, data: Any, app_id: str | None = None, txn_version: int | None = None,
-           metadata: Mapping[str, Any] | None = None, schema_mode: str | None = None,
-           watermark: dt.datetime | None = None, late: str | None = None,
+           metadata: Mapping[str, Any] | None = None, schema_mode: SchemaMode | None = None,
+           watermark: dt.datetime | None = None, late: LatePolicy | None = None,
            quarantine: QuarantineTarget | None = None) -> int:
     """Append rows on top of `snapshot` and return the new version; see `Table.append`."""
     check_txn(app_id, txn_version)
@@ -126,14 +119,13 @@ def append(snapshot: Snapshot, data: Any, app_id: str | None = None, txn_version
     result = tx.commit() if staged.keys is None else _commit_keyed(tx, *staged.keys, adds)
     if result.deduplicated:
         # Another attempt of the same batch won: our files were never committed.
-        for a in adds:
-            snapshot.storage.delete(unquote(a.path))
+        discard(snapshot.storage, adds)
         return result.version
     return settle_arrival(snapshot.log, arrival, result.version)
 
 
-def _stage(snapshot: Snapshot, chunks: Iterator[pa.Table], schema_mode: str | None, watermark: Any,
-           late: str | None, quarantine: QuarantineTarget | None) -> _Staged:
+def _stage(snapshot: Snapshot, chunks: Iterator[pa.Table], schema_mode: SchemaMode | None, watermark: Any,
+           late: LatePolicy | None, quarantine: QuarantineTarget | None) -> _Staged:
     """Check and write each chunk's data files as it arrives; nothing is committed.
 
     If a later chunk is refused (schema, lateness), the files of the earlier
@@ -156,8 +148,7 @@ def _stage(snapshot: Snapshot, chunks: Iterator[pa.Table], schema_mode: str | No
                 adds += write_data_files(snapshot.storage, arrival.rows, snapshot.partition_columns)
                 rows += arrival.rows.num_rows
     except BaseException:
-        for a in adds:
-            snapshot.storage.delete(unquote(a.path))
+        discard(snapshot.storage, adds)
         raise
     assert arrival is not None  # input_chunks yields at least one table
     return _Staged(adds, rows, new_schema, arrival, keys)
@@ -199,7 +190,7 @@ def _commit_keyed(tx: Transaction, rows: pa.Table, reads: KeyReads, adds: Sequen
             f"the append lost {KEY_CONFLICT_RETRIES} times in a row to concurrent commits that "
             "could hold its keys; retry later")
     except (CommitConflictError, DuplicateKeyError):
-        _delete_files(base.storage, adds)
+        discard(base.storage, adds)
         raise
 
 

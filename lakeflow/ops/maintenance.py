@@ -12,7 +12,6 @@ import re
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +32,7 @@ from lakeflow.log import (
     read_commit,
 )
 from lakeflow.log_reader import LogReader
+from lakeflow.ops.rewrite import pack
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.storage import Storage
 from lakeflow.transaction import Transaction
@@ -63,19 +63,8 @@ class VacuumResult:
     dry_run: bool
 
 
-def _bins(files: Sequence[DataFile], target_size: int) -> list[list[DataFile]]:
-    """Group small files into bins of about `target_size` bytes; singletons are left alone."""
-    bins: list[list[DataFile]] = []
-    current: list[DataFile] = []
-    size = 0
-    for add in sorted(files, key=lambda a: a.size):
-        if current and size + add.size > target_size:
-            bins.append(current)
-            current, size = [], 0
-        current.append(add)
-        size += add.size
-    bins.append(current)
-    return [b for b in bins if len(b) > 1]
+def _size(f: DataFile) -> int:
+    return f.size
 
 
 def compact(snapshot: Snapshot, target_file_size: int = DEFAULT_TARGET_FILE_SIZE) -> CompactResult:
@@ -96,7 +85,9 @@ def compact(snapshot: Snapshot, target_file_size: int = DEFAULT_TARGET_FILE_SIZE
     tx = Transaction(snapshot, "OPTIMIZE", {"targetSize": str(target_file_size)})
     removed, added, rows = 0, 0, 0
     for files in by_partition.values():
-        for group in _bins(files, target_file_size):
+        # Smallest first, up to the target size each; a file left alone is not rewritten.
+        bins = pack(sorted(files, key=_size), _size, target_file_size)
+        for group in (b for b in bins if len(b) > 1):
             data = pa.concat_tables(snapshot.read_files(group))
             adds = write_data_files(snapshot.storage, data, snapshot.partition_columns, data_change=False)
             tx.remove(*group, data_change=False).add(*adds)

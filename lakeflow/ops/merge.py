@@ -1,4 +1,4 @@
-"""Copy-on-write merge (upsert) and delete, recorded as Delta change data.
+"""Copy-on-write merge (upsert), recorded as Delta change data.
 
 A merge pairs source rows with target rows by key. Only files that can hold a
 source key are read: their partition values and the min/max statistics of the
@@ -11,60 +11,69 @@ protocol allows, a commit whose adds and removes are exactly its changes (only
 inserts, or only whole files deleted) writes no change files: readers take its
 adds as inserts and its removes as deletes.
 
+A merge runs in stages, each handing a frozen record to the next: match (check
+the source, read the files that may hold its keys, join the keys; `_Match`),
+decide what each row becomes (`_Changes`), judge lateness (`_Judged`), plan the
+rewrites (`_Plan`), then write the files in parallel and commit.
+
 One operation is one commit. It records the files it read and a predicate for
 files a concurrent writer might add; a concurrent commit that removed a read
-file, or added a file that could hold one of the keys (or rows the delete
-predicate matches), makes it fail with `CommitConflictError` (or start over
-when `retries` allows), and any other concurrent commit is simply stepped over.
+file, or added a file that could hold one of the keys, makes it fail with
+`CommitConflictError` (or start over when `retries` allows), and any other
+concurrent commit is simply stepped over.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import json
-import os
-import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import unquote
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from lakeflow.actions import Action, Add, Cdc
+from lakeflow.actions import Add
+from lakeflow.config import LatePolicy
 from lakeflow.constraints import enforce
-from lakeflow.errors import (
-    CommitConflictError,
-    DuplicateKeyError,
-    InvalidArgumentError,
-    LakeflowError,
-    SchemaMismatchError,
+from lakeflow.errors import DuplicateKeyError, InvalidArgumentError, SchemaMismatchError
+from lakeflow.keys import KeyIndex, any_file, frame_of
+from lakeflow.late import (
+    EventClock,
+    Quarantine,
+    QuarantineTarget,
+    check_quarantine_arg,
+    from_micros,
+    quarantine_for,
 )
-from lakeflow.keys import KeyIndex, frame_of
-from lakeflow.late import EventClock, Quarantine, check_quarantine_arg, from_micros, quarantine_for
 from lakeflow.log import check_writable
 from lakeflow.ops.append import write_quarantine
+from lakeflow.ops.rewrite import (
+    BoolArray,
+    Content,
+    IndexArray,
+    Written,
+    change_rows,
+    pack,
+    positions,
+    take_rows,
+    writes_change_data,
+)
 from lakeflow.snapshot import DataFile, Snapshot
-from lakeflow.storage import Storage
 from lakeflow.transaction import Transaction, retrying
-from lakeflow.write import conform, to_arrow_table, write_cdc_files, write_data_files
+from lakeflow.write import conform, to_arrow_table
 
-BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
-IndexArray = np.ndarray[Any, np.dtype[np.int64]]
+WhenMatched = Literal["update", "ignore", "delete"]
+WhenNotMatched = Literal["insert", "ignore"]
+WhenNotMatchedBySource = Literal["keep", "delete"]
+NullKeys = Literal["error", "skip"]
+MatchedAction = WhenMatched | Mapping[str, pl.Expr] | Callable[[pl.DataFrame, pl.DataFrame], Any]
+
 _EMPTY: IndexArray = np.zeros(0, dtype=np.int64)
-MatchedAction = str | Mapping[str, pl.Expr] | Callable[[pl.DataFrame, pl.DataFrame], Any]
-
-CHANGE_TYPE = "_change_type"
 REWRITE_FILE_SIZE = 32 * 1024 * 1024
-# File reads and writes overlap I/O with pyarrow's own (GIL-free) work; more
-# threads than cores only contend.
-_IO_THREADS = max(2, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -99,12 +108,12 @@ class MergeResult:
 @dataclass(frozen=True)
 class _MergeArgs:
     when_matched: MatchedAction
-    when_not_matched: str
-    when_not_matched_by_source: str
+    when_not_matched: WhenNotMatched
+    when_not_matched_by_source: WhenNotMatchedBySource
     watermark: Any
-    late: str | None
-    quarantine: Any
-    null_keys: str
+    late: LatePolicy | None
+    quarantine: QuarantineTarget | None
+    null_keys: NullKeys
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
@@ -121,10 +130,10 @@ def _check_args(args: _MergeArgs) -> None:
                     "a when_matched mapping maps column names to polars expressions, e.g. "
                     "{'amount': pl.col('target.amount') + pl.col('source.amount')}")
     elif not callable(action):
-        _check_choice("when_matched", action, ("update", "ignore", "delete"))
-    _check_choice("when_not_matched", args.when_not_matched, ("insert", "ignore"))
-    _check_choice("when_not_matched_by_source", args.when_not_matched_by_source, ("keep", "delete"))
-    _check_choice("null_keys", args.null_keys, ("error", "skip"))
+        _check_choice("when_matched", action, get_args(WhenMatched))
+    _check_choice("when_not_matched", args.when_not_matched, get_args(WhenNotMatched))
+    _check_choice("when_not_matched_by_source", args.when_not_matched_by_source, get_args(WhenNotMatchedBySource))
+    _check_choice("null_keys", args.null_keys, get_args(NullKeys))
 
 
 def _key_columns(on: str | Sequence[str] | None, declared: tuple[str, ...], schema: pa.Schema,
@@ -167,7 +176,7 @@ def _missing_columns(source: pa.Table, schema: pa.Schema, inserts: bool) -> tupl
     return missing
 
 
-def _prepare_source(source: pa.Table, schema: pa.Schema, on: tuple[str, ...], null_keys: str,
+def _prepare_source(source: pa.Table, schema: pa.Schema, on: tuple[str, ...], null_keys: NullKeys,
                     full_rows: bool, missing: Sequence[str] = ()) -> pa.Table:
     """Drop or refuse null keys, cast to the table types, refuse repeated keys.
 
@@ -255,146 +264,18 @@ def _apply_matched(action: MatchedAction, old: pa.Table, source_rows: pa.Table,
     return result
 
 
-def _cdf_enabled(snap: Snapshot) -> bool:
-    """Whether the protocol requires change data files for this table."""
-    if snap.properties.get("delta.enableChangeDataFeed", "").lower() != "true":
-        return False
-    p = snap.protocol
-    if p.min_writer_version >= 7:
-        return "changeDataFeed" in (p.writer_features or ())
-    return p.min_writer_version >= 4
-
-
-def _change_rows(schema: pa.Schema, parts: Sequence[tuple[pa.Table, str]]) -> pa.Table:
-    tables = [t.cast(schema).append_column(CHANGE_TYPE, pa.array([kind] * t.num_rows, pa.string()))
-              for t, kind in parts if t.num_rows]
-    return pa.concat_tables(tables)
-
-
-def _take(table: pa.Table, idx: IndexArray) -> pa.Table:
-    return table.take(pa.array(idx, pa.int64()))
-
-
-def _positions(mask: BoolArray) -> IndexArray:
-    return np.flatnonzero(mask).astype(np.int64)
-
-
-@dataclass
-class _Written:
-    """Data and change files an operation wrote; deleted again if its commit loses."""
-
-    adds: list[Add] = field(default_factory=list)
-    cdcs: list[Cdc] = field(default_factory=list)
-
-    def write(self, snap: Snapshot, contents: Sequence[pa.Table | Callable[[], pa.Table]],
-              changes: pa.Table | None) -> None:
-        """Write data files (one per content) and change files, in parallel.
-
-        A callable content is built in its task. Every file written is recorded,
-        even when a task fails; then the first error is raised.
-        """
-        storage, partition_by = snap.storage, snap.partition_columns
-
-        def data(content: pa.Table | Callable[[], pa.Table]) -> list[Add]:
-            rows = content() if callable(content) else content
-            return write_data_files(storage, rows, partition_by) if rows.num_rows else []
-
-        with ThreadPoolExecutor(_IO_THREADS) as pool:
-            futures: list[Future[Any]] = [pool.submit(data, c) for c in contents]
-            if changes is not None:
-                futures.append(pool.submit(write_cdc_files, storage, changes, partition_by))
-        errors: list[BaseException] = []
-        for future in futures:
-            try:
-                files = future.result()
-            except Exception as e:  # re-raised below, after recording the rest
-                errors.append(e)
-                continue
-            for f in files:
-                (self.adds if isinstance(f, Add) else self.cdcs).append(f)
-        if errors:
-            raise errors[0]
-
-    def discard(self, storage: Storage) -> None:
-        """Delete every file written (best effort: an orphan is harmless, vacuum removes it)."""
-        for path in [a.path for a in self.adds] + [c.path for c in self.cdcs]:
-            with contextlib.suppress(OSError, LakeflowError):
-                storage.delete(unquote(path))
-
-
-def _bins(files: Sequence[DataFile], touched: Sequence[int], key: str, target: int) -> list[list[int]]:
-    """Group rewritten files to pack together.
-
-    A group holds files of one partition, neighbours in `key` order, up to
-    `target` bytes (a file larger than that stays alone).
-    """
-
-    def order(f: int) -> tuple[str, bool, Any]:
-        low = ((files[f].add.parsed_stats() or {}).get("minValues") or {}).get(key)
-        return json.dumps(files[f].add.partition_values, sort_keys=True), low is None, low
-
-    bins: list[list[int]] = []
-    last, size = None, 0
-    for f in sorted(touched, key=order):
-        part = order(f)[0]
-        if bins and part == last and size + files[f].size <= target:
-            bins[-1].append(f)
-            size += files[f].size
-        else:
-            bins.append([f])
-            last, size = part, files[f].size
-    return bins
-
-
-def _rewrites(files: Sequence[DataFile], file_tables: Sequence[pa.Table], starts: IndexArray,
-              removed: IndexArray, replacements: pa.Table, replaced: IndexArray, key: str,
-              target: int) -> tuple[list[int], list[Callable[[], pa.Table]], int]:
-    """Plan the rewrite of the files holding `removed` target rows.
-
-    `replacements` are the new versions of the `replaced` rows; each goes where
-    its old row was. Small files are packed together on the way, up to `target`
-    bytes. Returns the files to remove, the contents of the new files (built when
-    called) and how many rows they copy.
-    """
-    file_of = np.searchsorted(starts, removed, side="right") - 1
-    touched = np.unique(file_of).tolist()
-    repl_file = np.searchsorted(starts, replaced, side="right") - 1
-
-    def content(group: list[int]) -> Callable[[], pa.Table]:
-        def build() -> pa.Table:
-            parts = []
-            for f in group:
-                keep = np.ones(file_tables[f].num_rows, dtype=bool)
-                keep[removed[file_of == f] - starts[f]] = False
-                parts += [file_tables[f].filter(pa.array(keep)),
-                          _take(replacements, _positions(repl_file == f)).cast(file_tables[f].schema)]
-            return pa.concat_tables(parts)
-        return build
-
-    copied = sum(file_tables[f].num_rows for f in touched) - len(removed)
-    return touched, [content(g) for g in _bins(files, touched, key, target)], int(copied)
-
-
-def _commit(tx: Transaction, written: _Written) -> int:
-    try:
-        return tx.commit().version
-    except CommitConflictError:
-        written.discard(tx.snapshot.storage)
-        raise
-
-
 def merge_into(
     snapshot: Snapshot,
     data: Any,
     on: str | Sequence[str] | None = None,
     *,
     when_matched: MatchedAction = "update",
-    when_not_matched: str = "insert",
-    when_not_matched_by_source: str = "keep",
+    when_not_matched: WhenNotMatched = "insert",
+    when_not_matched_by_source: WhenNotMatchedBySource = "keep",
     watermark: Any = None,
-    late: str | None = None,
-    quarantine: Any = None,
-    null_keys: str = "error",
+    late: LatePolicy | None = None,
+    quarantine: QuarantineTarget | None = None,
+    null_keys: NullKeys = "error",
     retries: int = 0,
 ) -> MergeResult:
     """Upsert `data` by key into the table at `snapshot`; see `Table.merge`."""
@@ -405,8 +286,87 @@ def merge_into(
     return retrying(snapshot, retries, lambda snap: _merge_once(snap, source, on, args))
 
 
-def _merge_once(snap: Snapshot, raw: pa.Table, on_arg: str | Sequence[str] | None,
+def _merge_once(snap: Snapshot, raw: pa.Table, on: str | Sequence[str] | None,
                 args: _MergeArgs) -> MergeResult:
+    match = _match(snap, raw, on, args)
+    judged = _judge(snap, match, _changes(snap, match, args), args)
+    plan = _plan(snap, match, judged.changes)
+    version = _write_and_commit(snap, match, judged, plan, args)
+    if judged.held is not None:
+        write_quarantine(snap.log, judged.held, version)
+    ch = judged.changes
+    return MergeResult(
+        version=version, inserted=plan.inserted.num_rows, updated=len(ch.upd_t),
+        deleted=len(plan.deleted_t), unchanged=ch.unchanged, late_rows=judged.late_rows,
+        revised_windows=tuple(from_micros(w) for w in sorted(judged.windows)),
+        files_read=len(match.target.files), files_rewritten=len(plan.touched),
+        quarantined=judged.held.rows.num_rows if judged.held is not None else 0)
+
+
+# --- match: the checked source, the target files that may hold its keys, the key pairs
+
+@dataclass(frozen=True)
+class _Source:
+    """The source, checked against the table and shaped for the merge.
+
+    Attributes:
+        on: the key columns.
+        clock: the event clock (None: the table has no event time).
+        provided: the columns the caller's source has.
+        missing: the table columns it lacks (kept from the target on update).
+        rows: the source rows, null keys dropped, keys (or whole rows) cast to the table types.
+    """
+
+    on: tuple[str, ...]
+    clock: EventClock | None
+    provided: tuple[str, ...]
+    missing: tuple[str, ...]
+    rows: pa.Table
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The target files read, their rows concatenated, and where each file starts.
+
+    Attributes:
+        files: the files read (all of them when unmatched target rows are deleted).
+        predicate: which files added by a concurrent writer the merge would have read.
+        tables: each file's rows.
+        rows: all their rows.
+        starts: the position in `rows` of each file's first row.
+    """
+
+    files: tuple[DataFile, ...]
+    predicate: Callable[[Add], bool]
+    tables: tuple[pa.Table, ...]
+    rows: pa.Table
+    starts: IndexArray
+
+
+@dataclass(frozen=True)
+class _Match:
+    """Source and target, and the matched pairs (`t_idx[i]` in the target, `s_idx[i]` in the source)."""
+
+    source: _Source
+    target: _Target
+    t_idx: IndexArray
+    s_idx: IndexArray
+
+
+def _match(snap: Snapshot, raw: pa.Table, on: str | Sequence[str] | None, args: _MergeArgs) -> _Match:
+    """Check the source, read the target files that may hold its keys, pair rows by key."""
+    source = _checked_source(snap, raw, on, args)
+    target = _read_target(snap, source, args.when_not_matched_by_source == "delete")
+    keys = list(source.on)
+    pairs = (frame_of(target.rows.select(keys)).with_row_index("__t")
+             .join(frame_of(source.rows.select(keys)).with_row_index("__s"), on=keys, how="inner"))
+    return _Match(source, target, pairs.get_column("__t").to_numpy().astype(np.int64),
+                  pairs.get_column("__s").to_numpy().astype(np.int64))
+
+
+def _checked_source(snap: Snapshot, raw: pa.Table, on_arg: str | Sequence[str] | None,
+                    args: _MergeArgs) -> _Source:
+    """Refuse what the merge cannot do, before reading the target."""
     check_writable(snap.protocol, snap.metadata)
     schema = snap.schema
     on = _key_columns(on_arg, snap.config.key, schema, raw, args.when_matched)
@@ -415,111 +375,28 @@ def _merge_once(snap: Snapshot, raw: pa.Table, on_arg: str | Sequence[str] | Non
     full_rows = (args.when_matched == "update" or args.when_not_matched == "insert"
                  or (clock is not None and clock.policy == "quarantine"))
     missing = _missing_columns(raw, schema, args.when_not_matched == "insert") if full_rows else ()
-    source = _prepare_source(raw, schema, on, args.null_keys, full_rows, missing)
+    rows = _prepare_source(raw, schema, on, args.null_keys, full_rows, missing)
+    return _Source(on, clock, tuple(raw.column_names), missing, rows)
 
-    by_source = args.when_not_matched_by_source == "delete"
-    if by_source:
+
+def _read_target(snap: Snapshot, source: _Source, every_file: bool) -> _Target:
+    """Read the files that may hold a source key (`every_file`: all of them)."""
+    if every_file:
         files: list[DataFile] = list(snap.files)
-        predicate: Callable[[Add], bool] = _any_file
+        predicate: Callable[[Add], bool] = any_file
     else:
-        index = KeyIndex(source.select(list(on)), schema, snap.partition_columns)
+        index = KeyIndex(source.rows.select(list(source.on)), snap.schema, snap.partition_columns)
         files = [f for f in snap.files if index.could_match(f.add)]
         predicate = index.could_match
-    file_tables = snap.read_files(files)
-    target = pa.concat_tables(file_tables) if file_tables else schema.empty_table()
-    starts = np.cumsum([0] + [t.num_rows for t in file_tables[:-1]]).astype(np.int64)
-
-    pairs = (frame_of(target.select(list(on))).with_row_index("__t")
-             .join(frame_of(source.select(list(on))).with_row_index("__s"), on=list(on), how="inner"))
-    t_idx = pairs.get_column("__t").to_numpy().astype(np.int64)
-    s_idx = pairs.get_column("__s").to_numpy().astype(np.int64)
-
-    # Each change: the target rows it replaces or removes, the source rows behind it.
-    action = args.when_matched
-    ch = _Changes(ins_s=_EMPTY, upd_t=_EMPTY, upd_s=_EMPTY, upd_new=schema.empty_table(),
-                  del_t=_EMPTY, del_s=_EMPTY, gone_t=_EMPTY)
-    unchanged = len(t_idx)
-    if action == "delete":
-        ch.del_t, ch.del_s, unchanged = t_idx, s_idx, 0
-    elif action != "ignore":
-        old = _take(target, t_idx)
-        given = _take(source, s_idx).drop_columns(list(missing))
-        new = (_updated_rows(given, old, schema) if action == "update"
-               else _apply_matched(action, old, given, schema, on)).select(schema.names)
-        new = enforce(snap.state, new, provided=raw.column_names if action == "update"
-                      else list(action) if isinstance(action, Mapping) else None, new_rows=False)
-        changed = ~_rows_equal(old, new)
-        ch.upd_t, ch.upd_s, ch.upd_new = t_idx[changed], s_idx[changed], new.filter(pa.array(changed))
-        unchanged = len(t_idx) - len(ch.upd_t)
-    if args.when_not_matched == "insert":
-        unmatched = np.ones(source.num_rows, dtype=bool)
-        unmatched[s_idx] = False
-        ch.ins_s = _positions(unmatched)
-    if by_source:
-        unmatched_t = np.ones(target.num_rows, dtype=bool)
-        unmatched_t[t_idx] = False
-        ch.gone_t = _positions(unmatched_t)
-    late_rows, windows, held = _judge(ch, clock, snap, source, target, args.quarantine,
-                                      action == "update")
-
-    upd_t, upd_new = ch.upd_t, ch.upd_new
-    # Only a merge that inserts has full source rows.
-    inserted = _take(source, ch.ins_s).select(schema.names) if len(ch.ins_s) else schema.empty_table()
-    deleted_t = np.concatenate([ch.del_t, ch.gone_t])
-    inserted = enforce(snap.state, inserted, provided=raw.column_names,
-                       removes=bool(len(upd_t) or len(deleted_t)))
-    # Files are packed in the order of the first key column that varies within a partition.
-    order_by = next((k for k in on if k not in snap.partition_columns), on[0])
-    touched, rewrites, copied = _rewrites(
-        files, file_tables, starts, np.concatenate([upd_t, deleted_t]), upd_new, upd_t, order_by,
-        snap.config.target_file_size or REWRITE_FILE_SIZE)
-    contents: list[pa.Table | Callable[[], pa.Table]] = [*rewrites, inserted]
-    changes = None
-    if _cdf_enabled(snap) and (len(upd_t) or copied):
-        changes = _change_rows(schema, [
-            (inserted, "insert"), (_take(target, upd_t), "update_preimage"),
-            (upd_new, "update_postimage"), (_take(target, deleted_t), "delete")])
-    written = _Written()
-    try:
-        written.write(snap, contents, changes)
-    except BaseException:
-        written.discard(snap.storage)
-        raise
-    now = int(time.time() * 1000)
-    actions: list[Action] = [files[f].add.remove(now) for f in touched]
-    actions += [*written.adds, *written.cdcs]
-    rewritten = len(touched)
-
-    version = snap.version
-    if actions or (clock is not None and clock.advances):
-        tx = Transaction(snap, "MERGE", _merge_parameters(on, args)).add(*actions)
-        tx.read([f.add.path for f in files], predicate)
-        tx.info({
-                "numSourceRows": source.num_rows,
-                "numTargetRowsInserted": inserted.num_rows,
-                "numTargetRowsUpdated": len(upd_t),
-                "numTargetRowsDeleted": len(deleted_t),
-                "numTargetRowsCopied": copied,
-                "numTargetRowsUnchanged": unchanged,
-                "numOutputRows": inserted.num_rows + len(upd_t) + copied,
-                "numTargetFilesBeforeSkipping": len(snap.files),
-                "numTargetFilesAfterSkipping": len(files),
-                "numTargetFilesRemoved": rewritten,
-                "numTargetFilesAdded": len(written.adds),
-                "numTargetChangeFilesAdded": len(written.cdcs),
-            }, **(clock.commit_info(late_rows, windows) if clock is not None else {}))
-        version = _commit(tx, written)
-    if held is not None:
-        write_quarantine(snap.log, held, version)
-    return MergeResult(
-        version=version, inserted=inserted.num_rows, updated=len(upd_t), deleted=len(deleted_t),
-        unchanged=unchanged, late_rows=late_rows,
-        revised_windows=tuple(from_micros(w) for w in sorted(windows)),
-        files_read=len(files), files_rewritten=rewritten,
-        quarantined=held.rows.num_rows if held is not None else 0)
+    tables = snap.read_files(files)
+    rows = pa.concat_tables(tables) if tables else snap.schema.empty_table()
+    starts = np.cumsum([0] + [t.num_rows for t in tables[:-1]]).astype(np.int64)
+    return _Target(tuple(files), predicate, tuple(tables), rows, starts)
 
 
-@dataclass
+# --- changes: what each matched pair and each unmatched row becomes
+
+@dataclass(frozen=True)
 class _Changes:
     """A merge's changes as row positions: `*_t` in the target, `*_s` in the source."""
 
@@ -530,60 +407,220 @@ class _Changes:
     del_t: IndexArray
     del_s: IndexArray
     gone_t: IndexArray  # deleted because no source row matched them
+    unchanged: int  # matched target rows left as they were
 
     def images(self, source: pa.Table, target: pa.Table) -> list[pa.Table]:
         """Insert, update pre- and post-, matched-delete and unmatched-delete rows."""
-        return [_take(source, self.ins_s), _take(target, self.upd_t), self.upd_new,
-                _take(target, self.del_t), _take(target, self.gone_t)]
+        return [take_rows(source, self.ins_s), take_rows(target, self.upd_t), self.upd_new,
+                take_rows(target, self.del_t), take_rows(target, self.gone_t)]
 
-    def drop(self, late_ins: BoolArray, late_upd: BoolArray, late_del: BoolArray) -> None:
-        """Leave out the source-driven changes the masks flag."""
-        self.ins_s = self.ins_s[~late_ins]
-        self.upd_t, self.upd_s = self.upd_t[~late_upd], self.upd_s[~late_upd]
-        self.upd_new = self.upd_new.filter(pa.array(~late_upd))
-        self.del_t, self.del_s = self.del_t[~late_del], self.del_s[~late_del]
+    def without(self, late_ins: BoolArray, late_upd: BoolArray, late_del: BoolArray) -> _Changes:
+        """These changes less the source-driven ones the masks flag."""
+        return dataclasses.replace(
+            self, ins_s=self.ins_s[~late_ins], upd_t=self.upd_t[~late_upd], upd_s=self.upd_s[~late_upd],
+            upd_new=self.upd_new.filter(pa.array(~late_upd)),
+            del_t=self.del_t[~late_del], del_s=self.del_s[~late_del])
 
 
-def _judge(ch: _Changes, clock: EventClock | None, snap: Snapshot, source: pa.Table,
-           target: pa.Table, quarantine: Any, hold_postimages: bool
-           ) -> tuple[int, set[int], Quarantine | None]:
+def _changes(snap: Snapshot, m: _Match, args: _MergeArgs) -> _Changes:
+    """Apply the when_* actions to the pairs and the unmatched rows."""
+    action = args.when_matched
+    upd_t, upd_s, upd_new = _EMPTY, _EMPTY, snap.schema.empty_table()
+    del_t, del_s, ins_s, gone_t = _EMPTY, _EMPTY, _EMPTY, _EMPTY
+    unchanged = len(m.t_idx)
+    if action == "delete":
+        del_t, del_s, unchanged = m.t_idx, m.s_idx, 0
+    elif action != "ignore":
+        upd_t, upd_s, upd_new = _updates(snap, m, action)
+        unchanged = len(m.t_idx) - len(upd_t)
+    if args.when_not_matched == "insert":
+        ins_s = _unpaired(m.source.rows.num_rows, m.s_idx)
+    if args.when_not_matched_by_source == "delete":
+        gone_t = _unpaired(m.target.rows.num_rows, m.t_idx)
+    return _Changes(ins_s, upd_t, upd_s, upd_new, del_t, del_s, gone_t, unchanged)
+
+
+def _updates(snap: Snapshot, m: _Match, action: MatchedAction) -> tuple[IndexArray, IndexArray, pa.Table]:
+    """The matched pairs whose target row changes: their positions and the new rows."""
+    schema = snap.schema
+    old = take_rows(m.target.rows, m.t_idx)
+    given = take_rows(m.source.rows, m.s_idx).drop_columns(list(m.source.missing))
+    new = (_updated_rows(given, old, schema) if action == "update"
+           else _apply_matched(action, old, given, schema, m.source.on)).select(schema.names)
+    new = enforce(snap.state, new, provided=m.source.provided if action == "update"
+                  else list(action) if isinstance(action, Mapping) else None, new_rows=False)
+    changed = ~_rows_equal(old, new)
+    return m.t_idx[changed], m.s_idx[changed], new.filter(pa.array(changed))
+
+
+def _unpaired(num_rows: int, paired: IndexArray) -> IndexArray:
+    """The positions among `num_rows` rows that are not in `paired`."""
+    mask = np.ones(num_rows, dtype=bool)
+    mask[paired] = False
+    return positions(mask)
+
+
+# --- judge: the lateness policy
+
+@dataclass(frozen=True)
+class _Judged:
+    """The changes to commit, after the lateness policy held some back.
+
+    Attributes:
+        changes: the changes to commit.
+        late_rows: how many of them touch rows behind the watermark.
+        windows: the event-time windows (start, µs) they revise.
+        held: the source rows behind held-back changes, for the quarantine.
+    """
+
+    changes: _Changes
+    late_rows: int = 0
+    windows: frozenset[int] = frozenset()
+    held: Quarantine | None = None
+
+
+def _judge(snap: Snapshot, m: _Match, ch: _Changes, args: _MergeArgs) -> _Judged:
     """Apply the lateness policy to a merge's changes.
 
     A change is late when any row image it writes or retires has an event time
     behind the table watermark. Reject refuses the merge; quarantine holds back
     the source rows behind late changes (deletes of unmatched target rows have
-    no source row and are applied). With `hold_postimages` a late update is held
-    as the row it would write (`UPDATE SET *` of a source lacking columns fills
-    them from the target). Returns the late changes committed, the windows they
-    revise, and the held rows.
+    no source row and are applied). A late `UPDATE SET *` is held as the row it
+    would write (a source lacking columns gets them from the target).
     """
+    clock, source, target = m.source.clock, m.source.rows, m.target.rows
     if clock is None or clock.watermark_us is None:
-        return 0, set(), None
+        return _Judged(ch)
     images = ch.images(source, target)
     masks = [clock.late(rows) for rows in images]
     late_ins, late_upd, late_del = masks[0], masks[1] | masks[2], masks[3]
     total = int(late_ins.sum() + late_upd.sum() + late_del.sum() + masks[4].sum())
     if total and clock.policy == "reject":
-        earliest = min(clock.earliest(rows, m) for rows, m in zip(images, masks, strict=True) if m.any())
+        earliest = min(clock.earliest(rows, mask) for rows, mask in zip(images, masks, strict=True) if mask.any())
         raise clock.refuse(total, earliest, "changed rows are")
     held = None
     if clock.policy == "quarantine" and (late_ins.any() or late_upd.any() or late_del.any()):
-        updates = (ch.upd_new.filter(pa.array(late_upd)).cast(source.schema) if hold_postimages
-                   else _take(source, ch.upd_s[late_upd]))
-        rows = pa.concat_tables([_take(source, ch.ins_s[late_ins]), updates, _take(source, ch.del_s[late_del])])
-        held = quarantine_for(snap, rows, clock, quarantine)
-        ch.drop(late_ins, late_upd, late_del)
+        updates = (ch.upd_new.filter(pa.array(late_upd)).cast(source.schema) if args.when_matched == "update"
+                   else take_rows(source, ch.upd_s[late_upd]))
+        rows = pa.concat_tables([take_rows(source, ch.ins_s[late_ins]), updates,
+                                 take_rows(source, ch.del_s[late_del])])
+        held = quarantine_for(snap, rows, clock, args.quarantine)
+        ch = ch.without(late_ins, late_upd, late_del)
         images = ch.images(source, target)
         masks = [clock.late(rows) for rows in images]
     late_rows = int(masks[0].sum() + (masks[1] | masks[2]).sum() + masks[3].sum() + masks[4].sum())
     windows: set[int] = set()
-    for rows, m in zip(images, masks, strict=True):
-        windows |= clock.windows(rows, m)
-    return late_rows, windows, held
+    for rows, mask in zip(images, masks, strict=True):
+        windows |= clock.windows(rows, mask)
+    return _Judged(ch, late_rows, frozenset(windows), held)
 
 
-def _any_file(add: Add) -> bool:
-    return True
+# --- plan: the files rewritten, their new contents, the change data rows
+
+@dataclass(frozen=True)
+class _Plan:
+    """What to write and what it replaces.
+
+    Attributes:
+        inserted: the rows inserted.
+        deleted_t: the target rows deleted (matched and unmatched).
+        touched: the files replaced (positions in `_Target.files`).
+        contents: the new data files: rewrites (built when called), then the inserts.
+        changes: the change data rows (None: the commit's adds and removes say it all).
+        copied: unchanged rows the rewrites copy.
+    """
+
+    inserted: pa.Table
+    deleted_t: IndexArray
+    touched: tuple[int, ...]
+    contents: tuple[Content, ...]
+    changes: pa.Table | None
+    copied: int
+
+
+def _plan(snap: Snapshot, m: _Match, ch: _Changes) -> _Plan:
+    """Check the inserted rows, plan the rewrites and the change data rows."""
+    schema, target = snap.schema, m.target
+    # Only a merge that inserts has full source rows.
+    inserted = (take_rows(m.source.rows, ch.ins_s).select(schema.names) if len(ch.ins_s)
+                else schema.empty_table())
+    deleted_t = np.concatenate([ch.del_t, ch.gone_t])
+    inserted = enforce(snap.state, inserted, provided=m.source.provided,
+                       removes=bool(len(ch.upd_t) or len(deleted_t)))
+    # Files are packed in the order of the first key column that varies within a partition.
+    order_by = next((k for k in m.source.on if k not in snap.partition_columns), m.source.on[0])
+    touched, rewrites, copied = _rewrites(
+        target, np.concatenate([ch.upd_t, deleted_t]), ch.upd_new, ch.upd_t, order_by,
+        snap.config.target_file_size or REWRITE_FILE_SIZE)
+    changes = None
+    if writes_change_data(snap) and (len(ch.upd_t) or copied):
+        changes = change_rows(schema, [
+            (inserted, "insert"), (take_rows(target.rows, ch.upd_t), "update_preimage"),
+            (ch.upd_new, "update_postimage"), (take_rows(target.rows, deleted_t), "delete")])
+    return _Plan(inserted, deleted_t, tuple(touched), (*rewrites, inserted), changes, copied)
+
+
+def _rewrites(target: _Target, removed: IndexArray, replacements: pa.Table, replaced: IndexArray,
+              key: str, size: int) -> tuple[list[int], list[Callable[[], pa.Table]], int]:
+    """Plan the rewrite of the files holding `removed` target rows.
+
+    `replacements` are the new versions of the `replaced` rows; each goes where
+    its old row was. Files of one partition, neighbours in `key` order, are
+    packed together on the way, up to `size` bytes. Returns the files to remove,
+    the contents of the new files (built when called) and how many rows they copy.
+    """
+    files, tables, starts = target.files, target.tables, target.starts
+    file_of = np.searchsorted(starts, removed, side="right") - 1
+    touched = np.unique(file_of).tolist()
+    repl_file = np.searchsorted(starts, replaced, side="right") - 1
+
+    def content(group: list[int]) -> Callable[[], pa.Table]:
+        def build() -> pa.Table:
+            parts = []
+            for f in group:
+                keep = np.ones(tables[f].num_rows, dtype=bool)
+                keep[removed[file_of == f] - starts[f]] = False
+                parts += [tables[f].filter(pa.array(keep)),
+                          take_rows(replacements, positions(repl_file == f)).cast(tables[f].schema)]
+            return pa.concat_tables(parts)
+        return build
+
+    def order(f: int) -> tuple[str, bool, Any]:
+        low = ((files[f].add.parsed_stats() or {}).get("minValues") or {}).get(key)
+        return json.dumps(files[f].add.partition_values, sort_keys=True), low is None, low
+
+    groups = pack(sorted(touched, key=order), lambda f: files[f].size, size, lambda f: order(f)[0])
+    copied = sum(tables[f].num_rows for f in touched) - len(removed)
+    return touched, [content(g) for g in groups], int(copied)
+
+
+# --- write and commit
+
+def _write_and_commit(snap: Snapshot, m: _Match, judged: _Judged, plan: _Plan, args: _MergeArgs) -> int:
+    """Write the planned files in parallel and commit them; the version (unchanged: nothing to do)."""
+    clock = m.source.clock
+    written = Written.of(snap, plan.contents, plan.changes)
+    if not (plan.touched or written.adds or written.cdcs or (clock is not None and clock.advances)):
+        return snap.version
+    tx = Transaction(snap, "MERGE", _merge_parameters(m.source.on, args))
+    tx.remove(*(m.target.files[f] for f in plan.touched)).add(*written.adds, *written.cdcs)
+    tx.read([f.add.path for f in m.target.files], m.target.predicate)
+    ch = judged.changes
+    tx.info({
+        "numSourceRows": m.source.rows.num_rows,
+        "numTargetRowsInserted": plan.inserted.num_rows,
+        "numTargetRowsUpdated": len(ch.upd_t),
+        "numTargetRowsDeleted": len(plan.deleted_t),
+        "numTargetRowsCopied": plan.copied,
+        "numTargetRowsUnchanged": ch.unchanged,
+        "numOutputRows": plan.inserted.num_rows + len(ch.upd_t) + plan.copied,
+        "numTargetFilesBeforeSkipping": len(snap.files),
+        "numTargetFilesAfterSkipping": len(m.target.files),
+        "numTargetFilesRemoved": len(plan.touched),
+        "numTargetFilesAdded": len(written.adds),
+        "numTargetChangeFilesAdded": len(written.cdcs),
+    }, **(clock.commit_info(judged.late_rows, judged.windows) if clock is not None else {}))
+    return written.commit(tx)
 
 
 def _merge_parameters(on: tuple[str, ...], args: _MergeArgs) -> dict[str, str]:
@@ -600,84 +637,5 @@ def _merge_parameters(on: tuple[str, ...], args: _MergeArgs) -> dict[str, str]:
     }
 
 
-def delete_where(snapshot: Snapshot, where: pc.Expression, *, retries: int = 0) -> int:
-    """Delete the rows matching `where`; see `Table.delete`."""
-    if not isinstance(where, pc.Expression):
-        raise InvalidArgumentError(
-            f"where must be a pyarrow.compute.Expression such as pc.field('day') < date, "
-            f"got {type(where).__name__}")
-    return retrying(snapshot, retries, lambda snap: _delete_once(snap, where))
-
-
-def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
-    check_writable(snap.protocol, snap.metadata)
-    enforce(snap.state, removes=True)
-    schema = snap.schema
-    try:
-        schema.empty_table().filter(where)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-        raise SchemaMismatchError(f"cannot evaluate where={where} on the table: {e}") from e
-    clock = EventClock.of(snap)
-    surely = pc.coalesce(where, pa.scalar(False))
-    candidates = snap.files_matching(where)
-    may_keep = {f.path for f in snap.files_matching(pc.invert(surely))}
-    whole = [f for f in candidates if f.path not in may_keep]
-    partial = [f for f in candidates if f.path in may_keep]
-
-    gone: list[pa.Table] = []
-    removed: list[DataFile] = []
-    kept_parts: list[tuple[DataFile, pa.Table]] = []
-    for f, rows in zip(partial, snap.read_files(partial), strict=True):
-        hit = rows.filter(where)
-        if hit.num_rows == rows.num_rows:
-            removed.append(f)
-        elif hit.num_rows:
-            kept_parts.append((f, rows.filter(pc.invert(surely))))
-        if hit.num_rows:
-            gone.append(hit)
-    cdc = _cdf_enabled(snap) and bool(kept_parts)
-    need_rows = cdc or (clock is not None and clock.watermark_us is not None)
-    whole_read = [f for f in whole if need_rows or f.num_records is None]
-    gone += snap.read_files(whole_read)
-    count = sum(t.num_rows for t in gone) + sum(
-        f.num_records or 0 for f in whole if f not in whole_read)
-    removed += whole
-    if count == 0:
-        return 0
-
-    gone_rows = pa.concat_tables(gone) if gone else schema.empty_table()
-    written = _Written()
-    try:
-        written.write(snap, [kept for _, kept in kept_parts],
-                      _change_rows(schema, [(gone_rows, "delete")]) if cdc else None)
-    except BaseException:
-        written.discard(snap.storage)
-        raise
-    now = int(time.time() * 1000)
-    removed += [f for f, _ in kept_parts]
-    actions: list[Action] = [f.add.remove(now) for f in removed]
-    actions += [*written.adds, *written.cdcs]
-    copied = sum(kept.num_rows for _, kept in kept_parts)
-    info: dict[str, Any] = {}
-    if clock is not None:
-        mask = clock.late(gone_rows)
-        info = clock.commit_info(int(mask.sum()), clock.windows(gone_rows, mask))
-    tx = Transaction(snap, "DELETE", {"predicate": str(where)}).add(*actions)
-    tx.read([f.add.path for f in candidates], lambda add: _may_hold(snap, add, where))
-    tx.info({"numDeletedRows": count, "numRemovedFiles": len(removed),
-             "numAddedFiles": len(written.adds), "numCopiedRows": copied,
-             "numAddedChangeFiles": len(written.cdcs)}, **info)
-    _commit(tx, written)
-    return int(count)
-
-
-def _may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
-    """Whether a file added by a concurrent writer could hold rows `where` matches."""
-    try:
-        alone = Snapshot(snap.log, dataclasses.replace(snap.state, files={add.path: add}))
-        return bool(alone.files_matching(where))
-    except (LakeflowError, pa.ArrowException):
-        return True
-
-
-__all__ = ["KeyIndex", "MatchedAction", "MergeResult", "delete_where", "merge_into"]
+__all__ = ["MatchedAction", "MergeResult", "NullKeys", "WhenMatched", "WhenNotMatched",
+           "WhenNotMatchedBySource", "merge_into"]

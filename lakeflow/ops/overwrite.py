@@ -6,7 +6,6 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import unquote
 
 import pyarrow as pa
 
@@ -20,7 +19,7 @@ from lakeflow.ops.create import covering, protocol_for
 from lakeflow.schema import arrow_to_delta, canonical
 from lakeflow.snapshot import Snapshot
 from lakeflow.transaction import Transaction
-from lakeflow.write import conform, to_arrow_table, write_data_files
+from lakeflow.write import conform, discard, to_arrow_table, write_data_files
 
 OverwriteSchemaMode = Literal["overwrite"]
 
@@ -88,12 +87,10 @@ def overwrite(snapshot: Snapshot, data: Any, *, schema_mode: OverwriteSchemaMode
     try:
         result = tx.commit()
     except BaseException:
-        for a in adds:
-            snapshot.storage.delete(unquote(a.path))
+        discard(snapshot.storage, adds)
         raise
     if result.deduplicated:
-        for a in adds:
-            snapshot.storage.delete(unquote(a.path))
+        discard(snapshot.storage, adds)
     return result.version
 
 

@@ -8,22 +8,20 @@ use it to write only the groups or rows a source change touched.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
 
 from lakeflow.actions import Add
-from lakeflow.errors import LakeflowError, SchemaMismatchError
-from lakeflow.keys import KeyIndex, frame_of
+from lakeflow.errors import SchemaMismatchError
+from lakeflow.keys import KeyIndex, any_file, frame_of
 from lakeflow.log import check_writable
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.transaction import CommitResult, Transaction
-from lakeflow.write import conform, write_data_files
+from lakeflow.write import conform, discard, write_data_files
 
 
 @dataclass(frozen=True)
@@ -51,9 +49,6 @@ def _candidates(snapshot: Snapshot, keys: pa.Table, key: Sequence[str]) -> tuple
     index = KeyIndex(keys, snapshot.schema, snapshot.partition_columns)
     return [f for f in snapshot.files if index.could_match(f.add)], index
 
-
-def _any_file(add: Add) -> bool:
-    return True
 
 
 def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replaced: pa.Table | None = None,
@@ -94,15 +89,15 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
         removed, rewritten = _rewrite(tx, files, gone, key, written)
         if rows.num_rows:
             written += write_data_files(snapshot.storage, rows, snapshot.partition_columns)
-        tx.add(*written).read([f.add.path for f in files], index.could_match if index is not None else _any_file)
+        tx.add(*written).read([f.add.path for f in files], index.could_match if index is not None else any_file)
         tx.set_txn(app_id, txn_version)
         tx.info({"numRemovedRows": removed, "numAddedRows": rows.num_rows, "numRewrittenFiles": rewritten})
         result = tx.commit()
     except BaseException:
-        _discard(snapshot, written)
+        discard(snapshot.storage, written)
         raise
     if result.deduplicated:  # another attempt of the same write won
-        _discard(snapshot, written)
+        discard(snapshot.storage, written)
         return Replacement(None, 0, 0, 0)
     return Replacement(result, removed, rows.num_rows, rewritten)
 
@@ -122,11 +117,6 @@ def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key
                                         snapshot.partition_columns)
     return removed, rewritten
 
-
-def _discard(snapshot: Snapshot, adds: Sequence[Add]) -> None:
-    for a in adds:
-        with contextlib.suppress(OSError, LakeflowError):
-            snapshot.storage.delete(unquote(a.path))
 
 
 __all__ = ["Replacement", "replace_keys"]

@@ -1,0 +1,129 @@
+"""Delete rows by predicate: copy-on-write, recorded as Delta change data.
+
+Files the predicate matches wholly are removed without being read (unless their
+rows are needed for change data, lateness or a missing row count); files it
+matches in part are rewritten without those rows. The commit records the files
+it considered and a predicate for files a concurrent writer adds: a concurrent
+commit that removed one of those files, or added one that could hold matching
+rows, makes the delete fail with `CommitConflictError` (or start over when
+`retries` allows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakeflow.actions import Add
+from lakeflow.constraints import enforce
+from lakeflow.errors import InvalidArgumentError, LakeflowError, SchemaMismatchError
+from lakeflow.late import EventClock
+from lakeflow.log import check_writable
+from lakeflow.ops.rewrite import Written, change_rows, writes_change_data
+from lakeflow.snapshot import DataFile, Snapshot
+from lakeflow.transaction import Transaction, retrying
+
+
+def delete_where(snapshot: Snapshot, where: pc.Expression, *, retries: int = 0) -> int:
+    """Delete the rows matching `where`; see `Table.delete`."""
+    if not isinstance(where, pc.Expression):
+        raise InvalidArgumentError(
+            f"where must be a pyarrow.compute.Expression such as pc.field('day') < date, "
+            f"got {type(where).__name__}")
+    return retrying(snapshot, retries, lambda snap: _delete_once(snap, where))
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What a delete found: the files it retires, the rows it deletes, the rows it keeps.
+
+    Attributes:
+        candidates: the files the predicate may match (the commit's read set).
+        removed: files all of whose rows are deleted.
+        kept: files deleted in part, each with the rows it keeps.
+        gone: the deleted rows read (whole files are read only when needed).
+        count: how many rows are deleted.
+        cdc: whether the commit writes change data files.
+        clock: the table's event clock (None: no event time).
+    """
+
+    candidates: tuple[DataFile, ...]
+    removed: tuple[DataFile, ...]
+    kept: tuple[tuple[DataFile, pa.Table], ...]
+    gone: pa.Table
+    count: int
+    cdc: bool
+    clock: EventClock | None
+
+
+def _find(snap: Snapshot, where: pc.Expression) -> _Found:
+    """Check the delete and find the rows it removes, reading only what it must."""
+    check_writable(snap.protocol, snap.metadata)
+    enforce(snap.state, removes=True)
+    schema = snap.schema
+    try:
+        schema.empty_table().filter(where)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise SchemaMismatchError(f"cannot evaluate where={where} on the table: {e}") from e
+    clock = EventClock.of(snap)
+    surely = pc.coalesce(where, pa.scalar(False))
+    candidates = snap.files_matching(where)
+    may_keep = {f.path for f in snap.files_matching(pc.invert(surely))}
+    whole = [f for f in candidates if f.path not in may_keep]
+    partial = [f for f in candidates if f.path in may_keep]
+
+    gone: list[pa.Table] = []
+    removed: list[DataFile] = []
+    kept: list[tuple[DataFile, pa.Table]] = []
+    for f, rows in zip(partial, snap.read_files(partial), strict=True):
+        hit = rows.filter(where)
+        if hit.num_rows == rows.num_rows:
+            removed.append(f)
+        elif hit.num_rows:
+            kept.append((f, rows.filter(pc.invert(surely))))
+        if hit.num_rows:
+            gone.append(hit)
+    cdc = writes_change_data(snap) and bool(kept)
+    need_rows = cdc or (clock is not None and clock.watermark_us is not None)
+    whole_read = [f for f in whole if need_rows or f.num_records is None]
+    gone += snap.read_files(whole_read)
+    count = sum(t.num_rows for t in gone) + sum(f.num_records or 0 for f in whole if f not in whole_read)
+    return _Found(tuple(candidates), (*removed, *whole), tuple(kept),
+                  pa.concat_tables(gone) if gone else schema.empty_table(), int(count), cdc, clock)
+
+
+def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
+    found = _find(snap, where)
+    if found.count == 0:
+        return 0
+    written = Written.of(snap, [rows for _, rows in found.kept],
+                         change_rows(snap.schema, [(found.gone, "delete")]) if found.cdc else None)
+    info: dict[str, Any] = {}
+    if found.clock is not None:
+        mask = found.clock.late(found.gone)
+        info = found.clock.commit_info(int(mask.sum()), found.clock.windows(found.gone, mask))
+    removed = [*found.removed, *(f for f, _ in found.kept)]
+    tx = Transaction(snap, "DELETE", {"predicate": str(where)})
+    tx.remove(*removed).add(*written.adds, *written.cdcs)
+    tx.read([f.add.path for f in found.candidates], lambda add: _may_hold(snap, add, where))
+    tx.info({"numDeletedRows": found.count, "numRemovedFiles": len(removed),
+             "numAddedFiles": len(written.adds), "numCopiedRows": sum(rows.num_rows for _, rows in found.kept),
+             "numAddedChangeFiles": len(written.cdcs)}, **info)
+    written.commit(tx)
+    return found.count
+
+
+def _may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
+    """Whether a file added by a concurrent writer could hold rows `where` matches."""
+    try:
+        alone = Snapshot(snap.log, dataclasses.replace(snap.state, files={add.path: add}))
+        return bool(alone.files_matching(where))
+    except (LakeflowError, pa.ArrowException):
+        return True
+
+
+__all__ = ["delete_where"]

@@ -1,0 +1,152 @@
+"""What the operations that rewrite files share: written files, change data rows, packing.
+
+Merge and delete write their new data and change files in parallel
+(`Written.of`) and delete them again when the commit loses (`Written.commit`);
+their change rows carry Delta's `_change_type`. Merge and compaction group the
+files they rewrite into files of about a target size (`pack`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from lakeflow.actions import Add, Cdc
+from lakeflow.diff import CHANGE_TYPE
+from lakeflow.errors import CommitConflictError
+from lakeflow.snapshot import Snapshot
+from lakeflow.storage import Storage
+from lakeflow.transaction import Transaction
+from lakeflow.write import discard, write_cdc_files, write_data_files
+
+T = TypeVar("T")
+BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
+IndexArray = np.ndarray[Any, np.dtype[np.int64]]
+Content: TypeAlias = "pa.Table | Callable[[], pa.Table]"  # a callable is built when written
+
+# File reads and writes overlap I/O with pyarrow's own (GIL-free) work; more
+# threads than cores only contend.
+_IO_THREADS = max(2, os.cpu_count() or 1)
+
+
+def writes_change_data(snap: Snapshot) -> bool:
+    """Whether the protocol requires change data files for this table.
+
+    `delta.enableChangeDataFeed` counts only where the protocol has the feature:
+    writer version 4 to 6, or 7 with `changeDataFeed` among the writer features.
+    """
+    if not snap.config.change_data_feed:
+        return False
+    p = snap.protocol
+    if p.min_writer_version >= 7:
+        return "changeDataFeed" in (p.writer_features or ())
+    return p.min_writer_version >= 4
+
+
+def change_rows(schema: pa.Schema, parts: Sequence[tuple[pa.Table, str]]) -> pa.Table:
+    """Change data rows: each part's rows in `schema`, with its `_change_type`."""
+    tables = [t.cast(schema).append_column(CHANGE_TYPE, pa.array([kind] * t.num_rows, pa.string()))
+              for t, kind in parts if t.num_rows]
+    return pa.concat_tables(tables)
+
+
+def take_rows(table: pa.Table, idx: IndexArray) -> pa.Table:
+    """The rows of `table` at positions `idx`, in that order."""
+    return table.take(pa.array(idx, pa.int64()))
+
+
+def positions(mask: BoolArray) -> IndexArray:
+    """The positions where `mask` is true."""
+    return np.flatnonzero(mask).astype(np.int64)
+
+
+def pack(items: Iterable[T], size: Callable[[T], int], target: int,
+         group: Callable[[T], Hashable] | None = None) -> list[list[T]]:
+    """Cut `items`, in their order, into runs of one `group` up to `target` bytes each.
+
+    An item larger than `target` makes a run of its own.
+    """
+    bins: list[list[T]] = []
+    last: Hashable = None
+    total = 0
+    for item in items:
+        key, n = (group(item) if group is not None else None), size(item)
+        if bins and key == last and total + n <= target:
+            bins[-1].append(item)
+            total += n
+        else:
+            bins.append([item])
+            last, total = key, n
+    return bins
+
+
+@dataclass
+class Written:
+    """Data and change files an operation wrote; deleted again if its commit loses."""
+
+    adds: list[Add] = field(default_factory=list)
+    cdcs: list[Cdc] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, snap: Snapshot, contents: Sequence[Content], changes: pa.Table | None) -> Written:
+        """Write the files; when any write fails, delete those written and raise."""
+        written = cls()
+        try:
+            written.write(snap, contents, changes)
+        except BaseException:
+            written.discard(snap.storage)
+            raise
+        return written
+
+    def write(self, snap: Snapshot, contents: Sequence[Content], changes: pa.Table | None) -> None:
+        """Write data files (one per content) and change files, in parallel.
+
+        A callable content is built in its task. Every file written is recorded,
+        even when a task fails; then the first error is raised.
+        """
+        storage, partition_by = snap.storage, snap.partition_columns
+
+        def data(content: Content) -> list[Add]:
+            rows = content() if callable(content) else content
+            return write_data_files(storage, rows, partition_by) if rows.num_rows else []
+
+        with ThreadPoolExecutor(_IO_THREADS) as pool:
+            futures: list[Future[Any]] = [pool.submit(data, c) for c in contents]
+            if changes is not None:
+                futures.append(pool.submit(write_cdc_files, storage, changes, partition_by))
+        errors: list[BaseException] = []
+        for future in futures:
+            try:
+                files = future.result()
+            except Exception as e:  # re-raised below, after recording the rest
+                errors.append(e)
+                continue
+            for f in files:
+                (self.adds if isinstance(f, Add) else self.cdcs).append(f)
+        if errors:
+            raise errors[0]
+
+    def discard(self, storage: Storage) -> None:
+        """Delete every file written (best effort: an orphan is harmless, vacuum removes it)."""
+        discard(storage, [*self.adds, *self.cdcs])
+
+    def commit(self, tx: Transaction) -> int:
+        """Commit `tx` (which adds these files) and return its version.
+
+        A conflict deletes the files: no version will reference them.
+        """
+        try:
+            return tx.commit().version
+        except CommitConflictError:
+            self.discard(tx.snapshot.storage)
+            raise
+
+
+__all__ = ["BoolArray", "Content", "IndexArray", "Written", "change_rows", "pack", "positions",
+           "take_rows", "writes_change_data"]
