@@ -231,6 +231,23 @@ class Snapshot:
             check_filter(self.schema, filter)
         return [self.files[i] for i in self._filter_scan(filter).matching(filter)]
 
+    def _check_read(self, columns: Sequence[str] | None, filter: pc.Expression | None) -> None:
+        """Refuse unknown columns and bad filters before any file is read."""
+        if columns is not None:
+            unknown = [c for c in columns if self.schema.get_field_index(c) < 0]
+            if unknown:
+                raise SchemaMismatchError(
+                    f"unknown column(s) {unknown}; the table has {self.schema.names}"
+                )
+        if filter is not None:
+            check_filter(self.schema, filter)
+
+    def _empty(self, columns: Sequence[str] | None, filter: pc.Expression | None) -> pa.Table:
+        table = self.schema.empty_table()
+        if filter is not None:
+            table = table.filter(filter)
+        return table.select(list(columns)) if columns is not None else table
+
     def to_arrow(self, columns: Sequence[str] | None = None,
                  filter: pc.Expression | None = None) -> pa.Table:
         """Read the rows of this snapshot.
@@ -245,22 +262,37 @@ class Snapshot:
             InvalidArgumentError: `filter` is not a pyarrow expression.
             StorageError: the store failed while reading a data file.
         """
-        if columns is not None:
-            unknown = [c for c in columns if self.schema.get_field_index(c) < 0]
-            if unknown:
-                raise SchemaMismatchError(
-                    f"unknown column(s) {unknown}; the table has {self.schema.names}"
-                )
-        if filter is not None:
-            check_filter(self.schema, filter)
+        self._check_read(columns, filter)
         if not self.files:
-            table = self.schema.empty_table()
-            if filter is not None:
-                table = table.filter(filter)
-            return table.select(list(columns)) if columns is not None else table
-        try:
+            return self._empty(columns, filter)
+        with self._reading():
             return self._filter_scan(filter).to_table(columns=list(columns) if columns is not None else None,
-                                       filter=filter)
+                                                      filter=filter)
+
+    def head(self, num_rows: int, columns: Sequence[str] | None = None,
+             filter: pc.Expression | None = None) -> pa.Table:
+        """The first `num_rows` rows (in file order) where `filter` holds, reading no further.
+
+        Only `columns` (and what `filter` needs) are read, and files are read
+        until there are enough rows, so a peek at a big table stays cheap.
+
+        Raises:
+            InvalidArgumentError: `num_rows` is negative, or `filter` is not a pyarrow expression.
+            SchemaMismatchError: a requested column does not exist.
+            StorageError: the store failed while reading a data file.
+        """
+        if isinstance(num_rows, bool) or not isinstance(num_rows, int) or num_rows < 0:
+            raise InvalidArgumentError(f"num_rows must be a non-negative int, got {num_rows!r}")
+        self._check_read(columns, filter)
+        if not self.files:
+            return self._empty(columns, filter)
+        with self._reading():
+            return self._filter_scan(filter).head(num_rows, list(columns) if columns is not None else None, filter)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
         except OSError as e:  # the store failed while pyarrow read a data file
             raise StorageError(
                 f"cannot read the data files of {self.storage.uri} at version {self.version}: {e}"
@@ -388,12 +420,37 @@ class Scan:
                     raise
                 # pyarrow did not say which file failed: read them one by one, naming it
         files = [self.files[i] for i in self.matching(filter)]
-        names = list(columns) if columns is not None and filter is None else self.schema.names
+        names = self._names(columns, filter)
         if len(files) > 1:
             with ThreadPoolExecutor(min(8, len(files))) as pool:
                 tables = list(pool.map(lambda f: self._read(f, names), files))
         else:
             tables = [self._read(f, names) for f in files]
+        return self._assemble(tables, names, columns, filter)
+
+    def head(self, num_rows: int, columns: Sequence[str] | None = None,
+             filter: pc.Expression | None = None) -> pa.Table:
+        """The first `num_rows` rows where `filter` holds, reading files in order until there are enough."""
+        if self._direct:
+            with reading_data(self.storage, [f.path for f in self.files]):
+                return self._dataset.head(num_rows, columns=columns, filter=filter)
+        names, tables, found = self._names(columns, filter), [], 0
+        for i in self.matching(filter):
+            if found >= num_rows:
+                break
+            rows = self._read(self.files[i], names)
+            rows = rows.filter(filter) if filter is not None else rows
+            tables.append(rows)
+            found += rows.num_rows
+        return self._assemble(tables, names, columns, None).slice(0, num_rows)
+
+    def _names(self, columns: Sequence[str] | None, filter: pc.Expression | None) -> list[str]:
+        """The columns to read from each file: all when a filter must see them."""
+        return list(columns) if columns is not None and filter is None else self.schema.names
+
+    def _assemble(self, tables: list[pa.Table], names: list[str], columns: Sequence[str] | None,
+                  filter: pc.Expression | None) -> pa.Table:
+        """Files' rows (read with `names`) as one table of `columns` where `filter` holds."""
         if not names:  # concat_tables drops the row count of tables without columns
             table = pa.table({"": pa.nulls(sum(t.num_rows for t in tables))}).select([])
         else:

@@ -54,7 +54,7 @@ def test_maintenance_commands(table, capsys):
     assert code == 0 and json.loads(out)["files_removed"] == 2
     code, out, _ = run(capsys, "vacuum", table, "--retention-hours", "0", "--json")
     assert code == 1
-    code, out, _ = run(capsys, "vacuum", table, "--retention-hours", "0", "--force", "--dry-run", "--json")
+    code, out, _ = run(capsys, "vacuum", table, "--retention-hours", "0", "--force", "--json")
     assert code == 0 and len(json.loads(out)["files"]) == 2
     code, out, _ = run(capsys, "checkpoint", table, "--json")
     assert json.loads(out) == {"checkpoint_version": 3}
