@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     import polars as pl
 
 _SCAN_CACHE_SIZE = 8
-_DATASET_BOUNDS_COLUMNS = 32  # Delta's default delta.dataSkippingNumIndexedCols
+_DATASET_BOUNDS_COLUMNS = 32
+_HEAD_BATCH_ROWS = 64 * 1024  # a peek (`head`) reads a file this many rows at a time  # Delta's default delta.dataSkippingNumIndexedCols
 
 PARQUET_FORMAT = ds.ParquetFileFormat(
     read_options=ds.ParquetReadOptions(coerce_int96_timestamp_unit="us")
@@ -430,19 +431,21 @@ class Scan:
 
     def head(self, num_rows: int, columns: Sequence[str] | None = None,
              filter: pc.Expression | None = None) -> pa.Table:
-        """The first `num_rows` rows where `filter` holds, reading files in order until there are enough."""
-        if self._direct:
-            with reading_data(self.storage, [f.path for f in self.files]):
-                return self._dataset.head(num_rows, columns=columns, filter=filter)
+        """The first `num_rows` rows where `filter` holds, reading files (and batches) in order until there are enough.
+
+        Read here, synchronously, not by pyarrow's dataset `head()`: that one leaves its
+        read-ahead running when it stops early, and the process then hangs at exit.
+        """
         names, tables, found = self._names(columns, filter), [], 0
         for i in self.matching(filter):
             if found >= num_rows:
                 break
-            rows = self._read(self.files[i], names)
-            rows = rows.filter(filter) if filter is not None else rows
+            rows = self._read(self.files[i], names, limit=num_rows - found, filter=filter)
             tables.append(rows)
             found += rows.num_rows
-        return self._assemble(tables, names, columns, None).slice(0, num_rows)
+        table = self._assemble(tables, names, columns, None)
+        # Sliced past its end, a table without columns takes the slice's length.
+        return table.slice(0, num_rows) if table.num_rows > num_rows else table
 
     def _names(self, columns: Sequence[str] | None, filter: pc.Expression | None) -> list[str]:
         """The columns to read from each file: all when a filter must see them."""
@@ -460,8 +463,14 @@ class Scan:
             table = table.filter(filter)
         return table.select(list(columns)) if columns is not None else table
 
-    def _read(self, f: ScanFile, names: Sequence[str]) -> pa.Table:
-        """One file's rows: selected rows only, logical names, missing columns null."""
+    def _read(self, f: ScanFile, names: Sequence[str], limit: int | None = None,
+              filter: pc.Expression | None = None) -> pa.Table:
+        """One file's rows: selected rows only, logical names, missing columns null.
+
+        With `limit`, only the rows where `filter` holds are returned, and batches
+        are read only until there are `limit` of them (a file with a deletion vector
+        is read whole: the vector numbers the rows of the whole file).
+        """
         fs, root = self.storage.arrow_fs()
         mapping = self._mapping(f)
         with reading_data(self.storage, [f.path], one_file=True), \
@@ -469,7 +478,10 @@ class Scan:
             parquet = pq.ParquetFile(fh, coerce_int96_timestamp_unit="us")
             stored = {c: mapping.file_column(parquet.schema_arrow, c)
                       for c in names if c not in f.values}
-            data = parquet.read(columns=[n for n in stored.values() if n is not None])
+            physical = [n for n in stored.values() if n is not None]
+            if limit is not None and f.rows is None:
+                return self._leading(parquet, f, stored, names, limit, filter)
+            data = parquet.read(columns=physical)
             num_rows = parquet.metadata.num_rows
         rows = f.rows
         if isinstance(rows, DeletionVector):
@@ -478,6 +490,30 @@ class Scan:
                 rows = RowSelection(rows.read(self.storage))
         if rows is not None:
             data = data.filter(pa.array(rows.mask(num_rows, f.path)))
+        out = self._logical(f, data, stored, names)
+        return out.filter(filter) if limit is not None and filter is not None else out
+
+    def _leading(self, parquet: pq.ParquetFile, f: ScanFile, stored: Mapping[str, str | None],
+                 names: Sequence[str], limit: int, filter: pc.Expression | None) -> pa.Table:
+        """The file's first `limit` rows where `filter` holds, reading a batch at a time."""
+        physical = [n for n in stored.values() if n is not None]
+        parts = [self._logical(f, parquet.schema_arrow.empty_table().select(physical), stored, names)]
+        found = 0
+        for batch in parquet.iter_batches(batch_size=_HEAD_BATCH_ROWS, columns=physical):
+            part = self._logical(f, pa.Table.from_batches([batch]), stored, names)
+            part = part.filter(filter) if filter is not None else part
+            parts.append(part)
+            found += part.num_rows
+            if found >= limit:
+                break
+        if not names:  # concat_tables drops the row count of tables without columns
+            return pa.table({"": pa.nulls(found)}).select([])
+        return pa.concat_tables(parts)
+
+    def _logical(self, f: ScanFile, data: pa.Table, stored: Mapping[str, str | None],
+                 names: Sequence[str]) -> pa.Table:
+        """A file's stored columns as the logical columns `names` (partition values, nulls, types)."""
+        mapping = self._mapping(f)
         out = data.select([])  # keeps the row count, even when no column is read
         for c in names:
             field, physical = self.schema.field(c), stored.get(c)
