@@ -24,6 +24,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table as RichTable
+from rich.text import Text
 
 import lakeflow as lf
 
@@ -33,8 +34,9 @@ STORAGE_ENV = "LAKEFLOW_STORAGE_OPTIONS"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Versioned tables as a flow of commits (Delta Lake compatible).")
-# Piped output is read by programs: never wrap it at a guessed terminal width.
-console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+# Piped output is read by programs: never wrap it at a guessed terminal width. No markup:
+# values such as "timestamp[us, tz=UTC]" are printed as they are.
+console = Console(soft_wrap=True, markup=False, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
 
@@ -121,7 +123,7 @@ def print_json(value: Any) -> None:
 def print_fields(values: dict[str, Any]) -> None:
     """`name: value` lines for a person."""
     for k, v in values.items():
-        console.print(f"[bold]{k}[/bold]: {'' if v is None else v}", highlight=False)
+        console.print(Text.assemble((k, "bold"), f": {'' if v is None else v}"), highlight=False)
 
 
 def print_rows(rows: Sequence[dict[str, Any]] | pa.Table, title: str, more: str | None = None) -> None:

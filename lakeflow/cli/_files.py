@@ -45,11 +45,23 @@ def read_file(path: Path, fmt: str | None, schema: pa.Schema | None = None) -> p
         if fmt == "csv":
             types = {f.name: f.type for f in schema} if schema is not None else None
             return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types=types))
-        options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error") \
-            if schema is not None else None
-        return pajson.read_json(path, parse_options=options)
+        return _read_ndjson(path, schema)
     except _ARROW_ERRORS as e:
         raise lf.SchemaMismatchError(f"cannot read {path} as {fmt}: {' '.join(str(e).split())}") from e
+
+
+def _read_ndjson(path: Path, schema: pa.Schema | None) -> pa.Table:
+    """NDJSON rows; with `schema`, dates are read as the ISO strings JSON holds, then cast."""
+    if schema is None:
+        return pajson.read_json(path)
+    dates = {f.name for f in schema if pa.types.is_date(f.type)}
+    read_as = pa.schema([f.with_type(pa.string()) if f.name in dates else f for f in schema])
+    rows = pajson.read_json(path, parse_options=pajson.ParseOptions(
+        explicit_schema=read_as, unexpected_field_behavior="error"))
+    for name in dates & set(rows.column_names):
+        i = rows.schema.get_field_index(name)
+        rows = rows.set_column(i, schema.field(name), rows.column(i).cast(schema.field(name).type))
+    return rows
 
 
 def infer_schema(path: Path, fmt: str | None) -> pa.Schema:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import typer
+from rich.text import Text
 
 import lakeflow as lf
 from lakeflow.cli._app import JsonOpt, app, console, print_json, print_rows
@@ -46,7 +47,7 @@ def demo(path: str = typer.Argument(None, help="Directory for the demo table (de
     if as_json:
         print_json(result)
         return
-    console.print(f"[bold]table[/bold] {uri}")
+    console.print(Text.assemble(("table", "bold"), f" {uri}"))
     console.print(f"appended versions {v1} and {v2}; the retried batch 2 wrote nothing "
                   f"and returned version {retried}")
     print_rows(first.to_arrow(), f"version {v1}")

@@ -10,7 +10,7 @@ from lakeflow.cli._app import JsonOpt, StorageOpt, app, console, open_table, pri
 
 
 @app.command()
-def checkpoint(uri: str, as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> None:
+def checkpoint(uri: str, as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Write a checkpoint at the latest version."""
     version = open_table(uri, options).checkpoint()
     if as_json:
@@ -21,7 +21,7 @@ def checkpoint(uri: str, as_json: bool = JsonOpt, options: list[str] = StorageOp
 
 @app.command()
 def compact(uri: str, target_file_size: int = typer.Option(128 * 1024 * 1024, help="Bytes per output file."),
-            as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> None:
+            as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Rewrite small files into larger ones (no change to the rows)."""
     t = open_table(uri, options)
     with progress("compacting"):
@@ -39,7 +39,7 @@ def compact(uri: str, target_file_size: int = typer.Option(128 * 1024 * 1024, he
 def vacuum(uri: str, retention_hours: float = typer.Option(168.0, help="Keep files needed within this many hours."),
            yes: bool = typer.Option(False, "--yes", help="Delete the files (default: only list them)."),
            force: bool = typer.Option(False, "--force", help="Allow a retention below the table's setting."),
-           as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> None:
+           as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """List the data files no version within the retention needs; delete them with --yes."""
     t = open_table(uri, options)
     with progress("vacuuming" if yes else "listing files to vacuum"):

@@ -9,6 +9,7 @@ from typing import Any
 
 import pyarrow as pa
 import typer
+from rich.text import Text
 
 import lakeflow as lf
 from lakeflow.cli._app import (
@@ -34,7 +35,7 @@ ColumnsOpt = typer.Option(None, "--columns", help="Only these columns (repeatabl
 
 
 @app.command()
-def info(uri: str, as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> None:
+def info(uri: str, as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Show a table's version, schema, size, partitioning, key, event time and properties."""
     t = open_table(uri, options)
     snap = t.snapshot()
@@ -56,7 +57,7 @@ def info(uri: str, as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> 
 
 @app.command()
 def history(uri: str, limit: int | None = typer.Option(None, min=0, help="Newest N commits only."),
-            as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> None:
+            as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """List commits, newest first, with their watermark and late rows."""
     commits = open_table(uri, options).history(limit)
     rows = [{"version": c.version, "timestamp": c.timestamp.isoformat() if c.timestamp else None,
@@ -98,7 +99,7 @@ def show(uri: str, version: int | None = typer.Option(None, help="Version to rea
          columns: list[str] | None = ColumnsOpt,
          where: str | None = typer.Option(None, help="SQL predicate rows must satisfy, e.g. \"amount > 10\"."),
          limit: int | None = LimitOpt, as_json: bool = JsonOpt, fmt: str | None = FormatOpt,
-         output: Path | None = OutputOpt, options: list[str] = StorageOpt) -> None:
+         output: Path | None = OutputOpt, options: list[str] | None = StorageOpt) -> None:
     """Print rows of a table at a version or instant, reading only what is shown."""
     out = RowsOut(as_json, fmt, output)
     snap = open_table(uri, options).snapshot(version=version, as_of=as_of)
@@ -123,7 +124,7 @@ def diff(uri: str, from_version: str = typer.Argument(..., help="Version number 
          no_key: bool = typer.Option(False, "--no-key", help="Do not pair rows: inserts and deletes only."),
          summary_only: bool = typer.Option(False, "--summary", help="Only the counts, no rows."),
          columns: list[str] | None = ColumnsOpt, limit: int | None = LimitOpt, as_json: bool = JsonOpt,
-         fmt: str | None = FormatOpt, output: Path | None = OutputOpt, options: list[str] = StorageOpt) -> None:
+         fmt: str | None = FormatOpt, output: Path | None = OutputOpt, options: list[str] | None = StorageOpt) -> None:
     """Show what changed between two versions (inserted, deleted, updated rows)."""
     if key and no_key:
         raise typer.BadParameter("pass --key or --no-key, not both")
@@ -147,7 +148,7 @@ def diff(uri: str, from_version: str = typer.Argument(..., help="Version number 
 
 
 def _print_diff(uri: str, head: dict[str, Any], rows: pa.Table | None, total: int) -> None:
-    console.print(f"[bold]{uri}[/bold]: {head['from_version']} -> {head['to_version']}  " +
-                  "  ".join(f"{k}={v}" for k, v in head["summary"].items()), highlight=False)
+    console.print(Text.assemble((uri, "bold"), f": {head['from_version']} -> {head['to_version']}  ",
+                                "  ".join(f"{k}={v}" for k, v in head["summary"].items())), highlight=False)
     if rows is not None:
         print_rows(rows, "changes", more_line(rows.num_rows, total) if rows.num_rows < total else None)

@@ -56,7 +56,7 @@ def view_create(uri: str, source: str = typer.Argument(..., help="The source tab
                                               help="Aggregate (repeatable): sum, count, mean, min, max."),
                 window: str | None = typer.Option(None, help='Also group by event-time window, e.g. "1d".'),
                 refresh: bool = typer.Option(True, help="Fill the view from the source now."),
-                as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> None:
+                as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Create a view of SOURCE grouped by columns (and window), with aggregates."""
     opts = storage_options(options)
     view = lf.View.create(uri, lf.Table(source, opts), names_list(group_by) or [], _parse_aggregates(agg),
@@ -70,7 +70,7 @@ def view_create(uri: str, source: str = typer.Argument(..., help="The source tab
 
 
 @view_app.command("refresh")
-def view_refresh(uri: str, as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> None:
+def view_refresh(uri: str, as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Fold the source's new commits into the view."""
     view = lf.View(uri, storage_options=storage_options(options))
     version = view.refresh()
@@ -84,7 +84,7 @@ def view_refresh(uri: str, as_json: bool = JsonOpt, options: list[str] = Storage
 def view_show(uri: str, source_version: int | None = typer.Option(None, help="As of this source version."),
               limit: int | None = typer.Option(None, min=0, help="Rows to output."),
               as_json: bool = JsonOpt, fmt: str | None = FormatOpt, output: Path | None = OutputOpt,
-              options: list[str] = StorageOpt) -> None:
+              options: list[str] | None = StorageOpt) -> None:
     """Print the view's rows (as of the last refresh, or a source version)."""
     out = RowsOut(as_json, fmt, output)
     view = lf.View(uri, storage_options=storage_options(options))

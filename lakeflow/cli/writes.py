@@ -42,14 +42,14 @@ def create(uri: str,
            key: list[str] | None = typer.Option(None, help="Key columns (repeatable or comma-separated)."),
            event_time: str | None = typer.Option(None, help="Event-time column (timestamp or date)."),
            window: str | None = typer.Option(None, help='Event-time window for late data, e.g. "1d".'),
-           properties: list[str] = PropertyOpt, as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> None:
+           properties: list[str] | None = PropertyOpt, as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Create an empty table (version 0)."""
     if (schema is None) == (from_file is None):
         raise typer.BadParameter("pass exactly one of --schema and --from")
     columns = schema if schema is not None else infer_schema(from_file, None)  # type: ignore[arg-type]
     t = lf.Table.create(uri, columns, partition_by=names_list(partition_by) or (), key=names_list(key) or (),
                         event_time=event_time, window=window, storage_options=storage_options(options),
-                        properties=dict(p.split("=", 1) for p in properties))
+                        properties=dict(p.split("=", 1) for p in properties or []))
     if as_json:
         print_json({"uri": t.uri, "version": t.version, "schema": {f.name: str(f.type) for f in columns}})
     else:
@@ -61,7 +61,7 @@ def append(uri: str, files: list[Path] = InputFile, fmt: str | None = InputForma
            app_id: str | None = typer.Option(None, help="Application id, for exactly-once batches."),
            txn_version: int | None = typer.Option(None, min=0, help="The application's batch number."),
            watermark: str | None = WatermarkOpt, late: str | None = LateOpt,
-           as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> None:
+           as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Append the rows of one or more files in one commit."""
     t = open_table(uri, options)
     mark = instant(watermark, "--watermark") if watermark is not None else None
@@ -78,7 +78,7 @@ def append(uri: str, files: list[Path] = InputFile, fmt: str | None = InputForma
 def merge(uri: str, file: Path = InputFile, on: list[str] | None = typer.Option(
               None, help="Key columns to match on (default: the table's key)."),
           fmt: str | None = InputFormatOpt, watermark: str | None = WatermarkOpt, late: str | None = LateOpt,
-          as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> None:
+          as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Upsert a file's rows by key: update matching rows, insert new ones, in one commit."""
     t = open_table(uri, options)
     mark = instant(watermark, "--watermark") if watermark is not None else None
@@ -92,7 +92,7 @@ def merge(uri: str, file: Path = InputFile, on: list[str] | None = typer.Option(
 
 @app.command()
 def delete(uri: str, where: str = typer.Option(..., help="SQL predicate of the rows to delete."),
-           as_json: bool = JsonOpt, options: list[str] = StorageOpt) -> None:
+           as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Delete the rows where a SQL predicate holds, in one commit."""
     t = open_table(uri, options)
     deleted = t.delete(predicate(where, t.schema))
