@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     import polars as pl
 
 _SCAN_CACHE_SIZE = 8
-_DATASET_BOUNDS_COLUMNS = 32
-_HEAD_BATCH_ROWS = 64 * 1024  # a peek (`head`) reads a file this many rows at a time  # Delta's default delta.dataSkippingNumIndexedCols
+_DATASET_BOUNDS_COLUMNS = 32  # Delta's default delta.dataSkippingNumIndexedCols
+_HEAD_BATCH_ROWS = 64 * 1024  # a peek (`head`) reads a file this many rows at a time
 
 PARQUET_FORMAT = ds.ParquetFileFormat(
     read_options=ds.ParquetReadOptions(coerce_int96_timestamp_unit="us")

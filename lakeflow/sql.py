@@ -59,7 +59,8 @@ class _Literal:
 
 
 _Operand = _Column | _Literal
-_BOOLEAN_NODES = (exp.And, exp.Or, exp.Not, exp.Between, exp.In, exp.Is, *_COMPARISONS)
+_BOOLEAN_NODES: tuple[type[exp.Expression], ...] = (exp.And, exp.Or, exp.Not, exp.Between, exp.In, exp.Is,
+                                                     *_COMPARISONS)
 
 
 def predicate(sql: str, schema: pa.Schema) -> pc.Expression:
@@ -86,7 +87,7 @@ def predicate(sql: str, schema: pa.Schema) -> pc.Expression:
         ) from e
     except sqlglot.errors.SqlglotError as e:
         raise InvalidArgumentError(f"cannot parse the SQL predicate {sql!r}: {e}") from e
-    return _Translator(sql, schema).boolean(tree)
+    return _Translator(sql, schema).boolean(tree)  # type: ignore[arg-type]  # sqlglot's Expr is an Expression
 
 
 @dataclass(frozen=True)

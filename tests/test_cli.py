@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import csv
+import datetime as dt
+import io
 import json
+import os
 import subprocess
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
+from deltalake import DeltaTable, QueryBuilder
 
 import lakeflow as lf
 from lakeflow.cli import main
+from lakeflow.testing import assert_table_equal
 
 
 def run(capsys, *args):
@@ -142,17 +152,6 @@ def test_diff_names_the_bad_argument(table, capsys, args, named):
 
 # ---- the whole command set, through CliRunner's isolation (binary stdout, env) ----------------
 
-import csv  # noqa: E402
-import datetime as dt  # noqa: E402
-import io  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import pyarrow.parquet as pq  # noqa: E402
-from click.testing import CliRunner  # noqa: E402
-from deltalake import DeltaTable, QueryBuilder  # noqa: E402
-
-from lakeflow.testing import assert_table_equal  # noqa: E402
-
 UTC = dt.timezone.utc
 
 
@@ -189,11 +188,9 @@ def uri(request, tmp_path):
 
 def oracle(uri: str, sql: str = "SELECT * FROM t") -> pa.Table:
     options = None
-    if uri.startswith("s3://"):
-        import os
-        options = {"AWS_ENDPOINT_URL": os.environ["AWS_ENDPOINT_URL"], "AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
-                   "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"], "AWS_REGION": "us-east-1",
-                   "AWS_ALLOW_HTTP": "true"}
+    if uri.startswith("s3://"):  # the S3 server the environment points at (see conftest)
+        options = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+        options |= {"AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true"}
     return pa.table(QueryBuilder().register("t", DeltaTable(uri, storage_options=options)).execute(sql).read_all())
 
 

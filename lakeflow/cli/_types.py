@@ -17,7 +17,9 @@ import typer
 _SIMPLE: dict[str, Callable[[], pa.DataType]] = {
     "bool": pa.bool_, "boolean": pa.bool_,
     "int8": pa.int8, "int16": pa.int16, "int32": pa.int32, "int64": pa.int64,
-    "tinyint": pa.int8, "smallint": pa.int16, "int": pa.int32, "integer": pa.int32, "bigint": pa.int64, "long": pa.int64,
+    # Spark SQL's names: int is 32 bits, float 4 bytes.
+    "tinyint": pa.int8, "smallint": pa.int16, "int": pa.int32, "integer": pa.int32,
+    "bigint": pa.int64, "long": pa.int64,
     "float32": pa.float32, "float": pa.float32, "float64": pa.float64, "double": pa.float64,
     "string": pa.string, "str": pa.string, "utf8": pa.string, "binary": pa.binary,
     "date": pa.date32, "date32": pa.date32,

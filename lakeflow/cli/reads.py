@@ -39,7 +39,7 @@ def info(uri: str, as_json: bool = JsonOpt, options: list[str] | None = StorageO
     """Show a table's version, schema, size, partitioning, key, event time and properties."""
     t = open_table(uri, options)
     snap = t.snapshot()
-    out = {
+    out: dict[str, Any] = {
         "uri": t.uri, "version": snap.version, "num_rows": snap.num_rows,
         "num_files": len(snap.files), "size_bytes": sum(f.size for f in snap.files),
         "partition_by": list(snap.partition_columns), "key": list(t.key), "event_time": t.event_time,
@@ -60,7 +60,7 @@ def history(uri: str, limit: int | None = typer.Option(None, min=0, help="Newest
             as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """List commits, newest first, with their watermark and late rows."""
     commits = open_table(uri, options).history(limit)
-    rows = [{"version": c.version, "timestamp": c.timestamp.isoformat() if c.timestamp else None,
+    rows: list[dict[str, Any]] = [{"version": c.version, "timestamp": c.timestamp.isoformat() if c.timestamp else None,
              "operation": c.operation, "app_id": c.app_id, "txn_version": c.txn_version,
              "rows": c.metrics.get("numOutputRows"), "watermark": c.watermark.isoformat() if c.watermark else None,
              "late_rows": c.late_rows, "revised_windows": [w.isoformat() for w in c.revised_windows],
@@ -120,7 +120,7 @@ def show(uri: str, version: int | None = typer.Option(None, help="Version to rea
 @app.command()
 def diff(uri: str, from_version: str = typer.Argument(..., help="Version number or ISO instant."),
          to_version: str | None = typer.Argument(None, help="Version or instant (default: latest)."),
-         key: list[str] | None = typer.Option(None, "--key", help="Pair rows by these columns (default: the table's key)."),
+         key: list[str] | None = typer.Option(None, "--key", help="Pair rows by these columns (default: table key)."),
          no_key: bool = typer.Option(False, "--no-key", help="Do not pair rows: inserts and deletes only."),
          summary_only: bool = typer.Option(False, "--summary", help="Only the counts, no rows."),
          columns: list[str] | None = ColumnsOpt, limit: int | None = LimitOpt, as_json: bool = JsonOpt,

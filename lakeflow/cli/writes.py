@@ -38,11 +38,12 @@ def create(uri: str,
                                                    help='Columns, e.g. "id:int64,amount:double,ts:timestamp[us,UTC]".'),
            from_file: Path | None = typer.Option(None, "--from", exists=True, dir_okay=False,
                                                  help="Take the schema from a csv, parquet or ndjson file."),
-           partition_by: list[str] | None = typer.Option(None, help="Partition columns (repeatable or comma-separated)."),
+           partition_by: list[str] | None = typer.Option(None, help="Partition columns (repeatable or a,b)."),
            key: list[str] | None = typer.Option(None, help="Key columns (repeatable or comma-separated)."),
            event_time: str | None = typer.Option(None, help="Event-time column (timestamp or date)."),
            window: str | None = typer.Option(None, help='Event-time window for late data, e.g. "1d".'),
-           properties: list[str] | None = PropertyOpt, as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
+           properties: list[str] | None = PropertyOpt, as_json: bool = JsonOpt,
+           options: list[str] | None = StorageOpt) -> None:
     """Create an empty table (version 0)."""
     if (schema is None) == (from_file is None):
         raise typer.BadParameter("pass exactly one of --schema and --from")
