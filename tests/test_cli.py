@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -517,3 +518,30 @@ def test_parquet_to_a_pipe_is_readable(big):
                            "--format", "parquet"], capture_output=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert_table_equal(pq.read_table(pa.BufferReader(proc.stdout)), oracle(big))
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path):
+    """Appending many files draws a bar on a terminal's stderr; piped, stderr stays empty."""
+    import pty
+
+    uri = str(tmp_path / "t")
+    lf.Table.create(uri, pa.schema([("id", pa.int64())]))
+    files = []
+    for i in range(12):
+        files.append(tmp_path / f"f{i}.csv")
+        files[-1].write_text(f"id\n{i}\n")
+    master, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "lakeflow.cli", "append", uri, *map(str, files)],
+                            stdout=subprocess.PIPE, stderr=terminal)
+    os.close(terminal)
+    drawn = b""
+    with contextlib.suppress(OSError):  # the terminal closes when the process ends
+        while chunk := os.read(master, 4096):
+            drawn += chunk
+    out = proc.communicate(timeout=120)[0]
+    os.close(master)
+    assert proc.returncode == 0 and out == b"appended 12 file(s): version 1\n"
+    assert b"appending 12 files" in drawn and b"12/12" in drawn
+    piped = _lakeflow("append", uri, *map(str, files))
+    assert piped.returncode == 0 and piped.stderr == ""
+    assert oracle(uri).num_rows == 24
