@@ -545,3 +545,11 @@ def test_progress_bar_on_a_terminal_only(tmp_path):
     piped = _lakeflow("append", uri, *map(str, files))
     assert piped.returncode == 0 and piped.stderr == ""
     assert oracle(uri).num_rows == 24
+
+
+def test_json_is_strict_with_nan_and_infinity(tmp_path):
+    uri = str(tmp_path / "t")
+    lf.Table.create(uri, pa.schema([("x", pa.float64())])).append(pa.table({"x": [float("nan"), float("inf"), 1.5]}))
+    r = cli("show", uri, "--json")
+    rows = json.loads(r.out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))["rows"]
+    assert [row["x"] for row in rows] == ["NaN", "Infinity", 1.5]

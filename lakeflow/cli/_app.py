@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import typer
@@ -115,9 +117,29 @@ def instant(text: str, name: str) -> dt.datetime:
     return value
 
 
+def sql_filter(sql: str | None, schema: pa.Schema) -> pc.Expression | None:
+    """`--where SQL` as an expression (sqlglot is imported only when SQL is given: it is slow to load)."""
+    if sql is None:
+        return None
+    from lakeflow.sql import predicate
+
+    return predicate(sql, schema)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as the strings "NaN", "Infinity", "-Infinity": JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def print_json(value: Any) -> None:
-    """One JSON document on stdout."""
-    typer.echo(json.dumps(value, default=str, indent=2, ensure_ascii=False))
+    """One (strict) JSON document on stdout."""
+    typer.echo(json.dumps(_finite(value), default=str, indent=2, ensure_ascii=False, allow_nan=False))
 
 
 def print_fields(values: dict[str, Any]) -> None:

@@ -27,8 +27,8 @@ from lakeflow.cli._app import (
     print_fields,
     print_json,
     print_rows,
+    sql_filter,
 )
-from lakeflow.sql import predicate
 
 LimitOpt = typer.Option(None, min=0, help="Rows to output (default: 20 on a terminal, all with --json/--format).")
 ColumnsOpt = typer.Option(None, "--columns", help="Only these columns (repeatable or comma-separated).")
@@ -103,7 +103,7 @@ def show(uri: str, version: int | None = typer.Option(None, help="Version to rea
     """Print rows of a table at a version or instant, reading only what is shown."""
     out = RowsOut(as_json, fmt, output)
     snap = open_table(uri, options).snapshot(version=version, as_of=as_of)
-    cols, flt = names_list(columns), predicate(where, snap.schema) if where is not None else None
+    cols, flt = names_list(columns), sql_filter(where, snap.schema)
     rows, truncated = limited(lambda n: snap.to_arrow(cols, flt) if n is None else snap.head(n, cols, flt),
                               limit, out)
     # Without a filter the total comes from the log; with one it is known only when all rows were read.

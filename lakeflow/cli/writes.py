@@ -20,11 +20,11 @@ from lakeflow.cli._app import (
     open_table,
     print_json,
     progress,
+    sql_filter,
     storage_options,
 )
 from lakeflow.cli._files import FORMATS, infer_schema, read_file, read_files
 from lakeflow.cli._types import parse_schema
-from lakeflow.sql import predicate
 
 InputFormatOpt = typer.Option(None, "--format", help=f"Input format ({'|'.join(FORMATS)}; default: by suffix).")
 WatermarkOpt = typer.Option(None, "--watermark", help="ISO instant: all events before it have arrived.")
@@ -96,7 +96,7 @@ def delete(uri: str, where: str = typer.Option(..., help="SQL predicate of the r
            as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Delete the rows where a SQL predicate holds, in one commit."""
     t = open_table(uri, options)
-    deleted = t.delete(predicate(where, t.schema))
+    deleted = t.delete(sql_filter(where, t.schema))
     if as_json:
         print_json({"deleted": deleted, "version": t.version})
     else:
