@@ -312,6 +312,7 @@ def test_append_and_merge_with_watermark_and_late_rows(uri, tmp_path):
     result = cli("merge", uri, late, "--on", "account", "--on", "ts", "--watermark", "2024-05-03T00:00:00Z",
                  "--json").json()
     assert (result["inserted"], result["updated"], result["late_rows"]) == (1, 1, 2)
+    assert result["revised_windows"] == ["2024-05-01T00:00:00+00:00"]
     got = oracle(uri, "SELECT account, amount FROM t ORDER BY account")
     assert got.to_pylist() == [{"account": "alice", "amount": 12.0}, {"account": "bob", "amount": 5.0},
                                {"account": "carol", "amount": 1.0}]

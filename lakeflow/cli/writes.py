@@ -85,7 +85,7 @@ def merge(uri: str, file: Path = InputFile, on: list[str] | None = typer.Option(
     mark = instant(watermark, "--watermark") if watermark is not None else None
     r = t.merge(read_file(file, fmt, t.schema), on=names_list(on), watermark=mark, late=late)
     if as_json:
-        print_json(dataclasses.asdict(r))
+        print_json({**dataclasses.asdict(r), "revised_windows": [w.isoformat() for w in r.revised_windows]})
     else:
         console.print(f"version {r.version}: {r.inserted} inserted, {r.updated} updated, {r.deleted} deleted, "
                       f"{r.unchanged} unchanged, {r.late_rows} late", highlight=False)
