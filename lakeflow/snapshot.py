@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
 _SCAN_CACHE_SIZE = 8
 _DATASET_BOUNDS_COLUMNS = 32  # Delta's default delta.dataSkippingNumIndexedCols
+_HEAD_BATCH_ROWS = 64 * 1024  # a peek (`head`) reads a file this many rows at a time
 
 PARQUET_FORMAT = ds.ParquetFileFormat(
     read_options=ds.ParquetReadOptions(coerce_int96_timestamp_unit="us")
@@ -278,6 +279,23 @@ class Snapshot:
             check_filter(self.schema, filter)
         return [self.files[i] for i in self._filter_scan(filter).matching(filter)]
 
+    def _check_read(self, columns: Sequence[str] | None, filter: pc.Expression | None) -> None:
+        """Refuse unknown columns and bad filters before any file is read."""
+        if columns is not None:
+            unknown = [c for c in columns if self.schema.get_field_index(c) < 0]
+            if unknown:
+                raise SchemaMismatchError(
+                    f"unknown column(s) {unknown}; the table has {self.schema.names}"
+                )
+        if filter is not None:
+            check_filter(self.schema, filter)
+
+    def _empty(self, columns: Sequence[str] | None, filter: pc.Expression | None) -> pa.Table:
+        table = self.schema.empty_table()
+        if filter is not None:
+            table = table.filter(filter)
+        return table.select(list(columns)) if columns is not None else table
+
     def to_arrow(self, columns: Sequence[str] | None = None,
                  filter: pc.Expression | None = None) -> pa.Table:
         """Read the rows of this snapshot.
@@ -292,22 +310,37 @@ class Snapshot:
             InvalidArgumentError: `filter` is not a pyarrow expression.
             StorageError: the store failed while reading a data file.
         """
-        if columns is not None:
-            unknown = [c for c in columns if self.schema.get_field_index(c) < 0]
-            if unknown:
-                raise SchemaMismatchError(
-                    f"unknown column(s) {unknown}; the table has {self.schema.names}"
-                )
-        if filter is not None:
-            check_filter(self.schema, filter)
+        self._check_read(columns, filter)
         if not self.files:
-            table = self.schema.empty_table()
-            if filter is not None:
-                table = table.filter(filter)
-            return table.select(list(columns)) if columns is not None else table
-        try:
+            return self._empty(columns, filter)
+        with self._reading():
             return self._filter_scan(filter).to_table(columns=list(columns) if columns is not None else None,
-                                       filter=filter)
+                                                      filter=filter)
+
+    def head(self, num_rows: int, columns: Sequence[str] | None = None,
+             filter: pc.Expression | None = None) -> pa.Table:
+        """The first `num_rows` rows (in file order) where `filter` holds, reading no further.
+
+        Only `columns` (and what `filter` needs) are read, and files are read
+        until there are enough rows, so a peek at a big table stays cheap.
+
+        Raises:
+            InvalidArgumentError: `num_rows` is negative, or `filter` is not a pyarrow expression.
+            SchemaMismatchError: a requested column does not exist.
+            StorageError: the store failed while reading a data file.
+        """
+        if isinstance(num_rows, bool) or not isinstance(num_rows, int) or num_rows < 0:
+            raise InvalidArgumentError(f"num_rows must be a non-negative int, got {num_rows!r}")
+        self._check_read(columns, filter)
+        if not self.files:
+            return self._empty(columns, filter)
+        with self._reading():
+            return self._filter_scan(filter).head(num_rows, list(columns) if columns is not None else None, filter)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
         except OSError as e:  # the store failed while pyarrow read a data file
             raise StorageError(
                 f"cannot read the data files of {self.storage.uri} at version {self.version}: {e}"
@@ -457,12 +490,39 @@ class Scan:
                     raise
                 # pyarrow did not say which file failed: read them one by one, naming it
         files = [self.files[i] for i in self.matching(filter)]
-        names = list(columns) if columns is not None and filter is None else self.schema.names
+        names = self._names(columns, filter)
         if len(files) > 1:
             with ThreadPoolExecutor(min(8, len(files))) as pool:
                 tables = list(pool.map(lambda f: self._read(f, names), files))
         else:
             tables = [self._read(f, names) for f in files]
+        return self._assemble(tables, names, columns, filter)
+
+    def head(self, num_rows: int, columns: Sequence[str] | None = None,
+             filter: pc.Expression | None = None) -> pa.Table:
+        """The first `num_rows` rows where `filter` holds, reading files (and batches) in order until there are enough.
+
+        Read here, synchronously, not by pyarrow's dataset `head()`: that one leaves its
+        read-ahead running when it stops early, and the process then hangs at exit.
+        """
+        names, tables, found = self._names(columns, filter), [], 0
+        for i in self.matching(filter):
+            if found >= num_rows:
+                break
+            rows = self._read(self.files[i], names, limit=num_rows - found, filter=filter)
+            tables.append(rows)
+            found += rows.num_rows
+        table = self._assemble(tables, names, columns, None)
+        # Sliced past its end, a table without columns takes the slice's length.
+        return table.slice(0, num_rows) if table.num_rows > num_rows else table
+
+    def _names(self, columns: Sequence[str] | None, filter: pc.Expression | None) -> list[str]:
+        """The columns to read from each file: all when a filter must see them."""
+        return list(columns) if columns is not None and filter is None else self.schema.names
+
+    def _assemble(self, tables: list[pa.Table], names: list[str], columns: Sequence[str] | None,
+                  filter: pc.Expression | None) -> pa.Table:
+        """Files' rows (read with `names`) as one table of `columns` where `filter` holds."""
         if not names:  # concat_tables drops the row count of tables without columns
             table = pa.table({"": pa.nulls(sum(t.num_rows for t in tables))}).select([])
         else:
@@ -488,8 +548,14 @@ class Scan:
         bounds = np.searchsorted(index, np.arange(len(self.files) + 1), side="left")
         return [rows.slice(int(a), int(b - a)) for a, b in itertools.pairwise(bounds)]
 
-    def _read(self, f: ScanFile, names: Sequence[str]) -> pa.Table:
-        """One file's rows: selected rows only, logical names, missing columns null."""
+    def _read(self, f: ScanFile, names: Sequence[str], limit: int | None = None,
+              filter: pc.Expression | None = None) -> pa.Table:
+        """One file's rows: selected rows only, logical names, missing columns null.
+
+        With `limit`, only the rows where `filter` holds are returned, and batches
+        are read only until there are `limit` of them (a file with a deletion vector
+        is read whole: the vector numbers the rows of the whole file).
+        """
         fs, root = self.storage.arrow_fs()
         mapping = self._mapping(f)
         with reading_data(self.storage, [f.path], one_file=True), \
@@ -500,6 +566,8 @@ class Scan:
             for c, physical in stored.items():
                 if physical is not None and has_variant(self.schema.field(c).type):
                     check_unshredded(parquet.schema_arrow.field(physical).type, c, f.path)
+            if limit is not None and f.rows is None:
+                return self._leading(parquet, f, stored, names, limit, filter)
             data = parquet.read(columns=[n for n in stored.values() if n is not None])
             num_rows = parquet.metadata.num_rows
         rows = f.rows
@@ -509,6 +577,30 @@ class Scan:
                 rows = RowSelection(rows.read(self.storage))
         if rows is not None:
             data = data.filter(pa.array(rows.mask(num_rows, f.path)))
+        out = self._logical(f, data, stored, names)
+        return out.filter(filter) if limit is not None and filter is not None else out
+
+    def _leading(self, parquet: pq.ParquetFile, f: ScanFile, stored: Mapping[str, str | None],
+                 names: Sequence[str], limit: int, filter: pc.Expression | None) -> pa.Table:
+        """The file's first `limit` rows where `filter` holds, reading a batch at a time."""
+        physical = [n for n in stored.values() if n is not None]
+        parts = [self._logical(f, parquet.schema_arrow.empty_table().select(physical), stored, names)]
+        found = 0
+        for batch in parquet.iter_batches(batch_size=_HEAD_BATCH_ROWS, columns=physical):
+            part = self._logical(f, pa.Table.from_batches([batch]), stored, names)
+            part = part.filter(filter) if filter is not None else part
+            parts.append(part)
+            found += part.num_rows
+            if found >= limit:
+                break
+        if not names:  # concat_tables drops the row count of tables without columns
+            return pa.table({"": pa.nulls(found)}).select([])
+        return pa.concat_tables(parts)
+
+    def _logical(self, f: ScanFile, data: pa.Table, stored: Mapping[str, str | None],
+                 names: Sequence[str]) -> pa.Table:
+        """A file's stored columns as the logical columns `names` (partition values, nulls, types)."""
+        mapping = self._mapping(f)
         out = data.select([])  # keeps the row count, even when no column is read
         for c in names:
             field, physical = self.schema.field(c), stored.get(c)

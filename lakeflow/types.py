@@ -45,10 +45,9 @@ _PARAMETRIZED: dict[str, Callable[[list[str]], pa.DataType]] = {
     "timestamp": _timestamp, "decimal": _decimal, "decimal128": _decimal, "list": _list,
 }
 _TYPE = re.compile(r"^\s*(\w+)\s*(?:[\[(](.*)[\])])?\s*$", re.S)
-_NOT_NULL = re.compile(r"\s+not\s+null\s*$", re.I)
 
 
-def _split(text: str) -> list[str]:
+def split_top_level(text: str) -> list[str]:
     """Split at top-level commas (not those inside brackets)."""
     parts, depth, start = [], 0, 0
     for i, ch in enumerate(text):
@@ -75,11 +74,11 @@ def parse_type(text: str) -> pa.DataType:
         return _SIMPLE[name]()
     if m and m.group(2) is not None and name in _PARAMETRIZED:
         try:
-            return _PARAMETRIZED[name]([a.strip() for a in _split(m.group(2))])
+            return _PARAMETRIZED[name]([a.strip() for a in split_top_level(m.group(2))])
         except (ValueError, TypeError, pa.ArrowException) as e:
             raise ValueError(f"bad type {text.strip()!r}: {name} {e}") from e
     known = ", ".join([*_SIMPLE, *(f"{n}[...]" for n in _PARAMETRIZED)])
     raise ValueError(f"unknown type {text.strip()!r}; known types: {known}")
 
 
-__all__ = ["parse_type"]
+__all__ = ["parse_type", "split_top_level"]

@@ -384,8 +384,9 @@ def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[s
 
 
 def discard(storage: Storage, files: Iterable[Add | Cdc]) -> None:
-    """Delete files written for a commit that will not reference them (best effort: an orphan is
-    harmless, vacuum removes it).
+    """Delete files written for a commit that will not reference them.
+
+    Best effort: an orphan is harmless, vacuum removes it.
     """
     for f in files:
         with contextlib.suppress(OSError, LakeflowError):

@@ -347,3 +347,39 @@ def test_a_watermark_lag_makes_rows_of_later_files_late(tmp_path, late):
 def test_a_watermark_lag_needs_an_event_time(tmp_path):
     with pytest.raises(lf.DeclarationError, match="watermark_lag needs event_time"):
         project(tmp_path, "assets:\n  x:\n    schema: {id: int64}\n    ingest: {watermark_lag: 1h}\n")
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    from lakeflow.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_factory_from_the_command_line(tmp_path, capsys):
+    import json
+
+    root = tmp_path / "bank"
+    assert cli(capsys, "init", str(root))[0] == 0
+    code, out, _ = cli(capsys, "validate", str(root), "--json")
+    assert code == 0 and json.loads(out) == {"assets": {"payments": "ingested", "balances": "view"},
+                                             "order": ["payments", "balances"]}
+    land(root, "payments", "d1.csv", day(1, (1, "a", 5.0), (2, "b", 7.0)))
+    code, out, _ = cli(capsys, "ingest", str(root), "--json")
+    assert code == 0 and [f["outcome"] for f in json.loads(out)["files"]] == ["loaded"]
+    land(root, "payments", "d2.csv", day(2, (3, "a", 1.0)))
+    code, out, _ = cli(capsys, "run", str(root), "--json")
+    assert code == 0 and json.loads(out)["refreshed"] == {"balances": 2}
+    code, out, _ = cli(capsys, "status", str(root), "--json")
+    status = {a["name"]: a for a in json.loads(out)["assets"]}
+    assert (status["payments"]["version"], status["balances"]["behind"]) == (2, 0)
+    code, out, _ = cli(capsys, "rebuild", str(root), "balances", "--verify", "--json")
+    assert code == 0 and json.loads(out)["differences"] == 0
+    code, out, _ = cli(capsys, "graph", str(root), "--mermaid")
+    assert code == 0 and "payments --> balances" in out
+    code, out, _ = cli(capsys, "status", str(root))
+    assert code == 0 and "payments" in out and "balances" in out
+    (root / "assets" / "balances.yaml").write_text("from: payments\nview:\n  group_by: account\n")
+    code, _, err = cli(capsys, "validate", str(root))
+    assert code == 1 and "balances.yaml:3" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,5 @@
+"""`python -m lakeflow.cli`."""
+
+from lakeflow.cli import entry
+
+entry()
