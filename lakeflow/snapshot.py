@@ -268,13 +268,29 @@ class Snapshot:
         # bounds on the first columns, as many as Delta collects statistics for by default.
         return self._scan(frozenset(self.schema.names[:_DATASET_BOUNDS_COLUMNS])).to_dataset()
 
-    def files_matching(self, filter: pc.Expression | None) -> list[DataFile]:
+    def filter_expression(self, filter: pc.Expression | str | None) -> pc.Expression | None:
+        """`filter` as a pyarrow expression.
+
+        A SQL string (`"amount < 0 AND day = '2024-05-01'"`) is parsed by
+        `lakeflow.sql.predicate` against this snapshot's schema.
+
+        Raises:
+            InvalidArgumentError: the SQL does not parse, or names an unknown column.
+        """
+        if not isinstance(filter, str):
+            return filter
+        from lakeflow.sql import predicate  # sqlglot loads only when SQL is given
+
+        return predicate(filter, self.schema)
+
+    def files_matching(self, filter: pc.Expression | str | None) -> list[DataFile]:
         """The files a scan with `filter` must read (after partition and stats pruning).
 
         Raises:
             SchemaMismatchError: `filter` names an unknown column.
             InvalidArgumentError: `filter` does not fit the column types.
         """
+        filter = self.filter_expression(filter)
         if filter is not None:
             check_filter(self.schema, filter)
         return [self.files[i] for i in self._filter_scan(filter).matching(filter)]
@@ -297,19 +313,20 @@ class Snapshot:
         return table.select(list(columns)) if columns is not None else table
 
     def to_arrow(self, columns: Sequence[str] | None = None,
-                 filter: pc.Expression | None = None) -> pa.Table:
+                 filter: pc.Expression | str | None = None) -> pa.Table:
         """Read the rows of this snapshot.
 
         Args:
             columns: columns to return (default: all, in table order).
-            filter: a `pyarrow.compute` expression; partitions and files whose
-                statistics rule it out are not read.
+            filter: a `pyarrow.compute` expression or a SQL predicate string;
+                partitions and files whose statistics rule it out are not read.
 
         Raises:
             SchemaMismatchError: a requested column does not exist.
-            InvalidArgumentError: `filter` is not a pyarrow expression.
+            InvalidArgumentError: `filter` is not a pyarrow expression or valid SQL.
             StorageError: the store failed while reading a data file.
         """
+        filter = self.filter_expression(filter)
         self._check_read(columns, filter)
         if not self.files:
             return self._empty(columns, filter)
@@ -318,7 +335,7 @@ class Snapshot:
                                                       filter=filter)
 
     def head(self, num_rows: int, columns: Sequence[str] | None = None,
-             filter: pc.Expression | None = None) -> pa.Table:
+             filter: pc.Expression | str | None = None) -> pa.Table:
         """The first `num_rows` rows (in file order) where `filter` holds, reading no further.
 
         Only `columns` (and what `filter` needs) are read, and files are read
@@ -331,6 +348,7 @@ class Snapshot:
         """
         if isinstance(num_rows, bool) or not isinstance(num_rows, int) or num_rows < 0:
             raise InvalidArgumentError(f"num_rows must be a non-negative int, got {num_rows!r}")
+        filter = self.filter_expression(filter)
         self._check_read(columns, filter)
         if not self.files:
             return self._empty(columns, filter)

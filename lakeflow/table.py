@@ -38,6 +38,7 @@ from lakeflow.ops.merge import (
     merge_into,
 )
 from lakeflow.ops.overwrite import OverwriteSchemaMode
+from lakeflow.ops.update import Assignment, update_where
 from lakeflow.snapshot import Snapshot
 from lakeflow.storage import Storage, open_storage
 from lakeflow.transaction import Transaction
@@ -413,7 +414,8 @@ class Table:
         files it matches in part are rewritten without those rows.
 
         Args:
-            where: a `pyarrow.compute` boolean expression, e.g. `pc.field("day") < d`.
+            where: a SQL predicate (`"day < '2024-05-01'"`) or a `pyarrow.compute`
+                boolean expression (`pc.field("day") < d`).
             retries: on a conflicting concurrent commit, start over this many times.
 
         Raises:
@@ -421,6 +423,21 @@ class Table:
             CommitConflictError: a concurrent commit touched what the delete read.
         """
         return delete_where(self.snapshot(), where, retries=retries)
+
+    def update(self, where: Any, set: Mapping[str, Assignment], *, retries: int = 0) -> int:
+        """Set new values on the rows where `where` is true, in one commit; return how many.
+
+        Args:
+            where: a SQL predicate or a `pyarrow.compute` expression, as for `delete`.
+            set: column -> new value: a SQL expression (`"amount * 1.1"`), a polars
+                or a `pyarrow.compute` expression over the row's current values.
+            retries: on a conflicting concurrent commit, start over this many times.
+
+        Raises:
+            InvalidArgumentError: bad SQL, an unknown or key/partition column in `set`.
+            ConstraintViolationError: a new value breaks a constraint (nothing is written).
+        """
+        return update_where(self.snapshot(), where, set, retries=retries)
 
     def overwrite(self, data: Any, *, schema_mode: OverwriteSchemaMode | None = None,
                   app_id: str | None = None, txn_version: int | None = None,

@@ -28,8 +28,9 @@ from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.transaction import Transaction, retrying
 
 
-def delete_where(snapshot: Snapshot, where: pc.Expression, *, retries: int = 0) -> int:
-    """Delete the rows matching `where`; see `Table.delete`."""
+def delete_where(snapshot: Snapshot, where: pc.Expression | str, *, retries: int = 0) -> int:
+    """Delete the rows matching `where` (an expression or SQL); see `Table.delete`."""
+    where = snapshot.filter_expression(where)
     if not isinstance(where, pc.Expression):
         raise InvalidArgumentError(
             f"where must be a pyarrow.compute.Expression such as pc.field('day') < date, "
@@ -109,7 +110,7 @@ def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
     removed = [*found.removed, *(f for f, _ in found.kept)]
     tx = Transaction(snap, "DELETE", {"predicate": str(where)})
     tx.remove(*removed).add(*written.adds, *written.cdcs)
-    tx.read([f.add.path for f in found.candidates], lambda add: _may_hold(snap, add, where))
+    tx.read([f.add.path for f in found.candidates], lambda add: may_hold(snap, add, where))
     tx.info({"numDeletedRows": found.count, "numRemovedFiles": len(removed),
              "numAddedFiles": len(written.adds), "numCopiedRows": sum(rows.num_rows for _, rows in found.kept),
              "numAddedChangeFiles": len(written.cdcs)}, **info)
@@ -117,7 +118,7 @@ def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
     return found.count
 
 
-def _may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
+def may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
     """Whether a file added by a concurrent writer could hold rows `where` matches."""
     try:
         alone = Snapshot(snap.log, dataclasses.replace(snap.state, files={add.path: add}))
@@ -126,4 +127,4 @@ def _may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
         return True
 
 
-__all__ = ["delete_where"]
+__all__ = ["delete_where", "may_hold"]
