@@ -23,6 +23,7 @@ from lakeflow.errors import (
 )
 from lakeflow.ops.maintenance import CompactResult, VacuumResult
 from lakeflow.ops.merge import MergeResult
+from lakeflow.ops.staged import StagedFiles, write_files
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.table import Commit, Table
 from lakeflow.transaction import CommitResult, Transaction
@@ -49,6 +50,7 @@ __all__ = [
     "MergeResult",
     "SchemaMismatchError",
     "Snapshot",
+    "StagedFiles",
     "StorageError",
     "Table",
     "TableExistsError",
@@ -60,4 +62,5 @@ __all__ = [
     "VersionNotFoundError",
     "View",
     "__version__",
+    "write_files",
 ]

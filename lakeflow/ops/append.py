@@ -87,7 +87,8 @@ def check_info(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     return extra
 
 
-def _delete_files(storage: Storage, adds: Sequence[Add]) -> None:
+def delete_files(storage: Storage, adds: Sequence[Add]) -> None:
+    """Delete the files of `adds` that were never committed (a failure to delete is ignored)."""
     for a in adds:
         with contextlib.suppress(OSError, LakeflowError):
             storage.delete(unquote(a.path))
@@ -123,7 +124,7 @@ def append(snapshot: Snapshot, data: Any, app_id: str | None = None, txn_version
              "numOutputBytes": sum(a.size for a in adds)}, **extra, **arrival.info)
     if app_id is not None and txn_version is not None:
         tx.set_txn(app_id, txn_version)
-    result = tx.commit() if staged.keys is None else _commit_keyed(tx, *staged.keys, adds)
+    result = tx.commit() if staged.keys is None else commit_keyed(tx, *staged.keys, adds)
     if result.deduplicated:
         # Another attempt of the same batch won: our files were never committed.
         for a in adds:
@@ -176,7 +177,7 @@ def _schema_change(snapshot: Snapshot, new_schema: pa.Schema | None) -> list[Act
     return actions
 
 
-def _commit_keyed(tx: Transaction, rows: pa.Table, reads: KeyReads, adds: Sequence[Add]) -> CommitResult:
+def commit_keyed(tx: Transaction, rows: pa.Table, reads: KeyReads, adds: Sequence[Add]) -> CommitResult:
     """Commit an append to a keyed table; after a conflict, check its keys again and retry.
 
     A conflict means a concurrent commit may hold one of the keys (or removed
@@ -199,7 +200,7 @@ def _commit_keyed(tx: Transaction, rows: pa.Table, reads: KeyReads, adds: Sequen
             f"the append lost {KEY_CONFLICT_RETRIES} times in a row to concurrent commits that "
             "could hold its keys; retry later")
     except (CommitConflictError, DuplicateKeyError):
-        _delete_files(base.storage, adds)
+        delete_files(base.storage, adds)
         raise
 
 
@@ -230,4 +231,5 @@ def write_quarantine(source: LogReader, quarantine: Quarantine, version: int) ->
     append(Snapshot(log, log.head), rows)
 
 
-__all__ = ["STREAM_CHUNK_BYTES", "append", "check_info", "check_txn", "settle_arrival", "write_quarantine"]
+__all__ = ["STREAM_CHUNK_BYTES", "append", "check_info", "check_txn", "commit_keyed", "delete_files",
+           "settle_arrival", "write_quarantine"]
