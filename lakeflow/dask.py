@@ -14,11 +14,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import dask
 import dask.dataframe as dd
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from dask.base import compute
+from dask.delayed import delayed
 
 from lakeflow.ops.staged import committed_version, write_files
 from lakeflow.snapshot import ScanTask
@@ -45,9 +46,9 @@ def append(ddf: dd.DataFrame, uri: str, app_id: str | None = None, txn_version: 
     if done is not None:
         return done
     job = uuid.uuid4().hex
-    writes = [dask.delayed(write_files)(uri, part, snap.partition_columns, snap.schema, storage_options, job)
-              for part in ddf.to_delayed()]
-    staged = list(dask.compute(*writes))
+    writes = [delayed(write_files)(uri, part, snap.partition_columns, snap.schema, storage_options, job)
+              for part in ddf.to_delayed()]  # type: ignore[no-untyped-call]
+    staged = list(compute(*writes))  # type: ignore[no-untyped-call]
     return table.commit_files(staged, app_id, txn_version, metadata=metadata)
 
 
@@ -69,9 +70,11 @@ def read(uri: str, version: int | None = None, columns: Sequence[str] | None = N
     names = list(columns) if columns is not None else snap.schema.names
     meta = _to_pandas(snap.schema.empty_table().select(names))
     if not tasks:
-        return dd.from_pandas(meta, npartitions=1)
-    return dd.from_map(_read_task, tasks, columns=names, filter=filter, meta=meta,
-                       label="lakeflow-read", enforce_metadata=False)
+        frame: dd.DataFrame = dd.from_pandas(meta, npartitions=1)  # type: ignore[no-untyped-call]
+        return frame
+    frame = dd.from_map(_read_task, tasks, columns=names, filter=filter, meta=meta,  # type: ignore[no-untyped-call]
+                        label="lakeflow-read", enforce_metadata=False)
+    return frame
 
 
 def _read_task(task: ScanTask, columns: Sequence[str], filter: pc.Expression | None) -> pd.DataFrame:

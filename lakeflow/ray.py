@@ -76,10 +76,11 @@ def read(uri: str, version: int | None = None, columns: Sequence[str] | None = N
     tasks = snap.scan_tasks(filter, columns)
     if not tasks:
         return ray.data.from_arrow(snap.schema.empty_table().select(names))
-    return ray.data.read_datasource(_Source(tasks, names, filter))
+    dataset: ray.data.Dataset = ray.data.read_datasource(_Source(tasks, names, filter))
+    return dataset
 
 
-class _Source(Datasource):  # type: ignore[misc]
+class _Source(Datasource):
     """Scan tasks planned on the driver, as Ray read tasks."""
 
     def __init__(self, tasks: Sequence[ScanTask], columns: Sequence[str], filter: pc.Expression | None) -> None:
@@ -88,14 +89,18 @@ class _Source(Datasource):  # type: ignore[misc]
         self._filter = filter
 
     def estimate_inmemory_data_size(self) -> int | None:
+        """Unknown before reading (the files' sizes are compressed)."""
         return None
 
-    def get_read_tasks(self, parallelism: int, **_: Any) -> list[ReadTask]:
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: Any = None) -> list[ReadTask]:
+        """One read task per scan task (the driver already grouped the files)."""
         out = []
         for task in self._tasks:
             meta = BlockMetadata(num_rows=None, size_bytes=None, exec_stats=None,
                                  input_files=tuple(f.path for f in task.files))
-            out.append(ReadTask(_reader(task, self._columns, self._filter), meta))
+            out.append(ReadTask(_reader(task, self._columns, self._filter), meta,
+                                per_task_row_limit=per_task_row_limit))
         return out
 
 

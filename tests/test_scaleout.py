@@ -155,7 +155,7 @@ def test_commit_files_refuses_files_of_another_table(tmp_path):
     a = lf.Table.create(str(tmp_path / "a"), SCHEMA)
     lf.Table.create(str(tmp_path / "b"), SCHEMA)
     staged = lf.write_files(str(tmp_path / "b"), _rows(0, 5))
-    with pytest.raises(lf.InvalidArgumentError, match="another|cannot be committed"):
+    with pytest.raises(lf.InvalidArgumentError, match="cannot be committed"):
         a.commit_files([staged])
     with pytest.raises(lf.InvalidArgumentError, match="twice"):
         a.commit_files([staged, staged])
@@ -250,6 +250,8 @@ def test_dask_read_equals_the_snapshot(dask_client, local_uri):
     import lakeflow.dask as ldask
 
     t = lf.Table.create(local_uri, SCHEMA, partition_by=["part"])
+    empty = ldask.read(local_uri, columns=["id"]).compute()
+    assert list(empty.columns) == ["id"] and len(empty) == 0
     t.append(_rows(0, 3000))
     t.append(_rows(3000, 3000))
     t.delete(pc.field("id") < 100)
@@ -284,7 +286,7 @@ def test_ray_append_exactly_once_and_read(ray_session, local_uri):
 
     t = lf.Table.create(local_uri, SCHEMA, partition_by=["part"])
     data = _rows(0, 50_000)
-    dataset = ray.data.from_arrow(data).repartition(8)
+    dataset = ray.data.from_arrow([data.slice(i * 6250, 6250) for i in range(8)])  # 8 blocks
     assert lray.append(dataset, local_uri, app_id="job", txn_version=1) == 1
     assert lray.append(dataset, local_uri, app_id="job", txn_version=1) == 1
     assert len(t.history()) == 2 and len(t.snapshot().files) == 24
