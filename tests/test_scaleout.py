@@ -12,6 +12,7 @@ import os
 import pickle
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -21,7 +22,7 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 
 import lakeflow as lf
-from lakeflow.testing import Fault, FaultyFileSystem, assert_table_equal
+from lakeflow.testing import Fault, FaultyFileSystem, assert_table_equal, copy_table
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), ("part", pa.string()), ("x", pa.float64())])
 
@@ -40,7 +41,7 @@ def _stage(t: lf.Table, data: pa.Table, pieces: int, **kwargs: object) -> list[l
     """`data` staged by `pieces` "workers", as they would return it (pickled)."""
     size = -(-data.num_rows // pieces)
     staged = [lf.write_files(t.uri, data.slice(i * size, size), partition_by=t.partition_by,
-                             schema=t.schema, **kwargs)  # type: ignore[arg-type]
+                             schema=t.schema, **kwargs)
               for i in range(pieces)]
     return pickle.loads(pickle.dumps(staged))
 
@@ -200,7 +201,7 @@ def dask_client() -> Iterator[object]:
         yield client
 
 
-def _ddf(data: pa.Table, partitions: int):  # type: ignore[no-untyped-def]
+def _ddf(data: pa.Table, partitions: int):
     import dask.dataframe as dd
 
     return dd.from_pandas(data.to_pandas(), npartitions=partitions)
@@ -266,6 +267,17 @@ def test_dask_read_equals_the_snapshot(dask_client, local_uri):
     assert pruned.npartitions == 1  # only the p1 files, in one group
     with pytest.raises(lf.SchemaMismatchError):
         ldask.read(local_uri, columns=["nope"])
+
+
+@pytest.mark.parametrize("name", ["table-with-dv-small", "table_with_column_mapping"])
+def test_dask_read_applies_deletion_vectors_and_column_mapping(dask_client, local_uri, name):
+    """The workers read through the snapshot scan path: deleted rows left out, physical names mapped."""
+    import lakeflow.dask as ldask
+
+    copy_table(Path(__file__).parent / "data" / "conformance" / "tables" / name, local_uri)
+    expected = lf.Table(local_uri).to_arrow()
+    got = ldask.read(local_uri).compute()
+    assert_table_equal(pa.Table.from_pandas(got, preserve_index=False), expected)
 
 
 # ---- Ray ----------------------------------------------------------------------------------
