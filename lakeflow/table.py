@@ -370,8 +370,8 @@ class Table:
                 columns do not fit the table (nothing is committed).
             DuplicateKeyError: the table has a key the staged rows repeat or hold.
             UnsupportedFeatureError: the table has rules only `append` can check
-                (CHECK constraints, invariants, generated or identity columns,
-                event time).
+                (CHECK constraints, invariants, generated or identity columns), or
+                staged rows may be behind the event-time watermark.
             InvalidArgumentError: the files were staged under another table root.
         """
         return staged_op.commit_files(self._head(), staged, app_id, txn_version, operation, metadata)

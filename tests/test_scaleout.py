@@ -165,7 +165,8 @@ def test_commit_files_refuses_files_of_another_table(tmp_path):
 
 @pytest.mark.parametrize(("kwargs", "rule"), [
     ({"properties": {"delta.constraints.small": "id < 100"}}, "CHECK constraint 'small'"),
-    ({"event_time": "ts"}, "event-time column 'ts'"),
+    ({"properties": {"delta.constraints.small": "id < 100", "delta.constraints.ts": "ts IS NOT NULL"}},
+     "CHECK constraint 'small'.*CHECK constraint 'ts'"),
 ])
 def test_commit_files_refuses_rules_that_need_the_rows(tmp_path, kwargs, rule):
     schema = SCHEMA.append(pa.field("ts", pa.timestamp("us", "UTC")))
@@ -175,6 +176,28 @@ def test_commit_files_refuses_rules_that_need_the_rows(tmp_path, kwargs, rule):
     with pytest.raises(lf.UnsupportedFeatureError, match=f"{rule}.*use append|{rule}.*with append"):
         t.commit_files([staged])
     assert t.version == 0
+
+
+def test_commit_files_on_an_event_time_table_proves_rows_on_time_by_statistics(table_uri):
+    """No row behind the watermark (the files' minimum event times say so): committed, watermark kept."""
+    utc = dt.timezone.utc
+    schema = SCHEMA.append(pa.field("ts", pa.timestamp("us", "UTC")))
+    t = lf.Table.create(table_uri, schema, event_time="ts")
+
+    def at(start: int, day: int) -> lf.StagedFiles:
+        rows = _rows(start, 3).append_column("ts", pa.array([dt.datetime(2026, 1, day, 0, 0, 0, 999, tzinfo=utc),
+                                                               None, dt.datetime(2026, 1, 9, tzinfo=utc)]))
+        return lf.write_files(t.uri, rows, schema=t.schema)
+
+    assert t.commit_files([at(0, 1)]) == 1  # no watermark yet: nothing is late
+    mark = dt.datetime(2026, 1, 5, tzinfo=utc)
+    t.append(_rows(10, 1).append_column("ts", pa.array([mark], pa.timestamp("us", "UTC"))), watermark=mark)
+    with pytest.raises(lf.UnsupportedFeatureError, match="behind the table watermark.*with append"):
+        t.commit_files([at(20, 4)])
+    assert t.version == 2
+    assert t.commit_files([at(30, 5)]) == 3  # at the watermark is on time
+    assert t.watermark == mark and t.history()[0].late_rows == 0
+    assert t.snapshot().num_rows == 7
 
 
 def test_commit_files_keeps_a_declared_key_unique(table_uri):

@@ -4,8 +4,9 @@ The split every distributed Delta writer makes (Spark, Ray, Dask): `write_files`
 runs where the data is, with nothing but the store (it never reads `_delta_log`),
 and returns the `add` actions of the files it wrote as a small picklable value;
 `commit_files` runs once, on the coordinator, checks every staged file against
-the table (schema, partitioning, NOT NULL from the files' statistics, keys by
-reading the staged key columns) and commits them all in one commit. With an
+the table (schema, partitioning, NOT NULL and event times from the files'
+statistics, keys by reading the staged key columns) and commits them all in one
+commit. With an
 application transaction (`app_id`, `txn_version`) the commit is exactly once: a
 retried job finds its batch recorded, commits nothing and deletes its own files.
 Files staged but never committed (a job killed before its commit) are orphans
@@ -15,6 +16,7 @@ that `vacuum` deletes once older than its retention.
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
@@ -28,10 +30,11 @@ from lakeflow.actions import Add
 from lakeflow.constraints import table_rules
 from lakeflow.errors import InvalidArgumentError, SchemaMismatchError, UnsupportedFeatureError
 from lakeflow.keys import check_new_keys
+from lakeflow.late import EventClock, event_micros, from_micros
 from lakeflow.log import check_writable
 from lakeflow.ops.append import STREAM_CHUNK_BYTES, check_info, check_txn, commit_keyed, delete_files
 from lakeflow.schema import arrow_to_delta, canonical, delta_fields, delta_to_arrow
-from lakeflow.snapshot import ScanFile, Snapshot, scan_files, typed_partition_values
+from lakeflow.snapshot import ScanFile, Snapshot, scan_files, stat_bounds, typed_partition_values
 from lakeflow.storage import open_storage
 from lakeflow.transaction import Transaction
 from lakeflow.write import conform, input_chunks, write_data_files
@@ -141,12 +144,13 @@ def commit_files(snapshot: Snapshot, staged: Sequence[StagedFiles], app_id: str 
         return version
     check_writable(snapshot.protocol, snapshot.metadata)
     _check_fits(snapshot, staged)
+    time_info = _event_time_info(snapshot, adds)
     if not adds:
         return snapshot.version
     tx = Transaction(snapshot, operation, {"mode": "Append",
                                            "partitionBy": json.dumps(list(snapshot.partition_columns))})
     tx.add(*adds).info({"numFiles": len(adds), "numOutputRows": sum(s.num_rows for s in staged),
-                        "numOutputBytes": sum(a.size for a in adds)}, **extra)
+                        "numOutputBytes": sum(a.size for a in adds)}, **extra, **time_info)
     if app_id is not None and txn_version is not None:
         tx.set_txn(app_id, txn_version)
     key = snapshot.config.key
@@ -237,12 +241,55 @@ def _refuse_row_rules(snapshot: Snapshot) -> None:
     named = [f"{r.kind} {r.name!r} ({r.expression})" for r in rules.rules]
     named += [f"generated column {c!r}" for c in rules.generated]
     named += [f"identity column {i.column!r}" for i in rules.identities]
-    if snapshot.config.event_time is not None:
-        named.append(f"event-time column {snapshot.config.event_time!r} (watermark and lateness policy)")
     if named:
         raise UnsupportedFeatureError(
             f"the table has {', '.join(named)}, which commit_files cannot check without the rows; "
             "write to this table with append instead")
+
+
+def _event_time_info(snapshot: Snapshot, adds: Sequence[Add]) -> dict[str, Any]:
+    """The event-time commitInfo of an append of the staged rows, proven on time by statistics.
+
+    A file whose minimum event time is not behind the table watermark holds no
+    late row (writers truncate timestamp statistics to milliseconds, downwards),
+    so every lateness policy takes all its rows, as `append` would.
+
+    Raises:
+        UnsupportedFeatureError: a file may hold rows behind the watermark, or its
+            statistics do not say.
+    """
+    clock = EventClock.of(snapshot)
+    if clock is None:
+        return {}
+    watermark = clock.watermark_us
+    behind = [] if watermark is None else [
+        a.path for a in adds
+        if (earliest := _earliest_event(snapshot, a, clock.column)) is not None and earliest < watermark]
+    if behind:
+        assert watermark is not None
+        raise UnsupportedFeatureError(
+            f"the staged file(s) {behind[:3]} may hold rows behind the table watermark "
+            f"{from_micros(watermark)} (event-time column {clock.column!r}; or their statistics do "
+            "not say), and the lateness policy needs the rows to judge them; write these rows "
+            "with append instead")
+    return clock.commit_info(0, ())
+
+
+def _earliest_event(snapshot: Snapshot, add: Add, column: str) -> float | None:
+    """A lower bound of the file's event times in µs (-inf: unknown); None: it has none (all null)."""
+    typ = snapshot.schema.field(column).type
+    if column in snapshot.partition_columns:
+        value = typed_partition_values(add.partition_values, snapshot.schema, snapshot.partition_columns)[column]
+        return None if value is None else int(event_micros(pa.array([value], typ))[0].as_py())
+    stats = add.parsed_stats() or {}
+    rows, nulls = stats.get("numRecords"), (stats.get("nullCount") or {}).get(column)
+    if rows is not None and nulls == rows:
+        return None
+    low = (stats.get("minValues") or {}).get(column)
+    bounds = stat_bounds(typ, low, low) if low is not None else None
+    if bounds is None:
+        return -math.inf
+    return int(event_micros(pa.array([bounds[0].as_py()], typ))[0].as_py())
 
 
 def _check_schema(snapshot: Snapshot, s: StagedFiles) -> None:
