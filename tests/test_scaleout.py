@@ -192,7 +192,7 @@ def test_commit_files_on_an_event_time_table_proves_rows_on_time_by_statistics(t
     assert t.commit_files([at(0, 1)]) == 1  # no watermark yet: nothing is late
     mark = dt.datetime(2026, 1, 5, tzinfo=utc)
     t.append(_rows(10, 1).append_column("ts", pa.array([mark], pa.timestamp("us", "UTC"))), watermark=mark)
-    with pytest.raises(lf.UnsupportedFeatureError, match="behind the table watermark.*with append"):
+    with pytest.raises(lf.UnsupportedFeatureError, match=r"behind the table watermark.*with append"):
         t.commit_files([at(20, 4)])
     assert t.version == 2
     assert t.commit_files([at(30, 5)]) == 3  # at the watermark is on time
