@@ -22,7 +22,7 @@ import pytest
 from deltalake import DeltaTable, QueryBuilder
 
 import lakeflow as lf
-from lakeflow.testing import Fault, FaultyFileSystem, assert_table_equal, copy_table
+from lakeflow.testing import Fault, FaultyFileSystem, assert_table_equal, commit_after, copy_table
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), ("part", pa.string()), ("x", pa.float64())])
 
@@ -103,6 +103,19 @@ def test_commit_files_once_and_retry_commits_nothing(table_uri):
     assert t.commit_files(staged, app_id="job", txn_version=1) == 1
     assert _data_files(t) == files
     assert_table_equal(t.to_arrow(), _rows(0, 3000))
+
+
+@pytest.mark.parametrize("key", [(), ("id",)])
+def test_two_attempts_of_a_job_racing_commit_once(table_uri, key):
+    """The attempt that loses the race to the same (app_id, txn_version) commits nothing, deletes its files."""
+    t = lf.Table.create(table_uri, SCHEMA, partition_by=["part"], key=key)
+    other = lf.Table(table_uri)
+    first, second = _stage(t, _rows(0, 900), 3), _stage(t, _rows(0, 900), 3)
+    commit_after(other, lambda: t.commit_files(first, app_id="job", txn_version=4))
+    assert other.commit_files(second, app_id="job", txn_version=4) == 1
+    assert t.version == 1
+    assert_table_equal(t.to_arrow(), _rows(0, 900))
+    assert not {a.path for s in second for a in s.adds} & _data_files(t)
 
 
 def test_commit_files_is_read_by_deltalake(local_uri):
