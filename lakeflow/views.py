@@ -348,9 +348,28 @@ class View:
         Raises:
             VersionNotFoundError: the source version does not exist.
         """
+        return self._visible(self._from_scratch(source_version))
+
+    def _from_scratch(self, source_version: int) -> pl.DataFrame:
+        """The stored state (internal columns too) at a source version, from its rows alone."""
         rows = self._frame(self.source.snapshot(version=source_version).to_arrow())
         empty = frame_of(self.table.schema.empty_table()).with_columns(pl.lit(0, pl.Int8).alias(_ALL))
-        return self._visible(self._apply(empty, rows, rows.clear()).select(empty.columns))
+        return self._apply(empty, rows, rows.clear()).select(empty.columns)
+
+    def rebuild(self, source_version: int | None = None) -> int:
+        """Replace the view's state with its recomputation at a source version (default latest).
+
+        One commit recording the source version, as a refresh does (Kappa: the log
+        replayed, no second system). Returns the view table's version.
+        """
+        source_version = self.source.refresh() if source_version is None else source_version
+        state = self._from_scratch(source_version)
+        snap = self.table.snapshot()
+        tx = self.table.transaction("VIEW REBUILD", {"sourceTo": source_version}, snapshot=snap)
+        tx.remove(*snap.files).read(txns=[self._app_id]).set_txn(self._app_id, source_version)
+        if state.height:
+            tx.add(*write_data_files(snap.storage, state.drop(_ALL).to_arrow().cast(snap.schema), ()))
+        return tx.info({"groups": state.height}).commit().version
 
     def snapshot(self, source_version: int | None = None) -> pa.Table:
         """The view as of a source version (default: as of the last refresh).

@@ -290,6 +290,7 @@ def test_derived_assets_equal_their_recomputation_at_every_version(tmp_path_fact
         check_derived(p)
     rebuilt = p.rebuild("big")
     assert rebuilt.source_version == source.version
+    assert p.rebuild("balances").source_version == source.version  # views rebuild too
     check_derived(p)
 
 
@@ -383,3 +384,15 @@ def test_the_factory_from_the_command_line(tmp_path, capsys):
     (root / "assets" / "balances.yaml").write_text("from: payments\nview:\n  group_by: account\n")
     code, _, err = cli(capsys, "validate", str(root))
     assert code == 1 and "balances.yaml:3" in err and len(err.strip().splitlines()) == 1
+
+
+def test_tables_and_landing_folders_on_an_object_store(tmp_path):
+    root = f"memory://factory-{tmp_path.name}"
+    p = project(tmp_path, PROJECT.replace("tables: tables/", f"tables: {root}/tables/\nlanding: {root}/landing/\n"
+                                                             f"archive: {root}/archive/"))
+    landing = p.landing("payments")
+    landing.write("a.csv", day(1, (1, "a", 5.0)).encode())
+    assert [f.outcome for f in p.run().ingested["payments"]] == ["loaded"]
+    assert ids(p.table("payments")) == [1] and p.table_uri("payments").startswith("memory://")
+    assert landing.names("*.csv") == [] and p.archive("payments").fs.exists(f"{p.archive('payments').root}")
+    assert [r["id"] for r in p.table("big").to_arrow().to_pylist()] == []

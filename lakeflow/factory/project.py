@@ -290,7 +290,8 @@ class Project:
             if verify:
                 fresh = view.recompute(at)
                 return RebuildResult(name, at, differences(view.snapshot(), fresh, view.keys), None)
-            raise InvalidArgumentError("a view is rebuilt by `lakeflow rebuild --verify` only in this version")
+            version = view.rebuild()
+            return RebuildResult(name, view.source_version, None, version)
         spec = self._sql(asset)
         target = self._sql_table(spec, source)
         if verify:
