@@ -164,7 +164,7 @@ def uses_timestamp_ntz(schema: pa.Schema) -> bool:
 
 # Type widening (PROTOCOL.md, Type Widening): the changes a reader must cast old files through.
 _INTEGERS = ("byte", "short", "integer", "long")
-_TYPE_CHANGE_KEY = "delta.typeChanges"
+TYPE_CHANGE_KEY = "delta.typeChanges"
 
 
 def _decimal_of(t: str) -> tuple[int, int] | None:
@@ -197,7 +197,7 @@ def _type_changes(fields: list[dict[str, Any]], prefix: str = "") -> list[tuple[
     out = []
     for f in fields:
         name = prefix + str(f.get("name"))
-        changes = (f.get("metadata") or {}).get(_TYPE_CHANGE_KEY) or []
+        changes = (f.get("metadata") or {}).get(TYPE_CHANGE_KEY) or []
         out += [(name, c) for c in changes if isinstance(c, dict)]
         stack = [f.get("type")]
         while stack:  # structs anywhere under the field: arrays' elements, maps' keys and values
@@ -230,7 +230,7 @@ def widened_from(schema_string: str) -> dict[str, tuple[str, ...]]:
     """Top-level columns whose own type was widened: name -> the types it had before."""
     return {str(f["name"]): tuple(str(c.get("fromType")) for c in changes if not c.get("fieldPath"))
             for f in delta_fields(schema_string)
-            if (changes := (f.get("metadata") or {}).get(_TYPE_CHANGE_KEY))}
+            if (changes := (f.get("metadata") or {}).get(TYPE_CHANGE_KEY))}
 
 
 def _widens(old: pa.DataType, new: pa.DataType) -> bool:

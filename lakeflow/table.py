@@ -514,6 +514,10 @@ class Table:
         """Drop a CHECK constraint."""
         return alter.drop_constraint(self.snapshot(), name)
 
+    def widen_column(self, name: str, type: pa.DataType) -> int:
+        """Widen a column's type (e.g. int32 -> int64) without rewriting files (typeWidening)."""
+        return alter.widen_column(self.snapshot(), name, type)
+
     def add_columns(self, columns: pa.Schema | Sequence[pa.Field]) -> int:
         """Add nullable columns (metadata only: existing rows read them as null)."""
         return alter.add_columns(self.snapshot(), columns)

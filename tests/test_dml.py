@@ -231,3 +231,24 @@ def test_sql_predicates_filter_reads_and_deletes(local_uri):
     assert sorted(t.to_arrow().column("id").to_pylist()) == [2, 3]
     with pytest.raises(lf.InvalidArgumentError, match="'colour' is not a column"):
         s.to_arrow(filter="colour = 'red'")
+
+
+def test_widen_column_keeps_old_files_and_takes_wider_values(table_uri):
+    t = lf.Table.create(table_uri, pa.schema([("id", pa.int32()), ("x", pa.float32())]))
+    t.append(pa.table({"id": pa.array([1, 2], pa.int32()), "x": pa.array([0.5, 1.5], pa.float32())}))
+    v = t.widen_column("id", pa.int64())
+    t.widen_column("x", pa.float64())
+    assert t.schema.field("id").type == pa.int64() and t.schema.field("x").type == pa.float64()
+    assert "typeWidening" in (t.snapshot().protocol.writer_features or ())
+    assert t.history(limit=1)[0].operation == "CHANGE COLUMN"
+    t.append(pa.table({"id": pa.array([2**40], pa.int64()), "x": pa.array([1e300], pa.float64())}))
+    assert sorted(t.to_arrow().column("id").to_pylist()) == [1, 2, 2**40]
+    assert t.to_arrow(filter="id = 2").column("x").to_pylist() == [1.5]  # old files prune by their stats
+    assert t.snapshot(version=v - 1).schema.field("id").type == pa.int32()
+    assert len(t.diff(1, t.version).added) == 1
+    with pytest.raises(lf.UnsupportedFeatureError, match="not a type widening"):
+        t.widen_column("id", pa.int32())
+    with pytest.raises(lf.InvalidArgumentError, match="already"):
+        t.widen_column("id", pa.int64())
+    with pytest.raises(lf.SchemaMismatchError):
+        t.widen_column("nope", pa.int64())

@@ -6,18 +6,27 @@ import dataclasses
 import json
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from lakeflow import config as cfg
-from lakeflow.actions import Metadata
+from lakeflow.actions import Metadata, Protocol
 from lakeflow.constraints import CONSTRAINT_PREFIX, enforce
 from lakeflow.errors import InvalidArgumentError, SchemaMismatchError, UnsupportedFeatureError
 from lakeflow.keys import any_file
 from lakeflow.late import format_window
 from lakeflow.log import TableState, check_writable
 from lakeflow.ops.create import covering, protocol_for
-from lakeflow.schema import canonical, delta_to_arrow, extend_schema_string
+from lakeflow.schema import (
+    TYPE_CHANGE_KEY,
+    arrow_to_delta,
+    canonical,
+    delta_fields,
+    delta_to_arrow,
+    extend_schema_string,
+    is_supported_widening,
+)
 from lakeflow.snapshot import Snapshot
 from lakeflow.transaction import Transaction
 
@@ -28,7 +37,7 @@ _REFUSED = {
     cfg.EVENT_TIME: "the event-time column is declared at create",
     cfg.COLUMN_MAPPING_MODE: "lakeflow does not write column-mapped tables yet",
     "delta.enableDeletionVectors": "lakeflow does not write deletion vectors yet",
-    "delta.enableTypeWidening": "widen a column with widen_column (not available yet)",
+    "delta.enableTypeWidening": "widen a column with widen_column(name, type), which turns it on",
     "delta.enableRowTracking": "lakeflow does not assign row ids",
 }
 
@@ -132,4 +141,46 @@ def add_columns(snapshot: Snapshot, columns: pa.Schema | Sequence[pa.Field]) -> 
                             {"columns": json.dumps([f.name for f in fields])})
 
 
-__all__ = ["add_columns", "add_constraint", "drop_constraint", "set_properties"]
+def _delta_type(name: str, typ: pa.DataType) -> Any:
+    return json.loads(arrow_to_delta(pa.schema([pa.field(name, typ)])))["fields"][0]["type"]
+
+
+def widen_column(snapshot: Snapshot, name: str, typ: pa.DataType) -> int:
+    """Widen a column's type (int32 -> int64, float -> double, ...): metadata only; return the version.
+
+    Files written before keep their type and are cast on read (the typeWidening
+    feature, which this turns on); the change is recorded in `delta.typeChanges`.
+
+    Raises:
+        SchemaMismatchError: no such top-level column, or `typ` is not a type.
+        UnsupportedFeatureError: the change is not a widening the protocol allows.
+        InvalidArgumentError: the column has that type already.
+    """
+    fields = delta_fields(snapshot.metadata.schema_string)
+    field = next((f for f in fields if f["name"] == name), None)
+    if field is None or not isinstance(typ, pa.DataType):
+        raise SchemaMismatchError(f"widen_column takes a top-level column of {snapshot.schema.names} and a "
+                                  f"pyarrow type, got {name!r}, {typ!r}")
+    old, new = field["type"], _delta_type(name, typ)
+    if old == new:
+        raise InvalidArgumentError(f"column {name!r} is {old} already")
+    if not (isinstance(old, str) and isinstance(new, str) and is_supported_widening(old, new)):
+        raise UnsupportedFeatureError(f"{old} -> {new} of column {name!r} is not a type widening the Delta "
+                                      "protocol allows (Type Widening: int8->16->32->64, float->double, "
+                                      "date->timestamp_ntz, wider decimals, ...)")
+    meta = dict(field.get("metadata") or {})
+    meta[TYPE_CHANGE_KEY] = [*meta.get(TYPE_CHANGE_KEY, []), {"fromType": old, "toType": new}]
+    field.update(type=new, metadata=meta)
+    schema_string = json.dumps({"type": "struct", "fields": fields}, separators=(",", ":"))
+    metadata = dataclasses.replace(snapshot.metadata, schema_string=schema_string,
+                                   configuration={**snapshot.properties, "delta.enableTypeWidening": "true"})
+    check_writable(snapshot.protocol, snapshot.metadata)
+    tx = Transaction(snapshot, "CHANGE COLUMN", {"column": name, "type": new}).add(metadata)
+    protocol = covering(covering(snapshot.protocol, protocol_for(_schema(metadata), metadata.configuration)),
+                        Protocol(3, 7, ("typeWidening",), ("typeWidening",)))
+    if protocol != snapshot.protocol:
+        tx.add(protocol)
+    return tx.commit().version
+
+
+__all__ = ["add_columns", "add_constraint", "drop_constraint", "set_properties", "widen_column"]
