@@ -68,12 +68,16 @@ def append(uri: str = TableArg, files: list[Path] = InputFile, fmt: str | None =
     """Append the rows of one or more files in one commit."""
     t = open_table(uri, options)
     mark = instant(watermark, "--watermark") if watermark is not None else None
+    before = t.version
     with progress(f"appending {len(files)} files", total=len(files)) as done:
         rows = read_files(files, fmt, t.schema, done)
         version = t.append(rows, app_id=app_id, txn_version=txn_version, watermark=mark,
                            late=check_policy(late, "--late"))
     if as_json:
         print_json({"version": version})
+    elif version <= before:  # a new commit is always newer: this batch was committed before
+        console.print(f"batch {txn_version} of {app_id} is already in version {version}: nothing written",
+                      highlight=False)
     else:
         console.print(f"appended {len(files)} file(s): version {version}", highlight=False)
 
