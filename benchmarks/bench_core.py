@@ -2,7 +2,8 @@
 
     python benchmarks/bench_core.py [--appends 500] [--open-commits 1000]
 
-1. N appends of 100 rows: ms/commit over the first and the last 100.
+1. N appends of 100 rows: ms/commit over the first and the last 100 (and lance's
+   appends for the plot of latency against log length, when pylance is installed).
 2. Open the latest version of a table with 1000+ commits (checkpoint every 100).
 3. Read as of a middle version of that table.
 """
@@ -10,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
 import tempfile
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import deltalake
 import pyarrow as pa
+from _report import Result, markdown
 
 import lakeflow as lf
 
@@ -48,11 +51,21 @@ def best_of(fn, repeat: int = 5) -> float:
     return min(times)
 
 
-def main() -> None:
+def lance_appends(root: Path, n: int) -> list[float] | None:
+    if importlib.util.find_spec("lance") is None:
+        return None
+    import lance
+
+    uri = str(root / "lance")
+    lance.write_dataset(SCHEMA.empty_table(), uri)
+    return timed_appends(lambda b: lance.write_dataset(b, uri, mode="append"), n)
+
+
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser()
     parser.add_argument("--appends", type=int, default=500)
     parser.add_argument("--open-commits", type=int, default=1000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="lakeflow-bench-"))
     rows = []
 
@@ -81,10 +94,14 @@ def main() -> None:
     assert lf.Table(lf_uri).snapshot(version=middle).num_rows == \
         deltalake.DeltaTable(dl_uri, version=middle).to_pyarrow_table().num_rows
 
-    print(f"| measure | lakeflow | deltalake {deltalake.__version__} | ratio (lakeflow/deltalake) |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, a, b in rows:
-        print(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f} |")
+    table = markdown(["measure", "lakeflow", f"deltalake {deltalake.__version__}", "ratio (lakeflow/deltalake)"],
+                     [(name, a, b, a / b) for name, a, b in rows])
+    print(table)
+    series = {"lakeflow": lf_ms, f"deltalake {deltalake.__version__}": dl_ms}
+    lance_ms = lance_appends(root, args.appends)
+    if lance_ms is not None:
+        series["lance"] = lance_ms
+    return Result(table, [(name, a / b) for name, a, b in rows], {"append_ms": series})
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import deltalake
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
+from _report import Result, markdown
 
 import lakeflow as lf
 from lakeflow.write import write_data_files
@@ -129,12 +130,12 @@ def run(name: str, path: str, v: int, repeat: int) -> list[tuple[str, str, float
     ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="bench_diff_"))
     try:
         results = []
@@ -145,16 +146,18 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     print(f"\n{args.rows:,} rows in {args.files} files; median of {args.repeat} runs\n")
-    print("| scenario | method | ms | result | read |\n| --- | --- | ---: | --- | --- |")
-    for name, method, ms, rows, read in results:
-        print(f"| {name} | {method} | {ms:.1f} | {rows} | {read} |")
-    print()
+    table = markdown(["scenario", "method", "ms", "result", "read"],
+                     [(n, m, f"{ms:.1f}", r, read) for n, m, ms, r, read in results])
+    ratios, summary = [], []
     for name in ("merge-cdf", "rewrite-file"):
         by = {m: ms for n, m, ms, _, _ in results if n == name}
-        print(f"{name}: diff is {by['naive: both snapshots'] / by['lakeflow diff']:.0f}x faster "
-              f"than naive; diff / load_cdf = {by['lakeflow diff'] / by['deltalake load_cdf']:.2f} "
-              f"(warm handle {by['lakeflow diff, warm handle'] / by['deltalake load_cdf']:.2f})")
-
+        cold = by["lakeflow diff"] / by["deltalake load_cdf"]
+        warm = by["lakeflow diff, warm handle"] / by["deltalake load_cdf"]
+        summary.append((name, f"{by['naive: both snapshots'] / by['lakeflow diff']:.0f}x", cold, warm))
+        ratios += [(f"{name}: diff / load_cdf", cold), (f"{name}: warm diff / load_cdf", warm)]
+    table += "\n\n" + markdown(["scenario", "naive / diff", "diff / load_cdf", "warm diff / load_cdf"], summary)
+    print(table)
+    return Result(table, ratios)
 
 if __name__ == "__main__":
     main()

@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pcsv
+from _report import Result, markdown
 from deltalake import write_deltalake
 
 import lakeflow as lf
@@ -101,22 +102,28 @@ def _view_peer(source: lf.Table) -> pl.DataFrame:
     return frame.group_by("account").agg(pl.col("amount").sum().alias("total"), pl.len().alias("n")).collect()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--groups", type=int, default=100_000)
     parser.add_argument("--append", type=int, default=1000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "lakeflow.yaml").write_text(PROJECT)
         ours, peer = bench_ingest(root, args.files)
         print(f"ingest {args.files} csv files: lakeflow {ours:.2f} s, write_deltalake loop {peer:.2f} s, "
               f"ratio {ours / peer:.2f}")
+        rows = [(f"ingest {args.files} csv files", "write_deltalake loop", f"{ours * 1000:.1f}", f"{peer * 1000:.1f}",
+                 ours / peer)]
         for name, (o, p) in bench_refresh(lf.Project(root), args.rows, args.groups, args.append).items():
             print(f"refresh {name} after {args.append} rows on {args.rows}: lakeflow {o * 1000:.1f} ms, "
                   f"polars recompute {p * 1000:.1f} ms, speed-up {p / o:.1f}x")
+            rows.append((f"refresh {name} after {args.append} rows on {args.rows:,}", "polars recompute",
+                         f"{o * 1000:.1f}", f"{p * 1000:.1f}", o / p))
+    table = markdown(["measure", "peer", "lakeflow ms", "peer ms", "ratio (lakeflow/peer)"], rows)
+    return Result(table, [(r[0], r[4]) for r in rows])
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from _report import Result, markdown
 
 import lakeflow as lf
 
@@ -50,13 +51,14 @@ def batch(layout: str, n: int, files: int, per_file: int, k: int) -> pa.Table:
     return rows(np.arange(n) * stride + 1 + 2 * k)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--per-file", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=7)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for layout in ("one-file", "spread"):
@@ -72,6 +74,9 @@ def main() -> None:
             ms = {name: statistics.median(v) * 1000 for name, v in times.items()}
             print(f"{layout}: keyed {ms['keyed']:.1f} ms, unkeyed {ms['unkeyed']:.1f} ms, "
                   f"ratio {ms['keyed'] / ms['unkeyed']:.2f}")
+            out.append((layout, f"{ms['keyed']:.1f}", f"{ms['unkeyed']:.1f}", ms["keyed"] / ms["unkeyed"]))
+    table = markdown(["layout", "append keyed, ms (median)", "append unkeyed, ms (median)", "ratio"], out)
+    return Result(table, [(f"keyed / unkeyed append, {r[0]}", r[3]) for r in out])
 
 
 if __name__ == "__main__":

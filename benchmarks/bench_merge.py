@@ -26,6 +26,7 @@ from pathlib import Path
 import deltalake
 import numpy as np
 import pyarrow as pa
+from _report import Result, markdown
 
 import lakeflow as lf
 
@@ -109,14 +110,15 @@ def deltalake_merge(src: pa.Table) -> Engine:
     return run
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--files", type=int, default=100)
     parser.add_argument("--source", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="lakeflow-bench-merge-"))
+    rows_out = []
     try:
         lf_uri, dl_uri = build(root, args.rows, args.files)
         rng = np.random.default_rng(7)
@@ -134,8 +136,16 @@ def main() -> None:
             for name, (seconds, out) in results.items():
                 print(f"{layout:<8} {name:<10} {seconds:>8.3f} {seconds / dl_s:>5.2f}x  "
                       f"{out['read']} / {out['rewritten']} / {out['written']}")
+            (lf_s, lf_out), dl_out = results["lakeflow"], results["deltalake"][1]
+            rows_out.append((layout, f"{lf_s:.3f}", f"{dl_s:.3f}", lf_s / dl_s,
+                             f"{lf_out['read']} / {lf_out['rewritten']} / {lf_out['written']}",
+                             f"{dl_out['rewritten']} / {dl_out['written']}"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    table = markdown(["layout", "lakeflow s", "deltalake s", "ratio", "lakeflow files read / rewritten / written",
+                      "deltalake rewritten / written"], rows_out)
+    print(f"\n{table}")
+    return Result(table, [(f"merge, {r[0]}", r[3]) for r in rows_out])
 
 
 if __name__ == "__main__":

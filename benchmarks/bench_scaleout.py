@@ -23,6 +23,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from _report import Result, markdown
 from dask_deltatable import to_deltalake
 from deltalake import DeltaTable
 from distributed import Client, LocalCluster, wait
@@ -52,12 +53,12 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=1)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     per = args.rows // args.partitions
     total = per * args.partitions
     root = Path(tempfile.mkdtemp(prefix="lakeflow-bench-scaleout-"))
@@ -90,6 +91,11 @@ def main() -> None:
     for name, times in results.items():
         best = min(times)
         print(f"| {name} | {best:.2f} | {total / best / 1e6:.2f} M |")
+    best = {name: min(times) for name, times in results.items()}
+    table = markdown([f"writer ({total:,} rows, {args.partitions} partitions)", f"seconds (best of {args.repeat})",
+                      "rows/s (M)"], [(name, s, total / s / 1e6) for name, s in best.items()])
+    peer = best["dask_deltatable.to_deltalake"]
+    return Result(table, [("lakeflow.dask.append / dask_deltatable", best["lakeflow.dask.append"] / peer)])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 import deltalake
 import pyarrow as pa
 import pyarrow.compute as pc
+from _report import Result, markdown
 from bench_core import best_of
 from deltalake import DeltaTable, QueryBuilder
 
@@ -51,18 +52,22 @@ def measure(root: Path, n: int, repeat: int) -> list[tuple[str, float, float]]:
     return out
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser()
     parser.add_argument("--columns", type=int, nargs="+", default=[500, 2000, 10000])
     parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="lakeflow-bench-wide-"))
     print(f"| measure | lakeflow ms | deltalake {deltalake.__version__} ms | ratio (lakeflow/deltalake) |")
     print("| --- | ---: | ---: | ---: |")
+    rows = []
     for n in args.columns:
         for name, a, b in measure(root, n, args.repeat):
             print(f"| {name} | {a:.1f} | {b:.1f} | {a / b:.2f} |", flush=True)
-
+            rows.append((name, f"{a:.1f}", f"{b:.1f}", a / b))
+    table = markdown(["measure", "lakeflow ms", f"deltalake {deltalake.__version__} ms", "ratio (lakeflow/deltalake)"],
+                     rows)
+    return Result(table, [(r[0], r[3]) for r in rows])
 
 if __name__ == "__main__":
     main()

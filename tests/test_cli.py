@@ -303,6 +303,15 @@ def test_append_is_exactly_once_with_app_id(uri, tmp_path):
     assert cli("append", uri, path, "--app-id", "ingest").code == 1  # txn-version missing: InvalidArgumentError
 
 
+def test_a_retried_append_says_it_wrote_nothing(tmp_path):
+    uri = str(tmp_path / "t")
+    cli("create", uri, "--schema", SCHEMA_TEXT)
+    path = _files(tmp_path, [_row("alice", 10.0, 1, 9)])["csv"]
+    args = ("append", uri, path, "--app-id", "ingest", "--txn-version", "7")
+    assert cli(*args).out == "appended 1 file(s): version 1\n"
+    assert cli(*args).out == "batch 7 of ingest is already in version 1: nothing written\n"
+
+
 def test_append_refuses_a_file_that_does_not_fit_and_writes_nothing(uri, tmp_path):
     cli("create", uri, "--schema", SCHEMA_TEXT)
     good = _files(tmp_path, [_row("alice", 10.0, 1, 9)])["csv"]

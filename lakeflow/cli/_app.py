@@ -67,6 +67,8 @@ def names_list(values: list[str] | None) -> list[str] | None:
     return [n.strip() for v in values for n in v.split(",") if n.strip()]
 
 
+TableArg = typer.Argument(..., metavar="URI", help="The table: a local path, file://, memory:// or s3:// URI.")
+ViewArg = typer.Argument(..., metavar="URI", help="The view's table: a local path, file://, memory:// or s3:// URI.")
 JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON document.")
 StorageOpt = typer.Option(None, "--option", "-o", callback=_pairs, metavar="KEY=VALUE",
                           help=f"Storage option (repeatable); also {STORAGE_ENV} as a JSON object.")

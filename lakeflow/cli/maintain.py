@@ -6,11 +6,11 @@ import datetime as dt
 
 import typer
 
-from lakeflow.cli._app import JsonOpt, StorageOpt, app, console, open_table, print_json, progress
+from lakeflow.cli._app import JsonOpt, StorageOpt, TableArg, app, console, open_table, print_json, progress
 
 
 @app.command()
-def checkpoint(uri: str, as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
+def checkpoint(uri: str = TableArg, as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Write a checkpoint at the latest version."""
     version = open_table(uri, options).checkpoint()
     if as_json:
@@ -20,7 +20,7 @@ def checkpoint(uri: str, as_json: bool = JsonOpt, options: list[str] | None = St
 
 
 @app.command()
-def compact(uri: str, target_file_size: int = typer.Option(128 * 1024 * 1024, help="Bytes per output file."),
+def compact(uri: str = TableArg, target_file_size: int = typer.Option(128 * 1024 * 1024, help="Bytes per output file."),
             as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Rewrite small files into larger ones (no change to the rows)."""
     t = open_table(uri, options)
@@ -36,7 +36,8 @@ def compact(uri: str, target_file_size: int = typer.Option(128 * 1024 * 1024, he
 
 
 @app.command()
-def vacuum(uri: str, retention_hours: float = typer.Option(168.0, help="Keep files needed within this many hours."),
+def vacuum(uri: str = TableArg,
+           retention_hours: float = typer.Option(168.0, help="Keep files needed within this many hours."),
            yes: bool = typer.Option(False, "--yes", help="Delete the files (default: only list them)."),
            force: bool = typer.Option(False, "--force", help="Allow a retention below the table's setting."),
            as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:

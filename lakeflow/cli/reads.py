@@ -18,6 +18,7 @@ from lakeflow.cli._app import (
     OutputOpt,
     RowsOut,
     StorageOpt,
+    TableArg,
     app,
     console,
     instant,
@@ -36,7 +37,7 @@ ColumnsOpt = typer.Option(None, "--columns", help="Only these columns (repeatabl
 
 
 @app.command()
-def info(uri: str, as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
+def info(uri: str = TableArg, as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Show a table's version, schema, size, partitioning, key, event time and properties."""
     t = open_table(uri, options)
     snap = t.snapshot()
@@ -57,7 +58,7 @@ def info(uri: str, as_json: bool = JsonOpt, options: list[str] | None = StorageO
 
 
 @app.command()
-def history(uri: str, limit: int | None = typer.Option(None, min=0, help="Newest N commits only."),
+def history(uri: str = TableArg, limit: int | None = typer.Option(None, min=0, help="Newest N commits only."),
             as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """List commits, newest first, with their watermark and late rows."""
     commits = open_table(uri, options).history(limit)
@@ -91,7 +92,7 @@ def _version_ref(text: str, name: str) -> int | dt.datetime:
 
 
 @app.command()
-def show(uri: str, version: int | None = typer.Option(None, help="Version to read."),
+def show(uri: str = TableArg, version: int | None = typer.Option(None, help="Version to read."),
          as_of: str | None = typer.Option(None, help="ISO instant to read as of."),
          columns: list[str] | None = ColumnsOpt,
          where: str | None = typer.Option(None, help="SQL predicate rows must satisfy, e.g. \"amount > 10\"."),
@@ -115,7 +116,7 @@ def show(uri: str, version: int | None = typer.Option(None, help="Version to rea
 
 
 @app.command()
-def diff(uri: str, from_version: str = typer.Argument(..., help="Version number or ISO instant."),
+def diff(uri: str = TableArg, from_version: str = typer.Argument(..., help="Version number or ISO instant."),
          to_version: str | None = typer.Argument(None, help="Version or instant (default: latest)."),
          key: list[str] | None = typer.Option(None, "--key", help="Pair rows by these columns (default: table key)."),
          no_key: bool = typer.Option(False, "--no-key", help="Do not pair rows: inserts and deletes only."),

@@ -15,6 +15,7 @@ from lakeflow.cli._app import (
     OutputOpt,
     RowsOut,
     StorageOpt,
+    ViewArg,
     app,
     console,
     limited,
@@ -50,7 +51,7 @@ def _parse_aggregates(values: list[str]) -> dict[str, Any]:
 
 
 @view_app.command("create")
-def view_create(uri: str, source: str = typer.Argument(..., help="The source table."),
+def view_create(uri: str = ViewArg, source: str = typer.Argument(..., help="The source table."),
                 group_by: list[str] | None = typer.Option(None, help="Group columns (repeatable or comma-separated)."),
                 agg: list[str] = typer.Option(..., callback=_aggregates, metavar="NAME=FUNCTION(COLUMN)",
                                               help="Aggregate (repeatable): sum, count, mean, min, max."),
@@ -70,7 +71,7 @@ def view_create(uri: str, source: str = typer.Argument(..., help="The source tab
 
 
 @view_app.command("refresh")
-def view_refresh(uri: str, as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
+def view_refresh(uri: str = ViewArg, as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Fold the source's new commits into the view."""
     view = lf.View(uri, storage_options=storage_options(options))
     version = view.refresh()
@@ -81,7 +82,7 @@ def view_refresh(uri: str, as_json: bool = JsonOpt, options: list[str] | None = 
 
 
 @view_app.command("show")
-def view_show(uri: str, source_version: int | None = typer.Option(None, help="As of this source version."),
+def view_show(uri: str = ViewArg, source_version: int | None = typer.Option(None, help="As of this source version."),
               limit: int | None = typer.Option(None, min=0, help="Rows to output."),
               as_json: bool = JsonOpt, fmt: str | None = FormatOpt, output: Path | None = OutputOpt,
               options: list[str] | None = StorageOpt) -> None:

@@ -13,6 +13,7 @@ from lakeflow.cli._app import (
     JsonOpt,
     PropertyOpt,
     StorageOpt,
+    TableArg,
     app,
     console,
     instant,
@@ -34,7 +35,7 @@ InputFile = typer.Argument(..., exists=True, dir_okay=False, help="Input file (c
 
 
 @app.command()
-def create(uri: str,
+def create(uri: str = TableArg,
            schema: pa.Schema | None = typer.Option(None, parser=parse_schema, metavar="NAME:TYPE,...",
                                                    help='Columns, e.g. "id:int64,amount:double,ts:timestamp[us,UTC]".'),
            from_file: Path | None = typer.Option(None, "--from", exists=True, dir_okay=False,
@@ -59,7 +60,7 @@ def create(uri: str,
 
 
 @app.command()
-def append(uri: str, files: list[Path] = InputFile, fmt: str | None = InputFormatOpt,
+def append(uri: str = TableArg, files: list[Path] = InputFile, fmt: str | None = InputFormatOpt,
            app_id: str | None = typer.Option(None, help="Application id, for exactly-once batches."),
            txn_version: int | None = typer.Option(None, min=0, help="The application's batch number."),
            watermark: str | None = WatermarkOpt, late: str | None = LateOpt,
@@ -67,18 +68,22 @@ def append(uri: str, files: list[Path] = InputFile, fmt: str | None = InputForma
     """Append the rows of one or more files in one commit."""
     t = open_table(uri, options)
     mark = instant(watermark, "--watermark") if watermark is not None else None
+    before = t.version
     with progress(f"appending {len(files)} files", total=len(files)) as done:
         rows = read_files(files, fmt, t.schema, done)
         version = t.append(rows, app_id=app_id, txn_version=txn_version, watermark=mark,
                            late=check_policy(late, "--late"))
     if as_json:
         print_json({"version": version})
+    elif version <= before:  # a new commit is always newer: this batch was committed before
+        console.print(f"batch {txn_version} of {app_id} is already in version {version}: nothing written",
+                      highlight=False)
     else:
         console.print(f"appended {len(files)} file(s): version {version}", highlight=False)
 
 
 @app.command()
-def merge(uri: str, file: Path = InputFile, on: list[str] | None = typer.Option(
+def merge(uri: str = TableArg, file: Path = InputFile, on: list[str] | None = typer.Option(
               None, help="Key columns to match on (default: the table's key)."),
           fmt: str | None = InputFormatOpt, watermark: str | None = WatermarkOpt, late: str | None = LateOpt,
           as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
@@ -94,7 +99,7 @@ def merge(uri: str, file: Path = InputFile, on: list[str] | None = typer.Option(
 
 
 @app.command()
-def delete(uri: str, where: str = typer.Option(..., help="SQL predicate of the rows to delete."),
+def delete(uri: str = TableArg, where: str = typer.Option(..., help="SQL predicate of the rows to delete."),
            as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Delete the rows where a SQL predicate holds, in one commit."""
     t = open_table(uri, options)
@@ -113,7 +118,7 @@ def _assignments(values: list[str] | None) -> list[str]:
 
 
 @app.command()
-def update(uri: str, where: str = typer.Option(..., help="SQL predicate of the rows to update."),
+def update(uri: str = TableArg, where: str = typer.Option(..., help="SQL predicate of the rows to update."),
            set_: list[str] = typer.Option(..., "--set", callback=_assignments, metavar="COLUMN=SQL",
                                           help="New value as a SQL expression (repeatable)."),
            as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
@@ -128,7 +133,7 @@ def update(uri: str, where: str = typer.Option(..., help="SQL predicate of the r
 
 
 @app.command()
-def overwrite(uri: str, files: list[Path] = InputFile, fmt: str | None = InputFormatOpt,
+def overwrite(uri: str = TableArg, files: list[Path] = InputFile, fmt: str | None = InputFormatOpt,
               new_schema: bool = typer.Option(False, "--new-schema", help="Replace the schema with the files'."),
               as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Replace every row of the table with the rows of the files, in one commit."""
@@ -144,7 +149,8 @@ def overwrite(uri: str, files: list[Path] = InputFile, fmt: str | None = InputFo
 
 
 @app.command()
-def restore(uri: str, version: int | None = typer.Option(None, "--version", min=0, help="The version to restore."),
+def restore(uri: str = TableArg,
+            version: int | None = typer.Option(None, "--version", min=0, help="The version to restore."),
             as_of: str | None = typer.Option(None, "--as-of", help="ISO instant: restore the version of then."),
             as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Commit a new version equal to an earlier one (by number or instant)."""

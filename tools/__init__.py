@@ -1,0 +1,1 @@
+"""Build helpers (the docs site's hooks); not part of the installed package."""
