@@ -534,6 +534,17 @@ def test_every_command_piped_is_unwrapped_and_without_traceback(tmp_path):
         if args[0] in ("info", "show", "diff", "history", "create"):
             assert uri in proc.stdout or "an-account-name-that-is-quite-long-" + "x" * 60 in proc.stdout, args
     assert "an-application-id-that-is-long" in _lakeflow("history", uri).stdout
+    project = str(root / "bank")
+    dml = [("update", uri, "--where", "amount < 5", "--set", "amount=amount + 1"), ("restore", uri, "--version", "2"),
+           ("overwrite", uri, str(data["csv"])), ("init", project), ("validate", project), ("ingest", project),
+           ("run", project), ("status", project), ("graph", project), ("rebuild", project, "balances", "--verify")]
+    for args in dml:
+        if args[0] == "ingest":  # a file lands in the skeleton's folder
+            (root / "bank" / "ingest" / "landing" / "payments" / "d1.csv").write_text(
+                "id,account,amount,ts\n1,a,5.0,2024-05-01T12:00:00Z\n")
+        proc = _lakeflow(*args)
+        assert proc.returncode == 0 and proc.stderr == "" and "Traceback" not in proc.stdout, (args, proc.stderr)
+    assert "payments" in _lakeflow("status", project).stdout
     bad = _lakeflow("delete", uri, "--where", "nope = 1")
     assert bad.returncode == 1 and len(bad.stderr.splitlines()) == 1 and "Traceback" not in bad.stderr
 
