@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from lakeflow import pruning
 from lakeflow.actions import Add, Metadata, Protocol
 from lakeflow.column_mapping import NO_MAPPING, ColumnMapping, mapping_mode
 from lakeflow.config import TableConfig
@@ -238,25 +239,49 @@ class Snapshot:
         """
         scan = self._scans.get(names)
         if scan is None:
-            scan = scan_files(self.storage, self.schema,
-                              [ScanFile(f.path, f.partition_values, self._bounds(f, names), f.deletion_vector)
-                               for f in self.files],
-                              self.column_mapping)
+            scan = self._scan_of(self.files, names)
             if len(self._scans) >= _SCAN_CACHE_SIZE:
                 self._scans.pop(next(iter(self._scans)))
             self._scans[names] = scan
         return scan
 
-    def _filter_scan(self, filter: pc.Expression | None) -> Scan:
-        """The scan for `filter`: bounds on every column whose name its text contains.
+    def _scan_of(self, files: Sequence[DataFile], names: frozenset[str]) -> Scan:
+        """A scan of `files` whose guarantees carry statistics bounds for `names`."""
+        return scan_files(self.storage, self.schema,
+                          [ScanFile(f.path, f.partition_values, self._bounds(f, names), f.deletion_vector)
+                           for f in files],
+                          self.column_mapping)
 
-        The text test may name more columns than the filter reads (never fewer, so
-        no file a bound could prune is kept for lack of it); extra bounds only cost time.
+    def _filter_scan(self, filter: pc.Expression | None) -> tuple[Scan, Sequence[DataFile]]:
+        """The scan for `filter`, and its files: those the filter may need, with bounds.
+
+        Bounds go on every column whose name the filter's text contains: the text
+        test may name more columns than the filter reads (never fewer, so no file a
+        bound could prune is kept for lack of it); extra bounds only cost time.
+        Files the vectorized test (`lakeflow.pruning`) rules out get no guarantee
+        and no fragment; the guarantees then prune the rest exactly.
         """
         if filter is None:
-            return self._scan(frozenset())
+            return self._scan(frozenset()), self.files
         text = str(filter)
-        return self._scan(frozenset(n for n in self.schema.names if n in text))
+        names = frozenset(n for n in self.schema.names if n in text)
+        keep = pruning.may_match(pruning.parse_filter(filter), self._prune_stats(names),
+                                 len(self.files))
+        if keep.false_count == 0:
+            return self._scan(names), self.files
+        files = [f for f, k in zip(self.files, keep.to_pylist(), strict=True) if k]
+        return self._scan_of(files, names), files
+
+    def _prune_stats(self, names: frozenset[str]) -> dict[str, pruning.ColumnStats]:
+        """Per-file stats arrays of the columns in `names` that vectorized pruning can use."""
+        cache = self._prune_cache
+        if names not in cache:
+            cache[names] = prune_stats(self, sorted(names))
+        return cache[names]
+
+    @functools.cached_property
+    def _prune_cache(self) -> dict[frozenset[str], dict[str, pruning.ColumnStats]]:
+        return {}
 
     def to_pyarrow_dataset(self) -> ds.Dataset:
         """A pyarrow dataset over this snapshot, with partition columns filled in.
@@ -277,7 +302,8 @@ class Snapshot:
         """
         if filter is not None:
             check_filter(self.schema, filter)
-        return [self.files[i] for i in self._filter_scan(filter).matching(filter)]
+        scan, files = self._filter_scan(filter)
+        return [files[i] for i in scan.matching(filter)]
 
     def _check_read(self, columns: Sequence[str] | None, filter: pc.Expression | None) -> None:
         """Refuse unknown columns and bad filters before any file is read."""
@@ -314,7 +340,7 @@ class Snapshot:
         if not self.files:
             return self._empty(columns, filter)
         with self._reading():
-            return self._filter_scan(filter).to_table(columns=list(columns) if columns is not None else None,
+            return self._filter_scan(filter)[0].to_table(columns=list(columns) if columns is not None else None,
                                                       filter=filter)
 
     def head(self, num_rows: int, columns: Sequence[str] | None = None,
@@ -335,7 +361,7 @@ class Snapshot:
         if not self.files:
             return self._empty(columns, filter)
         with self._reading():
-            return self._filter_scan(filter).head(num_rows, list(columns) if columns is not None else None, filter)
+            return self._filter_scan(filter)[0].head(num_rows, list(columns) if columns is not None else None, filter)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
@@ -374,6 +400,40 @@ class Snapshot:
         if not self.files:
             return pl.from_arrow(self.schema.empty_table()).lazy()  # type: ignore[union-attr]
         return pl.scan_pyarrow_dataset(self.to_pyarrow_dataset())
+
+
+def prune_stats(snapshot: Snapshot, names: Sequence[str]) -> dict[str, pruning.ColumnStats]:
+    """Stats arrays (one entry per file of `snapshot`) of the columns `names`, where usable.
+
+    Columns whose type was widened are left out: their old files' statistics are
+    of the old type.
+    """
+    schema, widened = snapshot.schema, snapshot._widened
+    parts = set(snapshot.partition_columns)
+    out: dict[str, pruning.ColumnStats] = {}
+    for name in [n for n in names if n in parts]:
+        col = pruning.partition_stats(schema.field(name).type,
+                                      [f.partition_values.get(name) for f in snapshot.files])
+        if col is not None:
+            out[name] = col
+    data = [n for n in names if n not in parts and n not in widened and schema.get_field_index(n) >= 0]
+    if not data:
+        return out
+    raw: dict[str, tuple[list[Any], list[Any], list[Any]]] = {n: ([], [], []) for n in data}
+    for f in snapshot.files:
+        stats = f.add.parsed_stats() or {}
+        mins, maxs, nulls = (snapshot.column_mapping.logical_keys(stats.get(k) or {})
+                             for k in ("minValues", "maxValues", "nullCount"))
+        for n in data:
+            lo, hi, nc = raw[n]
+            lo.append(mins.get(n))
+            hi.append(maxs.get(n))
+            nc.append(nulls.get(n))
+    for n in data:
+        col = pruning.column_stats(schema.field(n).type, *raw[n])
+        if col is not None:
+            out[n] = col
+    return out
 
 
 def typed_partition_values(raw: Mapping[str, str | None], schema: pa.Schema,
