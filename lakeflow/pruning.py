@@ -20,12 +20,13 @@ is a dict and drops repeated keys, so the flatbuffer is read here.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 # A float32 statistic printed as its shortest decimal is within 2**-24 (relative)
 # of the value; floats are widened by this much, as `snapshot._float32_tolerant` does.
@@ -246,40 +247,91 @@ def float_tolerant(lo: pa.Array, hi: pa.Array) -> tuple[pa.Array, pa.Array]:
     return widen(lo, -1.0), widen(hi, 1.0)
 
 
-def column_stats(typ: pa.DataType, lo: list[Any], hi: list[Any], nulls: list[Any]) -> ColumnStats | None:
-    """Typed stats arrays for a column of type `typ` from JSON values (None: not prunable here).
+def stats_type(typ: pa.DataType) -> pa.DataType | None:
+    """The type statistics of a column of `typ` are pruned with (None: not pruned on here).
 
-    Only types whose JSON statistics read back exactly are handled (integers,
-    strings) and floats (widened by float32 rounding); a value of the wrong JSON
-    type is unknown.
+    Only types whose JSON statistics read back exactly (integers, strings) and floats
+    (widened by float32 rounding) are handled.
     """
-    no_nulls = pa.array([None if not isinstance(c, int) or isinstance(c, bool) else c == 0 for c in nulls],
-                        pa.bool_())
     if pa.types.is_integer(typ):
-        def ok(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-        target: pa.DataType = pa.int64()
-    elif pa.types.is_floating(typ):
-        def ok(v: Any) -> bool:
-            return isinstance(v, int | float) and not isinstance(v, bool) and v == v
-        target = pa.float64()
-    elif pa.types.is_string(typ) or pa.types.is_large_string(typ):
-        def ok(v: Any) -> bool:
-            return isinstance(v, str)
-        target = pa.string()
-    else:
+        return pa.int64()
+    if pa.types.is_floating(typ):
+        return pa.float64()
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        return pa.string()
+    return None
+
+
+def _valid_json_stat(v: Any, target: pa.DataType) -> bool:
+    if isinstance(v, bool):
+        return False
+    if target == pa.string():
+        return isinstance(v, str)
+    if target == pa.int64():
+        return isinstance(v, int)
+    return isinstance(v, int | float) and v == v
+
+
+def column_stats(typ: pa.DataType, lo: list[Any], hi: list[Any], nulls: list[Any]) -> ColumnStats | None:
+    """Typed stats arrays of a column of type `typ` from decoded JSON values (None: not prunable).
+
+    A value of the wrong JSON type is unknown.
+    """
+    target = stats_type(typ)
+    if target is None:
         return None
-    # As the per-file guarantees do, a file with nulls (or an unknown null count) gets no
-    # range: the old path keeps it, and this one must never keep less.
-    both = [ok(a) and ok(b) and c == 0 and not isinstance(c, bool) for a, b, c in zip(lo, hi, nulls, strict=True)]
     try:
-        lo_a = pa.array([a if k else None for a, k in zip(lo, both, strict=True)], target)
-        hi_a = pa.array([b if k else None for b, k in zip(hi, both, strict=True)], target)
+        arrays = [pa.array([v if _valid_json_stat(v, target) else None for v in values], target)
+                  for values in (lo, hi)]
     except (pa.ArrowException, OverflowError):
         return None
-    if pa.types.is_floating(typ):
-        lo_a, hi_a = float_tolerant(lo_a, hi_a)
-    return ColumnStats(lo_a, hi_a, no_nulls)
+    counts = pa.array([c if isinstance(c, int) and not isinstance(c, bool) else None for c in nulls],
+                      pa.int64())
+    return stats_arrays(target, arrays[0], arrays[1], counts)
+
+
+def stats_arrays(target: pa.DataType, lo: pa.Array, hi: pa.Array, nulls: pa.Array) -> ColumnStats:
+    """`ColumnStats` from typed min, max and null-count arrays (nulls: unknown)."""
+    # As the per-file guarantees do, a file with nulls (or an unknown null count) gets no
+    # range: the per-file path keeps it, and this one must never keep less.
+    no_nulls = pc.equal(nulls, 0)
+    known = pc.and_(pc.and_(lo.is_valid(), hi.is_valid()), no_nulls.fill_null(False))
+    empty = pa.nulls(len(lo), target)
+    lo, hi = pc.if_else(known, lo, empty), pc.if_else(known, hi, empty)
+    if target == pa.float64():
+        lo, hi = float_tolerant(lo, hi)
+    return ColumnStats(lo, hi, no_nulls)
+
+
+def json_stats(texts: Sequence[str | None], columns: Mapping[str, tuple[str, pa.DataType]]
+               ) -> dict[str, ColumnStats] | None:
+    """Stats of `columns` (logical name: physical name, stats type) from the files' stats JSON.
+
+    Decoded in one pass by pyarrow's JSON reader, which refuses any value not of the
+    stated type; None then (or for text it cannot split by line), for the caller to
+    decode file by file.
+    """
+    if not texts or not columns:
+        return None
+    fields = pa.struct([(physical, typ) for physical, typ in columns.values()])
+    counts = pa.struct([(physical, pa.int64()) for physical, _ in columns.values()])
+    schema = pa.schema([("minValues", fields), ("maxValues", fields), ("nullCount", counts)])
+    joined = "\n".join(t or "{}" for t in texts).encode()
+    if joined.count(b"\n") != len(texts) - 1:
+        return None
+    try:
+        table = pa_json.read_json(pa.BufferReader(joined), parse_options=pa_json.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="ignore"))
+    except pa.ArrowException:
+        return None
+    if table.num_rows != len(texts):
+        return None
+    out = {}
+    for name, (physical, typ) in columns.items():
+        lo, hi, nc = (pc.struct_field(table.column(k).combine_chunks(), physical)
+                      for k in ("minValues", "maxValues", "nullCount"))
+        out[name] = stats_arrays(typ, lo, hi, nc)
+    return out
 
 
 def partition_stats(typ: pa.DataType, values: list[Any]) -> ColumnStats | None:

@@ -167,21 +167,27 @@ class Snapshot:
         return self.state.metadata.configuration
 
     @functools.cached_property
+    def _adds(self) -> tuple[Add, ...]:
+        """The active files' `add` actions, sorted by path (the order of `files`)."""
+        return tuple(sorted(self.state.files.values(), key=lambda a: a.path))
+
+    def _data_file(self, add: Add) -> DataFile:
+        """The `DataFile` of one active file (its path checked, values typed)."""
+        where = f"version {self.version}"
+        path = check_data_path(add.path, where)
+        dv = (DeletionVector.parse(add.deletion_vector, f"the add of {path} ({where})")
+              if add.deletion_vector else None)
+        values = typed_partition_values(self.column_mapping.logical_keys(add.partition_values),
+                                        self.schema, self.partition_columns)
+        records = add.num_records()
+        if records is not None and dv is not None:
+            records -= dv.cardinality
+        return DataFile(path, add.size, values, records, add, dv)
+
+    @functools.cached_property
     def files(self) -> tuple[DataFile, ...]:
         """The active data files, sorted by path."""
-        out = []
-        for add in sorted(self.state.files.values(), key=lambda a: a.path):
-            where = f"version {self.version}"
-            path = check_data_path(add.path, where)
-            dv = (DeletionVector.parse(add.deletion_vector, f"the add of {path} ({where})")
-                  if add.deletion_vector else None)
-            values = typed_partition_values(self.column_mapping.logical_keys(add.partition_values),
-                                            self.schema, self.partition_columns)
-            records = add.num_records()
-            if records is not None and dv is not None:
-                records -= dv.cardinality
-            out.append(DataFile(path, add.size, values, records, add, dv))
-        return tuple(out)
+        return tuple(self._data_file(add) for add in self._adds)
 
     @functools.cached_property
     def num_rows(self) -> int:
@@ -266,10 +272,13 @@ class Snapshot:
         text = str(filter)
         names = frozenset(n for n in self.schema.names if n in text)
         keep = pruning.may_match(pruning.parse_filter(filter), self._prune_stats(names),
-                                 len(self.files))
+                                 len(self._adds))
         if keep.false_count == 0:
             return self._scan(names), self.files
-        files = [f for f, k in zip(self.files, keep.to_pylist(), strict=True) if k]
+        # Only the files kept become DataFile objects (unless `files` was built already).
+        built = self.__dict__.get("files")
+        positions = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+        files = [built[i] if built is not None else self._data_file(self._adds[i]) for i in positions]
         return self._scan_of(files, names), files
 
     def _prune_stats(self, names: frozenset[str]) -> dict[str, pruning.ColumnStats]:
@@ -337,7 +346,7 @@ class Snapshot:
             StorageError: the store failed while reading a data file.
         """
         self._check_read(columns, filter)
-        if not self.files:
+        if not self.state.files:
             return self._empty(columns, filter)
         with self._reading():
             return self._filter_scan(filter)[0].to_table(columns=list(columns) if columns is not None else None,
@@ -358,7 +367,7 @@ class Snapshot:
         if isinstance(num_rows, bool) or not isinstance(num_rows, int) or num_rows < 0:
             raise InvalidArgumentError(f"num_rows must be a non-negative int, got {num_rows!r}")
         self._check_read(columns, filter)
-        if not self.files:
+        if not self.state.files:
             return self._empty(columns, filter)
         with self._reading():
             return self._filter_scan(filter)[0].head(num_rows, list(columns) if columns is not None else None, filter)
@@ -408,29 +417,39 @@ def prune_stats(snapshot: Snapshot, names: Sequence[str]) -> dict[str, pruning.C
     Columns whose type was widened are left out: their old files' statistics are
     of the old type.
     """
-    schema, widened = snapshot.schema, snapshot._widened
+    schema, adds, mapping = snapshot.schema, snapshot._adds, snapshot.column_mapping
     parts = set(snapshot.partition_columns)
     out: dict[str, pruning.ColumnStats] = {}
     for name in [n for n in names if n in parts]:
-        col = pruning.partition_stats(schema.field(name).type,
-                                      [f.partition_values.get(name) for f in snapshot.files])
+        typ = schema.field(name).type
+        values = [parse_partition_value(mapping.logical_keys(a.partition_values).get(name), typ, name)
+                  for a in adds]
+        col = pruning.partition_stats(typ, values)
         if col is not None:
             out[name] = col
-    data = [n for n in names if n not in parts and n not in widened and schema.get_field_index(n) >= 0]
-    if not data:
-        return out
-    raw: dict[str, tuple[list[Any], list[Any], list[Any]]] = {n: ([], [], []) for n in data}
-    for f in snapshot.files:
-        stats = f.add.parsed_stats() or {}
+    typed = {n: t for n in names if n not in parts and n not in snapshot._widened
+             and schema.get_field_index(n) >= 0
+             and (t := pruning.stats_type(schema.field(n).type)) is not None}
+    fast = (pruning.json_stats([a.stats for a in adds], {n: (n, t) for n, t in typed.items()})
+            if not mapping.active else None)
+    return {**out, **(fast if fast is not None else _decoded_stats(snapshot, list(typed)))}
+
+
+def _decoded_stats(snapshot: Snapshot, names: Sequence[str]) -> dict[str, pruning.ColumnStats]:
+    """`prune_stats` of data columns, decoding each file's stats JSON (any writer's quirks)."""
+    raw: dict[str, tuple[list[Any], list[Any], list[Any]]] = {n: ([], [], []) for n in names}
+    for add in snapshot._adds if names else ():
+        stats = add.parsed_stats() or {}
         mins, maxs, nulls = (snapshot.column_mapping.logical_keys(stats.get(k) or {})
                              for k in ("minValues", "maxValues", "nullCount"))
-        for n in data:
+        for n in names:
             lo, hi, nc = raw[n]
             lo.append(mins.get(n))
             hi.append(maxs.get(n))
             nc.append(nulls.get(n))
-    for n in data:
-        col = pruning.column_stats(schema.field(n).type, *raw[n])
+    out = {}
+    for n in names:
+        col = pruning.column_stats(snapshot.schema.field(n).type, *raw[n])
         if col is not None:
             out[n] = col
     return out
