@@ -296,11 +296,14 @@ def stats_arrays(target: pa.DataType, lo: pa.Array, hi: pa.Array, nulls: pa.Arra
     # range: the per-file path keeps it, and this one must never keep less.
     no_nulls = pc.equal(nulls, 0)
     known = pc.and_(pc.and_(lo.is_valid(), hi.is_valid()), no_nulls.fill_null(False))
+    # A NaN or inverted (min > max) range is broken: it bounds nothing.
+    known = pc.and_(known, pc.less_equal(lo, hi).fill_null(False))
     empty = pa.nulls(len(lo), target)
     lo, hi = pc.if_else(known, lo, empty), pc.if_else(known, hi, empty)
     if target == pa.float64():
         lo, hi = float_tolerant(lo, hi)
-    return ColumnStats(lo, hi, no_nulls)
+    # No nulls is only claimed where the range is known, as the guarantees do.
+    return ColumnStats(lo, hi, known)
 
 
 def json_stats(texts: Sequence[str | None], columns: Mapping[str, tuple[str, pa.DataType]]
