@@ -8,16 +8,23 @@ the same table. Medians of `--repeat` runs:
 
 1. open the latest version;
 2. a filtered read that prunes to 1 file, cold (fresh handle) vs deltalake's SQL scan;
-3. the same read on a warm handle (lakeflow only; compared with its cold read).
+3. the same read on a warm handle (lakeflow only; compared with its cold read);
+4. with `--s3-commits N`: a fresh open + append of 100 rows on S3 (a moto server
+   process) to a table of N commits without a checkpoint, vs deltalake's
+   `write_deltalake(..., mode="append")`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +62,43 @@ def build(uri: str, files: int) -> None:
     t.checkpoint()
 
 
+def s3_open_append(commits: int, repeat: int) -> tuple[str, float, float]:
+    """Fresh open + append on a moto S3 server, lakeflow vs deltalake (ms, medians)."""
+    import boto3
+
+    # A server process of its own, as a real store is: one in this process would share
+    # the interpreter lock with lakeflow's client (not with deltalake's, in Rust).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        host, port = sock.getsockname()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://{host}:{port}/moto-api/")
+            break
+        except OSError:
+            time.sleep(0.1)
+    opts = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1", "AWS_ALLOW_HTTP": "true",
+            "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
+    boto3.client("s3", endpoint_url=opts["AWS_ENDPOINT_URL"], aws_access_key_id="k",
+                 aws_secret_access_key="s", region_name="us-east-1").create_bucket(Bucket="bench")
+    data = pa.table({"id": list(range(100)), "value": [0.5] * 100, "tag": ["t"] * 100}, schema=SCHEMA)
+    uris = {}
+    for who in ("lf", "dl"):
+        uris[who] = f"s3://bench/{who}"
+        t = lf.Table.create(uris[who], SCHEMA, storage_options=opts,
+                            properties={"delta.checkpointInterval": "100000"})
+        for _ in range(commits - 1):
+            t.append(data)
+    a = median_ms(lambda: lf.Table(uris["lf"], opts).append(data), repeat)
+    b = median_ms(lambda: deltalake.write_deltalake(uris["dl"], data, mode="append",
+                                                    storage_options=opts), repeat)
+    server.terminate()
+    return f"fresh open + append on S3 (moto), {commits} commits, no checkpoint, ms", a, b
+
+
 def median_ms(fn: Callable[[], object], repeat: int) -> float:
     times = []
     for _ in range(repeat):
@@ -68,12 +112,29 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--s3-commits", type=int, default=0, help="also measure open + append on S3")
+    parser.add_argument("--skip-files", action="store_true", help="skip the many-files table")
     parser.add_argument("--table", help="where to build the table (reused when it exists)")
     args = parser.parse_args()
-    uri = args.table or str(Path(tempfile.mkdtemp(prefix="lakeflow-scale-")) / "t")
-    if not (Path(uri) / "_delta_log").exists():
-        build(uri, args.files)
-    target = (args.files // 2) * ROWS + 3
+    rows, notes = [], []
+    if not args.skip_files:
+        uri = args.table or str(Path(tempfile.mkdtemp(prefix="lakeflow-scale-")) / "t")
+        if not (Path(uri) / "_delta_log").exists():
+            build(uri, args.files)
+        many_files(uri, args.files, args.repeat, rows, notes)
+    if args.s3_commits:
+        rows.append(s3_open_append(args.s3_commits, args.repeat))
+    print(f"| measure | lakeflow | deltalake {deltalake.__version__} | ratio (lakeflow/deltalake) |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, a, b in rows:
+        print(f"| {name} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
+    print("\n".join(notes))
+
+
+def many_files(uri: str, files: int, repeat: int, rows: list[tuple[str, float, float]],
+               notes: list[str]) -> None:
+    """Open, a pruned filtered read (cold and warm) on the table of many files."""
+    target = (files // 2) * ROWS + 3
     flt = pc.field("id") == target
     sql = f"SELECT * FROM t WHERE id = {target}"
 
@@ -86,20 +147,13 @@ def main() -> None:
     assert lf_cold().num_rows == 1 == dl_sql().num_rows
     warm = lf.Table(uri)
     warm.to_arrow(filter=flt)
-    rows = [
-        (f"open latest ({args.files} files, checkpointed), ms",
-         median_ms(lambda: lf.Table(uri).version, args.repeat),
-         median_ms(lambda: DeltaTable(uri).version(), args.repeat)),
-        (f"filtered read pruning to 1 of {args.files} files (cold), ms",
-         median_ms(lf_cold, args.repeat), median_ms(dl_sql, args.repeat)),
-    ]
-    warm_ms = median_ms(lambda: warm.to_arrow(filter=flt), args.repeat)
-    print(f"| measure | lakeflow | deltalake {deltalake.__version__} | ratio (lakeflow/deltalake) |")
-    print("| --- | ---: | ---: | ---: |")
-    for name, a, b in rows:
-        print(f"| {name} | {a:.1f} | {b:.1f} | {a / b:.2f} |")
-    cold = rows[1][1]
-    print(f"\nwarm handle, same read: {warm_ms:.1f} ms = {warm_ms / cold:.3f} x the cold read")
+    rows.append((f"open latest ({files} files, checkpointed), ms",
+                 median_ms(lambda: lf.Table(uri).version, repeat),
+                 median_ms(lambda: DeltaTable(uri).version(), repeat)))
+    rows.append((f"filtered read pruning to 1 of {files} files (cold), ms",
+                 median_ms(lf_cold, repeat), median_ms(dl_sql, repeat)))
+    warm_ms = median_ms(lambda: warm.to_arrow(filter=flt), repeat)
+    notes.append(f"\nwarm handle, same read: {warm_ms:.1f} ms = {warm_ms / rows[-1][1]:.3f} x the cold read")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from lakeflow.actions import Action, Txn
@@ -48,6 +49,7 @@ VersionRef = int | dt.datetime | str  # a version, or an instant (latest commit 
 _COMMIT_CACHE_SIZE = 4096
 _CHECKPOINT_CACHE_SIZE = 4
 _LOAD_ATTEMPTS = 3
+_READ_THREADS = 16  # commit files read at once (round trips to an object store overlap)
 
 
 def instant_ms(instant: dt.datetime | dt.date | str, what: str = "as_of") -> int:
@@ -162,6 +164,26 @@ class LogReader:
                 self._commits.popitem(last=False)
         return actions
 
+    def read_commits(self, versions: Sequence[int]) -> list[tuple[int, list[Action]]]:
+        """(version, actions) of each of `versions`, in order; those not cached read concurrently.
+
+        On an object store each read is a round trip: a fresh open of a log without
+        a checkpoint would otherwise wait for one GET per commit in turn.
+
+        Raises:
+            FileNotFoundError: a commit file does not exist.
+        """
+        missing = [v for v in versions if v not in self._commits]
+        fetched: dict[int, list[Action]] = {}  # kept here: the cache may not hold them all
+        if len(missing) > 1:
+            with ThreadPoolExecutor(min(_READ_THREADS, len(missing))) as pool:
+                fetched = dict(zip(missing, pool.map(lambda v: read_commit(self.storage, v), missing),
+                                   strict=True))
+            self._commits.update(fetched)
+            while len(self._commits) > _COMMIT_CACHE_SIZE:
+                self._commits.popitem(last=False)
+        return [(v, fetched[v] if v in fetched else self.read_commit(v)) for v in versions]
+
     def forget_after(self, version: int) -> None:
         """Drop cached commits after `version` (winners read may be re-creations since withdrawn)."""
         for v in [v for v in self._commits if v > version]:
@@ -257,7 +279,7 @@ class LogReader:
                 "lakeflow.Table.create(uri, schema)"
             )
         commits, base = self._plan(listing, version)
-        state = replay(base, [(v, self.read_commit(v)) for v in commits])
+        state = replay(base, self.read_commits(commits))
         check_readable(state.protocol, state.metadata)
         self._listing_mtimes.update({v: info.mtime_ms for v, info in listing.commits.items()})
         return state
