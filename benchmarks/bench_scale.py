@@ -11,13 +11,19 @@ the same table. Medians of `--repeat` runs:
 3. the same read on a warm handle (lakeflow only; compared with its cold read);
 4. with `--s3-commits N`: a fresh open + append of 100 rows on S3 (a moto server
    process) to a table of N commits without a checkpoint, vs deltalake's
-   `write_deltalake(..., mode="append")`.
+   `write_deltalake(..., mode="append")`;
+5. with `--as-of-commits N`: time travel by instant (`snapshot(as_of=...)`, no data
+   read) on a fresh handle to a table of N commits, one every 10 minutes (commit
+   times and file mtimes set so, as a table written over a month would have), vs
+   deltalake's `load_as_version(datetime)`.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -84,7 +90,7 @@ def s3_open_append(commits: int, repeat: int) -> tuple[str, float, float]:
             "AWS_S3_ALLOW_UNSAFE_RENAME": "true"}
     boto3.client("s3", endpoint_url=opts["AWS_ENDPOINT_URL"], aws_access_key_id="k",
                  aws_secret_access_key="s", region_name="us-east-1").create_bucket(Bucket="bench")
-    data = pa.table({"id": list(range(100)), "value": [0.5] * 100, "tag": ["t"] * 100}, schema=SCHEMA)
+    data = batch_of(0, 100)
     uris = {}
     for who in ("lf", "dl"):
         uris[who] = f"s3://bench/{who}"
@@ -97,6 +103,40 @@ def s3_open_append(commits: int, repeat: int) -> tuple[str, float, float]:
                                                     storage_options=opts), repeat)
     server.terminate()
     return f"fresh open + append on S3 (moto), {commits} commits, no checkpoint, ms", a, b
+
+
+def as_of(commits: int, repeat: int) -> tuple[str, float, float]:
+    """Open + time travel to an instant in the middle of a long log, lakeflow vs deltalake."""
+    uri = str(Path(tempfile.mkdtemp(prefix="lakeflow-asof-")) / "t")
+    t = lf.Table.create(uri, SCHEMA)
+    for i in range(commits - 1):
+        t.append(batch_of(i, 1))
+    base, gap = 1_700_000_000_000, 10 * 60_000
+    for v in range(commits):
+        file = Path(uri, "_delta_log", f"{v:020d}.json")
+        lines = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        for action in lines:
+            if "commitInfo" in action:
+                action["commitInfo"]["timestamp"] = base + v * gap
+        file.write_text("\n".join(json.dumps(a) for a in lines) + "\n")
+        os.utime(file, ns=((base + v * gap) * 1_000_000,) * 2)
+    middle = commits // 2 + 7
+    instant = dt.datetime.fromtimestamp((base + middle * gap + 1000) / 1000, dt.timezone.utc)
+
+    def dl() -> int:
+        table = DeltaTable(uri)
+        table.load_as_version(instant)
+        return table.version()
+
+    assert lf.Table(uri).snapshot(as_of=instant).version == middle == dl()
+    return (f"open + as_of an instant, {commits} commits (no data read), ms",
+            median_ms(lambda: lf.Table(uri).snapshot(as_of=instant).version, repeat),
+            median_ms(dl, repeat))
+
+
+def batch_of(i: int, n: int) -> pa.Table:
+    ids = list(range(i * n, (i + 1) * n))
+    return pa.table({"id": ids, "value": [x * 0.5 for x in ids], "tag": ["t"] * n}, schema=SCHEMA)
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -113,6 +153,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--s3-commits", type=int, default=0, help="also measure open + append on S3")
+    parser.add_argument("--as-of-commits", type=int, default=0, help="also measure as_of on a long log")
     parser.add_argument("--skip-files", action="store_true", help="skip the many-files table")
     parser.add_argument("--table", help="where to build the table (reused when it exists)")
     args = parser.parse_args()
@@ -124,6 +165,8 @@ def main() -> None:
         many_files(uri, args.files, args.repeat, rows, notes)
     if args.s3_commits:
         rows.append(s3_open_append(args.s3_commits, args.repeat))
+    if args.as_of_commits:
+        rows.append(as_of(args.as_of_commits, args.repeat))
     print(f"| measure | lakeflow | deltalake {deltalake.__version__} | ratio (lakeflow/deltalake) |")
     print("| --- | ---: | ---: | ---: |")
     for name, a, b in rows:
