@@ -285,6 +285,8 @@ class Snapshot:
         """Per-file stats arrays of the columns in `names` that vectorized pruning can use."""
         cache = self._prune_cache
         if names not in cache:
+            if len(cache) >= _SCAN_CACHE_SIZE:
+                cache.pop(next(iter(cache)))
             cache[names] = prune_stats(self, sorted(names))
         return cache[names]
 
