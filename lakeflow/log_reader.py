@@ -13,8 +13,12 @@ import datetime as dt
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from lakeflow.actions import Action, Txn
 from lakeflow.checkpoint import read_checkpoint
@@ -48,6 +52,7 @@ VersionRef = int | dt.datetime | str  # a version, or an instant (latest commit 
 _COMMIT_CACHE_SIZE = 4096
 _CHECKPOINT_CACHE_SIZE = 4
 _LOAD_ATTEMPTS = 3
+_READ_THREADS = 16  # commit files read at once (round trips to an object store overlap)
 
 
 def instant_ms(instant: dt.datetime | dt.date | str, what: str = "as_of") -> int:
@@ -162,6 +167,26 @@ class LogReader:
                 self._commits.popitem(last=False)
         return actions
 
+    def read_commits(self, versions: Sequence[int]) -> list[tuple[int, list[Action]]]:
+        """(version, actions) of each of `versions`, in order; those not cached read concurrently.
+
+        On an object store each read is a round trip: a fresh open of a log without
+        a checkpoint would otherwise wait for one GET per commit in turn.
+
+        Raises:
+            FileNotFoundError: a commit file does not exist.
+        """
+        missing = [v for v in versions if v not in self._commits]
+        fetched: dict[int, list[Action]] = {}  # kept here: the cache may not hold them all
+        if len(missing) > 1:
+            with ThreadPoolExecutor(min(_READ_THREADS, len(missing))) as pool:
+                fetched = dict(zip(missing, pool.map(lambda v: read_commit(self.storage, v), missing),
+                                   strict=True))
+            self._commits.update(fetched)
+            while len(self._commits) > _COMMIT_CACHE_SIZE:
+                self._commits.popitem(last=False)
+        return [(v, fetched[v] if v in fetched else self.read_commit(v)) for v in versions]
+
     def forget_after(self, version: int) -> None:
         """Drop cached commits after `version` (winners read may be re-creations since withdrawn)."""
         for v in [v for v in self._commits if v > version]:
@@ -257,7 +282,7 @@ class LogReader:
                 "lakeflow.Table.create(uri, schema)"
             )
         commits, base = self._plan(listing, version)
-        state = replay(base, [(v, self.read_commit(v)) for v in commits])
+        state = replay(base, self.read_commits(commits))
         check_readable(state.protocol, state.metadata)
         self._listing_mtimes.update({v: info.mtime_ms for v, info in listing.commits.items()})
         return state
@@ -328,27 +353,81 @@ class LogReader:
         return out
 
     def version_at(self, instant: dt.datetime | str) -> int:
-        """The latest version committed at or before `instant`.
+        """The latest version committed at or before `instant`: as by `timeline()`, reading few commits.
+
+        The timeline's time at a version is the largest of ts(j) + (commits from j to
+        it) over the versions j up to it, so it is at or before `instant` unless some j
+        pushes it past. A listed commit's time is never later than its store mtime plus
+        the skew tolerance (`commit_ts` takes the mtime then), so most commits are
+        cleared without being read; a binary search over the versions then reads only
+        the commits near the instant (and any whose time has no such bound).
 
         Raises:
             VersionNotFoundError: `instant` is before the first commit.
             InvalidArgumentError: `instant` is not an aware datetime or ISO string.
         """
         target = instant_ms(instant)
-        timeline = self.timeline()
-        best = None
-        for v, ts in timeline:
-            if ts <= target:
-                best = v
-            else:
-                break
+        listing = list_log(self.storage)
+        self._listing_mtimes.update({v: i.mtime_ms for v, i in listing.commits.items()})
+        versions = reachable_versions(listing)
+        bounds = self._time_bounds(listing, versions)
+        lo, hi = -1, len(versions)  # the timeline is at or before target through lo, past it from hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if self._not_past(versions, bounds, mid, target) else (lo, mid)
+        best = next((versions[p] for p in range(lo, -1, -1) if self.commit_ts(versions[p]) is not None), None)
         if best is None:
-            first = from_ms(timeline[0][1]) if timeline else None
+            first = next((t for _, t in self._first_time(versions)), None)
             raise VersionNotFoundError(
                 f"no version of {self.uri} existed at {from_ms(target)}; the first commit "
-                f"was at {first}"
+                f"was at {from_ms(first)}"
             )
         return best
+
+    def _first_time(self, versions: Sequence[int]) -> Iterator[tuple[int, int]]:
+        """(version, time) of the versions with a readable commit time, oldest first, lazily."""
+        for v in versions:
+            ts = self.commit_ts(v)
+            if ts is not None:
+                yield v, ts
+
+    def _time_bounds(self, listing: LogListing, versions: Sequence[int]) -> npt.NDArray[np.float64]:
+        """Per version, a time `commit_ts` cannot exceed, known without a read (inf: read it).
+
+        `commit_ts` takes the mtime for a recorded time past mtime + tolerance, unless the
+        mtime is from before the oldest commit's recorded time (reset by an archiver).
+        """
+        oldest = min(self._listing_mtimes, default=None)
+        if oldest is not None and oldest not in self._timestamps:
+            self.commit_ts(oldest)  # reads and caches its recorded time
+        first_ms = self._timestamps.get(oldest) if oldest is not None else None
+        out = np.full(len(versions), np.inf)
+        for p, v in enumerate(versions):
+            info = listing.commits.get(v)
+            mtime = info.mtime_ms if info is not None else None
+            if v in self._timestamps:  # read before: its time is known
+                known = self.commit_ts(v)
+                out[p] = known if known is not None else np.inf
+            elif mtime is not None and (first_ms is None or mtime + CLOCK_SKEW_TOLERANCE_MS >= first_ms):
+                out[p] = mtime + CLOCK_SKEW_TOLERANCE_MS
+        return out
+
+    def _not_past(self, versions: Sequence[int], bounds: npt.NDArray[np.float64], p: int, target: int) -> bool:
+        """Whether the timeline at position `p` (or the last timed version before it) is at or before `target`.
+
+        Reads only the commits whose bound cannot clear them, newest first, stopping at one
+        that pushes the time past `target`.
+        """
+        positions = np.arange(p + 1)
+        unsure = np.flatnonzero(~(bounds[:p + 1] + (p - positions) <= target))
+        untimed = 0  # versions after the one looked at, up to p, without a time (not in the timeline)
+        for j in unsure[::-1]:
+            ts = self.commit_ts(versions[j])
+            if ts is None:
+                untimed += 1
+            elif ts + (p - j) - untimed > target:
+                return False
+        return True
 
     def resolve(self, value: VersionRef | None, what: str) -> int:
         """The version `value` names (None: the latest, read now); -1 is the empty table before 0.

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from lakeflow import pruning
 from lakeflow.actions import Add, Metadata, Protocol
 from lakeflow.column_mapping import NO_MAPPING, ColumnMapping, mapping_mode
 from lakeflow.config import TableConfig
@@ -167,21 +168,27 @@ class Snapshot:
         return self.state.metadata.configuration
 
     @functools.cached_property
+    def _adds(self) -> tuple[Add, ...]:
+        """The active files' `add` actions, sorted by path (the order of `files`)."""
+        return tuple(sorted(self.state.files.values(), key=lambda a: a.path))
+
+    def _data_file(self, add: Add) -> DataFile:
+        """The `DataFile` of one active file (its path checked, values typed)."""
+        where = f"version {self.version}"
+        path = check_data_path(add.path, where)
+        dv = (DeletionVector.parse(add.deletion_vector, f"the add of {path} ({where})")
+              if add.deletion_vector else None)
+        values = typed_partition_values(self.column_mapping.logical_keys(add.partition_values),
+                                        self.schema, self.partition_columns)
+        records = add.num_records()
+        if records is not None and dv is not None:
+            records -= dv.cardinality
+        return DataFile(path, add.size, values, records, add, dv)
+
+    @functools.cached_property
     def files(self) -> tuple[DataFile, ...]:
         """The active data files, sorted by path."""
-        out = []
-        for add in sorted(self.state.files.values(), key=lambda a: a.path):
-            where = f"version {self.version}"
-            path = check_data_path(add.path, where)
-            dv = (DeletionVector.parse(add.deletion_vector, f"the add of {path} ({where})")
-                  if add.deletion_vector else None)
-            values = typed_partition_values(self.column_mapping.logical_keys(add.partition_values),
-                                            self.schema, self.partition_columns)
-            records = add.num_records()
-            if records is not None and dv is not None:
-                records -= dv.cardinality
-            out.append(DataFile(path, add.size, values, records, add, dv))
-        return tuple(out)
+        return tuple(self._data_file(add) for add in self._adds)
 
     @functools.cached_property
     def num_rows(self) -> int:
@@ -239,25 +246,54 @@ class Snapshot:
         """
         scan = self._scans.get(names)
         if scan is None:
-            scan = scan_files(self.storage, self.schema,
-                              [ScanFile(f.path, f.partition_values, self._bounds(f, names), f.deletion_vector)
-                               for f in self.files],
-                              self.column_mapping)
+            scan = self._scan_of(self.files, names)
             if len(self._scans) >= _SCAN_CACHE_SIZE:
                 self._scans.pop(next(iter(self._scans)))
             self._scans[names] = scan
         return scan
 
-    def _filter_scan(self, filter: pc.Expression | None) -> Scan:
-        """The scan for `filter`: bounds on every column whose name its text contains.
+    def _scan_of(self, files: Sequence[DataFile], names: frozenset[str]) -> Scan:
+        """A scan of `files` whose guarantees carry statistics bounds for `names`."""
+        return scan_files(self.storage, self.schema,
+                          [ScanFile(f.path, f.partition_values, self._bounds(f, names), f.deletion_vector)
+                           for f in files],
+                          self.column_mapping)
 
-        The text test may name more columns than the filter reads (never fewer, so
-        no file a bound could prune is kept for lack of it); extra bounds only cost time.
+    def _filter_scan(self, filter: pc.Expression | None) -> tuple[Scan, Sequence[DataFile]]:
+        """The scan for `filter`, and its files: those the filter may need, with bounds.
+
+        Bounds go on every column whose name the filter's text contains: the text
+        test may name more columns than the filter reads (never fewer, so no file a
+        bound could prune is kept for lack of it); extra bounds only cost time.
+        Files the vectorized test (`lakeflow.pruning`) rules out get no guarantee
+        and no fragment; the guarantees then prune the rest exactly.
         """
         if filter is None:
-            return self._scan(frozenset())
+            return self._scan(frozenset()), self.files
         text = str(filter)
-        return self._scan(frozenset(n for n in self.schema.names if n in text))
+        names = frozenset(n for n in self.schema.names if n in text)
+        keep = pruning.may_match(pruning.parse_filter(filter), self._prune_stats(names),
+                                 len(self._adds))
+        if keep.false_count == 0:
+            return self._scan(names), self.files
+        # Only the files kept become DataFile objects (unless `files` was built already).
+        built = self.__dict__.get("files")
+        positions = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+        files = [built[i] if built is not None else self._data_file(self._adds[i]) for i in positions]
+        return self._scan_of(files, names), files
+
+    def _prune_stats(self, names: frozenset[str]) -> dict[str, pruning.ColumnStats]:
+        """Per-file stats arrays of the columns in `names` that vectorized pruning can use."""
+        cache = self._prune_cache
+        if names not in cache:
+            if len(cache) >= _SCAN_CACHE_SIZE:
+                cache.pop(next(iter(cache)))
+            cache[names] = prune_stats(self, sorted(names))
+        return cache[names]
+
+    @functools.cached_property
+    def _prune_cache(self) -> dict[frozenset[str], dict[str, pruning.ColumnStats]]:
+        return {}
 
     def to_pyarrow_dataset(self) -> ds.Dataset:
         """A pyarrow dataset over this snapshot, with partition columns filled in.
@@ -294,7 +330,8 @@ class Snapshot:
         filter = self.filter_expression(filter)
         if filter is not None:
             check_filter(self.schema, filter)
-        return [self.files[i] for i in self._filter_scan(filter).matching(filter)]
+        scan, files = self._filter_scan(filter)
+        return [files[i] for i in scan.matching(filter)]
 
     def _check_read(self, columns: Sequence[str] | None, filter: pc.Expression | None) -> None:
         """Refuse unknown columns and bad filters before any file is read."""
@@ -329,10 +366,10 @@ class Snapshot:
         """
         filter = self.filter_expression(filter)
         self._check_read(columns, filter)
-        if not self.files:
+        if not self.state.files:
             return self._empty(columns, filter)
         with self._reading():
-            return self._filter_scan(filter).to_table(columns=list(columns) if columns is not None else None,
+            return self._filter_scan(filter)[0].to_table(columns=list(columns) if columns is not None else None,
                                                       filter=filter)
 
     def head(self, num_rows: int, columns: Sequence[str] | None = None,
@@ -351,10 +388,10 @@ class Snapshot:
             raise InvalidArgumentError(f"num_rows must be a non-negative int, got {num_rows!r}")
         filter = self.filter_expression(filter)
         self._check_read(columns, filter)
-        if not self.files:
+        if not self.state.files:
             return self._empty(columns, filter)
         with self._reading():
-            return self._filter_scan(filter).head(num_rows, list(columns) if columns is not None else None, filter)
+            return self._filter_scan(filter)[0].head(num_rows, list(columns) if columns is not None else None, filter)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
@@ -421,6 +458,50 @@ class Snapshot:
         if not self.files:
             return pl.from_arrow(self.schema.empty_table()).lazy()  # type: ignore[union-attr]
         return pl.scan_pyarrow_dataset(self.to_pyarrow_dataset())
+
+
+def prune_stats(snapshot: Snapshot, names: Sequence[str]) -> dict[str, pruning.ColumnStats]:
+    """Stats arrays (one entry per file of `snapshot`) of the columns `names`, where usable.
+
+    Columns whose type was widened are left out: their old files' statistics are
+    of the old type.
+    """
+    schema, adds, mapping = snapshot.schema, snapshot._adds, snapshot.column_mapping
+    parts = set(snapshot.partition_columns)
+    out: dict[str, pruning.ColumnStats] = {}
+    for name in [n for n in names if n in parts]:
+        typ = schema.field(name).type
+        values = [parse_partition_value(mapping.logical_keys(a.partition_values).get(name), typ, name)
+                  for a in adds]
+        col = pruning.partition_stats(typ, values)
+        if col is not None:
+            out[name] = col
+    typed = {n: t for n in names if n not in parts and n not in snapshot._widened
+             and schema.get_field_index(n) >= 0
+             and (t := pruning.stats_type(schema.field(n).type)) is not None}
+    fast = (pruning.json_stats([a.stats for a in adds], {n: (n, t) for n, t in typed.items()})
+            if not mapping.active else None)
+    return {**out, **(fast if fast is not None else _decoded_stats(snapshot, list(typed)))}
+
+
+def _decoded_stats(snapshot: Snapshot, names: Sequence[str]) -> dict[str, pruning.ColumnStats]:
+    """`prune_stats` of data columns, decoding each file's stats JSON (any writer's quirks)."""
+    raw: dict[str, tuple[list[Any], list[Any], list[Any]]] = {n: ([], [], []) for n in names}
+    for add in snapshot._adds if names else ():
+        stats = add.parsed_stats() or {}
+        mins, maxs, nulls = (snapshot.column_mapping.logical_keys(stats.get(k) or {})
+                             for k in ("minValues", "maxValues", "nullCount"))
+        for n in names:
+            lo, hi, nc = raw[n]
+            lo.append(mins.get(n))
+            hi.append(maxs.get(n))
+            nc.append(nulls.get(n))
+    out = {}
+    for n in names:
+        col = pruning.column_stats(snapshot.schema.field(n).type, *raw[n])
+        if col is not None:
+            out[n] = col
+    return out
 
 
 def typed_partition_values(raw: Mapping[str, str | None], schema: pa.Schema,

@@ -61,6 +61,7 @@ class Table:
                  *, _log: LogReader | None = None) -> None:
         self._log = _log if _log is not None else LogReader(open_storage(uri, storage_options), storage_options)
         self._log.head  # noqa: B018 -- opening reads the latest state (TableNotFoundError)
+        self._head_snapshot: Snapshot | None = None
 
     @classmethod
     def create(
@@ -181,8 +182,15 @@ class Table:
         return self._log.refresh().version
 
     def _head(self) -> Snapshot:
-        """The snapshot of the handle's state, without probing the log."""
-        return Snapshot(self._log, self._log.head)
+        """The snapshot of the handle's state, without probing the log.
+
+        Kept while the head state is the same object (no newer commit was read), so
+        what a snapshot caches (files, scans, pruning stats) serves the next call.
+        """
+        head = self._log.head
+        if self._head_snapshot is None or self._head_snapshot.state is not head:
+            self._head_snapshot = Snapshot(self._log, head)
+        return self._head_snapshot
 
     def version_at(self, instant: dt.datetime | str) -> int:
         """The latest version committed at or before `instant`.
