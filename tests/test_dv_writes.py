@@ -17,6 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap64
 
+from deltalake import DeltaTable
+
 import lakeflow as lf
 from lakeflow.deletion_vectors import decode_bitmap_array, encode_bitmap_array
 from lakeflow.testing import assert_table_equal
@@ -67,6 +69,29 @@ def agrees_with_recomputation(t: lf.Table) -> None:
         assert d.summary.updated == changed, v
 
 
+def expected_changes(t: lf.Table, v: int) -> list[tuple[int, str, int]]:
+    """The change data feed of commit v recomputed from the rows of v - 1 and v: (id, kind, v)."""
+    before = {r["id"]: r for r in t.snapshot(version=v - 1).to_arrow().to_pylist()}
+    after = {r["id"]: r for r in t.snapshot(version=v).to_arrow().to_pylist()}
+    out = [(i, "insert", v) for i in after.keys() - before.keys()]
+    out += [(i, "delete", v) for i in before.keys() - after.keys()]
+    for i in after.keys() & before.keys():
+        if after[i] != before[i]:
+            out += [(i, "update_preimage", v), (i, "update_postimage", v)]
+    return out
+
+
+def change_keys(rows: pa.Table) -> list[tuple[int, str, int]]:
+    return list(zip(rows["id"].to_pylist(), rows["_change_type"].to_pylist(), rows["_commit_version"].to_pylist(),
+                    strict=True))
+
+
+def changes_agree(t: lf.Table) -> None:
+    """lakeflow's change feed of every commit equals its recomputation."""
+    for c in t.changes(0, t.version):
+        assert sorted(change_keys(c.rows)) == sorted(expected_changes(t, c.version)), c.version
+
+
 def test_delete_marks_rows_instead_of_rewriting(table_uri):
     t = dv_table(table_uri)
     before = {f.path for f in t.snapshot().files}
@@ -88,6 +113,7 @@ def test_delete_marks_rows_instead_of_rewriting(table_uri):
     assert [r["deletionVector"] for r in removes] == [first[changed]]
     assert sorted(t.to_arrow()["id"].to_pylist()) == [i for i in range(5, 200) if i % 10]
     agrees_with_recomputation(t)
+    changes_agree(t)
 
 
 def test_delete_with_dvs_is_read_by_deltalake_at_every_version(local_uri):
@@ -98,3 +124,38 @@ def test_delete_with_dvs_is_read_by_deltalake_at_every_version(local_uri):
     t.append(rows(range(300, 310), part="b"))
     agrees_with_deltalake(t, local_uri)
     agrees_with_recomputation(t)
+    changes_agree(t)
+
+
+def test_merge_marks_updated_and_deleted_rows_and_writes_only_new_images(table_uri):
+    t = dv_table(table_uri, key=["id"])
+    before = {f.path: f.size for f in t.snapshot().files}
+    source = pa.concat_tables([rows(range(10, 20), v=1), rows(range(150, 155), v=1, part="b"),
+                               rows(range(500, 503), v=2)])
+    result = t.merge(source, on="id")
+    snap = t.snapshot()
+    assert before.keys() <= {f.path for f in snap.files}  # the old files stay, with DVs
+    new = [f for f in snap.files if f.path not in before]
+    assert sum(f.num_records or 0 for f in new) == 18  # only the 15 new images and 3 inserts
+    assert sorted(d["cardinality"] for d in dv_files(t).values()) == [5, 10]
+    assert result is not None
+    want = {i: 0 for i in range(200)} | {i: 1 for i in [*range(10, 20), *range(150, 155)]} | {500: 2, 501: 2, 502: 2}
+    got = t.to_arrow()
+    assert dict(zip(got["id"].to_pylist(), got["v"].to_pylist(), strict=True)) == want
+    t.merge(rows(range(0, 15), v=3), on="id", when_matched="delete", when_not_matched="ignore")
+    assert sorted(t.to_arrow()["id"].to_pylist()) == [*range(15, 200), 500, 501, 502]
+    agrees_with_recomputation(t)
+    changes_agree(t)
+
+
+def test_merge_and_delete_on_dv_tables_read_by_deltalake(local_uri):
+    t = dv_table(local_uri, key=["id"], partition_by=["part"])
+    t.merge(rows(range(90, 110), v=1), on="id")
+    t.delete(among(range(95, 105)))
+    t.merge(rows(range(0, 200, 2), v=2), on="id", when_not_matched_by_source="delete")
+    t.merge(rows(range(0, 50, 4), v=5), on="id", when_matched="delete", when_not_matched="ignore")
+    agrees_with_deltalake(t, local_uri)
+    agrees_with_recomputation(t)
+    changes_agree(t)
+    cdf = pa.table(DeltaTable(local_uri).load_cdf(starting_version=1).read_all())
+    assert sorted(change_keys(cdf)) == sorted(k for v in range(1, t.version + 1) for k in expected_changes(t, v))
