@@ -188,7 +188,8 @@ def encode_bitmap_array(rows: RowIndexes) -> bytes:
     high = (rows >> np.uint64(32)).astype(np.uint32)
     keys, starts = np.unique(high, return_index=True)
     parts = [struct.pack("<IQ", _MAGIC, len(keys))]
-    for key, start, end in zip(keys.tolist(), starts.tolist(), [*starts[1:].tolist(), len(rows)], strict=True):
+    ends = [*starts[1:].tolist(), len(rows)] if len(rows) else []
+    for key, start, end in zip(keys.tolist(), starts.tolist(), ends, strict=True):
         bitmap = BitMap((rows[start:end] & np.uint64(0xFFFFFFFF)).astype(np.uint32))
         bitmap.run_optimize()
         parts.append(struct.pack("<I", key) + bitmap.serialize())

@@ -8,6 +8,7 @@ materialize the vectors.
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -159,3 +160,115 @@ def test_merge_and_delete_on_dv_tables_read_by_deltalake(local_uri):
     changes_agree(t)
     cdf = pa.table(DeltaTable(local_uri).load_cdf(starting_version=1).read_all())
     assert sorted(change_keys(cdf)) == sorted(k for v in range(1, t.version + 1) for k in expected_changes(t, v))
+
+
+def test_a_spark_table_with_dvs_is_written_by_lakeflow_and_read_by_deltalake(tmp_path):
+    import shutil
+    from pathlib import Path
+    src = Path(__file__).parent / "data" / "conformance" / "tables" / "table-with-dv-small"
+    uri = str(tmp_path / "t")
+    shutil.copytree(src, uri)
+    t = lf.Table(uri)
+    assert sorted(t.to_arrow()["value"].to_pylist()) == list(range(1, 9))
+    t.delete(pc.field("value").isin([2, 5]))  # the union with Spark's DV (rows 0 and 9)
+    assert [d["cardinality"] for d in dv_files(t).values()] == [4]
+    t.append(pa.table({"value": pa.array([42], pa.int32())}))
+    for v in range(t.version + 1):
+        assert_table_equal(t.snapshot(version=v).to_arrow(), sql_scan(uri, version=v), check_types=False)
+    assert sorted(sql_scan(uri)["value"].to_pylist()) == [1, 3, 4, 6, 7, 8, 42]
+
+
+def test_deltalake_writes_on_after_lakeflow_dvs(local_uri):
+    from deltalake import write_deltalake
+    t = dv_table(local_uri)
+    t.delete(among(range(0, 200, 3)))
+    DeltaTable(local_uri).delete("id < 50")  # deltalake rewrites the file, reading lakeflow's DV
+    write_deltalake(local_uri, rows(range(1000, 1005)), mode="append")
+    t.delete(among(range(100, 110)))
+    want = sorted(i for i in [*range(50, 200), *range(1000, 1005)] if (i % 3 or i >= 1000) and not 100 <= i < 110)
+    assert sorted(t.to_arrow()["id"].to_pylist()) == want
+    agrees_with_deltalake(t, local_uri)
+
+
+def test_enabling_deletion_vectors_keeps_the_features(table_uri):
+    t = lf.Table.create(table_uri, SCHEMA, properties={"delta.constraints.positive": "v >= 0"})
+    t.append(rows(range(10)))
+    t.delete(among([1]))  # copy-on-write: no DV yet
+    assert not dv_files(t)
+    t.set_properties(DV_ON)
+    p = t.snapshot().protocol
+    assert (p.min_reader_version, p.min_writer_version) == (3, 7)
+    assert list(p.reader_features or ()) == ["deletionVectors"]
+    assert {"appendOnly", "invariants", "checkConstraints", "changeDataFeed", "deletionVectors"} <= set(
+        p.writer_features or ())
+    t.delete(among([2]))
+    assert [d["cardinality"] for d in dv_files(t).values()] == [1]
+    with pytest.raises(lf.ConstraintViolationError):
+        t.append(rows([99], v=-1))
+    # Turned off again: writes go back to copy-on-write, the existing DV stays readable.
+    t.set_properties({"delta.enableDeletionVectors": "false"})
+    t.delete(among([3]))
+    assert not dv_files(t) and sorted(t.to_arrow()["id"].to_pylist()) == [0, 4, 5, 6, 7, 8, 9]
+    changes_agree(t)
+
+
+def test_compact_and_purge_materialize_deletion_vectors(table_uri):
+    t = dv_table(table_uri)
+    t.delete(among(range(0, 200, 2)))
+    want = sorted(t.to_arrow()["id"].to_pylist())
+    big = t.compact(target_file_size=1)  # every file is "large": only files with a DV are rewritten
+    assert (big.files_removed, big.files_added) == (2, 2) and not dv_files(t)
+    assert sorted(t.to_arrow()["id"].to_pylist()) == want
+    assert t.compact(target_file_size=1).version is None
+    t.delete(among(range(1, 50, 2)))
+    assert t.purge().files_removed == 1 and not dv_files(t)
+    assert t.purge().version is None
+    assert sorted(t.to_arrow()["id"].to_pylist()) == [i for i in want if i >= 50]
+    assert t.diff(t.version - 1, t.version).summary.inserted == 0  # no data change
+    agrees_with_recomputation(t)
+
+
+def test_vacuum_keeps_live_dv_files_and_deletes_replaced_ones(table_uri):
+    t = dv_table(table_uri)
+    t.delete(among(range(0, 200, 2)))
+    first = {f for f in stored_files(table_uri) if f.startswith("deletion_vector_")}
+    t.delete(among(range(1, 20, 2)))  # a's DV grows: a new DV file; b's stays in the first one
+    live = {f.deletion_vector.file_path for f in t.snapshot().files if f.deletion_vector}
+    assert len(first) == 1 and len(live) == 2 and first < live | first
+    done = t.vacuum(retention=dt.timedelta(0), enforce_retention=False)
+    assert not any(f.startswith("deletion_vector_") for f in done.files)  # the first file is still b's
+    assert sorted(t.to_arrow()["id"].to_pylist()) == [i for i in range(21, 200, 2)]
+    t.delete(among(range(101, 120, 2)))  # b's DV replaced: now nothing uses the first file
+    time.sleep(0.05)  # fast commits get timestamps up to a few ms ahead of the clock
+    done = t.vacuum(retention=dt.timedelta(0), enforce_retention=False)
+    assert {f for f in done.files if f.startswith("deletion_vector_")} == first
+    # Within the retention window the replaced DV file stays for time travel.
+    t.delete(among(range(21, 30, 2)))
+    assert not t.vacuum(retention=dt.timedelta(hours=1), enforce_retention=False).files
+    assert sorted(t.snapshot(version=t.version - 1).to_arrow()["id"].to_pylist()) == [
+        i for i in range(21, 200, 2) if not 101 <= i < 120]
+    assert sorted(t.to_arrow()["id"].to_pylist()) == [i for i in range(31, 200, 2) if not 101 <= i < 120]
+
+
+def test_checkpoints_carry_the_deletion_vectors(table_uri):
+    t = dv_table(table_uri)
+    t.delete(among(range(0, 200, 5)))
+    t.checkpoint()
+    fresh = lf.Table(table_uri)
+    assert dv_files(fresh) == dv_files(t) and len(dv_files(t)) == 2
+    assert sorted(fresh.to_arrow()["id"].to_pylist()) == [i for i in range(200) if i % 5]
+    fresh.delete(among([1, 101]))
+    assert sorted(d["cardinality"] for d in dv_files(lf.Table(table_uri)).values()) == [21, 21]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 70_000), st.integers(0, 2**40), st.integers(2**32 - 5, 2**32 + 5)),
+                max_size=300),
+       st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2**16 - 1), st.integers(1, 5000)), max_size=3))
+def test_bitmap_serialization_round_trips(values, runs):
+    for high, start, length in runs:  # dense stretches: bitmap and run containers
+        values = [*values, *range((high << 32) + start, (high << 32) + start + length)]
+    rows = np.unique(np.array(values, dtype=np.uint64))
+    data = encode_bitmap_array(rows)
+    assert decode_bitmap_array(data).tolist() == rows.tolist()
+    assert BitMap64.deserialize(data[4:]) == BitMap64(rows.tolist())  # pyroaring reads it (after the magic)

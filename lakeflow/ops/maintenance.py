@@ -44,6 +44,7 @@ from lakeflow.write import CHANGE_DATA_DIR, write_data_files
 # them: no write holds its temp file this long, so an older one belongs to a dead writer.
 _TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 TEMP_FILE_GRACE = dt.timedelta(hours=1)
+_DV_RE = re.compile(r"^deletion_vector_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.bin$")
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,26 @@ def _dv_files(descriptor: Mapping[str, Any] | None, where: str) -> tuple[str, ..
     return (dv.file_path,) if dv.storage_type == "u" else ()
 
 
+def _dv_removal_times(snapshot: Snapshot, listing: LogListing, paths: set[str]) -> dict[str, int]:
+    """When the DV files `paths` left the table: the latest `deletionTimestamp` of a remove naming each.
+
+    A DV file replaced by a newer DV of the same data file is in no tombstone of
+    the state (the data file is live), so only the commits that removed it say
+    when; one the log no longer holds leaves its file to its mtime.
+    """
+    times: dict[str, int] = {}
+    for v in sorted(listing.commits):
+        try:
+            actions = read_commit(snapshot.storage, v)
+        except FileNotFoundError:
+            continue
+        for a in actions:
+            for path in _dv_files(a.deletion_vector, f"commit {v}") if isinstance(a, Remove) else ():
+                if path in paths:
+                    times[path] = max(times.get(path, 0), a.deletion_timestamp or 0)
+    return times
+
+
 def _listed_files(storage: Storage) -> list[tuple[str, int, int | None]]:
     """(path, size, mtime ms) of every file vacuum may consider: data and temp files.
 
@@ -245,9 +266,14 @@ def vacuum(snapshot: Snapshot, retention: dt.timedelta = dt.timedelta(days=7), d
     active = {f.path for f in snapshot.files}
     active |= {f.deletion_vector.file_path for f in snapshot.files
                if f.deletion_vector is not None and f.deletion_vector.storage_type == "u"}
-    tombstones = _deletion_times(snapshot, list_log(snapshot.storage), cutoff)
+    listing, listed = list_log(snapshot.storage), _listed_files(snapshot.storage)
+    tombstones = _deletion_times(snapshot, listing, cutoff)
+    replaced = {rel for rel, _, _ in listed if _DV_RE.match(rel.rsplit("/", 1)[-1]) and rel not in active
+                and rel not in tombstones}
+    if replaced:
+        tombstones.update(_dv_removal_times(snapshot, listing, replaced))
     doomed: list[tuple[str, int]] = []
-    for rel, size, mtime in _listed_files(snapshot.storage):
+    for rel, size, mtime in listed:
         if rel in active:
             continue
         if _TEMP_RE.match(rel.rsplit("/", 1)[-1]):
