@@ -14,11 +14,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from deltalake import DeltaTable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap64
-
-from deltalake import DeltaTable
 
 import lakeflow as lf
 from lakeflow.deletion_vectors import decode_bitmap_array, encode_bitmap_array
@@ -272,3 +271,37 @@ def test_bitmap_serialization_round_trips(values, runs):
     data = encode_bitmap_array(rows)
     assert decode_bitmap_array(data).tolist() == rows.tolist()
     assert BitMap64.deserialize(data[4:]) == BitMap64(rows.tolist())  # pyroaring reads it (after the magic)
+
+
+def grouped(t: lf.Table, version: int | None = None) -> dict[str, tuple[int, int]]:
+    """The view recomputed from scratch: part -> (sum of v, row count)."""
+    out: dict[str, tuple[int, int]] = {}
+    for r in t.snapshot(version=version).to_arrow().to_pylist():
+        total, n = out.get(r["part"], (0, 0))
+        out[r["part"]] = (total + r["v"], n + 1)
+    return out
+
+
+def test_a_view_over_a_dv_table_refreshes_by_marking_its_own_rows(table_uri, tmp_path):
+    source = lf.Table.create(table_uri, SCHEMA, key=["id"], properties=DV_ON)
+    source.append(pa.concat_tables([rows(range(i * 10, i * 10 + 10), v=i, part=f"p{i}") for i in range(30)]))
+    view = lf.View.create(str(tmp_path / "view"), source, group_by=["part"],
+                          aggregates={"total": ("v", "sum"), "n": "count"})
+    view.table.set_properties(DV_ON)
+    view.refresh()
+    steps = [lambda: source.delete(among(range(0, 300, 7))),
+             lambda: source.merge(rows(range(50, 60), v=100, part="p5"), on="id"),
+             lambda: source.merge(rows([3, 4], v=9, part="p0"), on="id", when_matched="delete",
+                                  when_not_matched="ignore")]
+    for step in steps:
+        step()
+        view.refresh()
+        got = {r["part"]: (r["total"], r["n"]) for r in view.snapshot().to_pylist()}
+        assert got == grouped(source)
+        assert view.source_version == source.version
+    assert dv_files(source) and dv_files(view.table)  # both sides merge-on-read
+    last = view.table.history(limit=1)[0]
+    assert last.operation == "VIEW REFRESH" and last.metrics.get("numRewrittenFiles") == 1
+    for v in range(source.version + 1):
+        got = {r["part"]: (r["total"], r["n"]) for r in view.snapshot(source_version=v).to_pylist()}
+        assert got == grouped(source, v)

@@ -111,7 +111,8 @@ def _find(snap: Snapshot, where: pc.Expression) -> _Found:
 def _matching(rows: pa.Table, where: pc.Expression) -> IndexArray:
     """The positions of the rows `where` is true for (null counts as false)."""
     at = rows.append_column(_POSITION, pa.array(np.arange(rows.num_rows, dtype=np.int64))).filter(where)
-    return at.column(_POSITION).to_numpy().astype(np.int64)
+    positions: IndexArray = at.column(_POSITION).to_numpy().astype(np.int64)
+    return positions
 
 
 _POSITION = "__lakeflow_position"

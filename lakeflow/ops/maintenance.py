@@ -12,8 +12,8 @@ import re
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -201,10 +201,10 @@ def _dv_removal_times(snapshot: Snapshot, listing: LogListing, paths: set[str]) 
             actions = read_commit(snapshot.storage, v)
         except FileNotFoundError:
             continue
-        for a in actions:
-            for path in _dv_files(a.deletion_vector, f"commit {v}") if isinstance(a, Remove) else ():
+        for r in (a for a in actions if isinstance(a, Remove)):
+            for path in _dv_files(r.deletion_vector, f"commit {v}"):
                 if path in paths:
-                    times[path] = max(times.get(path, 0), a.deletion_timestamp or 0)
+                    times[path] = max(times.get(path, 0), r.deletion_timestamp or 0)
     return times
 
 
