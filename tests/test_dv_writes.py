@@ -8,7 +8,9 @@ materialize the vectors.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +20,7 @@ from deltalake import DeltaTable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap64
+from test_reader_features import WRITES
 
 import lakeflow as lf
 from lakeflow.deletion_vectors import decode_bitmap_array, encode_bitmap_array
@@ -27,6 +30,7 @@ from helpers import commit_actions, sql_scan, stored_files
 
 SCHEMA = pa.schema([("id", pa.int64()), ("v", pa.int64()), ("part", pa.string())])
 DV_ON = {"delta.enableDeletionVectors": "true"}
+CORPUS_DV = Path(__file__).parent / "data" / "conformance" / "tables" / "table-with-dv-small"  # Spark wrote it
 
 
 def rows(ids: range | list[int], v: int = 0, part: str = "a") -> pa.Table:
@@ -162,11 +166,8 @@ def test_merge_and_delete_on_dv_tables_read_by_deltalake(local_uri):
 
 
 def test_a_spark_table_with_dvs_is_written_by_lakeflow_and_read_by_deltalake(tmp_path):
-    import shutil
-    from pathlib import Path
-    src = Path(__file__).parent / "data" / "conformance" / "tables" / "table-with-dv-small"
     uri = str(tmp_path / "t")
-    shutil.copytree(src, uri)
+    shutil.copytree(CORPUS_DV, uri)
     t = lf.Table(uri)
     assert sorted(t.to_arrow()["value"].to_pylist()) == list(range(1, 9))
     t.delete(pc.field("value").isin([2, 5]))  # the union with Spark's DV (rows 0 and 9)
@@ -175,6 +176,15 @@ def test_a_spark_table_with_dvs_is_written_by_lakeflow_and_read_by_deltalake(tmp
     for v in range(t.version + 1):
         assert_table_equal(t.snapshot(version=v).to_arrow(), sql_scan(uri, version=v), check_types=False)
     assert sorted(sql_scan(uri)["value"].to_pylist()) == [1, 3, 4, 6, 7, 8, 42]
+
+
+@pytest.mark.parametrize("write", sorted(WRITES))
+def test_every_write_works_on_a_spark_dv_table(tmp_path, write):
+    uri = str(tmp_path / "t")
+    shutil.copytree(CORPUS_DV, uri)
+    WRITES[write](lf.Table(uri))
+    t = lf.Table(uri)
+    assert_table_equal(t.to_arrow(), sql_scan(uri), check_types=False)
 
 
 def test_deltalake_writes_on_after_lakeflow_dvs(local_uri):

@@ -135,9 +135,10 @@ def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
     tx.remove(*removed).add(*written.adds, *written.marked, *written.cdcs)
     tx.read([f.add.path for f in found.candidates], lambda add: _may_hold(snap, add, where))
     tx.info({"numDeletedRows": found.count, "numRemovedFiles": len(removed),
-             "numAddedFiles": len(written.adds), "numDeletionVectorsAdded": len(written.marked),
+             "numAddedFiles": len(written.adds),
              "numCopiedRows": 0 if dv else sum(rows.num_rows for _, rows, _ in found.kept),
-             "numAddedChangeFiles": len(written.cdcs)}, **info)
+             "numAddedChangeFiles": len(written.cdcs),
+             **({"numDeletionVectorsAdded": len(written.marked)} if dv else {})}, **info)
     written.commit(tx)
     return found.count
 

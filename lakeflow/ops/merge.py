@@ -636,8 +636,8 @@ def _write_and_commit(snap: Snapshot, m: _Match, judged: _Judged, plan: _Plan, a
         "numTargetFilesAfterSkipping": len(m.target.files),
         "numTargetFilesRemoved": len(plan.touched),
         "numTargetFilesAdded": len(written.adds),
-        "numTargetDeletionVectorsAdded": len(written.marked),
         "numTargetChangeFilesAdded": len(written.cdcs),
+        **({"numTargetDeletionVectorsAdded": len(written.marked)} if plan.marks else {}),
     }, **(clock.commit_info(judged.late_rows, judged.windows) if clock is not None else {}))
     return written.commit(tx)
 
