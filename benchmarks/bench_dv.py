@@ -32,28 +32,35 @@ def rows(start: int, n: int, groups: int, seed: int) -> pa.Table:
                      "amount": rng.random(n)})
 
 
-def bench_delete(root: Path, n: int, files: int) -> dict[str, float]:
+def bench_delete(root: Path, n: int, files: int, repeat: int = 3) -> dict[str, float]:
+    """The fastest of `repeat` deletes (different rows each time), each way."""
     per_file = n // files
-    doomed = [i * per_file + 7 for i in range(files)]
-    where = pc.field("id").isin(pa.array(doomed, pa.int64()))
-    out = {}
+
+    def doomed(k: int) -> list[int]:
+        return [i * per_file + 7 + k for i in range(files)]
+
+    tables = {}
     for name, props in (("dv", DV_ON), ("copy-on-write", {})):
-        t = lf.Table.create(str(root / name), rows(0, 1, 10, 0).schema, properties=props)
+        tables[name] = lf.Table.create(str(root / name), rows(0, 1, 10, 0).schema, properties=props)
         for i in range(files):
-            t.append(rows(i * per_file, per_file, 1000, i))
-        start = time.perf_counter()
-        assert t.delete(where) == files
-        out[name] = time.perf_counter() - start
+            tables[name].append(rows(i * per_file, per_file, 1000, i))
     peer = str(root / "deltalake")
     for i in range(files):
         write_deltalake(peer, rows(i * per_file, per_file, 1000, i), mode="append")
-    start = time.perf_counter()
-    DeltaTable(peer).delete(f"id IN ({', '.join(map(str, doomed))})")
-    out["deltalake"] = time.perf_counter() - start
+    out: dict[str, float] = {}
+    for k in range(repeat):  # the ways alternate, so machine load hits each alike
+        for name, t in tables.items():
+            start = time.perf_counter()
+            assert t.delete(pc.field("id").isin(pa.array(doomed(k), pa.int64()))) == files
+            out[name] = min(out.get(name, float("inf")), time.perf_counter() - start)
+        start = time.perf_counter()
+        DeltaTable(peer).delete(f"id IN ({', '.join(map(str, doomed(k)))})")
+        out["deltalake"] = min(out.get("deltalake", float("inf")), time.perf_counter() - start)
     return out
 
 
-def bench_view(root: Path, n: int, groups: int, append: int) -> dict[str, float]:
+def bench_view(root: Path, n: int, groups: int, append: int, repeat: int = 3) -> dict[str, float]:
+    """The fastest of `repeat` refreshes after an `append`-row append, each way."""
     source = lf.Table.create(str(root / "source"), rows(0, 1, groups, 0).schema, key=["id"])
     source.append(rows(0, n, groups, 1))
     views = {}
@@ -64,12 +71,13 @@ def bench_view(root: Path, n: int, groups: int, append: int) -> dict[str, float]
             view.table.set_properties(props)
         view.refresh()
         views[name] = view
-    source.append(rows(n, append, groups, 2))
-    out = {}
-    for name, view in views.items():
-        start = time.perf_counter()
-        view.refresh()
-        out[name] = time.perf_counter() - start
+    out: dict[str, float] = {}
+    for k in range(repeat):
+        source.append(rows(n + k * append, append, groups, 2 + k))
+        for name, view in views.items():
+            start = time.perf_counter()
+            view.refresh()
+            out[name] = min(out.get(name, float("inf")), time.perf_counter() - start)
     a, b = (views[k].snapshot().sort_by("account") for k in ("dv", "copy-on-write"))
     assert a.equals(b)
     return out

@@ -19,7 +19,9 @@ import pytest
 from deltalake import DeltaTable
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import rule
 from pyroaring import BitMap64
+from test_model import TableModel
 from test_reader_features import WRITES
 
 import lakeflow as lf
@@ -315,3 +317,27 @@ def test_a_view_over_a_dv_table_refreshes_by_marking_its_own_rows(table_uri, tmp
     for v in range(source.version + 1):
         got = {r["part"]: (r["total"], r["n"]) for r in view.snapshot(source_version=v).to_pylist()}
         assert got == grouped(source, v)
+
+
+class DVTableModel(TableModel):
+    """The table model (tests/test_model.py) on a table with deletion vectors, plus purge and compact."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table.set_properties(DV_ON)
+        self.settle(self.current)
+
+    @rule()
+    def purge(self) -> None:
+        self.table.purge()
+        assert not dv_files(self.table)
+        self.settle(self.current)
+
+    @rule()
+    def compact(self) -> None:
+        self.table.compact()
+        self.settle(self.current)
+
+
+DVTableModel.TestCase.settings = settings(max_examples=60, stateful_step_count=8, deadline=None)
+test_dv_table_model = DVTableModel.TestCase

@@ -53,7 +53,7 @@ class _Found:
     Attributes:
         candidates: the files the predicate may match (the commit's read set).
         removed: files all of whose rows are deleted.
-        kept: files deleted in part, each with the rows it keeps and the positions it deletes.
+        kept: files deleted in part, each with its rows (as read) and the positions deleted.
         gone: the deleted rows read (whole files are read only when needed).
         count: how many rows are deleted.
         cdc: whether the commit writes change data files.
@@ -94,9 +94,7 @@ def _find(snap: Snapshot, where: pc.Expression) -> _Found:
         if hit.num_rows == rows.num_rows:
             removed.append(f)
         elif hit.num_rows:
-            keep = np.ones(rows.num_rows, dtype=bool)
-            keep[at] = False
-            kept.append((f, rows.filter(pa.array(keep)), at))
+            kept.append((f, rows, at))
         if hit.num_rows:
             gone.append(hit)
     cdc = writes_change_data(snap) and bool(kept)
@@ -118,12 +116,19 @@ def _matching(rows: pa.Table, where: pc.Expression) -> IndexArray:
 _POSITION = "__lakeflow_position"
 
 
+def _without(rows: pa.Table, at: IndexArray) -> pa.Table:
+    """`rows` less those at positions `at`."""
+    keep = np.ones(rows.num_rows, dtype=bool)
+    keep[at] = False
+    return rows.filter(pa.array(keep))
+
+
 def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
     found = _find(snap, where)
     if found.count == 0:
         return 0
     dv = uses_deletion_vectors(snap)
-    written = Written.of(snap, [] if dv else [rows for _, rows, _ in found.kept],
+    written = Written.of(snap, [] if dv else [_without(rows, at) for _, rows, at in found.kept],
                          change_rows(snap.schema, [(found.gone, "delete")]) if found.cdc else None,
                          [(f, at) for f, _, at in found.kept] if dv else ())
     info: dict[str, Any] = {}
@@ -136,7 +141,7 @@ def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
     tx.read([f.add.path for f in found.candidates], lambda add: _may_hold(snap, add, where))
     tx.info({"numDeletedRows": found.count, "numRemovedFiles": len(removed),
              "numAddedFiles": len(written.adds),
-             "numCopiedRows": 0 if dv else sum(rows.num_rows for _, rows, _ in found.kept),
+             "numCopiedRows": 0 if dv else sum(rows.num_rows - len(at) for _, rows, at in found.kept),
              "numAddedChangeFiles": len(written.cdcs),
              **({"numDeletionVectorsAdded": len(written.marked)} if dv else {})}, **info)
     written.commit(tx)

@@ -75,7 +75,8 @@ def mark_rows(snap: Snapshot, marks: Sequence[tuple[DataFile, IndexArray]]) -> t
     for f, logical in marks:
         deleted = f.deletion_vector.read(snap.storage) if f.deletion_vector else np.empty(0, np.uint64)
         union = np.union1d(deleted, physical_rows(deleted, logical))
-        if f.add.num_records() is None or len(union) < (f.add.num_records() or 0):
+        total = f.add.num_records()
+        if total is None or len(union) < total:
             unions.append(union)
             files.append(f)
     if not unions:
