@@ -26,7 +26,7 @@ from test_reader_features import WRITES
 
 import lakeflow as lf
 from lakeflow.deletion_vectors import decode_bitmap_array, encode_bitmap_array
-from lakeflow.testing import assert_table_equal
+from lakeflow.testing import assert_table_equal, commit_after
 
 from helpers import commit_actions, sql_scan, stored_files
 
@@ -341,3 +341,16 @@ class DVTableModel(TableModel):
 
 DVTableModel.TestCase.settings = settings(max_examples=60, stateful_step_count=8, deadline=None)
 test_dv_table_model = DVTableModel.TestCase
+
+
+def test_concurrent_dv_deletes_of_one_file_conflict_or_retry_and_keep_both(table_uri):
+    t = dv_table(table_uri)
+    other = lf.Table(table_uri)
+    commit_after(t, lambda: other.delete(among([1, 2])))
+    with pytest.raises(lf.CommitConflictError):
+        t.delete(among([3]))
+    commit_after(t, lambda: other.delete(among([4])))
+    t.delete(among([5]), retries=2)
+    assert sorted(lf.Table(table_uri).to_arrow()["id"].to_pylist()) == [0, 3, *range(6, 200)]
+    assert [d["cardinality"] for d in dv_files(lf.Table(table_uri)).values()] == [4]
+    assert len({f for f in stored_files(table_uri) if f.startswith("deletion_vector_")}) == 3  # the loser's went
