@@ -354,3 +354,29 @@ def test_concurrent_dv_deletes_of_one_file_conflict_or_retry_and_keep_both(table
     assert sorted(lf.Table(table_uri).to_arrow()["id"].to_pylist()) == [0, 3, *range(6, 200)]
     assert [d["cardinality"] for d in dv_files(lf.Table(table_uri)).values()] == [4]
     assert len({f for f in stored_files(table_uri) if f.startswith("deletion_vector_")}) == 3  # the loser's went
+
+
+def _engine_dv_table(uri: str) -> lf.Table:
+    t = dv_table(uri, key=["id"], partition_by=["part"])
+    t.merge(rows(range(90, 110), v=1), on="id")
+    t.delete(among(range(0, 200, 7)))
+    return t
+
+
+@pytest.mark.parametrize("source", ["lakeflow", "spark"])
+def test_other_engines_on_dv_tables(tmp_path, source):
+    """DuckDB's delta extension reads deletion vectors; dask-deltatable ignores them (it returns the
+    deleted rows) and DataFusion with deltalake's table provider fails, on Spark's DV tables as on
+    lakeflow's (docs/compatibility.md)."""
+    from test_engines import read_dask, read_datafusion, read_duckdb
+    uri = str(tmp_path / "t")
+    if source == "spark":
+        shutil.copytree(CORPUS_DV, uri)
+    else:
+        _engine_dv_table(uri)
+    ours = lf.Table(uri).to_arrow()
+    assert_table_equal(read_duckdb(uri, None, {}).select(ours.column_names).cast(ours.schema), ours)
+    physical = sum(f.add.num_records() or 0 for f in lf.Table(uri).snapshot().files)
+    assert read_dask(uri, None, {}).num_rows == physical > ours.num_rows
+    with pytest.raises(Exception, match="deletion vector"):
+        read_datafusion(uri, None, {})
