@@ -380,3 +380,19 @@ def test_other_engines_on_dv_tables(tmp_path, source):
     assert read_dask(uri, None, {}).num_rows == physical > ours.num_rows
     with pytest.raises(Exception, match="deletion vector"):
         read_datafusion(uri, None, {})
+
+
+def test_restore_brings_back_the_deletion_vector_of_a_version(table_uri):
+    t = dv_table(table_uri)
+    t.delete(among(range(0, 200, 2)))
+    v = t.version
+    t.delete(among(range(1, 200, 4)))
+    t.restore(version=v)
+    assert sorted(t.to_arrow()["id"].to_pylist()) == list(range(1, 200, 2))
+    agrees_with_recomputation(t)
+    t.delete(among(range(3, 200, 4)))  # the data files stay; version v's DV file is replaced
+    time.sleep(0.05)
+    gone = t.vacuum(retention=dt.timedelta(0), enforce_retention=False).files
+    assert any(f.startswith("deletion_vector_") for f in gone)
+    with pytest.raises(lf.VacuumedDataError, match="deletion_vector_"):
+        t.restore(version=v)
