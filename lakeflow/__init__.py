@@ -25,6 +25,7 @@ from lakeflow.errors import (
 from lakeflow.factory import DeclarationError, Project, SqlAssetError
 from lakeflow.ops.maintenance import CompactResult, VacuumResult
 from lakeflow.ops.merge import MergeResult
+from lakeflow.ops.staged import StagedFiles, write_files
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.table import Commit, Table
 from lakeflow.transaction import CommitResult, Transaction
@@ -56,6 +57,7 @@ __all__ = [
     "SchemaMismatchError",
     "Snapshot",
     "SqlAssetError",
+    "StagedFiles",
     "StorageError",
     "Table",
     "TableExistsError",
@@ -68,4 +70,5 @@ __all__ = [
     "View",
     "__version__",
     "variant_to_json",
+    "write_files",
 ]

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import pyarrow as pa
 
+from lakeflow.civil import civil_from_days, days_from_civil
 from lakeflow.errors import CorruptLogError, SchemaMismatchError
 
 HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
@@ -36,14 +37,6 @@ _ONE_MS = dt.timedelta(milliseconds=1)
 _MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
-def _days_from_civil(year: int, month: int, day: int) -> int:
-    """Days from 1970-01-01 to a proleptic Gregorian date of any year (H. Hinnant's algorithm)."""
-    y = year - (month <= 2)
-    era = y // 400
-    year_of_era = y - era * 400
-    day_of_year = (153 * ((month + 9) % 12) + 2) // 5 + day - 1  # counted from March 1st
-    return era * 146_097 + year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year - 719_468
-
 
 def epoch_value(text: str, typ: pa.DataType) -> int:
     """Days (a date type) or microseconds (a timestamp type) since the epoch, for any year.
@@ -62,7 +55,7 @@ def epoch_value(text: str, typ: pa.DataType) -> int:
     leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
     if not (1 <= month <= 12 and 1 <= day <= _MONTH_DAYS[month - 1] - (month == 2 and not leap)):
         raise ValueError(f"{text!r} is not a calendar date")
-    days = _days_from_civil(year, month, day)
+    days = days_from_civil(year, month, day)
     if pa.types.is_date(typ):
         return days
     hour, minute, second = int(m[4] or 0), int(m[5] or 0), int(m[6] or 0)
@@ -205,19 +198,6 @@ def serialize_partition_value(value: Any, column: str) -> str | None:
     return str(value)
 
 
-def _civil_from_days(days: int) -> tuple[int, int, int]:
-    """The proleptic Gregorian (year, month, day) `days` after 1970-01-01 (inverse of `_days_from_civil`)."""
-    z = days + 719_468
-    era = z // 146_097
-    day_of_era = z - era * 146_097
-    year_of_era = (day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096) // 365
-    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
-    month_from_march = (5 * day_of_year + 2) // 153
-    day = day_of_year - (153 * month_from_march + 2) // 5 + 1
-    month = month_from_march + 3 if month_from_march < 10 else month_from_march - 9
-    return year_of_era + era * 400 + (month <= 2), month, day
-
-
 def _serialize_temporal(value: pa.Scalar) -> str:
     """An Arrow date or timestamp of any year as Spark writes it ("-9999-01-01", "+10000-...")."""
     if pa.types.is_date(value.type):
@@ -225,7 +205,7 @@ def _serialize_temporal(value: pa.Scalar) -> str:
     else:  # in UTC when zoned, like datetimes above
         days, micros = divmod(value.cast(pa.timestamp("us", value.type.tz)).cast(pa.int64()).as_py(),
                               86_400_000_000)
-    year, month, day = _civil_from_days(days)
+    year, month, day = civil_from_days(days)
     text = f"{year:04d}" if 0 <= year <= 9999 else f"{year:+05d}"
     text += f"-{month:02d}-{day:02d}"
     if micros is None:

@@ -47,7 +47,7 @@ from lakeflow.log import TableState, check_data_path, check_readable, check_sche
 from lakeflow.log_reader import LogReader, from_ms
 from lakeflow.partitions import parse_partition_value, temporal_bounds
 from lakeflow.schema import delta_to_arrow, widened_from
-from lakeflow.storage import Storage
+from lakeflow.storage import Storage, open_storage
 from lakeflow.variant import check_unshredded, has_variant
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 _SCAN_CACHE_SIZE = 8
 _DATASET_BOUNDS_COLUMNS = 32  # Delta's default delta.dataSkippingNumIndexedCols
 _HEAD_BATCH_ROWS = 64 * 1024  # a peek (`head`) reads a file this many rows at a time
+SCAN_TASK_BYTES = 128 * 1024 * 1024  # data files grouped into one distributed read task
 
 PARQUET_FORMAT = ds.ParquetFileFormat(
     read_options=ds.ParquetReadOptions(coerce_int96_timestamp_unit="us")
@@ -268,13 +269,29 @@ class Snapshot:
         # bounds on the first columns, as many as Delta collects statistics for by default.
         return self._scan(frozenset(self.schema.names[:_DATASET_BOUNDS_COLUMNS])).to_dataset()
 
-    def files_matching(self, filter: pc.Expression | None) -> list[DataFile]:
+    def filter_expression(self, filter: pc.Expression | str | None) -> pc.Expression | None:
+        """`filter` as a pyarrow expression.
+
+        A SQL string (`"amount < 0 AND day = '2024-05-01'"`) is parsed by
+        `lakeflow.sql.predicate` against this snapshot's schema.
+
+        Raises:
+            InvalidArgumentError: the SQL does not parse, or names an unknown column.
+        """
+        if not isinstance(filter, str):
+            return filter
+        from lakeflow.sql import predicate  # sqlglot loads only when SQL is given
+
+        return predicate(filter, self.schema)
+
+    def files_matching(self, filter: pc.Expression | str | None) -> list[DataFile]:
         """The files a scan with `filter` must read (after partition and stats pruning).
 
         Raises:
             SchemaMismatchError: `filter` names an unknown column.
             InvalidArgumentError: `filter` does not fit the column types.
         """
+        filter = self.filter_expression(filter)
         if filter is not None:
             check_filter(self.schema, filter)
         return [self.files[i] for i in self._filter_scan(filter).matching(filter)]
@@ -297,19 +314,20 @@ class Snapshot:
         return table.select(list(columns)) if columns is not None else table
 
     def to_arrow(self, columns: Sequence[str] | None = None,
-                 filter: pc.Expression | None = None) -> pa.Table:
+                 filter: pc.Expression | str | None = None) -> pa.Table:
         """Read the rows of this snapshot.
 
         Args:
             columns: columns to return (default: all, in table order).
-            filter: a `pyarrow.compute` expression; partitions and files whose
-                statistics rule it out are not read.
+            filter: a `pyarrow.compute` expression or a SQL predicate string;
+                partitions and files whose statistics rule it out are not read.
 
         Raises:
             SchemaMismatchError: a requested column does not exist.
-            InvalidArgumentError: `filter` is not a pyarrow expression.
+            InvalidArgumentError: `filter` is not a pyarrow expression or valid SQL.
             StorageError: the store failed while reading a data file.
         """
+        filter = self.filter_expression(filter)
         self._check_read(columns, filter)
         if not self.files:
             return self._empty(columns, filter)
@@ -318,7 +336,7 @@ class Snapshot:
                                                       filter=filter)
 
     def head(self, num_rows: int, columns: Sequence[str] | None = None,
-             filter: pc.Expression | None = None) -> pa.Table:
+             filter: pc.Expression | str | None = None) -> pa.Table:
         """The first `num_rows` rows (in file order) where `filter` holds, reading no further.
 
         Only `columns` (and what `filter` needs) are read, and files are read
@@ -331,6 +349,7 @@ class Snapshot:
         """
         if isinstance(num_rows, bool) or not isinstance(num_rows, int) or num_rows < 0:
             raise InvalidArgumentError(f"num_rows must be a non-negative int, got {num_rows!r}")
+        filter = self.filter_expression(filter)
         self._check_read(columns, filter)
         if not self.files:
             return self._empty(columns, filter)
@@ -345,6 +364,34 @@ class Snapshot:
             raise StorageError(
                 f"cannot read the data files of {self.storage.uri} at version {self.version}: {e}"
             ) from e
+
+    def scan_tasks(self, filter: pc.Expression | str | None = None, columns: Sequence[str] | None = None,
+                   target_bytes: int = SCAN_TASK_BYTES) -> list[ScanTask]:
+        """The files a scan with `filter` reads, in groups of about `target_bytes`, to read elsewhere.
+
+        Each `ScanTask` is a picklable description (URI, storage options, schema,
+        files with their partition values and deletion vectors, column mapping):
+        a worker reads it with `ScanTask.to_table`, never reading the log. Files
+        are grouped in path order, so a group mostly holds one partition.
+
+        Raises:
+            SchemaMismatchError: `columns` or `filter` names an unknown column.
+            InvalidArgumentError: `filter` does not fit the column types.
+        """
+        filter = self.filter_expression(filter)
+        self._check_read(columns, filter)
+        groups: list[list[DataFile]] = []
+        size = target_bytes
+        for f in self.files_matching(filter):
+            if size >= target_bytes:
+                groups.append([])
+                size = 0
+            groups[-1].append(f)
+            size += f.size
+        return [ScanTask(self.storage.uri, self.log.storage_options, self.schema,
+                         tuple(ScanFile(f.path, f.partition_values, rows=f.deletion_vector) for f in group),
+                         self.column_mapping)
+                for group in groups]
 
     def read_files(self, files: Sequence[DataFile], columns: Sequence[str] | None = None) -> list[pa.Table]:
         """The rows of each of `files` (partition columns filled in, deleted rows left out).
@@ -614,6 +661,36 @@ class Scan:
         # Drop the file's key-value metadata (replacing it on a table without columns
         # would lose the row count).
         return out.replace_schema_metadata() if out.num_columns else out
+
+
+@dataclass(frozen=True)
+class ScanTask:
+    """A group of a snapshot's files to read in another process (see `Snapshot.scan_tasks`).
+
+    Picklable, and holds no log: the worker opens the store from `uri` and
+    `storage_options` and reads through the snapshot scan path (partition
+    values, deletion vectors, column mapping).
+    """
+
+    uri: str
+    storage_options: Mapping[str, Any] | None
+    schema: pa.Schema
+    files: tuple[ScanFile, ...]
+    mapping: ColumnMapping
+
+    def to_table(self, columns: Sequence[str] | None = None,
+                 filter: pc.Expression | None = None) -> pa.Table:
+        """Read the task's rows (`columns`, default all) where `filter` holds.
+
+        Raises:
+            DataFileNotFoundError: a file is gone from the store.
+            StorageError: the store failed while reading.
+        """
+        storage = open_storage(self.uri, self.storage_options)
+        try:
+            return scan_files(storage, self.schema, self.files, self.mapping).to_table(columns, filter)
+        except OSError as e:  # the store failed while pyarrow read a data file
+            raise StorageError(f"cannot read the data files of {self.uri}: {e}") from e
 
 
 def check_filter(schema: pa.Schema, filter: Any) -> None:

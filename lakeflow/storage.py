@@ -403,6 +403,16 @@ class _WholeFileHandler(pafs.FSSpecHandler):  # type: ignore[misc]
     def open_input_file(self, path: str) -> pa.NativeFile:
         return arrow_file(self.fs.cat_file(path))
 
+    @staticmethod
+    def _create_file_info(path: str, info: dict[str, Any]) -> pafs.FileInfo:
+        # Object stores name the time LastModified (s3fs) or created (memory), not mtime:
+        # without it vacuum could never age out an orphan (a file staged, never committed).
+        file_info: pafs.FileInfo = pafs.FSSpecHandler._create_file_info(path, info)
+        ms = _to_ms(info.get("mtime") or info.get("LastModified") or info.get("created"))
+        if ms is None or file_info.type != pafs.FileType.File:
+            return file_info
+        return pafs.FileInfo(path, pafs.FileType.File, size=file_info.size, mtime_ns=ms * 1_000_000)
+
     open_input_stream = open_input_file
 
 

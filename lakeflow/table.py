@@ -27,6 +27,7 @@ from lakeflow.ops import append as append_op
 from lakeflow.ops import create as create_op
 from lakeflow.ops import overwrite as overwrite_op
 from lakeflow.ops import restore as restore_op
+from lakeflow.ops import staged as staged_op
 from lakeflow.ops.delete import delete_where
 from lakeflow.ops.maintenance import CompactResult, VacuumResult
 from lakeflow.ops.merge import (
@@ -38,6 +39,8 @@ from lakeflow.ops.merge import (
     merge_into,
 )
 from lakeflow.ops.overwrite import OverwriteSchemaMode
+from lakeflow.ops.staged import StagedFiles
+from lakeflow.ops.update import Assignment, update_where
 from lakeflow.snapshot import Snapshot
 from lakeflow.storage import Storage, open_storage
 from lakeflow.transaction import Transaction
@@ -373,6 +376,34 @@ class Table:
         return append_op.append(self._head(), data, app_id, txn_version, metadata, schema_mode,
                                 watermark, late, _quarantine(quarantine))
 
+    def commit_files(self, staged: Sequence[StagedFiles], app_id: str | None = None,
+                     txn_version: int | None = None, operation: str = "WRITE",
+                     metadata: Mapping[str, Any] | None = None) -> int:
+        """Commit files staged by `lakeflow.write_files` (on workers) in one commit; return its version.
+
+        The coordinator's half of a distributed append (see docs/scale-out.md).
+
+        Args:
+            staged: the `StagedFiles` every worker returned.
+            app_id: with `txn_version`, makes the commit exactly-once: if this
+                application already committed `txn_version` (or a later one),
+                nothing is committed, the staged files are deleted and the version
+                holding the batch is returned.
+            txn_version: the application's monotonically increasing batch number.
+            operation: the Delta operation name in the commitInfo.
+            metadata: extra key/values stored in the commitInfo.
+
+        Raises:
+            SchemaMismatchError: staged columns, types, partitioning or NOT NULL
+                columns do not fit the table (nothing is committed).
+            DuplicateKeyError: the table has a key the staged rows repeat or hold.
+            UnsupportedFeatureError: the table has rules only `append` can check
+                (CHECK constraints, invariants, generated or identity columns), or
+                staged rows may be behind the event-time watermark.
+            InvalidArgumentError: the files were staged under another table root.
+        """
+        return staged_op.commit_files(self._head(), staged, app_id, txn_version, operation, metadata)
+
     def merge(
         self,
         data: Any,
@@ -426,7 +457,8 @@ class Table:
         files it matches in part are rewritten without those rows.
 
         Args:
-            where: a `pyarrow.compute` boolean expression, e.g. `pc.field("day") < d`.
+            where: a SQL predicate (`"day < '2024-05-01'"`) or a `pyarrow.compute`
+                boolean expression (`pc.field("day") < d`).
             retries: on a conflicting concurrent commit, start over this many times.
 
         Raises:
@@ -434,6 +466,21 @@ class Table:
             CommitConflictError: a concurrent commit touched what the delete read.
         """
         return delete_where(self.snapshot(), where, retries=retries)
+
+    def update(self, where: Any, set: Mapping[str, Assignment], *, retries: int = 0) -> int:
+        """Set new values on the rows where `where` is true, in one commit; return how many.
+
+        Args:
+            where: a SQL predicate or a `pyarrow.compute` expression, as for `delete`.
+            set: column -> new value: a SQL expression (`"amount * 1.1"`), a polars
+                or a `pyarrow.compute` expression over the row's current values.
+            retries: on a conflicting concurrent commit, start over this many times.
+
+        Raises:
+            InvalidArgumentError: bad SQL, an unknown or key/partition column in `set`.
+            ConstraintViolationError: a new value breaks a constraint (nothing is written).
+        """
+        return update_where(self.snapshot(), where, set, retries=retries)
 
     def overwrite(self, data: Any, *, schema_mode: OverwriteSchemaMode | None = None,
                   app_id: str | None = None, txn_version: int | None = None,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import pyarrow as pa
 
+from lakeflow.civil import civil_from_days
 from lakeflow.errors import CorruptLogError, InvalidArgumentError, UnsupportedFeatureError
 
 # How Delta's `variant` type reads from an unshredded file. deltalake declares both
@@ -76,15 +77,8 @@ def _keys(metadata: bytes) -> list[str]:
 
 
 def _civil(days: int) -> str:
-    """The proleptic Gregorian date `days` after 1970-01-01, any year (H. Hinnant's algorithm)."""
-    z = days + 719_468
-    era = z // 146_097
-    doe = z - era * 146_097
-    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    day, month = doy - (153 * mp + 2) // 5 + 1, mp + 3 if mp < 10 else mp - 9
-    year = yoe + era * 400 + (month <= 2)
+    """The proleptic Gregorian date `days` after 1970-01-01, any year, as ISO text."""
+    year, month, day = civil_from_days(days)
     text = f"{year:04d}" if 0 <= year <= 9999 else f"{year:+05d}"
     return f"{text}-{month:02d}-{day:02d}"
 

@@ -363,8 +363,11 @@ def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str],
 
 
 def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[str],
-                     data_change: bool = True) -> list[Add]:
+                     data_change: bool = True, prefix: str = "part") -> list[Add]:
     """Write `table` as Parquet files (one per partition) and return their `add` actions.
+
+    Files are named `<prefix>-00000-<uuid>-c000.snappy.parquet` (staged writes put
+    their job id in the prefix).
 
     Raises:
         SchemaMismatchError: a partition value cannot be stored (NaN, infinity).
@@ -379,7 +382,7 @@ def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[s
             data_change=data_change,
             stats=json.dumps(file_stats(data), separators=(",", ":")),
         )
-        for rel, pvalues, size, data in _write_parts(storage, table, partition_by, "", "part")
+        for rel, pvalues, size, data in _write_parts(storage, table, partition_by, "", prefix)
     ]
 
 

@@ -569,3 +569,23 @@ def test_json_is_strict_with_nan_and_infinity(tmp_path):
     r = cli("show", uri, "--json")
     rows = json.loads(r.out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))["rows"]
     assert [row["x"] for row in rows] == ["NaN", "Infinity", 1.5]
+
+
+def test_update_overwrite_restore(tmp_path, capsys):
+    uri = str(tmp_path / "t")
+    t = lf.Table.create(uri, pa.schema([("id", pa.int64()), ("amount", pa.float64())]))
+    t.append(pa.table({"id": [1, 2], "amount": [10.0, 20.0]}))
+    code, out, _ = run(capsys, "update", uri, "--where", "id = 2", "--set", "amount=amount * 2", "--json")
+    assert code == 0 and json.loads(out) == {"updated": 1, "version": 2}
+    new = tmp_path / "new.csv"
+    new.write_text("id,amount\n9,1.5\n")
+    code, out, _ = run(capsys, "overwrite", uri, str(new), "--json")
+    assert code == 0 and json.loads(out)["version"] == 3
+    assert_table_equal(sql_scan(uri), pa.table({"id": [9], "amount": [1.5]}))
+    code, out, _ = run(capsys, "restore", uri, "--version", "2")
+    assert code == 0 and "version 4" in out
+    assert sorted(sql_scan(uri).column("amount").to_pylist()) == [10.0, 40.0]
+    code, _, err = run(capsys, "update", uri, "--where", "nope = 1", "--set", "amount=1")
+    assert code == 1 and "not a column" in err
+    code, _, _ = run(capsys, "update", uri, "--where", "id = 1", "--set", "amount")
+    assert code == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -111,6 +112,7 @@ def test_restore_is_read_by_deltalake_and_brings_the_schema_back(local_uri):
 def test_restore_refuses_when_a_needed_file_was_vacuumed(local_uri):
     t = filled(local_uri)
     t.overwrite(rows((9, 1.0, "c")))
+    time.sleep(0.05)  # fast commits get timestamps a few ms ahead of the clock (as in test_maintenance)
     assert t.vacuum(dt.timedelta(0), enforce_retention=False).files
     with pytest.raises(lf.VacuumedDataError, match="vacuumed"):
         t.restore(version=2)
@@ -180,3 +182,52 @@ def test_add_columns(local_uri):
         t.add_columns([pa.field("NOTE", pa.string())])
     with pytest.raises(lf.SchemaMismatchError, match="nullable"):
         t.add_columns([pa.field("x", pa.int64(), nullable=False)])
+
+
+def test_update_sets_new_values_on_matching_rows(local_uri):
+    t = filled(local_uri, partition_by=["day"])
+    assert t.update("amount > 15", {"amount": "amount * 10"}) == 2
+    assert sorted(t.to_arrow().column("amount").to_pylist()) == [10.0, 200.0, 300.0]
+    assert t.history(limit=1)[0].operation == "UPDATE"
+    assert_table_equal(sql_scan(local_uri), t.to_arrow())
+    d = t.diff(2, 3, key="id")
+    assert (d.summary.updated, d.summary.inserted, d.summary.deleted) == (2, 0, 0)
+    cdf = DeltaTable(local_uri).load_cdf(starting_version=3).read_all()
+    assert sorted(cdf.column("_change_type").to_pylist()) == ["update_postimage"] * 2 + ["update_preimage"] * 2
+
+
+def test_update_takes_polars_and_pyarrow_expressions(table_uri):
+    import polars as pl
+
+    t = filled(table_uri)
+    assert t.update(pc.field("id") == 1, {"amount": pl.col("amount") + 1}) == 1
+    assert t.update(pc.field("id") == 2, {"amount": pc.multiply(pc.field("amount"), 2)}) == 1
+    assert sorted(t.to_arrow().column("amount").to_pylist()) == [11.0, 30.0, 40.0]
+    assert t.update("id = 99", {"amount": "0"}) == 0 and t.version == 4
+
+
+def test_update_refuses_bad_input_before_writing(table_uri):
+    t = filled(table_uri, key=["id"])
+    t.add_constraint("positive", "amount > 0")
+    v = t.version
+    with pytest.raises(lf.InvalidArgumentError, match="key"):
+        t.update("id = 1", {"id": "5"})
+    with pytest.raises(lf.SchemaMismatchError, match="nope"):
+        t.update("id = 1", {"nope": "1"})
+    with pytest.raises(lf.InvalidArgumentError, match="not a column"):
+        t.update("nope = 1", {"amount": "1"})
+    with pytest.raises(lf.ConstraintViolationError, match="positive"):
+        t.update("id = 1", {"amount": "-1"})
+    assert t.version == v
+
+
+def test_sql_predicates_filter_reads_and_deletes(local_uri):
+    t = filled(local_uri, partition_by=["day"])
+    s = t.snapshot()
+    assert sorted(s.to_arrow(filter="amount >= 20 AND day = 'a'").column("id").to_pylist()) == [3]
+    assert len(s.files_matching("day = 'b'")) == 1  # partition pruning still applies
+    assert s.head(5, filter="id IN (1, 3)").num_rows == 2
+    assert t.delete("day = 'a' AND amount < 15") == 1
+    assert sorted(t.to_arrow().column("id").to_pylist()) == [2, 3]
+    with pytest.raises(lf.InvalidArgumentError, match="'colour' is not a column"):
+        s.to_arrow(filter="colour = 'red'")

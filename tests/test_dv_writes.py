@@ -396,3 +396,30 @@ def test_restore_brings_back_the_deletion_vector_of_a_version(table_uri):
     assert any(f.startswith("deletion_vector_") for f in gone)
     with pytest.raises(lf.VacuumedDataError, match="deletion_vector_"):
         t.restore(version=v)
+
+
+def test_update_marks_old_rows_and_writes_only_new_values(table_uri):
+    t = dv_table(table_uri, key=["id"])  # keyed: diffs pair an update's pre- and postimage
+    before = {f.path for f in t.snapshot().files}
+    assert t.update("id < 10 OR id >= 195", set={"v": "v + 7"}) == 15
+    snap = t.snapshot()
+    assert before <= {f.path for f in snap.files}
+    assert sum(f.num_records or 0 for f in snap.files if f.path not in before) == 15
+    assert sorted(d["cardinality"] for d in dv_files(t).values()) == [5, 10]
+    t.update(among(range(0, 100)), set={"v": "1"})  # every row of a file: the file goes
+    got = t.to_arrow()
+    assert dict(zip(got["id"].to_pylist(), got["v"].to_pylist(), strict=True)) == (
+        {i: 1 for i in range(100)} | {i: 0 for i in range(100, 195)} | {i: 7 for i in range(195, 200)})
+    agrees_with_recomputation(t)
+    changes_agree(t)
+
+
+def test_update_on_dv_tables_read_by_deltalake(local_uri):
+    t = dv_table(local_uri, key=["id"], partition_by=["part"])
+    t.update(among(range(0, 200, 3)), set={"v": "v + 1"})
+    t.delete(among(range(0, 200, 6)))
+    t.update(among(range(0, 200, 2)), set={"v": "v + 10"})
+    agrees_with_deltalake(t, local_uri)
+    changes_agree(t)
+    cdf = pa.table(DeltaTable(local_uri).load_cdf(starting_version=1).read_all())
+    assert sorted(change_keys(cdf)) == sorted(k for v in range(1, t.version + 1) for k in expected_changes(t, v))

@@ -310,7 +310,9 @@ def test_delete_rejects_bad_predicates(table_uri):
     t = lf.Table.create(table_uri, SCHEMA)
     t.append(rows([1]))
     with pytest.raises(lf.InvalidArgumentError, match="Expression"):
-        t.delete("id = 1")
+        t.delete(42)
+    with pytest.raises(lf.InvalidArgumentError, match="cannot parse"):
+        t.delete("id = = 1")  # SQL predicates are taken (docs/guide.md), bad SQL is refused
     with pytest.raises(lf.SchemaMismatchError, match="nope"):
         t.delete(pc.field("nope") == 1)
     with pytest.raises(lf.InvalidArgumentError, match="retries"):

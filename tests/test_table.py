@@ -262,7 +262,9 @@ def test_snapshot_errors(table_uri):
     with pytest.raises(lf.SchemaMismatchError):
         t.snapshot().to_arrow(columns=["nope"])
     with pytest.raises(lf.InvalidArgumentError):
-        t.snapshot().to_arrow(filter="id > 1")
+        t.snapshot().to_arrow(filter=42)
+    with pytest.raises(lf.InvalidArgumentError):
+        t.snapshot().to_arrow(filter="id >")  # SQL is taken, bad SQL refused
     with pytest.raises(lf.InvalidArgumentError):
         t.snapshot(version=1, as_of="2024-01-01T00:00:00Z")
 

@@ -20,6 +20,7 @@ from lakeflow.cli._app import (
     StorageOpt,
     app,
     console,
+    instant,
     limited,
     more_line,
     names_list,
@@ -82,15 +83,11 @@ def _version_ref(text: str, name: str) -> int | dt.datetime:
     except ValueError:
         pass
     try:
-        instant = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        instant = None
-    if instant is None or instant.tzinfo is None:
+        return instant(text, name)
+    except lf.InvalidArgumentError:
         raise lf.InvalidArgumentError(
             f"{name} {text!r} is neither a version number nor an ISO-8601 instant with a time zone "
-            "such as 2024-05-01T12:00:00Z"
-        )
-    return instant
+            "such as 2024-05-01T12:00:00Z") from None
 
 
 @app.command()

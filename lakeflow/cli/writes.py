@@ -1,4 +1,4 @@
-"""Write commands: create, append, merge, delete."""
+"""Write commands: create, append, merge, delete, update, overwrite, restore."""
 
 from __future__ import annotations
 
@@ -103,3 +103,54 @@ def delete(uri: str, where: str = typer.Option(..., help="SQL predicate of the r
         print_json({"deleted": deleted, "version": t.version})
     else:
         console.print(f"deleted {deleted} rows: version {t.version}", highlight=False)
+
+
+def _assignments(values: list[str] | None) -> list[str]:
+    for v in values or []:
+        if "=" not in v or not v.partition("=")[0].strip():
+            raise typer.BadParameter(f"{v!r} is not COLUMN=SQL, e.g. amount='amount * 1.1'")
+    return values or []
+
+
+@app.command()
+def update(uri: str, where: str = typer.Option(..., help="SQL predicate of the rows to update."),
+           set_: list[str] = typer.Option(..., "--set", callback=_assignments, metavar="COLUMN=SQL",
+                                          help="New value as a SQL expression (repeatable)."),
+           as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
+    """Set new values on the rows where a SQL predicate holds, in one commit."""
+    t = open_table(uri, options)
+    assignments = {c.strip(): e.strip() for c, e in (v.split("=", 1) for v in set_)}
+    updated = t.update(where, assignments)
+    if as_json:
+        print_json({"updated": updated, "version": t.version})
+    else:
+        console.print(f"updated {updated} rows: version {t.version}", highlight=False)
+
+
+@app.command()
+def overwrite(uri: str, files: list[Path] = InputFile, fmt: str | None = InputFormatOpt,
+              new_schema: bool = typer.Option(False, "--new-schema", help="Replace the schema with the files'."),
+              as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
+    """Replace every row of the table with the rows of the files, in one commit."""
+    t = open_table(uri, options)
+    schema = infer_schema(files[0], fmt) if new_schema else t.schema
+    with progress(f"reading {len(files)} files", total=len(files)) as done:
+        rows = read_files(files, fmt, schema, done)
+        version = t.overwrite(rows, schema_mode="overwrite" if new_schema else None)
+    if as_json:
+        print_json({"version": version})
+    else:
+        console.print(f"overwrote with {len(files)} file(s): version {version}", highlight=False)
+
+
+@app.command()
+def restore(uri: str, version: int | None = typer.Option(None, "--version", min=0, help="The version to restore."),
+            as_of: str | None = typer.Option(None, "--as-of", help="ISO instant: restore the version of then."),
+            as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
+    """Commit a new version equal to an earlier one (by number or instant)."""
+    t = open_table(uri, options)
+    new = t.restore(version=version, as_of=instant(as_of, "--as-of") if as_of is not None else None)
+    if as_json:
+        print_json({"version": new})
+    else:
+        console.print(f"restored: version {new}", highlight=False)

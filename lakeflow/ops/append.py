@@ -116,7 +116,7 @@ def append(snapshot: Snapshot, data: Any, app_id: str | None = None, txn_version
              "numOutputBytes": sum(a.size for a in adds)}, **extra, **arrival.info)
     if app_id is not None and txn_version is not None:
         tx.set_txn(app_id, txn_version)
-    result = tx.commit() if staged.keys is None else _commit_keyed(tx, *staged.keys, adds)
+    result = tx.commit() if staged.keys is None else commit_keyed(tx, *staged.keys, adds)
     if result.deduplicated:
         # Another attempt of the same batch won: our files were never committed.
         discard(snapshot.storage, adds)
@@ -167,7 +167,7 @@ def _schema_change(snapshot: Snapshot, new_schema: pa.Schema | None) -> list[Act
     return actions
 
 
-def _commit_keyed(tx: Transaction, rows: pa.Table, reads: KeyReads, adds: Sequence[Add]) -> CommitResult:
+def commit_keyed(tx: Transaction, rows: pa.Table, reads: KeyReads, adds: Sequence[Add]) -> CommitResult:
     """Commit an append to a keyed table; after a conflict, check its keys again and retry.
 
     A conflict means a concurrent commit may hold one of the keys (or removed
@@ -221,4 +221,5 @@ def write_quarantine(source: LogReader, quarantine: Quarantine, version: int) ->
     append(Snapshot(log, log.head), rows)
 
 
-__all__ = ["STREAM_CHUNK_BYTES", "append", "check_info", "check_txn", "settle_arrival", "write_quarantine"]
+__all__ = ["STREAM_CHUNK_BYTES", "append", "check_info", "check_txn", "commit_keyed",
+           "settle_arrival", "write_quarantine"]

@@ -37,8 +37,9 @@ from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.transaction import Transaction, retrying
 
 
-def delete_where(snapshot: Snapshot, where: pc.Expression, *, retries: int = 0) -> int:
-    """Delete the rows matching `where`; see `Table.delete`."""
+def delete_where(snapshot: Snapshot, where: pc.Expression | str, *, retries: int = 0) -> int:
+    """Delete the rows matching `where` (an expression or SQL); see `Table.delete`."""
+    where = snapshot.filter_expression(where)
     if not isinstance(where, pc.Expression):
         raise InvalidArgumentError(
             f"where must be a pyarrow.compute.Expression such as pc.field('day') < date, "
@@ -138,7 +139,7 @@ def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
     removed = [*found.removed, *(f for f, _, _ in found.kept)]
     tx = Transaction(snap, "DELETE", {"predicate": str(where)})
     tx.remove(*removed).add(*written.adds, *written.marked, *written.cdcs)
-    tx.read([f.add.path for f in found.candidates], lambda add: _may_hold(snap, add, where))
+    tx.read([f.add.path for f in found.candidates], lambda add: may_hold(snap, add, where))
     tx.info({"numDeletedRows": found.count, "numRemovedFiles": len(removed),
              "numAddedFiles": len(written.adds),
              "numCopiedRows": 0 if dv else sum(rows.num_rows - len(at) for _, rows, at in found.kept),
@@ -148,7 +149,7 @@ def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
     return found.count
 
 
-def _may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
+def may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
     """Whether a file added by a concurrent writer could hold rows `where` matches."""
     try:
         alone = Snapshot(snap.log, dataclasses.replace(snap.state, files={add.path: add}))
@@ -157,4 +158,4 @@ def _may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
         return True
 
 
-__all__ = ["delete_where"]
+__all__ = ["delete_where", "may_hold"]
