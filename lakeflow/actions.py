@@ -239,6 +239,7 @@ class Add:
             size=self.size,
             stats=self.stats,
             tags=self.tags,
+            deletion_vector=self.deletion_vector,  # the logical file is (path, DV)
         )
 
 

@@ -24,6 +24,8 @@ from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, check_data_path, 
 from lakeflow.storage import Storage, arrow_file
 
 _STR_MAP = pa.map_(pa.string(), pa.string())
+_DV = pa.struct([("storageType", pa.string()), ("pathOrInlineDv", pa.string()), ("offset", pa.int32()),
+                 ("sizeInBytes", pa.int32()), ("cardinality", pa.int64())])
 CHECKPOINT_SCHEMA = pa.schema(
     [
         ("txn", pa.struct([("appId", pa.string()), ("version", pa.int64()),
@@ -31,10 +33,11 @@ CHECKPOINT_SCHEMA = pa.schema(
         ("add", pa.struct([("path", pa.string()), ("partitionValues", _STR_MAP),
                            ("size", pa.int64()), ("modificationTime", pa.int64()),
                            ("dataChange", pa.bool_()), ("stats", pa.string()),
-                           ("tags", _STR_MAP)])),
+                           ("tags", _STR_MAP), ("deletionVector", _DV)])),
         ("remove", pa.struct([("path", pa.string()), ("deletionTimestamp", pa.int64()),
                               ("dataChange", pa.bool_()), ("extendedFileMetadata", pa.bool_()),
-                              ("partitionValues", _STR_MAP), ("size", pa.int64())])),
+                              ("partitionValues", _STR_MAP), ("size", pa.int64()),
+                              ("deletionVector", _DV)])),
         ("metaData", pa.struct([("id", pa.string()), ("name", pa.string()),
                                 ("description", pa.string()),
                                 ("format", pa.struct([("provider", pa.string()),

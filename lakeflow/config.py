@@ -32,6 +32,7 @@ LOG_RETENTION = "delta.logRetentionDuration"
 DELETED_FILE_RETENTION = "delta.deletedFileRetentionDuration"
 TARGET_FILE_SIZE = "delta.targetFileSize"
 COLUMN_MAPPING_MODE = "delta.columnMapping.mode"
+DELETION_VECTORS = "delta.enableDeletionVectors"
 
 DEFAULT_WINDOW = "1d"
 DEFAULT_CHECKPOINT_INTERVAL = 100
@@ -101,6 +102,7 @@ class TableConfig:
         target_file_size: `delta.targetFileSize` in bytes (None: unset; each
             operation has its default, e.g. `DEFAULT_TARGET_FILE_SIZE` for compaction).
         column_mapping_mode: `delta.columnMapping.mode` ("none", "name" or "id").
+        deletion_vectors: `delta.enableDeletionVectors` (deletes mark rows instead of rewriting files).
         raw: every property as stored.
     """
 
@@ -115,6 +117,7 @@ class TableConfig:
     deleted_file_retention_ms: int
     target_file_size: int | None
     column_mapping_mode: str
+    deletion_vectors: bool
     raw: Mapping[str, str]
 
     @classmethod
@@ -135,6 +138,7 @@ class TableConfig:
             deleted_file_retention_ms=_interval(raw, DELETED_FILE_RETENTION, DEFAULT_DELETED_FILE_RETENTION_MS),
             target_file_size=_int(raw, TARGET_FILE_SIZE, None),
             column_mapping_mode=raw.get(COLUMN_MAPPING_MODE, "none") or "none",
+            deletion_vectors=_flag(raw, DELETION_VECTORS),
             raw=raw,
         )
 

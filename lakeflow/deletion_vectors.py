@@ -6,10 +6,11 @@ is a 64-bit Roaring bitmap in the "portable" serialization, stored inline in
 the log (z85 text) or in a `deletion_vector_<uuid>.bin` file beside the data.
 
 The Roaring format is decoded here with numpy rather than through a native
-Roaring library: lakeflow only ever reads DVs (never combines or writes them),
-the three container kinds are a few vectorized lines each, and every length
-and offset is checked, so a damaged DV is a `CorruptLogError` naming the
-file, never a crash inside a C extension.
+Roaring library: the three container kinds are a few vectorized lines each, and
+every length and offset is checked, so a damaged DV is a `CorruptLogError`
+naming the file, never a crash inside a C extension. Writing (`write_dv_file`)
+serializes each 32-bit bitmap with pyroaring, whose output is the portable
+format by construction.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from __future__ import annotations
 import struct
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from pyroaring import BitMap
 
 from lakeflow.errors import CorruptLogError
 from lakeflow.log import check_data_path
@@ -39,6 +41,22 @@ _SERIAL_COOKIE_NO_RUN = 12346
 _SERIAL_COOKIE = 12347
 _NO_OFFSET_THRESHOLD = 4
 _ARRAY_MAX = 4096
+_FILE_FORMAT_VERSION = b"\x01"
+
+
+def z85_encode(data: bytes) -> str:
+    """Encode bytes (a multiple of 4 long) as Z85 text, 5 characters per 4 bytes."""
+    if len(data) % 4:
+        raise ValueError(f"Z85 encodes multiples of 4 bytes, got {len(data)}")
+    out = []
+    for i in range(0, len(data), 4):
+        value = int.from_bytes(data[i:i + 4], "big")
+        digits = []
+        for _ in range(5):
+            value, digit = divmod(value, 85)
+            digits.append(_Z85[digit])
+        out.append("".join(reversed(digits)))
+    return "".join(out)
 
 
 def z85_decode(text: str, size: int | None = None) -> bytes:
@@ -157,6 +175,57 @@ class DeletionVector:
                 f"{where} holds {len(rows)} rows but the log says {self.cardinality}"
             )
         return rows
+
+
+def encode_bitmap_array(rows: RowIndexes) -> bytes:
+    """Serialize sorted unique row indexes as Delta's `RoaringBitmapArray` (portable format).
+
+    The magic number, the count of 32-bit bitmaps (64-bit), then per bitmap its
+    key (the high 32 bits of its rows) and the portable 32-bit Roaring bitmap of
+    their low bits, in key order.
+    """
+    rows = np.asarray(rows, np.uint64)
+    high = (rows >> np.uint64(32)).astype(np.uint32)
+    keys, starts = np.unique(high, return_index=True)
+    parts = [struct.pack("<IQ", _MAGIC, len(keys))]
+    ends = [*starts[1:].tolist(), len(rows)] if len(rows) else []
+    for key, start, end in zip(keys.tolist(), starts.tolist(), ends, strict=True):
+        bitmap = BitMap((rows[start:end] & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+        bitmap.run_optimize()
+        parts.append(struct.pack("<I", key) + bitmap.serialize())
+    return b"".join(parts)
+
+
+def write_dv_file(storage: Storage, vectors: Sequence[RowIndexes]) -> tuple[str, list[dict[str, Any]]]:
+    """Write `vectors` into one new DV file; its path and one descriptor (log form) per vector.
+
+    The file is the format version byte, then per vector its big-endian size,
+    the serialized bitmap and its big-endian CRC-32; a descriptor's `offset`
+    points at the size. The file is named by a random UUID (storage type `u`).
+    """
+    file_id = uuid.uuid4()
+    out, descriptors = bytearray(_FILE_FORMAT_VERSION), []
+    for rows in vectors:
+        data = encode_bitmap_array(rows)
+        descriptors.append({"storageType": "u", "pathOrInlineDv": z85_encode(file_id.bytes),
+                            "offset": len(out), "sizeInBytes": len(data), "cardinality": len(rows)})
+        out += struct.pack(">I", len(data)) + data + struct.pack(">I", zlib.crc32(data))
+    path = f"deletion_vector_{file_id}.bin"
+    storage.write(path, bytes(out))
+    return path, descriptors
+
+
+def physical_rows(deleted: RowIndexes, logical: npt.NDArray[np.int64]) -> RowIndexes:
+    """The row indexes in the data file of the rows at `logical` positions of the file less `deleted`.
+
+    `deleted` (sorted) are the rows a file's current DV removes; a logical row i
+    is the data file's row p with p minus the deleted rows before it equal to i.
+    """
+    logical = np.asarray(logical, np.int64)
+    if not len(deleted):
+        return logical.astype(np.uint64)
+    gaps = deleted.astype(np.int64) - np.arange(len(deleted), dtype=np.int64)
+    return (logical + np.searchsorted(gaps, logical, side="right")).astype(np.uint64)
 
 
 def _read_stored(storage: Storage, path: str, offset: int, size: int, where: str) -> bytes:

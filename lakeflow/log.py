@@ -51,10 +51,12 @@ READER_FEATURES = frozenset({"timestampNtz", "deletionVectors", "columnMapping",
 # variantType: only while the schema has no variant column (check_writable).
 # vacuumProtocolCheck: vacuum checks the whole protocol first (check_vacuumable).
 # typeWidening: lakeflow never changes a column's type and keeps delta.typeChanges.
+# deletionVectors: removes carry their file's DV; rewrites apply it (lakeflow.deletion_vectors).
 WRITER_FEATURES = frozenset(
     {"timestampNtz", "appendOnly", "invariants", "checkConstraints", "generatedColumns",
      "identityColumns", "changeDataFeed", "inCommitTimestamp", "domainMetadata",
-     "variantType", "variantType-preview", "vacuumProtocolCheck", "typeWidening", "typeWidening-preview"}
+     "variantType", "variantType-preview", "vacuumProtocolCheck", "typeWidening", "typeWidening-preview",
+     "deletionVectors"}
 )
 # Catalog-managed tables: a catalog ratifies commits, and `_delta_log` may lag behind it.
 CATALOG_FEATURES = ("catalogManaged", "catalogOwned-preview")

@@ -309,10 +309,23 @@ class Table:
     def compact(self, target_file_size: int = DEFAULT_TARGET_FILE_SIZE) -> CompactResult:
         """Rewrite small files of each partition into fewer, larger files (no data change).
 
+        Files with a deletion vector are rewritten without its rows (see `purge`).
+
         Raises:
             UnsupportedFeatureError: the table is read-only for lakeflow.
         """
         return maintenance.compact(self.snapshot(), target_file_size)
+
+    def purge(self) -> CompactResult:
+        """Rewrite every file that has a deletion vector without the rows it deletes (no data change).
+
+        Delta's `REORG TABLE ... APPLY (PURGE)`: afterwards no live file has a
+        deletion vector, and vacuum can delete the old files and DV files.
+
+        Raises:
+            UnsupportedFeatureError: the table is read-only for lakeflow.
+        """
+        return maintenance.purge(self.snapshot())
 
     def vacuum(self, retention: dt.timedelta = dt.timedelta(days=7), dry_run: bool = False,
                enforce_retention: bool = True) -> VacuumResult:

@@ -128,8 +128,8 @@ def test_set_properties(table_uri):
     assert t.snapshot(version=v).config.log_retention_ms == 60 * 86_400_000
     with pytest.raises(lf.InvalidArgumentError, match="add_constraint"):
         t.set_properties({"delta.constraints.positive": "amount > 0"})
-    with pytest.raises(lf.UnsupportedFeatureError, match="deletion vectors"):
-        t.set_properties({"delta.enableDeletionVectors": "true"})
+    with pytest.raises(lf.UnsupportedFeatureError, match="row ids"):
+        t.set_properties({"delta.enableRowTracking": "true"})
     with pytest.raises(lf.UnsupportedFeatureError, match="key"):
         t.set_properties({"lakeflow.key": '["id"]'})
     assert t.version == v

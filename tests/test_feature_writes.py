@@ -167,7 +167,7 @@ def test_vacuum_checks_the_protocol_it_finds_not_the_one_it_was_opened_with(tmp_
 
 # ---- every feature of the protocol: what lakeflow does (docs/compatibility.md's table) -------
 
-READER_WRITER = {"columnMapping": "read", "deletionVectors": "read", "timestampNtz": "write",
+READER_WRITER = {"columnMapping": "read", "deletionVectors": "write", "timestampNtz": "write",
                  "v2Checkpoint": "read", "vacuumProtocolCheck": "write", "variantType": "write",
                  "variantType-preview": "write", "typeWidening": "write", "typeWidening-preview": "write",
                  "variantShredding": "refused", "variantShredding-preview": "refused", "catalogManaged": "refused",

@@ -573,7 +573,7 @@ WRITES: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize("name", ["table-with-dv-small", "table_with_column_mapping", "checkpoint-v2-table"])
+@pytest.mark.parametrize("name", ["table_with_column_mapping", "checkpoint-v2-table"])  # DVs: test_dv_writes.py
 @pytest.mark.parametrize("write", sorted(WRITES))
 def test_tables_with_these_features_are_never_written(tmp_path, name, write):
     root = tmp_path / name

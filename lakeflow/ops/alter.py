@@ -36,7 +36,6 @@ _REFUSED = {
     cfg.KEY: "the key is declared at create (existing rows were never checked for it)",
     cfg.EVENT_TIME: "the event-time column is declared at create",
     cfg.COLUMN_MAPPING_MODE: "lakeflow does not write column-mapped tables yet",
-    "delta.enableDeletionVectors": "lakeflow does not write deletion vectors yet",
     "delta.enableTypeWidening": "widen a column with widen_column(name, type), which turns it on",
     "delta.enableRowTracking": "lakeflow does not assign row ids",
 }

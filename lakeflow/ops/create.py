@@ -28,19 +28,15 @@ def protocol_for(schema: pa.Schema, configuration: Mapping[str, str]) -> Protoco
     ntz = uses_timestamp_ntz(schema)
     ict = configuration.get(cfg.IN_COMMIT_TIMESTAMPS, "").lower() == "true"
     cdf = configuration.get(cfg.CHANGE_DATA_FEED, "").lower() == "true"
+    dv = configuration.get(cfg.DELETION_VECTORS, "").lower() == "true"
     checks = any(k.startswith(CONSTRAINT_PREFIX) for k in configuration)
-    if ntz or ict:
-        writer = ["appendOnly", "invariants"]
-        if checks:
-            writer.append("checkConstraints")
-        if cdf:
-            writer.append("changeDataFeed")
-        if ntz:
-            writer.append("timestampNtz")
-        if ict:
-            writer.append("inCommitTimestamp")
-        return Protocol(3 if ntz else 1, 7, ("timestampNtz",) if ntz else None, tuple(writer))
-    return Protocol(1, 4 if cdf else 3 if checks else 2)
+    if not (ntz or ict or dv):
+        return Protocol(1, 4 if cdf else 3 if checks else 2)
+    flags = {"checkConstraints": checks, "changeDataFeed": cdf, "timestampNtz": ntz,
+             "inCommitTimestamp": ict, "deletionVectors": dv}
+    writer = ["appendOnly", "invariants", *(f for f, on in flags.items() if on)]
+    reader = tuple(f for f in ("timestampNtz", "deletionVectors") if flags[f])
+    return Protocol(3 if reader else 1, 7, reader or None, tuple(writer))
 
 
 def covering(old: Protocol, needed: Protocol) -> Protocol:

@@ -1,8 +1,9 @@
-"""Delete rows by predicate: copy-on-write, recorded as Delta change data.
+"""Delete rows by predicate: copy-on-write or deletion vectors, recorded as Delta change data.
 
 Files the predicate matches wholly are removed without being read (unless their
 rows are needed for change data, lateness or a missing row count); files it
-matches in part are rewritten without those rows. The commit records the files
+matches in part are rewritten without those rows, or, on tables with deletion
+vectors enabled, re-added with those rows marked in a deletion vector. The commit records the files
 it considered and a predicate for files a concurrent writer adds: a concurrent
 commit that removed one of those files, or added one that could hold matching
 rows, makes the delete fail with `CommitConflictError` (or start over when
@@ -15,6 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -23,7 +25,14 @@ from lakeflow.constraints import enforce
 from lakeflow.errors import InvalidArgumentError, LakeflowError, SchemaMismatchError
 from lakeflow.late import EventClock
 from lakeflow.log import check_writable
-from lakeflow.ops.rewrite import Written, change_rows, writes_change_data
+from lakeflow.ops.rewrite import (
+    IndexArray,
+    Written,
+    change_rows,
+    take_rows,
+    uses_deletion_vectors,
+    writes_change_data,
+)
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.transaction import Transaction, retrying
 
@@ -45,7 +54,7 @@ class _Found:
     Attributes:
         candidates: the files the predicate may match (the commit's read set).
         removed: files all of whose rows are deleted.
-        kept: files deleted in part, each with the rows it keeps.
+        kept: files deleted in part, each with its rows (as read) and the positions deleted.
         gone: the deleted rows read (whole files are read only when needed).
         count: how many rows are deleted.
         cdc: whether the commit writes change data files.
@@ -54,7 +63,7 @@ class _Found:
 
     candidates: tuple[DataFile, ...]
     removed: tuple[DataFile, ...]
-    kept: tuple[tuple[DataFile, pa.Table], ...]
+    kept: tuple[tuple[DataFile, pa.Table, IndexArray], ...]
     gone: pa.Table
     count: int
     cdc: bool
@@ -79,13 +88,14 @@ def _find(snap: Snapshot, where: pc.Expression) -> _Found:
 
     gone: list[pa.Table] = []
     removed: list[DataFile] = []
-    kept: list[tuple[DataFile, pa.Table]] = []
+    kept: list[tuple[DataFile, pa.Table, IndexArray]] = []
     for f, rows in zip(partial, snap.read_files(partial), strict=True):
-        hit = rows.filter(where)
+        at = _matching(rows, where)
+        hit = take_rows(rows, at)
         if hit.num_rows == rows.num_rows:
             removed.append(f)
         elif hit.num_rows:
-            kept.append((f, rows.filter(pc.invert(surely))))
+            kept.append((f, rows, at))
         if hit.num_rows:
             gone.append(hit)
     cdc = writes_change_data(snap) and bool(kept)
@@ -97,23 +107,44 @@ def _find(snap: Snapshot, where: pc.Expression) -> _Found:
                   pa.concat_tables(gone) if gone else schema.empty_table(), int(count), cdc, clock)
 
 
+def _matching(rows: pa.Table, where: pc.Expression) -> IndexArray:
+    """The positions of the rows `where` is true for (null counts as false)."""
+    at = rows.append_column(_POSITION, pa.array(np.arange(rows.num_rows, dtype=np.int64))).filter(where)
+    positions: IndexArray = at.column(_POSITION).to_numpy().astype(np.int64)
+    return positions
+
+
+_POSITION = "__lakeflow_position"
+
+
+def _without(rows: pa.Table, at: IndexArray) -> pa.Table:
+    """`rows` less those at positions `at`."""
+    keep = np.ones(rows.num_rows, dtype=bool)
+    keep[at] = False
+    return rows.filter(pa.array(keep))
+
+
 def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
     found = _find(snap, where)
     if found.count == 0:
         return 0
-    written = Written.of(snap, [rows for _, rows in found.kept],
-                         change_rows(snap.schema, [(found.gone, "delete")]) if found.cdc else None)
+    dv = uses_deletion_vectors(snap)
+    written = Written.of(snap, [] if dv else [_without(rows, at) for _, rows, at in found.kept],
+                         change_rows(snap.schema, [(found.gone, "delete")]) if found.cdc else None,
+                         [(f, at) for f, _, at in found.kept] if dv else ())
     info: dict[str, Any] = {}
     if found.clock is not None:
         mask = found.clock.late(found.gone)
         info = found.clock.commit_info(int(mask.sum()), found.clock.windows(found.gone, mask))
-    removed = [*found.removed, *(f for f, _ in found.kept)]
+    removed = [*found.removed, *(f for f, _, _ in found.kept)]
     tx = Transaction(snap, "DELETE", {"predicate": str(where)})
-    tx.remove(*removed).add(*written.adds, *written.cdcs)
+    tx.remove(*removed).add(*written.adds, *written.marked, *written.cdcs)
     tx.read([f.add.path for f in found.candidates], lambda add: may_hold(snap, add, where))
     tx.info({"numDeletedRows": found.count, "numRemovedFiles": len(removed),
-             "numAddedFiles": len(written.adds), "numCopiedRows": sum(rows.num_rows for _, rows in found.kept),
-             "numAddedChangeFiles": len(written.cdcs)}, **info)
+             "numAddedFiles": len(written.adds),
+             "numCopiedRows": 0 if dv else sum(rows.num_rows - len(at) for _, rows, at in found.kept),
+             "numAddedChangeFiles": len(written.cdcs),
+             **({"numDeletionVectorsAdded": len(written.marked)} if dv else {})}, **info)
     written.commit(tx)
     return found.count
 

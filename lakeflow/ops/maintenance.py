@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import pyarrow.fs as pafs
 
 from lakeflow.actions import Remove
 from lakeflow.config import DEFAULT_TARGET_FILE_SIZE
+from lakeflow.deletion_vectors import DeletionVector
 from lakeflow.errors import InvalidArgumentError
 from lakeflow.log import (
     LOG_DIR,
@@ -42,6 +44,7 @@ from lakeflow.write import CHANGE_DATA_DIR, write_data_files
 # them: no write holds its temp file this long, so an older one belongs to a dead writer.
 _TEMP_RE = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 TEMP_FILE_GRACE = dt.timedelta(hours=1)
+_DV_RE = re.compile(r"^deletion_vector_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.bin$")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ def _size(f: DataFile) -> int:
 def compact(snapshot: Snapshot, target_file_size: int = DEFAULT_TARGET_FILE_SIZE) -> CompactResult:
     """Rewrite the small files of each partition into files of about `target_file_size`.
 
+    Files with a deletion vector are rewritten too (even alone), without the rows
+    it deletes: compaction materializes deletion vectors.
+
     Raises:
         InvalidArgumentError: `target_file_size` is not positive.
         CommitConflictError: a concurrent commit removed a file being compacted.
@@ -80,18 +86,36 @@ def compact(snapshot: Snapshot, target_file_size: int = DEFAULT_TARGET_FILE_SIZE
     check_writable(snapshot.protocol, snapshot.metadata)
     by_partition: dict[tuple[tuple[str, Any], ...], list[DataFile]] = defaultdict(list)
     for f in snapshot.files:
-        if f.size < target_file_size:
+        if f.size < target_file_size or f.deletion_vector is not None:
             by_partition[tuple(sorted(f.add.partition_values.items()))].append(f)
-    tx = Transaction(snapshot, "OPTIMIZE", {"targetSize": str(target_file_size)})
-    removed, added, rows = 0, 0, 0
+    groups: list[list[DataFile]] = []
     for files in by_partition.values():
         # Smallest first, up to the target size each; a file left alone is not rewritten.
         bins = pack(sorted(files, key=_size), _size, target_file_size)
-        for group in (b for b in bins if len(b) > 1):
-            data = pa.concat_tables(snapshot.read_files(group))
-            adds = write_data_files(snapshot.storage, data, snapshot.partition_columns, data_change=False)
-            tx.remove(*group, data_change=False).add(*adds)
-            rows, removed, added = rows + data.num_rows, removed + len(group), added + len(adds)
+        groups += [b for b in bins if len(b) > 1 or b[0].deletion_vector is not None]
+    return _rewrite_files(Transaction(snapshot, "OPTIMIZE", {"targetSize": str(target_file_size)}), groups)
+
+
+def purge(snapshot: Snapshot) -> CompactResult:
+    """Rewrite every file that has a deletion vector without its deleted rows (REORG TABLE ... APPLY (PURGE)).
+
+    Raises:
+        CommitConflictError: a concurrent commit removed a file being rewritten.
+        UnsupportedFeatureError: the table is read-only for lakeflow.
+    """
+    check_writable(snapshot.protocol, snapshot.metadata)
+    groups = [[f] for f in snapshot.files if f.deletion_vector is not None]
+    return _rewrite_files(Transaction(snapshot, "REORG", {"predicate": "[]", "applyPurge": "true"}), groups)
+
+
+def _rewrite_files(tx: Transaction, groups: list[list[DataFile]]) -> CompactResult:
+    """Rewrite each group of files into new files (`dataChange=false`), one commit for all."""
+    snapshot, removed, added, rows = tx.snapshot, 0, 0, 0
+    for group in groups:
+        data = pa.concat_tables(snapshot.read_files(group))
+        adds = write_data_files(snapshot.storage, data, snapshot.partition_columns, data_change=False)
+        tx.remove(*group, data_change=False).add(*adds)
+        rows, removed, added = rows + data.num_rows, removed + len(group), added + len(adds)
     if not removed:
         return CompactResult(None, 0, 0, 0)
     tx.info({"numRemovedFiles": removed, "numAddedFiles": added, "numRows": rows})
@@ -131,6 +155,8 @@ def _deletion_times(snapshot: Snapshot, listing: LogListing, since: int) -> dict
     """
     times = {check_data_path(r.path, "a tombstone"): r.deletion_timestamp or 0
              for r in snapshot.state.tombstones.values()}
+    times.update((p, r.deletion_timestamp or 0) for r in snapshot.state.tombstones.values()
+                 for p in _dv_files(r.deletion_vector, "a tombstone"))
     # Commit times only where the store gives no mtime: they mean reading every commit.
     stamps = dict(snapshot.log.timeline()) if any(i.mtime_ms is None for i in listing.commits.values()) else {}
     for v, info in listing.commits.items():
@@ -142,9 +168,43 @@ def _deletion_times(snapshot: Snapshot, listing: LogListing, since: int) -> dict
         except FileNotFoundError:
             continue  # cleaned up since the listing: its tombstones keep their deletionTimestamp
         for a in actions:
-            path = check_data_path(a.path, f"commit {v}") if isinstance(a, Remove) else None
+            if not isinstance(a, Remove):
+                continue
+            # A DV file replaced in this commit (remove and add of the same data file) is
+            # in no tombstone of the state: its remove here says when it left the table.
+            path = check_data_path(a.path, f"commit {v}")
             if path in times:
                 times[path] = max(times[path], stamp)
+            for dv_path in _dv_files(a.deletion_vector, f"commit {v}"):
+                times[dv_path] = max(times.get(dv_path, 0), stamp)
+    return times
+
+
+def _dv_files(descriptor: Mapping[str, Any] | None, where: str) -> tuple[str, ...]:
+    """The deletion vector file a DV descriptor names (none for inline DVs)."""
+    if not descriptor:
+        return ()
+    dv = DeletionVector.parse(descriptor, where)
+    return (dv.file_path,) if dv.storage_type == "u" else ()
+
+
+def _dv_removal_times(snapshot: Snapshot, listing: LogListing, paths: set[str]) -> dict[str, int]:
+    """When the DV files `paths` left the table: the latest `deletionTimestamp` of a remove naming each.
+
+    A DV file replaced by a newer DV of the same data file is in no tombstone of
+    the state (the data file is live), so only the commits that removed it say
+    when; one the log no longer holds leaves its file to its mtime.
+    """
+    times: dict[str, int] = {}
+    for v in sorted(listing.commits):
+        try:
+            actions = read_commit(snapshot.storage, v)
+        except FileNotFoundError:
+            continue
+        for r in (a for a in actions if isinstance(a, Remove)):
+            for path in _dv_files(r.deletion_vector, f"commit {v}"):
+                if path in paths:
+                    times[path] = max(times.get(path, 0), r.deletion_timestamp or 0)
     return times
 
 
@@ -204,9 +264,16 @@ def vacuum(snapshot: Snapshot, retention: dt.timedelta = dt.timedelta(days=7), d
     cutoff = now - retention_ms
     temp_cutoff = min(cutoff, now - int(TEMP_FILE_GRACE.total_seconds() * 1000))
     active = {f.path for f in snapshot.files}
-    tombstones = _deletion_times(snapshot, list_log(snapshot.storage), cutoff)
+    active |= {f.deletion_vector.file_path for f in snapshot.files
+               if f.deletion_vector is not None and f.deletion_vector.storage_type == "u"}
+    listing, listed = list_log(snapshot.storage), _listed_files(snapshot.storage)
+    tombstones = _deletion_times(snapshot, listing, cutoff)
+    replaced = {rel for rel, _, _ in listed if _DV_RE.match(rel.rsplit("/", 1)[-1]) and rel not in active
+                and rel not in tombstones}
+    if replaced:
+        tombstones.update(_dv_removal_times(snapshot, listing, replaced))
     doomed: list[tuple[str, int]] = []
-    for rel, size, mtime in _listed_files(snapshot.storage):
+    for rel, size, mtime in listed:
         if rel in active:
             continue
         if _TEMP_RE.match(rel.rsplit("/", 1)[-1]):

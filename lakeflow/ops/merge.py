@@ -60,6 +60,7 @@ from lakeflow.ops.rewrite import (
     pack,
     positions,
     take_rows,
+    uses_deletion_vectors,
     writes_change_data,
 )
 from lakeflow.snapshot import DataFile, Snapshot
@@ -528,6 +529,8 @@ class _Plan:
         contents: the new data files: rewrites (built when called), then the inserts.
         changes: the change data rows (None: the commit's adds and removes say it all).
         copied: unchanged rows the rewrites copy.
+        marks: with deletion vectors, the touched files and the rows (positions as
+            read) to mark deleted in them; the contents are then only new row images.
     """
 
     inserted: pa.Table
@@ -536,6 +539,7 @@ class _Plan:
     contents: tuple[Content, ...]
     changes: pa.Table | None
     copied: int
+    marks: tuple[tuple[DataFile, IndexArray], ...] = ()
 
 
 def _plan(snap: Snapshot, m: _Match, ch: _Changes) -> _Plan:
@@ -547,17 +551,31 @@ def _plan(snap: Snapshot, m: _Match, ch: _Changes) -> _Plan:
     deleted_t = np.concatenate([ch.del_t, ch.gone_t])
     inserted = enforce(snap.state, inserted, provided=m.source.provided,
                        removes=bool(len(ch.upd_t) or len(deleted_t)))
-    # Files are packed in the order of the first key column that varies within a partition.
-    order_by = next((k for k in m.source.on if k not in snap.partition_columns), m.source.on[0])
-    touched, rewrites, copied = _rewrites(
-        target, np.concatenate([ch.upd_t, deleted_t]), ch.upd_new, ch.upd_t, order_by,
-        snap.config.target_file_size or REWRITE_FILE_SIZE)
+    removed = np.concatenate([ch.upd_t, deleted_t])
+    marks: tuple[tuple[DataFile, IndexArray], ...] = ()
+    if uses_deletion_vectors(snap):
+        touched, marks = _marks(target, removed)
+        rewrites: list[Content] = [ch.upd_new]
+        copied = 0
+    else:
+        # Files are packed in the order of the first key column that varies within a partition.
+        order_by = next((k for k in m.source.on if k not in snap.partition_columns), m.source.on[0])
+        touched, built, copied = _rewrites(target, removed, ch.upd_new, ch.upd_t, order_by,
+                                           snap.config.target_file_size or REWRITE_FILE_SIZE)
+        rewrites = list(built)
     changes = None
-    if writes_change_data(snap) and (len(ch.upd_t) or copied):
+    if writes_change_data(snap) and (len(ch.upd_t) or copied or marks):
         changes = change_rows(schema, [
             (inserted, "insert"), (take_rows(target.rows, ch.upd_t), "update_preimage"),
             (ch.upd_new, "update_postimage"), (take_rows(target.rows, deleted_t), "delete")])
-    return _Plan(inserted, deleted_t, tuple(touched), (*rewrites, inserted), changes, copied)
+    return _Plan(inserted, deleted_t, tuple(touched), (*rewrites, inserted), changes, copied, marks)
+
+
+def _marks(target: _Target, removed: IndexArray) -> tuple[list[int], tuple[tuple[DataFile, IndexArray], ...]]:
+    """The files holding `removed` target rows, and those rows' positions in each (for deletion vectors)."""
+    file_of = np.searchsorted(target.starts, removed, side="right") - 1
+    touched = np.unique(file_of).tolist()
+    return touched, tuple((target.files[f], np.sort(removed[file_of == f] - target.starts[f])) for f in touched)
 
 
 def _rewrites(target: _Target, removed: IndexArray, replacements: pa.Table, replaced: IndexArray,
@@ -599,11 +617,11 @@ def _rewrites(target: _Target, removed: IndexArray, replacements: pa.Table, repl
 def _write_and_commit(snap: Snapshot, m: _Match, judged: _Judged, plan: _Plan, args: _MergeArgs) -> int:
     """Write the planned files in parallel and commit them; the version (unchanged: nothing to do)."""
     clock = m.source.clock
-    written = Written.of(snap, plan.contents, plan.changes)
+    written = Written.of(snap, plan.contents, plan.changes, plan.marks)
     if not (plan.touched or written.adds or written.cdcs or (clock is not None and clock.advances)):
         return snap.version
     tx = Transaction(snap, "MERGE", _merge_parameters(m.source.on, args))
-    tx.remove(*(m.target.files[f] for f in plan.touched)).add(*written.adds, *written.cdcs)
+    tx.remove(*(m.target.files[f] for f in plan.touched)).add(*written.adds, *written.marked, *written.cdcs)
     tx.read([f.add.path for f in m.target.files], m.target.predicate)
     ch = judged.changes
     tx.info({
@@ -619,6 +637,7 @@ def _write_and_commit(snap: Snapshot, m: _Match, judged: _Judged, plan: _Plan, a
         "numTargetFilesRemoved": len(plan.touched),
         "numTargetFilesAdded": len(written.adds),
         "numTargetChangeFilesAdded": len(written.cdcs),
+        **({"numTargetDeletionVectorsAdded": len(written.marked)} if plan.marks else {}),
     }, **(clock.commit_info(judged.late_rows, judged.windows) if clock is not None else {}))
     return written.commit(tx)
 

@@ -1,7 +1,8 @@
 """Replace rows by key in one commit: what incremental maintenance writes (O(change)).
 
 Rows whose key is among the keys to replace are removed (their files rewritten
-without them, copy-on-write); the new rows are added; an application `txn`
+without them, copy-on-write, or marked in a deletion vector on tables with
+deletion vectors enabled); the new rows are added; an application `txn`
 in the same commit makes the replacement exactly-once. Derived assets and views
 use it to write only the groups or rows a source change touched.
 """
@@ -12,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -19,6 +21,7 @@ from lakeflow.actions import Add
 from lakeflow.errors import SchemaMismatchError
 from lakeflow.keys import KeyIndex, any_file, frame_of
 from lakeflow.log import check_writable
+from lakeflow.ops.rewrite import IndexArray, Written, mark_rows, uses_deletion_vectors
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.transaction import CommitResult, Transaction
 from lakeflow.write import conform, discard, write_data_files
@@ -85,37 +88,57 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
     files, index = _candidates(snapshot, gone.to_arrow(), key) if gone.height else ([], None)
     tx = Transaction(snapshot, operation, {"key": key, **(parameters or {})})
     written: list[Add] = []
+    marked = Written()
     try:
-        removed, rewritten = _rewrite(tx, files, gone, key, written)
+        removed, rewritten = _rewrite(tx, files, gone, key, written, marked)
         if rows.num_rows:
             written += write_data_files(snapshot.storage, rows, snapshot.partition_columns)
-        tx.add(*written).read([f.add.path for f in files], index.could_match if index is not None else any_file)
+        tx.add(*written, *marked.marked)
+        tx.read([f.add.path for f in files], index.could_match if index is not None else any_file)
         tx.set_txn(app_id, txn_version)
         tx.info({"numRemovedRows": removed, "numAddedRows": rows.num_rows, "numRewrittenFiles": rewritten})
         result = tx.commit()
     except BaseException:
         discard(snapshot.storage, written)
+        marked.discard(snapshot.storage)
         raise
     if result.deduplicated:  # another attempt of the same write won
         discard(snapshot.storage, written)
+        marked.discard(snapshot.storage)
         return Replacement(None, 0, 0, 0)
     return Replacement(result, removed, rows.num_rows, rewritten)
 
 
 def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key: list[str],
-             written: list[Add]) -> tuple[int, int]:
-    """Stage each file holding a replaced key as removed, and its other rows as a new file."""
+             written: list[Add], marked: Written) -> tuple[int, int]:
+    """Stage each file holding a replaced key as removed, and its other rows as a new file.
+
+    With deletion vectors the file is re-added instead, its replaced rows marked
+    deleted (recorded in `marked`, whose DV file is then written).
+    """
     snapshot, removed, rewritten = tx.snapshot, 0, 0
+    dv = uses_deletion_vectors(snapshot)
+    marks: list[tuple[DataFile, IndexArray]] = []
     for f, table in zip(files, snapshot.read_files(files), strict=True):
-        kept = frame_of(table).join(gone, on=key, how="anti", nulls_equal=True)
-        if kept.height == table.num_rows:
+        frame = frame_of(table).with_row_index(_POSITION)
+        hit = frame.join(gone, on=key, how="semi", nulls_equal=True)[_POSITION].to_numpy().astype("int64")
+        if not len(hit):
             continue
-        removed, rewritten = removed + table.num_rows - kept.height, rewritten + 1
+        removed, rewritten = removed + len(hit), rewritten + 1
         tx.remove(f)
-        if kept.height:
+        if dv:
+            marks.append((f, np.sort(hit)))
+        elif len(hit) < table.num_rows:
+            kept = frame.join(gone, on=key, how="anti", nulls_equal=True).drop(_POSITION)
             written += write_data_files(snapshot.storage, kept.to_arrow().cast(table.schema),
                                         snapshot.partition_columns)
+    if marks:
+        marked.marked, path = mark_rows(snapshot, marks)
+        marked.dv_files += [path] if path else []
     return removed, rewritten
+
+
+_POSITION = "__lakeflow_position"
 
 
 

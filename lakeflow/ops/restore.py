@@ -19,6 +19,12 @@ def _identity(f: DataFile) -> tuple[str, str | None]:
     return f.path, dv.unique_id if dv is not None else None
 
 
+def _needed(f: DataFile) -> tuple[str, ...]:
+    """The files a logical file reads: its data file and its deletion vector's file, if stored apart."""
+    dv = f.deletion_vector
+    return (f.path, dv.file_path) if dv is not None and dv.storage_type == "u" else (f.path,)
+
+
 def restore(snapshot: Snapshot, target: Snapshot) -> int:
     """Commit on top of `snapshot` a state equal to `target` (an earlier version); return the version.
 
@@ -35,11 +41,11 @@ def restore(snapshot: Snapshot, target: Snapshot) -> int:
     wanted = {_identity(f): f for f in target.files}
     gone = [f for k, f in current.items() if k not in wanted]
     back = [f for k, f in wanted.items() if k not in current]
-    missing = [f.path for f in back if not snapshot.storage.exists(f.path)]
+    missing = [p for f in back for p in _needed(f) if not snapshot.storage.exists(p)]
     if missing:
         raise VacuumedDataError(
             f"cannot restore {snapshot.storage.uri} to version {target.version}: {len(missing)} of its data "
-            f"files were vacuumed, e.g. {missing[0]}; restore a more recent version")
+            f"files (or deletion vector files) were vacuumed, e.g. {missing[0]}; restore a more recent version")
     now = int(time.time() * 1000)
     tx = Transaction(snapshot, "RESTORE", {"version": target.version,
                                            "timestamp": target.timestamp.isoformat() if target.timestamp else None})

@@ -2,12 +2,17 @@
 
 Merge and delete write their new data and change files in parallel
 (`Written.of`) and delete them again when the commit loses (`Written.commit`);
-their change rows carry Delta's `_change_type`. Merge and compaction group the
+their change rows carry Delta's `_change_type`. On tables with deletion vectors
+(`uses_deletion_vectors`) they mark removed rows in a DV file instead of copying
+the rest of the file (`mark_rows`: the same path re-added with the union DV). Merge and compaction group the
 files they rewrite into files of about a target size (`pack`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import os
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,9 +23,11 @@ import numpy as np
 import pyarrow as pa
 
 from lakeflow.actions import Add, Cdc
+from lakeflow.deletion_vectors import physical_rows, write_dv_file
 from lakeflow.diff import CHANGE_TYPE
-from lakeflow.errors import CommitConflictError
-from lakeflow.snapshot import Snapshot
+from lakeflow.errors import CommitConflictError, LakeflowError
+from lakeflow.log import writer_features
+from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.storage import Storage
 from lakeflow.transaction import Transaction
 from lakeflow.write import discard, write_cdc_files, write_data_files
@@ -47,6 +54,43 @@ def writes_change_data(snap: Snapshot) -> bool:
     if p.min_writer_version >= 7:
         return "changeDataFeed" in (p.writer_features or ())
     return p.min_writer_version >= 4
+
+
+def uses_deletion_vectors(snap: Snapshot) -> bool:
+    """Whether removed rows are marked in deletion vectors (merge-on-read) rather than copied out.
+
+    Needs `delta.enableDeletionVectors=true` and the `deletionVectors` feature in the protocol.
+    """
+    return snap.config.deletion_vectors and "deletionVectors" in writer_features(snap.protocol)
+
+
+def mark_rows(snap: Snapshot, marks: Sequence[tuple[DataFile, IndexArray]]) -> tuple[list[Add], str | None]:
+    """Mark rows (logical positions, as read) of files deleted; the new adds and the DV file written.
+
+    Each file's new DV is the union of its current one and the marked rows; a
+    file all of whose rows are then deleted gets no add (removing it says it all).
+    All DVs go into one new file, as Spark writes them.
+    """
+    unions, files = [], []
+    for f, logical in marks:
+        deleted = f.deletion_vector.read(snap.storage) if f.deletion_vector else np.empty(0, np.uint64)
+        union = np.union1d(deleted, physical_rows(deleted, logical))
+        total = f.add.num_records()
+        if total is None or len(union) < total:
+            unions.append(union)
+            files.append(f)
+    if not unions:
+        return [], None
+    path, descriptors = write_dv_file(snap.storage, unions)
+    return [dataclasses.replace(f.add, data_change=True, deletion_vector=d, stats=_loose_stats(f.add.stats))
+            for f, d in zip(files, descriptors, strict=True)], path
+
+
+def _loose_stats(stats: str | None) -> str | None:
+    """The file's stats, flagged as bounds of the data file (`tightBounds: false`), not of its live rows."""
+    if not stats:
+        return stats
+    return json.dumps({**json.loads(stats), "tightBounds": False}, separators=(",", ":"))
 
 
 def change_rows(schema: pa.Schema, parts: Sequence[tuple[pa.Table, str]]) -> pa.Table:
@@ -92,13 +136,19 @@ class Written:
 
     adds: list[Add] = field(default_factory=list)
     cdcs: list[Cdc] = field(default_factory=list)
+    marked: list[Add] = field(default_factory=list)  # files re-added with a new deletion vector
+    dv_files: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, snap: Snapshot, contents: Sequence[Content], changes: pa.Table | None) -> Written:
-        """Write the files; when any write fails, delete those written and raise."""
+    def of(cls, snap: Snapshot, contents: Sequence[Content], changes: pa.Table | None,
+           marks: Sequence[tuple[DataFile, IndexArray]] = ()) -> Written:
+        """Write the files (and the deletion vectors of `marks`); when any write fails, delete those written."""
         written = cls()
         try:
             written.write(snap, contents, changes)
+            if marks:
+                written.marked, path = mark_rows(snap, marks)
+                written.dv_files += [path] if path else []
         except BaseException:
             written.discard(snap.storage)
             raise
@@ -134,7 +184,10 @@ class Written:
 
     def discard(self, storage: Storage) -> None:
         """Delete every file written (best effort: an orphan is harmless, vacuum removes it)."""
-        discard(storage, [*self.adds, *self.cdcs])
+        discard(storage, [*self.adds, *self.cdcs])  # never `marked`: their data files stay
+        for path in self.dv_files:
+            with contextlib.suppress(OSError, LakeflowError):
+                storage.delete(path)
 
     def commit(self, tx: Transaction) -> int:
         """Commit `tx` (which adds these files) and return its version.
@@ -148,5 +201,5 @@ class Written:
             raise
 
 
-__all__ = ["BoolArray", "Content", "IndexArray", "Written", "change_rows", "pack", "positions",
-           "take_rows", "writes_change_data"]
+__all__ = ["BoolArray", "Content", "IndexArray", "Written", "change_rows", "mark_rows", "pack", "positions",
+           "take_rows", "uses_deletion_vectors", "writes_change_data"]

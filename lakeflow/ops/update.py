@@ -3,7 +3,9 @@
 Assignments are SQL expressions (`"amount * 1.1"`, run by polars SQL), polars
 expressions or `pyarrow.compute` expressions over the row's current values. Only
 files the predicate may match (partition and statistics pruning) are read; a file
-with matching rows is rewritten with all its rows, the matching ones changed.
+with matching rows is rewritten with all its rows, the matching ones changed, or,
+on tables with deletion vectors enabled, re-added with the matching rows marked in
+a deletion vector, their new values written as a new file.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from lakeflow.errors import InvalidArgumentError, SchemaMismatchError
 from lakeflow.late import EventClock
 from lakeflow.log import check_writable
 from lakeflow.ops.delete import may_hold
-from lakeflow.ops.rewrite import Written, change_rows, writes_change_data
+from lakeflow.ops.rewrite import IndexArray, Written, change_rows, positions, uses_deletion_vectors, writes_change_data
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.transaction import Transaction, retrying
 
@@ -75,12 +77,13 @@ def _updated(rows: pa.Table, mask: pa.ChunkedArray, assignments: Mapping[str, As
 
 @dataclass(frozen=True)
 class _Change:
-    """One file's update: the file, its rows after, the rows before and after that changed."""
+    """One file's update: the file, its rows after, the rows before and after that changed, their positions."""
 
     file: DataFile
     after: pa.Table
     pre: pa.Table
     post: pa.Table
+    at: IndexArray
 
 
 def _changes(snap: Snapshot, where: pc.Expression, assignments: Mapping[str, Assignment],
@@ -91,7 +94,8 @@ def _changes(snap: Snapshot, where: pc.Expression, assignments: Mapping[str, Ass
         if not pc.any(mask).as_py():
             continue
         after = enforce(snap.state, _updated(rows, mask, assignments), provided=list(assignments), new_rows=False)
-        out.append(_Change(f, after, rows.filter(mask), after.filter(mask)))
+        out.append(_Change(f, after, rows.filter(mask), after.filter(mask),
+                           positions(mask.to_numpy(zero_copy_only=False))))
     return out
 
 
@@ -112,7 +116,9 @@ def _update_once(snap: Snapshot, where_arg: Any, assignments: Mapping[str, Assig
     pre, post = (pa.concat_tables([getattr(c, side) for c in changes]) for side in ("pre", "post"))
     cdc = change_rows(snap.schema, [(pre, "update_preimage"), (post, "update_postimage")]) \
         if writes_change_data(snap) else None
-    written = Written.of(snap, [c.after for c in changes], cdc)
+    dv = uses_deletion_vectors(snap)
+    written = Written.of(snap, [c.post if dv else c.after for c in changes], cdc,
+                         [(c.file, c.at) for c in changes] if dv else ())
     clock = EventClock.of(snap)
     info: dict[str, Any] = {}
     if clock is not None:
@@ -120,11 +126,12 @@ def _update_once(snap: Snapshot, where_arg: Any, assignments: Mapping[str, Assig
         mask = clock.late(both)
         info = clock.commit_info(int(mask.sum()), clock.windows(both, mask))
     tx = Transaction(snap, "UPDATE", {"predicate": str(where)})
-    tx.remove(*(c.file for c in changes)).add(*written.adds, *written.cdcs)
+    tx.remove(*(c.file for c in changes)).add(*written.adds, *written.marked, *written.cdcs)
     tx.read([f.add.path for f in candidates], lambda add: may_hold(snap, add, where))
-    tx.info({"numUpdatedRows": count, "numCopiedRows": sum(c.after.num_rows for c in changes) - count,
+    tx.info({"numUpdatedRows": count, "numCopiedRows": 0 if dv else sum(c.after.num_rows for c in changes) - count,
              "numRemovedFiles": len(changes), "numAddedFiles": len(written.adds),
-             "numAddedChangeFiles": len(written.cdcs)}, **info)
+             "numAddedChangeFiles": len(written.cdcs),
+             **({"numDeletionVectorsAdded": len(written.marked)} if dv else {})}, **info)
     written.commit(tx)
     return int(count)
 
