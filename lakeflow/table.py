@@ -490,10 +490,13 @@ class Table:
         """
         return update_where(self.snapshot(), where, set, retries=retries)
 
-    def overwrite(self, data: Any, *, schema_mode: OverwriteSchemaMode | None = None,
+    def overwrite(self, data: Any, *, where: Any = None, schema_mode: OverwriteSchemaMode | None = None,
                   app_id: str | None = None, txn_version: int | None = None,
                   metadata: Mapping[str, Any] | None = None) -> int:
         """Replace all rows with `data` in one commit (`schema_mode="overwrite"`: its schema too).
+
+        With `where` (a SQL predicate or pyarrow expression; Delta's replaceWhere),
+        only the rows it matches are replaced, and every row of `data` must match it.
 
         Exactly-once with `app_id`/`txn_version` as for `append`. A concurrent
         append conflicts (its rows would survive the overwrite).
@@ -504,7 +507,7 @@ class Table:
             AppendOnlyError: the table is append-only.
             CommitConflictError: a concurrent commit changed the table.
         """
-        return overwrite_op.overwrite(self.snapshot(), data, schema_mode=schema_mode, app_id=app_id,
+        return overwrite_op.overwrite(self.snapshot(), data, where=where, schema_mode=schema_mode, app_id=app_id,
                                       txn_version=txn_version, metadata=metadata)
 
     def restore(self, version: int | None = None, as_of: dt.datetime | str | None = None) -> int:

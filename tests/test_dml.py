@@ -252,3 +252,27 @@ def test_widen_column_keeps_old_files_and_takes_wider_values(table_uri):
         t.widen_column("id", pa.int64())
     with pytest.raises(lf.SchemaMismatchError):
         t.widen_column("nope", pa.int64())
+
+
+@pytest.mark.parametrize("dv", [False, True])
+def test_overwrite_where_replaces_only_the_matching_rows(local_uri, dv):
+    props = {"delta.enableDeletionVectors": "true"} if dv else None
+    t = filled(local_uri, partition_by=["day"] if not dv else (), properties=props)
+    v = t.overwrite(rows((7, 70.0, "a"), (8, 80.0, "a")), where="day = 'a'")
+    assert sorted(t.to_arrow().column("id").to_pylist()) == [2, 7, 8]
+    assert t.history(limit=1)[0].parameters["mode"] == "Overwrite"
+    assert_table_equal(sql_scan(local_uri), t.to_arrow())
+    d = t.diff(v - 1, v)
+    assert (d.summary.inserted, d.summary.deleted) == (2, 2)
+    cdf = DeltaTable(local_uri).load_cdf(starting_version=v, ending_version=v).read_all()
+    assert sorted(cdf.column("_change_type").to_pylist()) == ["delete"] * 2 + ["insert"] * 2
+    with pytest.raises(lf.InvalidArgumentError, match="do not match where"):
+        t.overwrite(rows((9, 1.0, "b")), where="day = 'a'")
+    assert t.version == v
+
+
+def test_overwrite_where_is_refused_on_keyed_tables(table_uri):
+    t = filled(table_uri, key=["id"])
+    with pytest.raises(lf.UnsupportedFeatureError, match="merge"):
+        t.overwrite(rows((1, 5.0, "a")), where="id = 1")
+    assert t.version == 2

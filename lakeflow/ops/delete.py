@@ -13,6 +13,7 @@ rows, makes the delete fail with `CommitConflictError` (or start over when
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +129,19 @@ def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
     found = _find(snap, where)
     if found.count == 0:
         return 0
+    tx, written = deleting(snap, where, found, "DELETE", {"predicate": str(where)})
+    written.commit(tx)
+    return found.count
+
+
+def deleting(snap: Snapshot, where: pc.Expression, found: _Found | None = None, operation: str = "DELETE",
+             parameters: Mapping[str, Any] | None = None) -> tuple[Transaction, Written]:
+    """A transaction (not committed) deleting the rows matching `where`, and the files it wrote.
+
+    Other operations add to it before committing (an overwrite of the rows
+    `where` matches adds the new rows: Delta's replaceWhere).
+    """
+    found = _find(snap, where) if found is None else found
     dv = uses_deletion_vectors(snap)
     written = Written.of(snap, [] if dv else [_without(rows, at) for _, rows, at in found.kept],
                          change_rows(snap.schema, [(found.gone, "delete")]) if found.cdc else None,
@@ -137,7 +151,7 @@ def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
         mask = found.clock.late(found.gone)
         info = found.clock.commit_info(int(mask.sum()), found.clock.windows(found.gone, mask))
     removed = [*found.removed, *(f for f, _, _ in found.kept)]
-    tx = Transaction(snap, "DELETE", {"predicate": str(where)})
+    tx = Transaction(snap, operation, parameters)
     tx.remove(*removed).add(*written.adds, *written.marked, *written.cdcs)
     tx.read([f.add.path for f in found.candidates], lambda add: may_hold(snap, add, where))
     tx.info({"numDeletedRows": found.count, "numRemovedFiles": len(removed),
@@ -145,8 +159,7 @@ def _delete_once(snap: Snapshot, where: pc.Expression) -> int:
              "numCopiedRows": 0 if dv else sum(rows.num_rows - len(at) for _, rows, at in found.kept),
              "numAddedChangeFiles": len(written.cdcs),
              **({"numDeletionVectorsAdded": len(written.marked)} if dv else {})}, **info)
-    written.commit(tx)
-    return found.count
+    return tx, written
 
 
 def may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
@@ -158,4 +171,4 @@ def may_hold(snap: Snapshot, add: Add, where: pc.Expression) -> bool:
         return True
 
 
-__all__ = ["delete_where", "may_hold"]
+__all__ = ["delete_where", "deleting", "may_hold"]

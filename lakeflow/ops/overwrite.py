@@ -8,18 +8,21 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from lakeflow.actions import Action, Add, Metadata
+from lakeflow.actions import Action, Add, Cdc, Metadata
 from lakeflow.constraints import enforce, table_rules
-from lakeflow.errors import InvalidArgumentError, SchemaMismatchError
+from lakeflow.errors import InvalidArgumentError, SchemaMismatchError, UnsupportedFeatureError
 from lakeflow.keys import any_file, check_unique
 from lakeflow.log import TableState, check_writable
 from lakeflow.ops.append import check_info, check_txn
 from lakeflow.ops.create import covering, protocol_for
+from lakeflow.ops.delete import deleting
+from lakeflow.ops.rewrite import change_rows
 from lakeflow.schema import arrow_to_delta, canonical
 from lakeflow.snapshot import Snapshot
 from lakeflow.transaction import Transaction
-from lakeflow.write import conform, discard, to_arrow_table, write_data_files
+from lakeflow.write import conform, discard, to_arrow_table, write_cdc_files, write_data_files
 
 OverwriteSchemaMode = Literal["overwrite"]
 
@@ -61,10 +64,38 @@ def _prepare(snapshot: Snapshot, data: Any, schema_mode: OverwriteSchemaMode | N
     return rows, actions
 
 
-def overwrite(snapshot: Snapshot, data: Any, *, schema_mode: OverwriteSchemaMode | None = None,
+def _replaced(snapshot: Snapshot, rows: pa.Table, where: Any, schema_mode: OverwriteSchemaMode | None
+              ) -> tuple[Transaction, list[Add | Cdc]]:
+    """The transaction of an overwrite (all rows, or those `where` matches) and the files it wrote."""
+    if where is None:
+        tx = Transaction(snapshot, "WRITE",
+                         {"mode": "Overwrite", "partitionBy": json.dumps(list(snapshot.partition_columns))})
+        # An overwrite read the whole table: a concurrent append's rows would survive it.
+        return tx.remove(*snapshot.files).read(predicate=any_file).info({"numRemovedFiles": len(snapshot.files)}), []
+    expr = snapshot.filter_expression(where)
+    if not isinstance(expr, pc.Expression):
+        raise InvalidArgumentError(f"where must be a SQL string or a pyarrow expression, got {type(where).__name__}")
+    if schema_mode is not None or snapshot.config.key:
+        raise UnsupportedFeatureError("overwrite(where=...) replaces rows of the current schema of a table "
+                                      "without a declared key; use merge() for keyed tables")
+    outside = rows.num_rows - rows.filter(pc.coalesce(expr, pa.scalar(False))).num_rows
+    if outside:
+        raise InvalidArgumentError(f"{outside} row(s) of the data do not match where={where}: an overwrite "
+                                   "with where= writes only rows it replaces (Delta's replaceWhere)")
+    tx, written = deleting(snapshot, expr, operation="WRITE",
+                           parameters={"mode": "Overwrite", "predicate": str(expr)})
+    inserts: list[Cdc] = []
+    if written.cdcs and rows.num_rows:  # change data files alone describe a commit: the new rows too
+        inserts = write_cdc_files(snapshot.storage, change_rows(snapshot.schema, [(rows, "insert")]),
+                                  snapshot.partition_columns)
+        tx.add(*inserts)
+    return tx, [*written.adds, *written.cdcs, *inserts]
+
+
+def overwrite(snapshot: Snapshot, data: Any, *, where: Any = None, schema_mode: OverwriteSchemaMode | None = None,
               app_id: str | None = None, txn_version: int | None = None,
               metadata: Mapping[str, Any] | None = None) -> int:
-    """Replace the table's rows with `data` in one commit; return the version; see `Table.overwrite`."""
+    """Replace the table's rows (or those `where` matches) with `data` in one commit; see `Table.overwrite`."""
     check_txn(app_id, txn_version)
     extra = check_info(metadata)
     check_writable(snapshot.protocol, snapshot.metadata)
@@ -75,22 +106,20 @@ def overwrite(snapshot: Snapshot, data: Any, *, schema_mode: OverwriteSchemaMode
         if seen is not None and seen.version >= txn_version:
             return snapshot.log.txn_version_holding(snapshot.state, app_id, txn_version)
     rows, actions = _prepare(snapshot, data, schema_mode)
+    tx, written = _replaced(snapshot, rows, where, schema_mode)
     adds: list[Add] = write_data_files(snapshot.storage, rows, snapshot.partition_columns) if rows.num_rows else []
-    tx = Transaction(snapshot, "WRITE",
-                     {"mode": "Overwrite", "partitionBy": json.dumps(list(snapshot.partition_columns))})
-    # An overwrite read the whole table: a concurrent append's rows would survive it.
-    tx.remove(*snapshot.files).read(predicate=any_file).add(*actions, *adds)
-    tx.info({"numFiles": len(adds), "numOutputRows": rows.num_rows, "numRemovedFiles": len(snapshot.files),
-             "numOutputBytes": sum(a.size for a in adds)}, **extra)
+    tx.add(*actions, *adds)
+    tx.info({"numFiles": len(adds), "numOutputRows": rows.num_rows, "numOutputBytes": sum(a.size for a in adds)},
+            **extra)
     if app_id is not None and txn_version is not None:
         tx.set_txn(app_id, txn_version)
     try:
         result = tx.commit()
     except BaseException:
-        discard(snapshot.storage, adds)
+        discard(snapshot.storage, [*adds, *written])
         raise
     if result.deduplicated:
-        discard(snapshot.storage, adds)
+        discard(snapshot.storage, [*adds, *written])
     return result.version
 
 
