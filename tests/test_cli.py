@@ -604,6 +604,9 @@ def test_update_overwrite_restore(tmp_path, capsys):
     assert_table_equal(sql_scan(uri), pa.table({"id": [9], "amount": [1.5]}))
     code, out, _ = run(capsys, "restore", uri, "--version", "2")
     assert code == 0 and "version 4" in out
+    code, out, _ = run(capsys, "overwrite", uri, str(new), "--where", "id = 9", "--json")  # nothing to replace
+    assert code == 0 and sorted(sql_scan(uri).column("id").to_pylist()) == [1, 2, 9]
+    code, out, _ = run(capsys, "restore", uri, "--version", "4")
     assert sorted(sql_scan(uri).column("amount").to_pylist()) == [10.0, 40.0]
     code, _, err = run(capsys, "update", uri, "--where", "nope = 1", "--set", "amount=1")
     assert code == 1 and "not a column" in err

@@ -135,13 +135,14 @@ def update(uri: str = TableArg, where: str = typer.Option(..., help="SQL predica
 @app.command()
 def overwrite(uri: str = TableArg, files: list[Path] = InputFile, fmt: str | None = InputFormatOpt,
               new_schema: bool = typer.Option(False, "--new-schema", help="Replace the schema with the files'."),
+              where: str | None = typer.Option(None, help="Replace only the rows this SQL predicate matches."),
               as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
-    """Replace every row of the table with the rows of the files, in one commit."""
+    """Replace every row of the table (or those --where matches) with the rows of the files, in one commit."""
     t = open_table(uri, options)
     schema = infer_schema(files[0], fmt) if new_schema else t.schema
     with progress(f"reading {len(files)} files", total=len(files)) as done:
         rows = read_files(files, fmt, schema, done)
-        version = t.overwrite(rows, schema_mode="overwrite" if new_schema else None)
+        version = t.overwrite(rows, where=where, schema_mode="overwrite" if new_schema else None)
     if as_json:
         print_json({"version": version})
     else:
