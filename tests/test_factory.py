@@ -396,3 +396,14 @@ def test_tables_and_landing_folders_on_an_object_store(tmp_path):
     assert ids(p.table("payments")) == [1] and p.table_uri("payments").startswith("memory://")
     assert landing.names("*.csv") == [] and p.archive("payments").fs.exists(f"{p.archive('payments').root}")
     assert [r["id"] for r in p.table("big").to_arrow().to_pylist()] == []
+
+
+def test_ingest_reports_each_file_as_it_goes(tmp_path):
+    p = project(tmp_path)
+    land(tmp_path, "payments", "1.csv", day(1, (1, "a", 5.0)))
+    land(tmp_path, "payments", "2.csv", "not,a,csv\n")
+    assert p.pending() == 2 and p.pending("payments") == 2
+    seen: list[str] = []
+    result = p.ingest(on_file=lambda f: seen.append(f"{f.name}:{f.outcome}"))
+    assert seen == ["1.csv:loaded", "2.csv:rejected"] == [f"{f.name}:{f.outcome}" for f in result["payments"]]
+    assert p.pending() == 0

@@ -10,7 +10,17 @@ from typing import Any
 import typer
 
 import lakeflow as lf
-from lakeflow.cli._app import JsonOpt, StorageOpt, app, console, print_fields, print_json, print_rows, storage_options
+from lakeflow.cli._app import (
+    JsonOpt,
+    StorageOpt,
+    app,
+    console,
+    print_fields,
+    print_json,
+    print_rows,
+    progress,
+    storage_options,
+)
 
 ProjectArg = typer.Argument(Path("."), file_okay=False, help="The project directory.")
 AssetsArg = typer.Argument(None, help="Assets (default: all).")
@@ -56,7 +66,9 @@ def _ingested_rows(result: dict[str, tuple[lf.factory.IngestedFile, ...]]) -> li
 def ingest(path: Path = ProjectArg, assets: list[str] | None = AssetsArg, as_json: bool = JsonOpt,
            options: list[str] | None = StorageOpt) -> None:
     """Load new landing files, each exactly once, then archive them."""
-    rows = _ingested_rows(_project(path, options).ingest(assets or None))
+    project = _project(path, options)
+    with progress("ingesting", total=project.pending(assets or None)) as done:
+        rows = _ingested_rows(project.ingest(assets or None, on_file=lambda _: done()))
     if as_json:
         print_json({"files": rows})
     elif rows:
@@ -66,7 +78,9 @@ def ingest(path: Path = ProjectArg, assets: list[str] | None = AssetsArg, as_jso
 
 
 def _run_once(project: lf.Project, assets: list[str] | None, as_json: bool) -> None:
-    result = project.run(assets or None)
+    ingested = [n for n in project.order if not project.assets[n].derived and (not assets or n in assets)]
+    with progress("ingesting", total=project.pending(ingested)) as done:
+        result = project.run(assets or None, on_file=lambda _: done())
     rows = _ingested_rows(dict(result.ingested))
     if as_json:
         print_json({"files": rows, "refreshed": dict(result.refreshed)})
@@ -105,7 +119,8 @@ def rebuild(path: Path = ProjectArg, asset: str = typer.Argument(..., help="The 
             verify: bool = typer.Option(False, "--verify", help="Compare with the incremental state; write nothing."),
             as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Recompute a derived asset from its source's log (and commit it, unless --verify)."""
-    result = _project(path, options).rebuild(asset, verify=verify)
+    with progress(f"rebuilding {asset}"):
+        result = _project(path, options).rebuild(asset, verify=verify)
     if as_json:
         print_json(dataclasses.asdict(result))
     else:

@@ -154,7 +154,8 @@ def _commit_once(table: Table, asset: str, rows: pa.Table, name: str, sha: str, 
 
 
 def ingest_asset(table_for: Callable[[pa.Schema | None], Table], asset: Asset, landing: Folder,
-                 archive: Folder, now: dt.datetime | None = None) -> list[IngestedFile]:
+                 archive: Folder, now: dt.datetime | None = None,
+                 on_file: Callable[[IngestedFile], None] | None = None) -> list[IngestedFile]:
     """Load every new landing file of `asset`, in name order, one commit each.
 
     Args:
@@ -164,6 +165,7 @@ def ingest_asset(table_for: Callable[[pa.Schema | None], Table], asset: Asset, l
         landing: the asset's landing folder.
         archive: the asset's archive folder (files go to `<date>/` under it).
         now: the run's time (for the archive date).
+        on_file: called with each file's outcome as it is known (progress).
     """
     names = landing.names(asset.reader.glob)
     if not names:
@@ -179,12 +181,19 @@ def ingest_asset(table_for: Callable[[pa.Schema | None], Table], asset: Asset, l
             rows = read_file(data, asset, table.schema if table is not None else asset.arrow_schema)
         except (pa.ArrowException, ValueError, KeyError, LakeflowError) as e:
             out.append(_reject(landing, name, f"cannot read it as {asset.reader.format}: {e}"))
+            _tell(on_file, out[-1])
             continue
         if table is None:
             table = table_for(rows.schema)
             done = loaded_files(table, asset.name)
         out.append(_load(table, asset, landing, archive, name, data, sha, rows, done, run, day))
+        _tell(on_file, out[-1])
     return out
+
+
+def _tell(on_file: Callable[[IngestedFile], None] | None, outcome: IngestedFile) -> None:
+    if on_file is not None:
+        on_file(outcome)
 
 
 def _load(table: Table, asset: Asset, landing: Folder, archive: Folder, name: str, data: bytes, sha: str,

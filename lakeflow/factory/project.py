@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import graphlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,15 +207,26 @@ class Project:
                                                                   else {})},
                                 description=asset.description)
 
-    def ingest(self, assets: str | Sequence[str] | None = None) -> dict[str, tuple[IngestedFile, ...]]:
-        """Load the new landing files of the ingested assets (default: all), each file once."""
-        return {n: self._ingest_one(self.assets[n]) for n in self._names(assets, derived=False)}
+    def ingest(self, assets: str | Sequence[str] | None = None,
+               on_file: Callable[[IngestedFile], None] | None = None) -> dict[str, tuple[IngestedFile, ...]]:
+        """Load the new landing files of the ingested assets (default: all), each file once.
 
-    def _ingest_one(self, asset: Asset) -> tuple[IngestedFile, ...]:
+        `on_file` is called with each file's outcome as it is known (for progress).
+        """
+        return {n: self._ingest_one(self.assets[n], on_file) for n in self._names(assets, derived=False)}
+
+    def _ingest_one(self, asset: Asset, on_file: Callable[[IngestedFile], None] | None
+                    ) -> tuple[IngestedFile, ...]:
         def table_for(schema: pa.Schema | None) -> Table:
             return self._ingested_table(asset, schema)
 
-        return tuple(ingest_asset(table_for, asset, self.landing(asset.name), self.archive(asset.name)))
+        return tuple(ingest_asset(table_for, asset, self.landing(asset.name), self.archive(asset.name),
+                                  on_file=on_file))
+
+    def pending(self, assets: str | Sequence[str] | None = None) -> int:
+        """How many landing files wait to be ingested (default: all ingested assets)."""
+        names = self._names(assets, derived=False)
+        return sum(len(self.landing(n).names(self.assets[n].reader.glob)) for n in names)
 
     def _names(self, assets: str | Sequence[str] | None, derived: bool | None = None) -> list[str]:
         wanted = [assets] if isinstance(assets, str) else list(assets) if assets is not None else list(self.order)
@@ -258,10 +269,11 @@ class Project:
         spec, source = self._sql(asset), self.table(asset.from_)
         return spec.refresh(source, self._sql_table(spec, source))
 
-    def run(self, assets: str | Sequence[str] | None = None) -> RunResult:
+    def run(self, assets: str | Sequence[str] | None = None,
+            on_file: Callable[[IngestedFile], None] | None = None) -> RunResult:
         """Ingest, then refresh every derived asset in dependency order (default: all assets)."""
         names = self._names(assets)
-        ingested = self.ingest([n for n in names if not self.assets[n].derived])
+        ingested = self.ingest([n for n in names if not self.assets[n].derived], on_file)
         refreshed = {n: self.refresh(n) for n in names if self.assets[n].derived and self._has_source(n)}
         return RunResult(ingested, refreshed)
 
