@@ -407,3 +407,20 @@ def test_ingest_reports_each_file_as_it_goes(tmp_path):
     result = p.ingest(on_file=lambda f: seen.append(f"{f.name}:{f.outcome}"))
     assert seen == ["1.csv:loaded", "2.csv:rejected"] == [f"{f.name}:{f.outcome}" for f in result["payments"]]
     assert p.pending() == 0
+
+
+def test_derived_assets_take_table_properties(tmp_path):
+    dv = "{delta.enableDeletionVectors: 'true'}"
+    text = PROJECT.replace("    view: {group_by: [account]", f"    properties: {dv}\n    view: {{group_by: [account]")
+    p = project(tmp_path, text.replace("    sql: \"SELECT", f"    properties: {dv}\n    sql: \"SELECT"))
+    land(tmp_path, "payments", "1.csv", day(1, (1, "a", 5.0), (2, "b", 20.0), (3, "a", 30.0)))
+    p.run()
+    source = p.table("payments")
+    source.merge(pa.table({"id": [3], "account": ["a"], "amount": [31.0], "ts": source.to_arrow()["ts"].slice(0, 1)}))
+    p.run()
+    for name in ("balances", "big"):
+        t = p.table(name)
+        assert t.properties["delta.enableDeletionVectors"] == "true"
+        assert p.rebuild(name, verify=True).differences == 0
+        assert_table_equal(sql_scan(p.table_uri(name)), t.to_arrow())
+    assert any(f.deletion_vector is not None for f in p.table("balances").snapshot().files)

@@ -243,15 +243,19 @@ class Project:
             return View(self.table_uri(asset.name), source, self.storage_options)
         except TableNotFoundError:
             aggregates = {k: v if isinstance(v, str) else tuple(v) for k, v in asset.view.aggregates.items()}
-            return View.create(self.table_uri(asset.name), source, asset.view.group_by, aggregates,
+            view = View.create(self.table_uri(asset.name), source, asset.view.group_by, aggregates,
                                window=asset.view.window, storage_options=self.storage_options)
+            if asset.properties:  # e.g. delta.enableDeletionVectors: refreshes then mark, not rewrite
+                view.table.set_properties(asset.properties)
+            return view
 
     def _sql_table(self, spec: SqlAsset, source: Table) -> Table:
         try:
             return self.table(spec.name)
         except TableNotFoundError:
             return Table.create(self.table_uri(spec.name), spec.output_schema(source.schema),
-                                key=spec.key(source), storage_options=self.storage_options)
+                                key=spec.key(source), storage_options=self.storage_options,
+                                properties=dict(self.assets[spec.name].properties))
 
     def _sql(self, asset: Asset) -> SqlAsset:
         assert asset.sql is not None and asset.from_ is not None
