@@ -276,3 +276,18 @@ def test_overwrite_where_is_refused_on_keyed_tables(table_uri):
     with pytest.raises(lf.UnsupportedFeatureError, match="merge"):
         t.overwrite(rows((1, 5.0, "a")), where="id = 1")
     assert t.version == 2
+
+
+def test_restore_conflicts_with_a_concurrent_append(table_uri):
+    t = filled(table_uri)
+    commit_after(t, lambda: lf.Table(table_uri).append(rows((9, 9.0, "z"))))
+    with pytest.raises(lf.CommitConflictError):
+        t.restore(version=1)
+    assert sorted(lf.Table(table_uri).to_arrow().column("id").to_pylist()) == [1, 2, 3, 9]
+
+
+def test_a_schema_overwrite_needs_a_column(table_uri):
+    t = filled(table_uri)
+    with pytest.raises(lf.SchemaMismatchError, match="at least one column"):
+        t.overwrite(pa.table({}), schema_mode="overwrite")
+    assert t.version == 2

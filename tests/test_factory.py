@@ -424,3 +424,47 @@ def test_derived_assets_take_table_properties(tmp_path):
         assert p.rebuild(name, verify=True).differences == 0
         assert_table_equal(sql_scan(p.table_uri(name)), t.to_arrow())
     assert any(f.deletion_vector is not None for f in p.table("balances").snapshot().files)
+
+
+# ---- regressions found by review ---------------------------------------------------------------
+
+
+def test_a_stale_key_replacement_conflicts_with_a_newer_one_of_the_same_application(table_uri):
+    """Two refreshes of one derived table: the one that read the table before the other committed
+    must not commit on top (its keys do not say which rows the other wrote)."""
+    from lakeflow.ops.replace import replace_keys
+
+    t = lf.Table.create(table_uri, pa.schema([("g", pa.string()), ("s", pa.int64())]))
+    stale = t.snapshot()
+    replace_keys(t.snapshot(), pa.table({"g": ["z"], "s": [5]}), ["g"], app_id="derive/x", txn_version=2)
+    with pytest.raises(lf.CommitConflictError, match="derive/x"):
+        replace_keys(stale, pa.table({"g": ["a"], "s": [7]}), ["g"], app_id="derive/x", txn_version=3)
+    assert t.to_arrow().to_pylist() == [{"g": "z", "s": 5}]
+
+
+def test_a_renamed_key_is_no_key(tmp_path):
+    p = project(tmp_path, PROJECT.replace(BIG, "SELECT account AS id, id AS src_id FROM payments"))
+    land(tmp_path, "payments", "1.csv", day(1, (1, "a", 5.0), (2, "a", 7.0)))
+    p.run()
+    assert p.table("big").key == ()
+    p.table("payments").delete("id = 1")
+    p.run()
+    assert [r["src_id"] for r in p.table("big").to_arrow().to_pylist()] == [2]
+
+
+def test_a_header_only_file_is_loaded_as_no_rows(tmp_path):
+    p = project(tmp_path)
+    land(tmp_path, "payments", "1.csv", day(1, (1, "a", 5.0)))
+    land(tmp_path, "payments", "2.csv", "id,account,amount,ts\n")
+    land(tmp_path, "payments", "3.csv", day(1, (3, "a", 5.0)))
+    assert [f.outcome for f in p.ingest()["payments"]] == ["loaded", "loaded", "loaded"]
+    assert ids(p.table("payments")) == [1, 3]
+    land(tmp_path, "payments", "2.csv", "id,account,amount,ts\n")
+    assert [f.outcome for f in p.ingest()["payments"]] == ["already"]
+
+
+def test_reader_options_that_do_not_fit_are_a_declaration_error(tmp_path):
+    p = project(tmp_path, PROJECT.replace("ingest: {format: csv}", "ingest: {format: csv, options: {delimeter: ';'}}"))
+    land(tmp_path, "payments", "1.csv", day(1, (1, "a", 5.0)))
+    with pytest.raises(lf.DeclarationError, match="delimeter"):
+        p.ingest()

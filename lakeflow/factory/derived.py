@@ -26,10 +26,11 @@ from sqlglot import expressions as exp
 
 from lakeflow.actions import Add
 from lakeflow.errors import InvalidArgumentError
-from lakeflow.keys import frame_of
+from lakeflow.keys import any_file, frame_of
 from lakeflow.ops.replace import replace_keys
 from lakeflow.snapshot import Snapshot
 from lakeflow.table import Table
+from lakeflow.transaction import Transaction, retrying
 from lakeflow.write import conform, write_data_files
 
 # Functions whose value is not a function of the row: the query would not commute with diffs.
@@ -77,6 +78,17 @@ def check_sql(sql: str, source: str) -> None:
                                 "function of its rows")
 
 
+def _passes_through(sql: str, column: str) -> bool:
+    """Whether the query selects `column` as it is, under its own name (an alias does not count)."""
+    for e in sqlglot.parse_one(sql).expressions:
+        inner = e.this if isinstance(e, exp.Alias) else e
+        if isinstance(e, exp.Star) or (isinstance(inner, exp.Column) and isinstance(inner.this, exp.Star)):
+            return True
+        if e.alias_or_name == column and isinstance(inner, exp.Column) and inner.name == column:
+            return True
+    return False
+
+
 def apply_sql(sql: str, source: str, rows: pa.Table) -> pa.Table:
     """The query over `rows` (as table `source`), by polars SQL.
 
@@ -105,10 +117,13 @@ class SqlAsset:
         return apply_sql(self.sql, self.source, source_schema.empty_table()).schema
 
     def key(self, source: Table) -> tuple[str, ...]:
-        """The derived table's key: the source key when the query selects it, else none."""
+        """The derived table's key: the source key, when the query passes it through.
+
+        Each key column must be selected unchanged under its own name (`SELECT id, ...`
+        or `SELECT *`); else the table has no key.
+        """
         key = source.key
-        out = self.output_schema(source.schema).names
-        return key if key and all(k in out for k in key) else ()
+        return key if key and all(_passes_through(self.sql, k) for k in key) else ()
 
     @property
     def app_id(self) -> str:
@@ -120,10 +135,16 @@ class SqlAsset:
         txn = snap.state.txns.get(self.app_id)
         return txn.version if txn is not None else -1
 
-    def refresh(self, source: Table, target: Table) -> int:
-        """Fold the source changes since the reflected version in; return the source version now reflected."""
+    def refresh(self, source: Table, target: Table, retries: int = 5) -> int:
+        """Fold the source changes since the reflected version in; return the source version now reflected.
+
+        Exactly once: the commit records the source version as a `txn` it also read, so
+        a concurrent refresh of the same asset conflicts, and the refresh starts over.
+        """
+        return retrying(target.snapshot(), retries, lambda snap: self._refresh_once(source, snap))
+
+    def _refresh_once(self, source: Table, snap: Snapshot) -> int:
         latest = source.refresh()
-        snap = target.snapshot()
         done = self.reflected(snap)
         if done >= latest:
             return done
@@ -134,11 +155,11 @@ class SqlAsset:
             replace_keys(snap, added, key, diff.removed.select(list(key)), app_id=self.app_id,
                          txn_version=latest, operation="DERIVE")
         elif diff.removed.num_rows:
-            self.rebuild(source, target, latest)
+            self._rebuild_at(source, snap, latest)
         else:
             rows = conform(apply_sql(self.sql, self.source, diff.added), snap.schema).table
-            with target.transaction("DERIVE", {"sourceVersion": latest}, snapshot=snap) as tx:
-                tx.add(*_files(snap, rows)).set_txn(self.app_id, latest)
+            tx = Transaction(snap, "DERIVE", {"sourceVersion": latest})
+            tx.add(*_files(snap, rows)).read(txns=[self.app_id]).set_txn(self.app_id, latest).commit()
         return latest
 
     def recompute(self, source: Table, version: int) -> pa.Table:
@@ -148,10 +169,14 @@ class SqlAsset:
     def rebuild(self, source: Table, target: Table, version: int | None = None) -> int:
         """Replace the derived table with its recomputation at `version` (default latest); one commit."""
         version = source.refresh() if version is None else version
-        snap = target.snapshot()
+        return self._rebuild_at(source, target.snapshot(), version)
+
+    def _rebuild_at(self, source: Table, snap: Snapshot, version: int) -> int:
         rows = conform(self.recompute(source, version), snap.schema).table
-        with target.transaction("DERIVE REBUILD", {"sourceVersion": version}, snapshot=snap) as tx:
-            tx.remove(*snap.files).add(*_files(snap, rows)).set_txn(self.app_id, version)
+        tx = Transaction(snap, "DERIVE REBUILD", {"sourceVersion": version})
+        # It replaces every row: a concurrent refresh's files would survive it.
+        tx.remove(*snap.files).read(predicate=any_file, txns=[self.app_id]).add(*_files(snap, rows))
+        tx.set_txn(self.app_id, version).commit()
         return version
 
 

@@ -25,8 +25,8 @@ import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
 
-from lakeflow.errors import CommitConflictError, LakeflowError
-from lakeflow.factory.declarations import Asset
+from lakeflow.errors import CommitConflictError, InvalidArgumentError, LakeflowError
+from lakeflow.factory.declarations import Asset, DeclarationError
 from lakeflow.late import event_micros, from_micros, window_micros
 from lakeflow.storage import arrow_file
 from lakeflow.table import Table
@@ -105,7 +105,16 @@ def read_file(data: bytes, asset: Asset, schema: pa.Schema | None) -> pa.Table:
 
     Raises:
         pa.ArrowInvalid: the file does not parse (or not as the schema says).
+        DeclarationError: the declared reader options are not the reader's.
     """
+    try:
+        return _read(data, asset, schema)
+    except TypeError as e:  # an option the pyarrow reader does not take
+        raise DeclarationError(f"asset {asset.name}: ingest.options {asset.reader.options} do not fit the "
+                               f"{asset.reader.format} reader: {e}") from e
+
+
+def _read(data: bytes, asset: Asset, schema: pa.Schema | None) -> pa.Table:
     spec = asset.reader
     options = dict(spec.options)
     if spec.format == "parquet":
@@ -123,33 +132,63 @@ def read_file(data: bytes, asset: Asset, schema: pa.Schema | None) -> pa.Table:
 
 def loaded_files(table: Table, asset: str) -> dict[str, tuple[str, int]]:
     """Each file the log says this asset loaded (name -> sha256, version), while the log has it."""
-    out: dict[str, tuple[str, int]] = {}
-    for c in table.history():
-        if c.app_id == app_id(asset) and isinstance(c.info.get(FILE_KEY), str):
-            out.setdefault(c.info[FILE_KEY], (str(c.info.get(SHA_KEY)), c.version))
-    return out
+    return Loaded(asset).update(table).files
+
+
+class Loaded:
+    """The files an asset's log says were loaded, read incrementally (only newer commits each time)."""
+
+    def __init__(self, asset: str) -> None:
+        self.asset = asset
+        self.files: dict[str, tuple[str, int]] = {}
+        self.version = -1
+
+    def update(self, table: Table) -> Loaded:
+        """Read the commits after the last one seen; returns self."""
+        latest = table.version
+        for c in table.history(limit=max(0, latest - self.version)):
+            if c.app_id == app_id(self.asset) and isinstance(c.info.get(FILE_KEY), str):
+                self.files.setdefault(c.info[FILE_KEY], (str(c.info.get(SHA_KEY)), c.version))
+        self.version = latest
+        return self
+
+
+def _commit(table: Table, asset: str, rows: pa.Table, txn_version: int, info: dict[str, Any],
+            watermark: dt.datetime | None) -> int:
+    """One ingest commit: the rows, or (a file with no rows) the txn and provenance alone."""
+    if rows.num_rows:
+        return table.append(rows, app_id=app_id(asset), txn_version=txn_version, metadata=info, watermark=watermark)
+    tx = table.transaction("WRITE", {"mode": "Append"}).set_txn(app_id(asset), txn_version).info(**info)
+    return tx.commit().version
 
 
 def _commit_once(table: Table, asset: str, rows: pa.Table, name: str, sha: str, size: int,
-                 run: str, watermark: dt.datetime | None = None) -> tuple[int, bool]:
+                 run: str, watermark: dt.datetime | None = None, loaded: Loaded | None = None) -> tuple[int, bool]:
     """Append `rows` as the asset's next ingest commit; (version, whether this call wrote it).
 
-    A concurrent ingest may take the planned `txn_version` with another file: then
-    the plan is made again on the new state; if it took it with this very file,
-    that commit is the load.
+    Before each attempt the log is checked for this file: a concurrent ingest may
+    have loaded it meanwhile (then that commit is the load; other content under the
+    name is refused). A concurrent ingest may also take the planned `txn_version`
+    with another file: then the plan is made again on the new state.
+
+    Raises:
+        InvalidArgumentError: the log holds other content under this file's name.
     """
     info = {FILE_KEY: name, SHA_KEY: sha, SIZE_KEY: size, RUN_KEY: run}
+    loaded = loaded if loaded is not None else Loaded(asset)
     for _ in range(_PLAN_ATTEMPTS):
         table.refresh()
+        prior = loaded.update(table).files.get(name)
+        if prior is not None:
+            if prior[0] != sha:
+                raise InvalidArgumentError(f"a file named {name} with other content (sha256 {prior[0]}) was "
+                                           f"loaded at version {prior[1]}; rename the file to load it")
+            return prior[1], False
         seen = table.state.txns.get(app_id(asset))
-        version = table.append(rows, app_id=app_id(asset), txn_version=seen.version + 1 if seen else 0,
-                               metadata=info, watermark=watermark)
+        version = _commit(table, asset, rows, seen.version + 1 if seen else 0, info, watermark)
         holder = table.history(limit=table.version - version + 1)[-1]
         if holder.info.get(FILE_KEY) == name and holder.info.get(SHA_KEY) == sha:
             return version, holder.info.get(RUN_KEY) == run
-        done = loaded_files(table, asset).get(name)
-        if done is not None and done[0] == sha:
-            return done[1], False
     raise CommitConflictError(f"ingest of {name} lost the race for a txn_version {_PLAN_ATTEMPTS} times; retry")
 
 
@@ -172,21 +211,25 @@ def ingest_asset(table_for: Callable[[pa.Schema | None], Table], asset: Asset, l
         return []
     run, day = uuid.uuid4().hex, (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y-%m-%d")
     table: Table | None = None
-    done: dict[str, tuple[str, int]] = {}
+    loaded = Loaded(asset.name)
     out: list[IngestedFile] = []
     for name in names:
-        data = landing.read(name)
+        try:
+            data = landing.read(name)
+        except FileNotFoundError:
+            continue  # a concurrent ingest archived it meanwhile: that one loads it
         sha = hashlib.sha256(data).hexdigest()
         try:
             rows = read_file(data, asset, table.schema if table is not None else asset.arrow_schema)
+        except DeclarationError:
+            raise
         except (pa.ArrowException, ValueError, KeyError, LakeflowError) as e:
             out.append(_reject(landing, name, f"cannot read it as {asset.reader.format}: {e}"))
             _tell(on_file, out[-1])
             continue
         if table is None:
             table = table_for(rows.schema)
-            done = loaded_files(table, asset.name)
-        out.append(_load(table, asset, landing, archive, name, data, sha, rows, done, run, day))
+        out.append(_load(table, asset, landing, archive, name, data, sha, rows, loaded.update(table), run, day))
         _tell(on_file, out[-1])
     return out
 
@@ -197,8 +240,8 @@ def _tell(on_file: Callable[[IngestedFile], None] | None, outcome: IngestedFile)
 
 
 def _load(table: Table, asset: Asset, landing: Folder, archive: Folder, name: str, data: bytes, sha: str,
-          rows: pa.Table, done: dict[str, tuple[str, int]], run: str, day: str) -> IngestedFile:
-    before = done.get(name)
+          rows: pa.Table, loaded: Loaded, run: str, day: str) -> IngestedFile:
+    before = loaded.files.get(name)
     if before is not None and before[0] != sha:
         return _reject(landing, name, f"a file named {name} with other content (sha256 {before[0]}) was "
                                       f"loaded at version {before[1]}; rename the file to load it")
@@ -207,12 +250,12 @@ def _load(table: Table, asset: Asset, landing: Folder, archive: Folder, name: st
         return IngestedFile(name, "already", before[1])
     try:
         version, wrote = _commit_once(table, asset.name, rows, name, sha, len(data), run,
-                                      file_watermark(asset, rows))
+                                      file_watermark(asset, rows), loaded)
     except LakeflowError as e:
         if isinstance(e, CommitConflictError):
             raise
         return _reject(landing, name, str(e))
-    done[name] = (sha, version)
+    loaded.files[name] = (sha, version)
     landing.move(name, archive, day)
     return IngestedFile(name, "loaded" if wrote else "already", version, rows.num_rows if wrote else 0)
 

@@ -29,6 +29,8 @@ OverwriteSchemaMode = Literal["overwrite"]
 
 def _new_metadata(snapshot: Snapshot, schema: pa.Schema) -> Metadata:
     """The metadata of a schema overwrite: the new schema; key, event time and partitions must fit it."""
+    if not schema.names:
+        raise SchemaMismatchError("a schema overwrite needs at least one column")
     missing = [c for c in (*snapshot.partition_columns, *snapshot.config.key,
                            *([snapshot.config.event_time] if snapshot.config.event_time else []))
                if c not in schema.names]

@@ -95,7 +95,8 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
             written += write_data_files(snapshot.storage, rows, snapshot.partition_columns)
         tx.add(*written, *marked.marked)
         tx.read([f.add.path for f in files], index.could_match if index is not None else any_file)
-        tx.set_txn(app_id, txn_version)
+        # The txn read: a concurrent write of the same application conflicts (its keys are unknown here).
+        tx.read(txns=[app_id]).set_txn(app_id, txn_version)
         tx.info({"numRemovedRows": removed, "numAddedRows": rows.num_rows, "numRewrittenFiles": rewritten})
         result = tx.commit()
     except BaseException:

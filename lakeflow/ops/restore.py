@@ -7,6 +7,7 @@ import time
 
 from lakeflow.constraints import keep_identity_marks
 from lakeflow.errors import VacuumedDataError
+from lakeflow.keys import any_file
 from lakeflow.log import check_writable
 from lakeflow.ops.create import covering
 from lakeflow.snapshot import DataFile, Snapshot
@@ -49,7 +50,7 @@ def restore(snapshot: Snapshot, target: Snapshot) -> int:
     now = int(time.time() * 1000)
     tx = Transaction(snapshot, "RESTORE", {"version": target.version,
                                            "timestamp": target.timestamp.isoformat() if target.timestamp else None})
-    tx.remove(*gone)
+    tx.remove(*gone).read(predicate=any_file)  # a concurrent append would survive into the restored state
     tx.add(*(dataclasses.replace(f.add, data_change=True, modification_time=now) for f in back))
     metadata = keep_identity_marks(snapshot.metadata, target.metadata)
     if metadata != snapshot.metadata:
