@@ -29,7 +29,7 @@ import pyarrow as pa
 from lakeflow.actions import Add
 from lakeflow.errors import DuplicateKeyError, LakeflowError
 from lakeflow.partitions import parse_partition_value
-from lakeflow.snapshot import Snapshot, stat_bounds
+from lakeflow.snapshot import DataFile, Snapshot, stat_bounds
 
 SAMPLE_KEYS = 3
 # Each retry follows a commit that may hold the append's keys: it loses only to real progress.
@@ -145,6 +145,17 @@ def check_unique(rows: pa.Table, key: Sequence[str]) -> pl.DataFrame:
     return frame
 
 
+def key_candidates(snap: Snapshot, keys: pa.Table) -> tuple[list[DataFile], Callable[[Add], bool]]:
+    """The files of `snap` that may hold one of `keys`, and the file test that chose them.
+
+    The test is also what a commit records as read: a file a concurrent writer adds
+    conflicts when it passes. A null key cannot be pruned by statistics: every file.
+    """
+    nulls = any(keys.column(c).null_count for c in keys.column_names)
+    could_match = any_file if nulls else KeyIndex(keys, snap.schema, snap.partition_columns).could_match
+    return [f for f in snap.files if could_match(f.add)], could_match
+
+
 def check_new_keys(snap: Snapshot, rows: pa.Table, key: Sequence[str]) -> KeyReads:
     """Refuse `rows` (conformed to the table schema) if a key repeats in them or in the table.
 
@@ -154,9 +165,7 @@ def check_new_keys(snap: Snapshot, rows: pa.Table, key: Sequence[str]) -> KeyRea
     on = list(key)
     keys = rows.select(on)
     frame = check_unique(rows, on)
-    nulls = any(keys.column(c).null_count for c in on)
-    could_match = any_file if nulls else KeyIndex(keys, snap.schema, snap.partition_columns).could_match
-    candidates = [f for f in snap.files if could_match(f.add)]
+    candidates, could_match = key_candidates(snap, keys)
     if candidates:
         existing = pl.DataFrame(pa.concat_tables(snap.read_files(candidates, columns=on)))
         # Probing the table's keys against the batch's (the smaller side is hashed).
@@ -169,4 +178,5 @@ def check_new_keys(snap: Snapshot, rows: pa.Table, key: Sequence[str]) -> KeyRea
     return KeyReads(frozenset(f.add.path for f in candidates), could_match)
 
 
-__all__ = ["KEY_CONFLICT_RETRIES", "KeyIndex", "KeyReads", "any_file", "check_new_keys", "check_unique", "frame_of"]
+__all__ = ["KEY_CONFLICT_RETRIES", "KeyIndex", "KeyReads", "any_file", "check_new_keys", "check_unique", "frame_of",
+           "key_candidates"]

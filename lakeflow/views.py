@@ -27,7 +27,7 @@ from lakeflow.errors import (
     SchemaMismatchError,
     VersionNotFoundError,
 )
-from lakeflow.keys import KeyIndex, frame_of
+from lakeflow.keys import frame_of, key_candidates
 from lakeflow.late import window_micros
 from lakeflow.ops.replace import replace_keys
 from lakeflow.snapshot import Snapshot
@@ -334,10 +334,7 @@ class View:
     def _groups(self, snap: Snapshot, groups: pl.DataFrame) -> pl.DataFrame:
         """The stored rows of `groups` (only files that may hold them are read)."""
         wanted = groups.to_arrow().cast(pa.schema([snap.schema.field(k) for k in self.keys]))
-        nulls = any(wanted.column(k).null_count for k in self.keys)
-        index = None if nulls else KeyIndex(wanted, snap.schema, snap.partition_columns)
-        files = [f for f in snap.files if index is None or index.could_match(f.add)]
-        tables = snap.read_files(files)
+        tables = snap.read_files(key_candidates(snap, wanted)[0])
         stored = frame_of(pa.concat_tables(tables) if tables else snap.schema.empty_table())
         stored = stored.join(frame_of(wanted), on=self.keys, how="semi", nulls_equal=True)
         return stored.with_columns(pl.lit(0, pl.Int8).alias(_ALL))

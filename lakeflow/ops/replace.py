@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from lakeflow.actions import Add
 from lakeflow.errors import SchemaMismatchError
-from lakeflow.keys import KeyIndex, any_file, frame_of
+from lakeflow.keys import any_file, frame_of, key_candidates
 from lakeflow.log import check_writable
 from lakeflow.ops.rewrite import IndexArray, Written, mark_rows, uses_deletion_vectors
 from lakeflow.snapshot import DataFile, Snapshot
@@ -43,15 +43,6 @@ class Replacement:
     rows_removed: int
     rows_added: int
     files_rewritten: int
-
-
-def _candidates(snapshot: Snapshot, keys: pa.Table, key: Sequence[str]) -> tuple[list[DataFile], KeyIndex | None]:
-    """The files that may hold one of `keys` (all files when a key is null: stats cannot prune it)."""
-    if any(keys.column(c).null_count for c in key):
-        return list(snapshot.files), None
-    index = KeyIndex(keys, snapshot.schema, snapshot.partition_columns)
-    return [f for f in snapshot.files if index.could_match(f.add)], index
-
 
 
 def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replaced: pa.Table | None = None,
@@ -85,7 +76,7 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
     if replaced is not None and replaced.num_rows:
         keys = pa.concat_tables([keys, replaced.select(key).cast(keys.schema)])
     gone = frame_of(keys).unique()
-    files, index = _candidates(snapshot, gone.to_arrow(), key) if gone.height else ([], None)
+    files, could_match = key_candidates(snapshot, gone.to_arrow()) if gone.height else ([], any_file)
     tx = Transaction(snapshot, operation, {"key": key, **(parameters or {})})
     written: list[Add] = []
     marked = Written()
@@ -94,7 +85,7 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
         if rows.num_rows:
             written += write_data_files(snapshot.storage, rows, snapshot.partition_columns)
         tx.add(*written, *marked.marked)
-        tx.read([f.add.path for f in files], index.could_match if index is not None else any_file)
+        tx.read([f.add.path for f in files], could_match)
         # The txn read: a concurrent write of the same application conflicts (its keys are unknown here).
         tx.read(txns=[app_id]).set_txn(app_id, txn_version)
         tx.info({"numRemovedRows": removed, "numAddedRows": rows.num_rows, "numRewrittenFiles": rewritten})
