@@ -130,11 +130,6 @@ def _read(data: bytes, asset: Asset, schema: pa.Schema | None) -> pa.Table:
     return table if schema is None else table.select(schema.names).cast(schema)
 
 
-def loaded_files(table: Table, asset: str) -> dict[str, tuple[str, int]]:
-    """Each file the log says this asset loaded (name -> sha256, version), while the log has it."""
-    return Loaded(asset).update(table).files
-
-
 class Loaded:
     """The files an asset's log says were loaded, read incrementally (only newer commits each time)."""
 
@@ -276,4 +271,4 @@ def _reject(landing: Folder, name: str, reason: str) -> IngestedFile:
     return IngestedFile(name, "rejected", reason=reason)
 
 
-__all__ = ["Folder", "IngestedFile", "app_id", "ingest_asset", "loaded_files", "read_file"]
+__all__ = ["Folder", "IngestedFile", "app_id", "Loaded", "ingest_asset", "read_file"]

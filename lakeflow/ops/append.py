@@ -68,6 +68,21 @@ def check_txn(app_id: str | None, txn_version: int | None) -> None:
         raise InvalidArgumentError(f"txn_version must be a non-negative int, got {txn_version!r}")
 
 
+def committed_version(snapshot: Snapshot, app_id: str | None, txn_version: int | None) -> int | None:
+    """The version that committed (app_id, txn_version) or a later batch, by `snapshot`; else None.
+
+    Raises:
+        InvalidArgumentError: only one of the two given, or either of a wrong type.
+    """
+    check_txn(app_id, txn_version)
+    if app_id is None or txn_version is None:
+        return None
+    seen = snapshot.state.txns.get(app_id)
+    if seen is None or seen.version < txn_version:
+        return None
+    return snapshot.log.txn_version_holding(snapshot.state, app_id, txn_version)
+
+
 def check_info(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     """User commitInfo fields, checked: not reserved, JSON-serializable UTF-8.
 
@@ -100,10 +115,9 @@ def append(snapshot: Snapshot, data: Any, app_id: str | None = None, txn_version
         table_rules(snapshot.metadata).identities)
     chunks = input_chunks(data, STREAM_CHUNK_BYTES, whole=whole)
     snapshot = snapshot.latest()
-    if app_id is not None and txn_version is not None:
-        seen = snapshot.state.txns.get(app_id)
-        if seen is not None and seen.version >= txn_version:
-            return snapshot.log.txn_version_holding(snapshot.state, app_id, txn_version)
+    done = committed_version(snapshot, app_id, txn_version)
+    if done is not None:
+        return done
     check_writable(snapshot.protocol, snapshot.metadata)  # before a file is written
     staged = _stage(snapshot, chunks, schema_mode, watermark, late, quarantine)
     arrival, adds = staged.arrival, staged.adds
@@ -221,5 +235,5 @@ def write_quarantine(source: LogReader, quarantine: Quarantine, version: int) ->
     append(Snapshot(log, log.head), rows)
 
 
-__all__ = ["STREAM_CHUNK_BYTES", "append", "check_info", "check_txn", "commit_keyed",
+__all__ = ["STREAM_CHUNK_BYTES", "append", "check_info", "check_txn", "commit_keyed", "committed_version",
            "settle_arrival", "write_quarantine"]

@@ -15,7 +15,7 @@ from lakeflow.constraints import enforce, table_rules
 from lakeflow.errors import InvalidArgumentError, SchemaMismatchError, UnsupportedFeatureError
 from lakeflow.keys import any_file, check_unique
 from lakeflow.log import TableState, check_writable
-from lakeflow.ops.append import check_info, check_txn
+from lakeflow.ops.append import check_info, check_txn, committed_version
 from lakeflow.ops.create import covering, protocol_for
 from lakeflow.ops.delete import deleting
 from lakeflow.ops.rewrite import change_rows
@@ -103,10 +103,9 @@ def overwrite(snapshot: Snapshot, data: Any, *, where: Any = None, schema_mode: 
     check_writable(snapshot.protocol, snapshot.metadata)
     if table_rules(snapshot.metadata).append_only and snapshot.files:
         enforce(snapshot.state, removes=True)  # AppendOnlyError before a file is written
-    if app_id is not None and txn_version is not None:
-        seen = snapshot.state.txns.get(app_id)
-        if seen is not None and seen.version >= txn_version:
-            return snapshot.log.txn_version_holding(snapshot.state, app_id, txn_version)
+    done = committed_version(snapshot, app_id, txn_version)
+    if done is not None:
+        return done
     rows, actions = _prepare(snapshot, data, schema_mode)
     tx, written = _replaced(snapshot, rows, where, schema_mode)
     adds: list[Add] = write_data_files(snapshot.storage, rows, snapshot.partition_columns) if rows.num_rows else []

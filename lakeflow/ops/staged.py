@@ -32,7 +32,7 @@ from lakeflow.errors import InvalidArgumentError, SchemaMismatchError, Unsupport
 from lakeflow.keys import check_new_keys
 from lakeflow.late import EventClock, event_micros, from_micros
 from lakeflow.log import check_writable
-from lakeflow.ops.append import STREAM_CHUNK_BYTES, check_info, check_txn, commit_keyed
+from lakeflow.ops.append import STREAM_CHUNK_BYTES, check_info, commit_keyed, committed_version
 from lakeflow.schema import arrow_to_delta, canonical, delta_fields, delta_to_arrow
 from lakeflow.snapshot import ScanFile, Snapshot, scan_files, stat_bounds, typed_partition_values
 from lakeflow.storage import open_storage
@@ -162,21 +162,6 @@ def commit_files(snapshot: Snapshot, staged: Sequence[StagedFiles], app_id: str 
     if result.deduplicated:  # another attempt of the same batch won the race
         discard(snapshot.storage, adds)
     return result.version
-
-
-def committed_version(snapshot: Snapshot, app_id: str | None, txn_version: int | None) -> int | None:
-    """The version that committed (app_id, txn_version) or a later batch, by `snapshot`; else None.
-
-    Raises:
-        InvalidArgumentError: only one of the two given, or either of a wrong type.
-    """
-    check_txn(app_id, txn_version)
-    if app_id is None or txn_version is None:
-        return None
-    seen = snapshot.state.txns.get(app_id)
-    if seen is None or seen.version < txn_version:
-        return None
-    return snapshot.log.txn_version_holding(snapshot.state, app_id, txn_version)
 
 
 def _check_list(staged: Any) -> list[StagedFiles]:
