@@ -602,3 +602,15 @@ def test_merge_matches_a_dict_model(initial, batches, sync):
         assert r.updated == sum(1 for k in batch if k in before and before[k] != batch[k])
         assert r.deleted == (len(set(before) - set(batch)) if sync else 0)
         assert {x["id"]: x["amount"] for x in t.to_arrow().to_pylist()} == model
+
+
+def test_merge_on_other_columns_than_the_declared_key_is_refused(table_uri):
+    # Rows not matched on `on` would be inserted even when their declared key is taken.
+    t = lf.Table.create(table_uri, SCHEMA, key=["id"])
+    t.append(rows([1, 2]))
+    for on in ("name", ["id", "name"]):
+        with pytest.raises(lf.InvalidArgumentError, match=r"declares the key \['id'\]"):
+            t.merge(rows([1], name="x"), on=on)
+    assert t.version == 1
+    t.merge(rows([1], name="x"), on="id")
+    assert by_id(t.snapshot().to_arrow()) == by_id(pa.concat_tables([rows([1], name="x"), rows([2])]))

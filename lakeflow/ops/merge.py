@@ -150,6 +150,10 @@ def _key_columns(on: str | Sequence[str] | None, declared: tuple[str, ...], sche
         raise SchemaMismatchError(f"the source lacks the key column(s) {missing}")
     if len(set(keys)) != len(keys):
         raise InvalidArgumentError(f"on repeats a column: {list(keys)}")
+    if declared and set(keys) != set(declared):  # an unmatched row would be inserted under a taken key
+        raise InvalidArgumentError(
+            f"the table declares the key {list(declared)}, so a merge pairs rows by it; on={list(keys)} "
+            "could insert a row whose key is already in the table: leave on out")
     if isinstance(action, Mapping) and set(action) & set(keys):
         raise InvalidArgumentError(
             f"when_matched cannot set the key column(s) {sorted(set(action) & set(keys))}")
