@@ -314,7 +314,7 @@ class View:
         tx.remove(*snap.files).read(txns=[self._app_id]).set_txn(self._app_id, latest)
         if new_state.height:
             arrow = new_state.drop(_ALL).to_arrow().cast(snap.schema)
-            tx.add(*write_data_files(snap.storage, arrow, ()))
+            tx.add(*write_data_files(snap.storage, arrow, (), mapping=snap.column_mapping))
         return tx.info({"groups": new_state.height}).commit().version
 
     def _replace_groups(self, snap: Snapshot, reflected: int, latest: int) -> int:
@@ -365,7 +365,8 @@ class View:
         tx = self.table.transaction("VIEW REBUILD", {"sourceTo": source_version}, snapshot=snap)
         tx.remove(*snap.files).read(txns=[self._app_id]).set_txn(self._app_id, source_version)
         if state.height:
-            tx.add(*write_data_files(snap.storage, state.drop(_ALL).to_arrow().cast(snap.schema), ()))
+            tx.add(*write_data_files(snap.storage, state.drop(_ALL).to_arrow().cast(snap.schema), (),
+                                     mapping=snap.column_mapping))
         return tx.info({"groups": state.height}).commit().version
 
     def snapshot(self, source_version: int | None = None) -> pa.Table:
