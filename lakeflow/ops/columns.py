@@ -84,7 +84,7 @@ def _column(snapshot: Snapshot, name: Any, what: str) -> str:
     """
     if not isinstance(name, str) or not name:
         raise InvalidArgumentError(f"{what} takes column names (non-empty strings), got {name!r}")
-    name = next((n for n in snapshot.schema.names if n.lower() == name.lower()), name)  # case-insensitive
+    name = next((str(n) for n in snapshot.schema.names if n.lower() == name.lower()), name)  # case-insensitive
     if name not in snapshot.schema.names:
         if "." in name and name.split(".")[0] in snapshot.schema.names:
             raise UnsupportedFeatureError(
