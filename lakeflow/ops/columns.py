@@ -84,18 +84,18 @@ def _column(snapshot: Snapshot, name: Any, what: str) -> str:
     """
     if not isinstance(name, str) or not name:
         raise InvalidArgumentError(f"{what} takes column names (non-empty strings), got {name!r}")
-    name = next((str(n) for n in snapshot.schema.names if n.lower() == name.lower()), name)  # case-insensitive
-    if name not in snapshot.schema.names:
-        if "." in name and name.split(".")[0] in snapshot.schema.names:
+    column = next((str(n) for n in snapshot.schema.names if n.lower() == name.lower()), name)  # case-insensitive
+    if column not in snapshot.schema.names:
+        if "." in column and column.split(".")[0] in snapshot.schema.names:
             raise UnsupportedFeatureError(
-                f"cannot {what} {name!r}: lakeflow renames and drops top-level columns only, not nested "
+                f"cannot {what} {column!r}: lakeflow renames and drops top-level columns only, not nested "
                 "fields; rewrite the struct column (overwrite with schema_mode='overwrite') instead")
-        raise SchemaMismatchError(f"cannot {what} {name!r}: the table has no such column; its columns are "
+        raise SchemaMismatchError(f"cannot {what} {column!r}: the table has no such column; its columns are "
                                   f"{snapshot.schema.names}")
-    reason = _uses(snapshot, name)
+    reason = _uses(snapshot, column)
     if reason is not None:
-        raise UnsupportedFeatureError(f"cannot {what} column {name!r}: {reason}")
-    return name
+        raise UnsupportedFeatureError(f"cannot {what} column {column!r}: {reason}")
+    return column
 
 
 def _commit(snapshot: Snapshot, columns: Sequence[tuple[str, str]], partition_columns: Sequence[str],
