@@ -125,34 +125,36 @@ class ColumnMapping:
         """
         return cls(mode, _type_names(json.loads(schema_string), mode != "none"))
 
-    @classmethod
-    def union(cls, mappings: Iterable[ColumnMapping]) -> ColumnMapping:
-        """One mapping for several schemas of a table (newest first), for reading across them.
+    def retarget(self, newest: ColumnMapping, where: str) -> ColumnMapping:
+        """This mapping with the logical names of `newest`, for reading older files as the newest schema.
+
+        A column is the same column when its physical name is: a renamed one takes
+        its newest name, a dropped one is left out (absent). Files written before
+        column mapping was turned on store the names the mapping took as physical.
 
         Raises:
-            UnsupportedFeatureError: a column was renamed, or a name reused for a
-                different physical column, between the schemas.
+            UnsupportedFeatureError: a column name stands for another physical column
+                in `newest` (dropped and added again, or a schema replaced): rows
+                cannot be matched across that change.
         """
-        items = list(mappings)
+        current = newest._root.fields
+        taken = {f.logical.lower() for f in current.values()}
         fields: dict[str, _Field] = {}
-        logical: dict[str, str] = {}
-        for m in items:
-            for f in m._root.fields.values():
-                known = fields.setdefault(f.physical, f)
-                if known.logical != f.logical or logical.setdefault(f.logical, f.physical) != f.physical:
-                    raise UnsupportedFeatureError(
-                        f"column {f.logical!r} was renamed or replaced (column mapping) within "
-                        "the range, so rows cannot be compared by column name; diff the ranges "
-                        "before and after that change separately"
-                    )
-        modes = {m.mode for m in items if m.mode != "none"}
-        if len(modes) > 1:
-            raise UnsupportedFeatureError(
-                "the column mapping mode changed within the range; diff the ranges before "
-                "and after that change separately"
-            )
-        return cls(modes.pop() if modes else "none",
-                   _Names(fields, {f.id: f for f in fields.values() if f.id is not None}))
+        for physical, f in self._root.fields.items():
+            if physical in current:
+                fields[physical] = current[physical]
+            elif f.logical.lower() in taken:
+                raise UnsupportedFeatureError(
+                    f"column {f.logical!r} of {where} is another column than the newest {f.logical!r} "
+                    "(dropped and added again, or the schema replaced, under column mapping), so rows "
+                    "cannot be matched across that change; diff the ranges before and after it separately")
+        mode = self.mode if self.active else "name"  # unmapped files store the names mapping kept
+        return ColumnMapping(mode, _Names(fields, {f.id: f for f in fields.values() if f.id is not None}))
+
+    def logical_name(self, physical: str) -> str | None:
+        """The logical name of the top-level column stored as `physical` (None: no such column)."""
+        known = self._root.fields.get(physical)
+        return known.logical if known is not None else None
 
     @property
     def active(self) -> bool:

@@ -296,9 +296,25 @@ class View:
         """
         return retrying(self.table.snapshot(), retries, self._refresh_once)
 
+    def _check_source(self, version: int) -> None:
+        """Refuse a source version that lacks a column the view reads (renamed or dropped since its create).
+
+        Raises:
+            SchemaMismatchError: naming the columns.
+        """
+        names = self.source.snapshot(version=version).schema.names
+        missing = [c for c in dict.fromkeys([*self.group_by, *(a.column for a in self.aggregates if a.column)])
+                   if c not in names]
+        if missing:
+            raise SchemaMismatchError(
+                f"the view's source {self.source.uri} has no column(s) {missing} at version {version} (renamed or "
+                "dropped since the view was created); the view cannot follow them: create a new view over "
+                "the source's current names, or rename the columns back")
+
     def _refresh_once(self, snap: Snapshot) -> int:
         """One refresh attempt on top of the view table at `snap`."""
         latest = self.source.refresh()  # the handle's state: the version the refresh folds to
+        self._check_source(latest)
         txn = snap.state.txns.get(self._app_id)
         reflected = txn.version if txn else -1
         if latest == reflected:
@@ -360,6 +376,7 @@ class View:
         replayed, no second system). Returns the view table's version.
         """
         source_version = self.source.refresh() if source_version is None else source_version
+        self._check_source(source_version)
         state = self._from_scratch(source_version)
         snap = self.table.snapshot()
         tx = self.table.transaction("VIEW REBUILD", {"sourceTo": source_version}, snapshot=snap)

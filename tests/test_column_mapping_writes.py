@@ -494,3 +494,68 @@ def test_generated_columns_and_their_sources_are_not_renamed(tmp_path):
     t.rename_column("other", "third")
     t.append(pa.table({"id": pa.array([3], pa.int64()), "third": pa.array([1], pa.int64())}))
     assert t.to_arrow().to_pylist() == [{"id": 3, "double": 6, "third": 1}]
+
+
+# ---- diffs, changes and views across renames and drops -----------------------------------
+
+
+def _by_id(table: pa.Table) -> dict:
+    return {r["id"]: r for r in table.to_pylist()}
+
+
+def test_diff_across_a_rename_shows_the_newer_names(table_uri):
+    t = plain_table(table_uri)
+    t.append(rows([20, 21], v=3))
+    t.rename_column("v", "value")
+    t.update("id = 20", set={"value": "value + 10"})
+    t.drop_columns("s")
+    t.append(pa.table({"id": pa.array([22], pa.int64()), "value": pa.array([4], pa.int64()), "part": ["a"]}))
+    d = t.diff(1, t.version)
+    assert d.schema.names == ["id", "value", "part"]  # the newest names; `s` was dropped
+    assert {i: r["value"] for i, r in _by_id(d.added).items()} == {20: 13, 21: 3, 22: 4}
+    assert _by_id(d.removed) == {}  # the pre-rename rows are the same rows
+    keyed = t.diff(2, t.version, key="id")
+    assert keyed.summary.updated == 1 and keyed.summary.inserted == 1
+    before = t.snapshot(version=2).to_arrow().rename_columns(["id", "value", "s", "part"]).drop_columns(["s"])
+    moved = _rows(before, d.schema.names) + _rows(t.diff(2, t.version).added, d.schema.names)
+    moved.subtract(_rows(t.diff(2, t.version).removed, d.schema.names))
+    assert +moved == _rows(t.to_arrow(), d.schema.names)
+    for change in t.changes(1, t.version):  # every commit's change rows under the newest names
+        assert {"id", "value", "part"} <= set(change.rows.column_names) and "v" not in change.rows.column_names
+    updated = [c for c in t.changes(3, 4)][0].rows
+    assert sorted(zip(updated["_change_type"].to_pylist(), updated["value"].to_pylist(), strict=True)) == [
+        ("update_postimage", 13), ("update_preimage", 3)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_diff_across_a_rename_of_a_deltalake_mapped_partitioned_table(table_uri, tmp_path, mode):
+    t = deltalake_table(tmp_path, table_uri, mode)
+    t.rename_column("part", "region")
+    t.rename_column("v", "value")
+    t.delete(pc.field("id") == 3)
+    d = t.diff(0, t.version)
+    assert d.schema.names == ["id", "value", "s", "region"]
+    assert [(r["id"], r["region"]) for r in d.removed.to_pylist()] == [(3, "a")]
+
+
+def test_diff_across_a_dropped_and_re_added_column_is_refused(table_uri):
+    t = plain_table(table_uri)
+    t.drop_columns("v")
+    t.add_columns([pa.field("v", pa.int64())])
+    t.append(rows([30], v=1))
+    with pytest.raises(lf.UnsupportedFeatureError, match=r"column 'v' of version 0 is another column"):
+        t.diff(0, t.version)
+    assert t.diff(3, t.version).summary.inserted == 1  # after the change: fine
+
+
+def test_view_over_a_renamed_source_refreshes_by_the_new_names_or_refuses(tmp_path):
+    src = plain_table(str(tmp_path / "src"))
+    view = lf.View.create(str(tmp_path / "view"), src, group_by=["part"],
+                          aggregates={"n": "count", "total": ("v", "sum")})
+    view.refresh()
+    src.rename_column("v", "value")
+    src.append(rows([30], v=5).rename_columns(["id", "value", "s", "part"]))
+    before = view.table.version
+    with pytest.raises(lf.SchemaMismatchError, match="'v'"):
+        view.refresh()
+    assert view.table.refresh() == before
