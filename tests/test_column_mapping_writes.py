@@ -522,7 +522,8 @@ def test_diff_across_a_rename_shows_the_newer_names(table_uri):
     assert +moved == _rows(t.to_arrow(), d.schema.names)
     for change in t.changes(1, t.version):  # every commit's change rows under the newest names
         assert {"id", "value", "part"} <= set(change.rows.column_names) and "v" not in change.rows.column_names
-    updated = [c for c in t.changes(3, 4)][0].rows
+    (change,) = t.changes(3, 4)
+    updated = change.rows
     assert sorted(zip(updated["_change_type"].to_pylist(), updated["value"].to_pylist(), strict=True)) == [
         ("update_postimage", 13), ("update_preimage", 3)]
 
