@@ -560,3 +560,19 @@ def test_view_over_a_renamed_source_refreshes_by_the_new_names_or_refuses(tmp_pa
     with pytest.raises(lf.SchemaMismatchError, match="'v'"):
         view.refresh()
     assert view.table.refresh() == before
+
+
+def test_cli_rename_column_and_drop_columns(tmp_path, capsys):
+    from test_cli import run
+
+    uri = str(tmp_path / "t")
+    plain_table(uri)
+    code, out, _ = run(capsys, "rename-column", uri, "v", "value", "--json")
+    assert code == 0 and json.loads(out) == {"version": 2}
+    code, out, _ = run(capsys, "drop-columns", uri, "s,value")
+    assert code == 0 and "dropped s, value: version 3" in out
+    assert sql_scan(uri).column_names == ["id", "part"]
+    code, _, err = run(capsys, "drop-columns", uri, "part")
+    assert code == 1 and "cannot drop partition column" in err
+    code, _, err = run(capsys, "rename-column", uri, "id", "PART")
+    assert code == 1 and "case-insensitive" in err

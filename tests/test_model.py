@@ -4,7 +4,8 @@ The model is the list of every version's rows (a multiset of (id, v, part)).
 Hypothesis drives creates, appends (through the handle and through a stale second
 handle), checkpoints, log cleanup with short retentions, reopening, time travel by
 version and by instant, reads through the stale handle, and, where the Table has
-them, merge, delete and diff; after every step the table must equal the model.
+them, merge, delete, diff and column renames (the model keeps its own names; each
+version records the table's); after every step the table must equal the model.
 Runs 200 examples in CI (profile "ci"); `HYPOTHESIS_PROFILE=dev` or `long` runs more.
 """
 
@@ -27,7 +28,7 @@ import lakeflow as lf
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), ("v", pa.int64()), ("part", pa.string())])
 PARTS = ["a", "b", "ü/x=1"]
-HAS = {name: hasattr(lf.Table, name) for name in ("merge", "delete", "diff")}
+HAS = {name: hasattr(lf.Table, name) for name in ("merge", "delete", "diff", "rename_column")}
 
 values = st.integers(-3, 3) | st.none()
 retentions = st.sampled_from([dt.timedelta(0), dt.timedelta(milliseconds=1),
@@ -55,6 +56,8 @@ class TableModel(RuleBasedStateMachine):
                                      properties={"delta.checkpointInterval": "3"})
         self.stale = lf.Table(self.uri)  # a second handle that falls behind
         self.versions: list[Rows] = [Counter()]
+        self.names = {"v": "v", "part": "part"}  # the model's column -> the table's name for it now
+        self.version_names = [dict(self.names)]
         self.next_id = 0
         self.floor = 0  # the oldest version log cleanup left reachable
         self.checkpointed: set[int] = set()
@@ -69,11 +72,21 @@ class TableModel(RuleBasedStateMachine):
     def current(self) -> Rows:
         return self.versions[-1]
 
+    def out(self, rows) -> pa.Table:
+        """Model rows as the table names its columns now."""
+        return arrow(rows).rename_columns(["id", self.names["v"], self.names["part"]])
+
+    def read(self, table: pa.Table, version: int | None = None) -> Rows:
+        """A table's rows in the model's names, as the table named them at `version` (default: now)."""
+        names = self.version_names[-1 if version is None else version]
+        return rows_of(table.rename_columns([{names[k]: k for k in names}.get(c, c) for c in table.column_names]))
+
     def settle(self, expected: Rows) -> None:
         """Record what an operation should have produced: a new version, or none when nothing changed."""
         version = lf.Table(self.uri).version
         if version == len(self.versions):
             self.versions.append(expected)
+            self.version_names.append(dict(self.names))
             if version % 3 == 0:  # delta.checkpointInterval
                 self.checkpointed.add(version)
         else:
@@ -87,7 +100,7 @@ class TableModel(RuleBasedStateMachine):
     @rule(new=st.lists(st.tuples(values, parts), max_size=4), stale=st.booleans())
     def append(self, new, stale) -> None:
         rows = [(i, v, p) for i, (v, p) in zip(self.fresh_ids(len(new)), new, strict=True)]
-        (self.stale if stale else self.table).append(arrow(rows))
+        (self.stale if stale else self.table).append(self.out(rows))
         self.settle(self.current + Counter(rows))
 
     @rule()
@@ -111,7 +124,7 @@ class TableModel(RuleBasedStateMachine):
         """An old handle's version and snapshot are the latest, whatever cleanup deleted."""
         assert self.stale.version == len(self.versions) - 1
         assert self.stale.snapshot().version == len(self.versions) - 1
-        assert rows_of(self.stale.snapshot().to_arrow()) == self.current
+        assert self.read(self.stale.snapshot().to_arrow()) == self.current
 
     @rule()
     def reopen(self) -> None:
@@ -123,7 +136,7 @@ class TableModel(RuleBasedStateMachine):
             with pytest.raises(lf.VersionNotFoundError):
                 self.table.snapshot(version=data.draw(st.integers(0, self.floor - 1), label="gone"))
         version = data.draw(st.integers(self.floor, len(self.versions) - 1), label="version")
-        assert rows_of(self.table.snapshot(version=version).to_arrow()) == self.versions[version]
+        assert self.read(self.table.snapshot(version=version).to_arrow(), version) == self.versions[version]
         self.table.refresh()
         instant = {c.version: c.timestamp for c in self.table.history()}[version]
         assert self.table.snapshot(as_of=instant).version == version
@@ -136,7 +149,7 @@ class TableModel(RuleBasedStateMachine):
                                 if existing else st.just([]), label="ids")
             source = [(i, data.draw(values), data.draw(parts)) for i in matched]
             source += [(i, v, p) for i, (v, p) in zip(self.fresh_ids(len(inserts)), inserts, strict=True)]
-            self.table.merge(arrow(source), on="id")
+            self.table.merge(self.out(source), on="id")
             updated = {row[0]: row for row in source}
             expected = Counter(updated.pop(row[0], row) for row in self.current.elements())
             self.settle(expected + Counter(updated.values()))
@@ -144,9 +157,9 @@ class TableModel(RuleBasedStateMachine):
     if HAS["delete"]:
         @rule(below=st.integers(-3, 4), part=st.sampled_from([None, *PARTS]))
         def delete(self, below, part) -> None:
-            where = pc.field("v") < below
+            where = pc.field(self.names["v"]) < below
             if part is not None:
-                where = where | (pc.field("part") == part)
+                where = where | (pc.field(self.names["part"]) == part)
             deleted = self.table.delete(where)
             kept = Counter({r: n for r, n in self.current.items()
                             if not ((r[1] is not None and r[1] < below) or r[2] == part)})
@@ -161,14 +174,26 @@ class TableModel(RuleBasedStateMachine):
             end = data.draw(st.integers(self.floor, last), label="to")
             self.table.refresh()
             d = self.table.diff(start, end, key=())
-            assert rows_of(d.added) == self.versions[end] - self.versions[start]
-            assert rows_of(d.removed) == self.versions[start] - self.versions[end]
+            newest = max(start, end)  # a diff across a rename shows the newer names
+            assert self.read(d.added, newest) == self.versions[end] - self.versions[start]
+            assert self.read(d.removed, newest) == self.versions[start] - self.versions[end]
+
+    if HAS["rename_column"]:
+        @rule(column=st.sampled_from(["v", "part"]), back=st.booleans())
+        def rename(self, column, back) -> None:
+            """Rename a column (turning column mapping on) or rename it back; the rows stay."""
+            new = column if back else f"{column}_{len(self.versions)}"
+            if new == self.names[column]:
+                return
+            self.table.rename_column(self.names[column], new)
+            self.names[column] = new
+            self.settle(self.current)
 
     @invariant()
     def matches_the_model(self) -> None:
         self.table.refresh()
         assert self.table.version == len(self.versions) - 1
-        assert rows_of(self.table.snapshot().to_arrow()) == self.current
+        assert self.read(self.table.snapshot().to_arrow()) == self.current
 
 
 # At least 200 examples in CI; more under the "dev" and "long" profiles.
