@@ -467,13 +467,30 @@ def test_renames_and_drops_that_would_break_a_rule_are_refused_before_writing(tm
     _refused(t, lf.UnsupportedFeatureError, "CHECK constraint 'positive'", lambda: t.drop_columns("amount"))
     _refused(t, lf.UnsupportedFeatureError, "CHECK constraint", lambda: t.rename_column("AMOUNT", "x"))
     _refused(t, lf.UnsupportedFeatureError, "partition column", lambda: t.drop_columns("part"))
-    _refused(t, lf.UnsupportedFeatureError, "nested", lambda: t.rename_column("s.x", "y"))
+    _refused(t, lf.UnsupportedFeatureError, "not fields of a struct", lambda: t.drop_columns("s.x"))
+    _refused(t, lf.SchemaMismatchError, "no field 'z'", lambda: t.rename_column("s.z", "y"))
+    _refused(t, lf.SchemaMismatchError, "not a struct column", lambda: t.rename_column("note.x", "y"))
     _refused(t, lf.SchemaMismatchError, "case-insensitive", lambda: t.rename_column("note", "Amount"))
     _refused(t, lf.SchemaMismatchError, "no such column", lambda: t.drop_columns("nope"))
     _refused(t, lf.InvalidArgumentError, "distinct", lambda: t.drop_columns("note", "note"))
     _refused(t, lf.InvalidArgumentError, "non-empty", lambda: t.rename_column("note", ""))
     t.rename_column("note", "Note")  # only the case: allowed
     assert "Note" in t.schema.names
+
+
+@pytest.mark.parametrize("start", ["plain", *MODES])
+def test_rename_a_field_of_a_struct_column(table_uri, tmp_path, start):
+    t = plain_table(table_uri) if start == "plain" else deltalake_table(tmp_path, table_uri, start)
+    t.rename_column("s.x", "y")
+    assert t.schema.field("s").type == pa.struct([("y", pa.int64())])
+    assert {r["id"]: r["s"] for r in t.to_arrow().to_pylist()}[3] == {"y": 3}
+    t.append(rows([60]).set_column(2, "s", pa.array([{"y": 61}], pa.struct([("y", pa.int64())]))))
+    assert {r["id"]: r["s"] for r in t.to_arrow().to_pylist()}[60] == {"y": 61}
+    assert t.diff(1 if start == "plain" else 0, t.version).schema.field("s").type == t.schema.field("s").type
+    agrees_with_deltalake(t, tmp_path)
+    assert assert_files_physical(t, since=2 if start == "plain" else 1) == 1
+    with pytest.raises(lf.SchemaMismatchError, match="case-insensitive"):
+        t.rename_column("S.Y", "y")
 
 
 def test_dropping_every_data_column_is_refused(tmp_path):

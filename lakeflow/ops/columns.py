@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lakeflow.actions import Metadata, Protocol
@@ -80,7 +80,7 @@ def _column(snapshot: Snapshot, name: Any, what: str) -> str:
     Raises:
         InvalidArgumentError: `name` is not a non-empty string.
         SchemaMismatchError: no such column.
-        UnsupportedFeatureError: a nested field path, or something depends on the column.
+        UnsupportedFeatureError: a dotted path to drop, or something depends on the column.
     """
     if not isinstance(name, str) or not name:
         raise InvalidArgumentError(f"{what} takes column names (non-empty strings), got {name!r}")
@@ -88,8 +88,8 @@ def _column(snapshot: Snapshot, name: Any, what: str) -> str:
     if column not in snapshot.schema.names:
         if "." in column and column.split(".")[0] in snapshot.schema.names:
             raise UnsupportedFeatureError(
-                f"cannot {what} {column!r}: lakeflow renames and drops top-level columns only, not nested "
-                "fields; rewrite the struct column (overwrite with schema_mode='overwrite') instead")
+                f"cannot {what} {column!r}: lakeflow drops top-level columns only, not fields of a struct "
+                "(readers would meet the field in old files); rewrite the struct column instead")
         raise SchemaMismatchError(f"cannot {what} {column!r}: the table has no such column; its columns are "
                                   f"{snapshot.schema.names}")
     reason = _uses(snapshot, column)
@@ -98,14 +98,13 @@ def _column(snapshot: Snapshot, name: Any, what: str) -> str:
     return column
 
 
-def _commit(snapshot: Snapshot, columns: Sequence[tuple[str, str]], partition_columns: Sequence[str],
-            operation: str, parameters: Mapping[str, str]) -> int:
-    """Commit the schema of `columns` (current name, new name) in one metadata-only commit (mapping turned on)."""
+def _commit(snapshot: Snapshot, edit: Callable[[list[dict[str, Any]]], list[dict[str, Any]]],
+            partition_columns: Sequence[str], operation: str, parameters: Mapping[str, str]) -> int:
+    """Commit the schema `edit` makes of the fields (mapping turned on first) in one metadata-only commit."""
     check_writable(snapshot.protocol, snapshot.metadata)
     metadata, protocol = with_column_mapping(snapshot.metadata, snapshot.protocol)
-    by_name = {f["name"]: f for f in delta_fields(metadata.schema_string)}  # with the physical names
-    kept = [{**by_name[was], "name": now} for was, now in columns]
-    schema_string = json.dumps({"type": "struct", "fields": kept}, separators=(",", ":"))
+    fields = edit(delta_fields(metadata.schema_string))  # with the physical names
+    schema_string = json.dumps({"type": "struct", "fields": fields}, separators=(",", ":"))
     metadata = dataclasses.replace(metadata, schema_string=schema_string,
                                    partition_columns=tuple(partition_columns))
     tx = Transaction(snapshot, operation, parameters).add(metadata)
@@ -114,28 +113,85 @@ def _commit(snapshot: Snapshot, columns: Sequence[tuple[str, str]], partition_co
     return tx.commit().version
 
 
+def _clash(siblings: Sequence[str], old: str, new: Any, path: str) -> None:
+    """Refuse a new name that is no name or that a sibling of `old` has (case-insensitively).
+
+    Raises:
+        InvalidArgumentError: `new` is not a non-empty string.
+        SchemaMismatchError: the name is taken.
+    """
+    if not isinstance(new, str) or not new.strip():
+        raise InvalidArgumentError(f"the new column name must be a non-empty string, got {new!r}")
+    clash = [n for n in siblings if n.lower() == new.lower() and n != old]
+    if clash or new == old:
+        raise SchemaMismatchError(f"cannot rename {path!r} to {new!r}: there is a column {(clash or [old])[0]!r} "
+                                  "already (Delta column names are case-insensitive)")
+
+
+def _struct_path(fields: list[dict[str, Any]], path: Sequence[str], where: str) -> list[dict[str, Any]]:
+    """The struct fields that hold the last field of `path` (through struct fields only).
+
+    Raises:
+        SchemaMismatchError: a step of the path is no field.
+        UnsupportedFeatureError: a step is an array or map.
+    """
+    for step in path[:-1]:
+        f = next((f for f in fields if f["name"].lower() == step.lower()), None)
+        t = f["type"] if f is not None else None
+        if not isinstance(t, dict) or t.get("type") != "struct":
+            error = UnsupportedFeatureError if isinstance(t, dict) else SchemaMismatchError
+            raise error(f"cannot rename {where!r}: {step!r} is not a struct column (nested fields inside arrays "
+                        "and maps cannot be renamed)")
+        fields = t["fields"]
+    if not any(f["name"].lower() == path[-1].lower() for f in fields):
+        raise SchemaMismatchError(f"cannot rename {where!r}: the struct has no field {path[-1]!r}")
+    return fields
+
+
+def _rename_nested(snapshot: Snapshot, old: str, new: str) -> int:
+    """Rename the struct field at the dotted path `old` to `new` (its new last name)."""
+    path = old.split(".")
+    top = _column(snapshot, path[0], "rename")
+    path[0] = top
+    siblings = _struct_path(delta_fields(snapshot.metadata.schema_string), path, old)
+    leaf = next(f["name"] for f in siblings if f["name"].lower() == path[-1].lower())
+    _clash([f["name"] for f in siblings], leaf, new, old)
+
+    def edit(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for f in _struct_path(fields, path, old):
+            if f["name"] == leaf:
+                f["name"] = new
+        return fields
+
+    return _commit(snapshot, edit, snapshot.partition_columns, "RENAME COLUMN",
+                   {"oldColumnPath": ".".join([*path[:-1], leaf]), "newColumnPath": ".".join([*path[:-1], new])})
+
+
 def rename_column(snapshot: Snapshot, old: str, new: str) -> int:
-    """Rename top-level column `old` to `new` in one metadata-only commit; return the version.
+    """Rename column `old` to `new` in one metadata-only commit; return the version.
 
     A partition column can be renamed (its files' partition values are keyed by
-    the physical name); the table's partitioning follows the new name.
+    the physical name); the table's partitioning follows the new name. A dotted
+    `old` (`"address.zip"`) names a field of a struct column, and `new` its new
+    field name.
 
     Raises:
         SchemaMismatchError: `old` is no column, or `new` exists (names are case-insensitive).
-        UnsupportedFeatureError: `old` is part of the key, the event-time column, named in
-            a CHECK constraint or generation expression, generated, or a nested field.
+        UnsupportedFeatureError: `old` (or the column holding it) is part of the key, the
+            event-time column, named in a CHECK constraint or generation expression, generated,
+            or a field inside an array or map.
         InvalidArgumentError: a name is not a non-empty string.
     """
+    if isinstance(old, str) and "." in old and old.lower() not in {n.lower() for n in snapshot.schema.names}:
+        return _rename_nested(snapshot, old, new)
     old = _column(snapshot, old, "rename")
-    if not isinstance(new, str) or not new.strip():
-        raise InvalidArgumentError(f"the new column name must be a non-empty string, got {new!r}")
-    clash = [n for n in snapshot.schema.names if n.lower() == new.lower() and n != old]
-    if clash or new == old:
-        raise SchemaMismatchError(f"cannot rename {old!r} to {new!r}: the table has a column {(clash or [old])[0]!r} "
-                                  "already (Delta column names are case-insensitive)")
-    columns = [(n, new if n == old else n) for n in snapshot.schema.names]
+    _clash(snapshot.schema.names, old, new, old)
+
+    def edit(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**f, "name": new} if f["name"] == old else f for f in fields]
+
     parts = [new if c == old else c for c in snapshot.partition_columns]
-    return _commit(snapshot, columns, parts, "RENAME COLUMN", {"oldColumnPath": old, "newColumnPath": new})
+    return _commit(snapshot, edit, parts, "RENAME COLUMN", {"oldColumnPath": old, "newColumnPath": new})
 
 
 def drop_columns(snapshot: Snapshot, names: Sequence[str]) -> int:
@@ -162,7 +218,10 @@ def drop_columns(snapshot: Snapshot, names: Sequence[str]) -> int:
     if not [n for n in left if n not in snapshot.partition_columns]:
         raise SchemaMismatchError(f"cannot drop {dropped}: a table needs at least one column that is not a "
                                   "partition column")
-    return _commit(snapshot, [(n, n) for n in left], snapshot.partition_columns, "DROP COLUMNS",
+    def edit(fields: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [f for f in fields if f["name"] not in dropped]
+
+    return _commit(snapshot, edit, snapshot.partition_columns, "DROP COLUMNS",
                    {"columns": json.dumps(dropped)})
 
 
