@@ -548,7 +548,7 @@ class Table:
         return alter.add_columns(self.snapshot(), columns)
 
     def rename_column(self, old: str, new: str) -> int:
-        """Rename a top-level column in one metadata-only commit; return the version.
+        """Rename a column (or a struct field by dotted path) in one metadata-only commit; return the version.
 
         Turns on column mapping (mode `name`) if the table has none: files keep
         their names, the schema maps them. Refused (before anything is written)
