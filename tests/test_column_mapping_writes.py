@@ -593,3 +593,43 @@ def test_cli_rename_column_and_drop_columns(tmp_path, capsys):
     assert code == 1 and "cannot drop partition column" in err
     code, _, err = run(capsys, "rename-column", uri, "id", "PART")
     assert code == 1 and "case-insensitive" in err
+
+
+def test_deltalake_writes_after_a_lakeflow_rename_and_lakeflow_reads_them(tmp_path):
+    uri = str(tmp_path / "t")
+    t = plain_table(uri)
+    t.rename_column("v", "value")
+    t.checkpoint()
+    write_deltalake(uri, rows([70], v=7).rename_columns(["id", "value", "s", "part"]), mode="append")
+    t.append(rows([71], v=8).rename_columns(["id", "value", "s", "part"]))
+    assert {r["id"]: r["value"] for r in t.to_arrow().to_pylist()}.items() >= {70: 7, 71: 8, 0: 1}.items()
+    agrees_with_deltalake(t, tmp_path)
+
+
+def test_restore_across_a_rename_and_across_turning_mapping_on(table_uri, tmp_path):
+    t = plain_table(table_uri)  # version 1: plain
+    t.rename_column("v", "value")  # 2: mapping on
+    t.add_columns([pa.field("extra", pa.string())])  # 3
+    t.append(rows([80], v=8).rename_columns(["id", "value", "s", "part"]).append_column("extra", pa.array(["e"])))
+    top = int(t.properties["delta.columnMapping.maxColumnId"])
+    t.restore(2)
+    assert t.schema.names == ["id", "value", "s", "part"] and 80 not in t.to_arrow()["id"].to_pylist()
+    t.restore(1)  # before column mapping: the files hold the names the mapping kept
+    assert t.schema.names == SCHEMA.names and t.snapshot().column_mapping.mode == "none"
+    assert int(t.properties["delta.columnMapping.maxColumnId"]) == top  # ids are never reissued
+    t.rename_column("s", "struct")
+    assert min(_physical(t.snapshot().metadata.schema_string)[1].values()) > top
+    assert sorted(t.to_arrow()["id"].to_pylist()) == list(range(20))
+    agrees_with_deltalake(t, tmp_path)
+
+
+def test_a_rename_racing_an_append_commits_both(tmp_path):
+    from lakeflow.testing import commit_after
+
+    uri = str(tmp_path / "t")
+    t = plain_table(uri)
+    other = lf.Table(uri)
+    commit_after(t, lambda: other.append(rows([90], v=9)))  # lands while the rename commits
+    assert t.rename_column("v", "value") == 3  # replayed on top of the append (version 2)
+    assert {r["id"]: r["value"] for r in t.to_arrow().to_pylist()}[90] == 9
+    agrees_with_deltalake(t, tmp_path)
