@@ -5,8 +5,9 @@ decides, whatever the protocol lists), every struct field in the schema,
 nested ones included, carries `delta.columnMapping.physicalName` and
 `delta.columnMapping.id`. Data files store physical names (and Parquet field
 ids), and `partitionValues` and statistics are keyed by physical names.
-lakeflow shows only logical names; this module translates log keys and
-renames the columns read from a file.
+lakeflow shows only logical names; this module translates log keys, renames
+the columns read from a file and written to one, and assigns the physical names
+and ids of new columns.
 """
 
 from __future__ import annotations
