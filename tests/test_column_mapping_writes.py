@@ -642,3 +642,25 @@ def test_a_rename_racing_an_append_commits_both(tmp_path):
     assert t.rename_column("v", "value") == 3  # replayed on top of the append (version 2)
     assert {r["id"]: r["value"] for r in t.to_arrow().to_pylist()}[90] == 9
     agrees_with_deltalake(t, tmp_path)
+
+
+def test_a_project_whose_tables_use_column_mapping_runs_and_rebuilds(tmp_path):
+    from test_factory import PROJECT, day, land, project
+
+    mapped = "{delta.columnMapping.mode: 'name'}"
+    text = PROJECT.replace("    key: [id]\n", f"    key: [id]\n    properties: {mapped}\n")
+    text = text.replace("    view: {group_by: [account]", f"    properties: {mapped}\n    view: {{group_by: [account]")
+    p = project(tmp_path, text.replace("    sql: \"SELECT", f"    properties: {mapped}\n    sql: \"SELECT"))
+    land(tmp_path, "payments", "1.csv", day(1, (1, "a", 5.0), (2, "b", 20.0), (3, "a", 30.0)))
+    p.run()
+    source = p.table("payments")
+    source.merge(pa.table({"id": [3], "account": ["a"], "amount": [31.0], "ts": source.to_arrow()["ts"].slice(0, 1)}))
+    p.run()
+    for name in ("payments", "balances", "big"):
+        t = p.table(name)
+        assert t.snapshot().column_mapping.mode == "name"
+        assert_files_physical(t) >= 1
+        agrees_with_deltalake(t, tmp_path)
+    for name in ("balances", "big"):
+        assert p.rebuild(name, verify=True).differences == 0
+    assert {r["account"]: r["balance"] for r in p.table("balances").to_arrow().to_pylist()} == {"a": 36.0, "b": 20.0}
