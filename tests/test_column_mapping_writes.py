@@ -659,7 +659,7 @@ def test_a_project_whose_tables_use_column_mapping_runs_and_rebuilds(tmp_path):
     for name in ("payments", "balances", "big"):
         t = p.table(name)
         assert t.snapshot().column_mapping.mode == "name"
-        assert_files_physical(t) >= 1
+        assert assert_files_physical(t) >= 1
         agrees_with_deltalake(t, tmp_path)
     for name in ("balances", "big"):
         assert p.rebuild(name, verify=True).differences == 0
