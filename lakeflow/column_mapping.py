@@ -195,10 +195,6 @@ class ColumnMapping:
         known = self._by_logical.get(column) if self.active else None
         return known.physical if known is not None else column
 
-    def physical_keys(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Re-key a map by logical column names (partition values) to physical names."""
-        return {self.physical_name(k): v for k, v in values.items()}
-
     def to_physical(self, table: pa.Table) -> pa.Table:
         """`table` (logical names) as a data file stores it: physical names, Parquet field ids.
 
@@ -342,7 +338,8 @@ def assign(metadata: Metadata, keep_names: bool = False) -> Metadata:
 
 def keep_max_column_id(current: Metadata, restored: Metadata) -> Metadata:
     """`restored` with `delta.columnMapping.maxColumnId` no lower than `current`'s: ids are never reissued."""
-    top = max_column_id(current) if mapping_mode(current) != "none" else 0
+    known = mapping_mode(current) != "none" or MAX_COLUMN_ID in current.configuration
+    top = max_column_id(current) if known else 0
     if top <= (max_column_id(restored) if MAX_COLUMN_ID in restored.configuration else 0):
         return restored
     return dataclasses.replace(restored, configuration={**restored.configuration, MAX_COLUMN_ID: str(top)})
