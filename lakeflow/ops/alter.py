@@ -70,16 +70,17 @@ def set_properties(snapshot: Snapshot, properties: Mapping[str, str]) -> int:
             this way (use add_constraint), or a lakeflow property value is invalid.
         UnsupportedFeatureError: the property needs a feature lakeflow cannot write.
     """
+    # Mode `name` can be turned on over the files as they are (their names become the physical names).
+    mapping_on = properties.get(cfg.COLUMN_MAPPING_MODE) == "name" and snapshot.column_mapping.mode == "none"
     for k, v in properties.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidArgumentError(f"table properties must map str to str, got {k!r}: {v!r}")
         if k.startswith(CONSTRAINT_PREFIX):
             raise InvalidArgumentError(f"{k}: add CHECK constraints with add_constraint(name, sql)")
-        turns_mapping_on = k == cfg.COLUMN_MAPPING_MODE and v == "name" and snapshot.column_mapping.mode == "none"
-        if k in _REFUSED and snapshot.properties.get(k) != v and not turns_mapping_on:
+        if k in _REFUSED and snapshot.properties.get(k) != v and not (k == cfg.COLUMN_MAPPING_MODE and mapping_on):
             raise UnsupportedFeatureError(f"cannot set {k}: {_REFUSED[k]}")
-    metadata, protocol = with_column_mapping(snapshot.metadata, snapshot.protocol) if properties.get(
-        cfg.COLUMN_MAPPING_MODE) == "name" else (snapshot.metadata, snapshot.protocol)
+    metadata, protocol = (with_column_mapping(snapshot.metadata, snapshot.protocol) if mapping_on
+                          else (snapshot.metadata, snapshot.protocol))
     config = {**metadata.configuration, **properties}
     cfg.check_policy(config.get(cfg.LATE), f"table property {cfg.LATE}")
     if cfg.WINDOW in properties:
