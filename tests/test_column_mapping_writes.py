@@ -588,6 +588,19 @@ def test_view_over_a_renamed_source_refreshes_by_the_new_names_or_refuses(tmp_pa
     assert view.table.refresh() == before
 
 
+def test_view_over_a_source_with_an_unrelated_rename_keeps_refreshing(tmp_path):
+    src = plain_table(str(tmp_path / "src"))
+    view = lf.View.create(str(tmp_path / "view"), src, group_by=["part"],
+                          aggregates={"n": "count", "total": ("v", "sum")})
+    view.refresh()
+    src.rename_column("s", "payload")
+    src.append(rows([30], v=5).rename_columns(["id", "v", "payload", "part"]))
+    src.delete(pc.field("id") == 0)
+    view.refresh()
+    assert_table_equal(view.snapshot(), view.recompute(src.version))
+    assert {r["part"]: (r["n"], r["total"]) for r in view.snapshot().to_pylist()} == {"a": (10, 14), "b": (10, 20)}
+
+
 def test_cli_rename_column_and_drop_columns(tmp_path, capsys):
     from test_cli import run
 
@@ -604,10 +617,16 @@ def test_cli_rename_column_and_drop_columns(tmp_path, capsys):
     assert code == 1 and "case-insensitive" in err
 
 
-def test_deltalake_writes_after_a_lakeflow_rename_and_lakeflow_reads_them(tmp_path):
+@pytest.mark.parametrize("start", ["renamed", "id"])
+def test_deltalake_writes_after_lakeflow_and_lakeflow_reads_them(tmp_path, start):
     uri = str(tmp_path / "t")
-    t = plain_table(uri)
-    t.rename_column("v", "value")
+    if start == "id":
+        t = lf.Table.create(uri, SCHEMA, partition_by=["part"], properties={"delta.columnMapping.mode": "id"})
+        t.append(rows(range(0, 10), v=1))
+        t.rename_column("v", "value")
+    else:
+        t = plain_table(uri)
+        t.rename_column("v", "value")
     t.checkpoint()
     write_deltalake(uri, rows([70], v=7).rename_columns(["id", "value", "s", "part"]), mode="append")
     t.append(rows([71], v=8).rename_columns(["id", "value", "s", "part"]))
