@@ -586,6 +586,7 @@ def test_view_over_a_renamed_source_refreshes_by_the_new_names_or_refuses(tmp_pa
     with pytest.raises(lf.SchemaMismatchError, match="'v'"):
         view.refresh()
     assert view.table.refresh() == before
+    _refused(view.table, lf.UnsupportedFeatureError, "lakeflow view", lambda: view.table.rename_column("total", "t"))
 
 
 def test_view_over_a_source_with_an_unrelated_rename_keeps_refreshing(tmp_path):

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from lakeflow import config as cfg
 from lakeflow.actions import Metadata, Protocol
 from lakeflow.column_mapping import MODE, assign, mapping_mode
 from lakeflow.constraints import CONSTRAINT_PREFIX, table_rules
@@ -53,6 +54,8 @@ def _mentions(sql: str, column: str) -> bool:
 def _uses(snapshot: Snapshot, column: str) -> str | None:
     """What declares or computes from `column`, so that it cannot be renamed or dropped; None: nothing."""
     config = snapshot.config
+    if cfg.VIEW in snapshot.properties:
+        return "the table is a lakeflow view, whose refreshes write its columns by name; create a new view instead"
     if column in config.key:
         return f"it is part of the table's key {list(config.key)} (lakeflow.key)"
     if column == config.event_time:
