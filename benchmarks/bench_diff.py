@@ -83,7 +83,7 @@ def build_rewrite_file(path: str, rows: int, files: int) -> int:
     (old,) = snap.read_files([victim])
     new = old.set_column(2, "value", pc.add(old["value"], 1.0))
     with t.transaction("UPDATE", snapshot=snap) as tx:
-        tx.remove(victim).add(*write_data_files(t.storage, new, ()))
+        tx.remove(victim).add(*write_data_files(t.storage, new, (), mapping=snap.column_mapping))
     assert tx.result is not None
     return tx.result.version
 

@@ -39,6 +39,7 @@ import polars as pl
 import pyarrow as pa
 
 from lakeflow.actions import Action, Add, Metadata, Remove
+from lakeflow.column_mapping import PHYSICAL_NAME, mapping_mode
 from lakeflow.errors import AppendOnlyError, ConstraintViolationError, UnsupportedFeatureError
 from lakeflow.log import TableState
 
@@ -69,6 +70,7 @@ class Identity:
     step: int
     high_water_mark: int | None
     allow_explicit_insert: bool
+    stats_key: str | None = None  # the column's name in file statistics, if not `column` (column mapping)
 
     def values(self, n: int) -> pa.Array:
         """The next `n` values (the protocol's rules), refusing an int64 overflow.
@@ -94,11 +96,11 @@ class Identity:
         Raises:
             UnsupportedFeatureError: a file adds values but has no stats for the column.
         """
-        mark = self.high_water_mark
+        mark, key = self.high_water_mark, self.stats_key or self.column
         for add in adds:
             stats = add.parsed_stats() or {}
-            rows, nulls = stats.get("numRecords"), (stats.get("nullCount") or {}).get(self.column)
-            bound = (stats.get("maxValues" if self.step > 0 else "minValues") or {}).get(self.column)
+            rows, nulls = stats.get("numRecords"), (stats.get("nullCount") or {}).get(key)
+            bound = (stats.get("maxValues" if self.step > 0 else "minValues") or {}).get(key)
             if bound is None:
                 if rows is not None and nulls is not None and nulls >= rows:
                     continue  # no values in this file
@@ -154,7 +156,8 @@ def _identity(path: str, f: dict[str, Any], metadata: Metadata) -> Identity:
         identity = Identity(path, int(meta.get("delta.identity.start", 1)),
                             int(meta.get("delta.identity.step", 1)),
                             None if mark is None else int(mark),
-                            str(meta.get("delta.identity.allowExplicitInsert", "false")).lower() == "true")
+                            str(meta.get("delta.identity.allowExplicitInsert", "false")).lower() == "true",
+                            meta.get(PHYSICAL_NAME) if mapping_mode(metadata) != "none" else None)
     except (TypeError, ValueError) as e:
         raise UnsupportedFeatureError(f"identity column {path!r} has unreadable properties {meta}") from e
     if identity.step == 0 or "." in path or f.get("type") != "long" or path in metadata.partition_columns:

@@ -46,7 +46,8 @@ def append(ddf: dd.DataFrame, uri: str, app_id: str | None = None, txn_version: 
     if done is not None:
         return done
     job = uuid.uuid4().hex
-    writes = [delayed(write_files)(uri, part, snap.partition_columns, snap.schema, storage_options, job)
+    writes = [delayed(write_files)(uri, part, snap.partition_columns, snap.schema, storage_options, job,
+                                        snap.column_mapping)
               for part in ddf.to_delayed()]  # type: ignore[no-untyped-call]
     staged = list(compute(*writes))  # type: ignore[no-untyped-call]
     return table.commit_files(staged, app_id, txn_version, metadata=metadata)

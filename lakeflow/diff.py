@@ -255,9 +255,19 @@ class _Layout(NamedTuple):
     mapping: ColumnMapping
 
     @classmethod
-    def of(cls, metadata: Metadata) -> _Layout:
-        return cls(metadata.partition_columns,
-                   ColumnMapping.of(metadata.schema_string, mapping_mode(metadata)))
+    def of(cls, metadata: Metadata, newest: ColumnMapping | None = None, where: str = "") -> _Layout:
+        """The layout of files written under `metadata`; with `newest`, read by its logical names.
+
+        Raises:
+            UnsupportedFeatureError: a column of `metadata` cannot be matched with the newest
+                schema's (see `ColumnMapping.retarget`).
+        """
+        own = ColumnMapping.of(metadata.schema_string, mapping_mode(metadata))
+        if newest is None:
+            return cls(metadata.partition_columns, own)
+        mapping = own.retarget(newest, where)
+        parts = tuple(mapping.logical_name(own.physical_name(c)) or c for c in metadata.partition_columns)
+        return cls(parts, mapping)
 
 
 def _commit(log: LogReader, version: int) -> list[Action]:
@@ -340,7 +350,8 @@ def _plan(head: Snapshot, lo: int, hi: int) -> _Plan:
         known = dict(start.files)
     protocol, metadata = start.protocol, start.metadata
     schemas = [metadata.schema_string]
-    layouts = [_Layout.of(metadata)]
+    newest = _newest_mapping(metadata, log)
+    layouts = [_Layout.of(metadata, newest, f"version {max(lo, 0)}")]
     commits = []
     touched: dict[tuple[str, str | None], _File] = {}
     rearranged: set[tuple[str, str | None]] = set()
@@ -356,7 +367,7 @@ def _plan(head: Snapshot, lo: int, hi: int) -> _Plan:
         # overwrite may re-partition); its adds and change files follow its own.
         before = layouts[-1]
         if any(isinstance(a, Metadata) for a in actions):
-            layouts.append(_Layout.of(metadata))
+            layouts.append(_Layout.of(metadata, newest, f"version {v}"))
         cdc = tuple(_file(a, layouts[-1], v) for a in actions if isinstance(a, Cdc))
         files = _commit_files(actions, v, known, before, layouts[-1])
         touched.update((f.key, f) for _, f in files)
@@ -368,8 +379,17 @@ def _plan(head: Snapshot, lo: int, hi: int) -> _Plan:
         # With change data files, they alone describe the commit (Delta CDF reader rule).
         commits.append(_CommitPlan(v, operation, () if cdc else tuple(added),
                                    () if cdc else tuple(removed), cdc))
-    ColumnMapping.union(layout.mapping for layout in reversed(layouts))  # refuses renames
-    return _Plan(_union_schema(schemas), tuple(commits), touched, frozenset(rearranged))
+    # Under column mapping the rows take the newest names: renamed columns match, dropped ones are gone.
+    return _Plan(_union_schema(schemas[-1:] if newest is not None else schemas), tuple(commits), touched,
+                 frozenset(rearranged))
+
+
+def _newest_mapping(start: Metadata, log: Sequence[tuple[int, Sequence[Action]]]) -> ColumnMapping | None:
+    """The column mapping of the range's newest schema, when any schema of the range maps columns."""
+    schemas = [start, *(a for _, actions in log for a in actions if isinstance(a, Metadata))]
+    if all(mapping_mode(m) == "none" for m in schemas):
+        return None
+    return ColumnMapping.of(schemas[-1].schema_string, mapping_mode(schemas[-1]))
 
 
 def _union_schema(schema_strings: Sequence[str]) -> pa.Schema:

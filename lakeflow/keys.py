@@ -27,6 +27,7 @@ import polars as pl
 import pyarrow as pa
 
 from lakeflow.actions import Add
+from lakeflow.column_mapping import ColumnMapping
 from lakeflow.errors import DuplicateKeyError, LakeflowError
 from lakeflow.partitions import parse_partition_value
 from lakeflow.snapshot import DataFile, Snapshot, stat_bounds
@@ -53,8 +54,9 @@ class KeyIndex:
     Keys must not be null.
     """
 
-    def __init__(self, keys: pa.Table, schema: pa.Schema, partition_columns: Sequence[str]) -> None:
-        self._schema = schema
+    def __init__(self, keys: pa.Table, schema: pa.Schema, partition_columns: Sequence[str],
+                 mapping: ColumnMapping) -> None:
+        self._schema, self._mapping = schema, mapping
         self._part = [k for k in keys.column_names if k in partition_columns]
         self._data = [k for k in keys.column_names if k not in partition_columns]
         frame = frame_of(keys)
@@ -78,13 +80,14 @@ class KeyIndex:
             return True  # when in doubt the file is read, never skipped
 
     def _could_match(self, add: Add) -> bool:
-        part = tuple(parse_partition_value(add.partition_values.get(c), self._schema.field(c).type, c)
-                     for c in self._part)
+        logical = self._mapping.logical_keys
+        stored = logical(add.partition_values)
+        part = tuple(parse_partition_value(stored.get(c), self._schema.field(c).type, c) for c in self._part)
         rows = self._groups.get(part)
         if rows is None:
             return False
         stats = add.parsed_stats() or {}
-        mins, maxs = stats.get("minValues") or {}, stats.get("maxValues") or {}
+        mins, maxs = logical(stats.get("minValues") or {}), logical(stats.get("maxValues") or {})
         for i, c in enumerate(self._data):
             bounds = (stat_bounds(self._schema.field(c).type, mins[c], maxs[c])
                       if c in mins and c in maxs else None)
@@ -152,7 +155,8 @@ def key_candidates(snap: Snapshot, keys: pa.Table) -> tuple[list[DataFile], Call
     conflicts when it passes. A null key cannot be pruned by statistics: every file.
     """
     nulls = any(keys.column(c).null_count for c in keys.column_names)
-    could_match = any_file if nulls else KeyIndex(keys, snap.schema, snap.partition_columns).could_match
+    could_match = any_file if nulls else KeyIndex(keys, snap.schema, snap.partition_columns,
+                                                          snap.column_mapping).could_match
     return [f for f in snap.files if could_match(f.add)], could_match
 
 

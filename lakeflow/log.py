@@ -52,11 +52,12 @@ READER_FEATURES = frozenset({"timestampNtz", "deletionVectors", "columnMapping",
 # vacuumProtocolCheck: vacuum checks the whole protocol first (check_vacuumable).
 # typeWidening: lakeflow never changes a column's type and keeps delta.typeChanges.
 # deletionVectors: removes carry their file's DV; rewrites apply it (lakeflow.deletion_vectors).
+# columnMapping: files and the log get physical names (lakeflow.write), new columns new ones.
 WRITER_FEATURES = frozenset(
     {"timestampNtz", "appendOnly", "invariants", "checkConstraints", "generatedColumns",
      "identityColumns", "changeDataFeed", "inCommitTimestamp", "domainMetadata",
      "variantType", "variantType-preview", "vacuumProtocolCheck", "typeWidening", "typeWidening-preview",
-     "deletionVectors"}
+     "deletionVectors", "columnMapping"}
 )
 # Catalog-managed tables: a catalog ratifies commits, and `_delta_log` may lag behind it.
 CATALOG_FEATURES = ("catalogManaged", "catalogOwned-preview")
@@ -257,8 +258,8 @@ def check_writable(protocol: Protocol, metadata: Metadata | None = None) -> None
     6: identityColumns), so both forms of a protocol get the same answer.
 
     Raises:
-        UnsupportedFeatureError: naming the feature, or a column mapping mode (set
-            in `metadata`'s configuration on any protocol).
+        UnsupportedFeatureError: naming the feature, or a column mapping mode set in
+            `metadata`'s configuration on a protocol without the columnMapping feature.
         CorruptLogError: `metadata` has no schema.
     """
     legacy = "" if protocol.min_writer_version >= 7 else (
@@ -273,10 +274,13 @@ def check_writable(protocol: Protocol, metadata: Metadata | None = None) -> None
             "writer that knows the schema must commit a metaData with one first"
         )
     mode = mapping_mode(metadata) if metadata is not None else "none"
-    if mode != "none":  # lakeflow writes logical names, which readers would not find
+    if mode != "none" and "columnMapping" not in writer_features(protocol):
+        # Readers that honour the protocol read display names; lakeflow would write physical ones.
         raise UnsupportedFeatureError(
-            f"table uses column mapping (delta.columnMapping.mode={mode}), which lakeflow "
-            "cannot write yet; the table is read-only for lakeflow"
+            f"table sets delta.columnMapping.mode={mode} but its protocol (reader "
+            f"{protocol.min_reader_version}, writer {protocol.min_writer_version}) does not support "
+            "the columnMapping feature, so readers disagree about its files; the table is "
+            "read-only for lakeflow (upgrade its protocol with Spark)"
         )
     if metadata is not None and has_variant(delta_to_arrow(metadata.schema_string)):
         raise UnsupportedFeatureError(

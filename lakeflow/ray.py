@@ -47,7 +47,8 @@ def append(dataset: ray.data.Dataset, uri: str, app_id: str | None = None, txn_v
     if done is not None:
         return done
     kwargs = {"uri": uri, "partition_by": snap.partition_columns, "schema": snap.schema,
-              "storage_options": storage_options, "job_id": uuid.uuid4().hex}
+              "storage_options": storage_options, "job_id": uuid.uuid4().hex,
+              "column_mapping": snap.column_mapping}
     written = dataset.map_batches(_write_block, batch_format="pyarrow", batch_size=None, fn_kwargs=kwargs)
     staged = [pickle.loads(row[_STAGED]) for row in written.take_all()]
     return table.commit_files(staged, app_id, txn_version, metadata=metadata)

@@ -471,16 +471,15 @@ def prune_stats(snapshot: Snapshot, names: Sequence[str]) -> dict[str, pruning.C
     out: dict[str, pruning.ColumnStats] = {}
     for name in [n for n in names if n in parts]:
         typ = schema.field(name).type
-        values = [parse_partition_value(mapping.logical_keys(a.partition_values).get(name), typ, name)
-                  for a in adds]
+        stored = mapping.physical_name(name)
+        values = [parse_partition_value(a.partition_values.get(stored), typ, name) for a in adds]
         col = pruning.partition_stats(typ, values)
         if col is not None:
             out[name] = col
     typed = {n: t for n in names if n not in parts and n not in snapshot._widened
              and schema.get_field_index(n) >= 0
              and (t := pruning.stats_type(schema.field(n).type)) is not None}
-    fast = (pruning.json_stats([a.stats for a in adds], {n: (n, t) for n, t in typed.items()})
-            if not mapping.active else None)
+    fast = pruning.json_stats([a.stats for a in adds], {n: (mapping.physical_name(n), t) for n, t in typed.items()})
     return {**out, **(fast if fast is not None else _decoded_stats(snapshot, list(typed)))}
 
 

@@ -24,6 +24,7 @@ from lakeflow.log import TableState, check_writable
 from lakeflow.log_reader import LogReader, VersionRef
 from lakeflow.ops import alter, maintenance
 from lakeflow.ops import append as append_op
+from lakeflow.ops import columns as columns_op
 from lakeflow.ops import create as create_op
 from lakeflow.ops import overwrite as overwrite_op
 from lakeflow.ops import restore as restore_op
@@ -545,6 +546,25 @@ class Table:
     def add_columns(self, columns: pa.Schema | Sequence[pa.Field]) -> int:
         """Add nullable columns (metadata only: existing rows read them as null)."""
         return alter.add_columns(self.snapshot(), columns)
+
+    def rename_column(self, old: str, new: str) -> int:
+        """Rename a column (or a struct field by dotted path) in one metadata-only commit; return the version.
+
+        Turns on column mapping (mode `name`) if the table has none: files keep
+        their names, the schema maps them. Refused (before anything is written)
+        for key, event-time and generated columns, and columns a CHECK constraint
+        or generation expression names; `new` must not exist (case-insensitively).
+        """
+        return columns_op.rename_column(self.snapshot(), old, new)
+
+    def drop_columns(self, *names: str) -> int:
+        """Drop top-level columns in one metadata-only commit (no file is rewritten); return the version.
+
+        Turns on column mapping (mode `name`) if the table has none. Refused for
+        partition columns, and as for `rename_column`; a column added later under
+        a dropped name is a new column (old rows read it as null).
+        """
+        return columns_op.drop_columns(self.snapshot(), names)
 
     def revisions(self, window: dt.datetime | dt.date | str) -> list[Commit]:
         """The commits that revised an event-time window with late changes, newest first.

@@ -296,9 +296,25 @@ class View:
         """
         return retrying(self.table.snapshot(), retries, self._refresh_once)
 
+    def _check_source(self, version: int) -> None:
+        """Refuse a source version that lacks a column the view reads (renamed or dropped since its create).
+
+        Raises:
+            SchemaMismatchError: naming the columns.
+        """
+        names = self.source.snapshot(version=version).schema.names
+        missing = [c for c in dict.fromkeys([*self.group_by, *(a.column for a in self.aggregates if a.column)])
+                   if c not in names]
+        if missing:
+            raise SchemaMismatchError(
+                f"the view's source {self.source.uri} has no column(s) {missing} at version {version} (renamed or "
+                "dropped since the view was created); the view cannot follow them: create a new view over "
+                "the source's current names, or rename the columns back")
+
     def _refresh_once(self, snap: Snapshot) -> int:
         """One refresh attempt on top of the view table at `snap`."""
         latest = self.source.refresh()  # the handle's state: the version the refresh folds to
+        self._check_source(latest)
         txn = snap.state.txns.get(self._app_id)
         reflected = txn.version if txn else -1
         if latest == reflected:
@@ -314,7 +330,7 @@ class View:
         tx.remove(*snap.files).read(txns=[self._app_id]).set_txn(self._app_id, latest)
         if new_state.height:
             arrow = new_state.drop(_ALL).to_arrow().cast(snap.schema)
-            tx.add(*write_data_files(snap.storage, arrow, ()))
+            tx.add(*write_data_files(snap.storage, arrow, (), mapping=snap.column_mapping))
         return tx.info({"groups": new_state.height}).commit().version
 
     def _replace_groups(self, snap: Snapshot, reflected: int, latest: int) -> int:
@@ -360,12 +376,14 @@ class View:
         replayed, no second system). Returns the view table's version.
         """
         source_version = self.source.refresh() if source_version is None else source_version
+        self._check_source(source_version)
         state = self._from_scratch(source_version)
         snap = self.table.snapshot()
         tx = self.table.transaction("VIEW REBUILD", {"sourceTo": source_version}, snapshot=snap)
         tx.remove(*snap.files).read(txns=[self._app_id]).set_txn(self._app_id, source_version)
         if state.height:
-            tx.add(*write_data_files(snap.storage, state.drop(_ALL).to_arrow().cast(snap.schema), ()))
+            tx.add(*write_data_files(snap.storage, state.drop(_ALL).to_arrow().cast(snap.schema), (),
+                                     mapping=snap.column_mapping))
         return tx.info({"groups": state.height}).commit().version
 
     def snapshot(self, source_version: int | None = None) -> pa.Table:

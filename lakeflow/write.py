@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lakeflow.actions import Add, Cdc
+from lakeflow.column_mapping import ColumnMapping
 from lakeflow.config import SchemaMode
 from lakeflow.errors import InvalidArgumentError, LakeflowError, SchemaMismatchError
 from lakeflow.partitions import as_python, encode_log_path, partition_dir, serialize_partition_value
@@ -342,15 +343,20 @@ def _dictionary_columns(data: pa.Table) -> bool | list[str]:
 
 
 def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str], directory: str,
-                 prefix: str) -> list[tuple[str, list[tuple[str, str | None]], int, pa.Table]]:
-    """Write one Parquet file per partition; (relative path, values, size, rows) for each."""
+                 prefix: str, mapping: ColumnMapping
+                 ) -> list[tuple[str, list[tuple[str, str | None]], int, pa.Table]]:
+    """Write one Parquet file per partition; (relative path, values, size, rows as stored) for each.
+
+    The one place where logical rows become files: under column mapping, the
+    columns, partition values and (so) statistics take their physical names.
+    """
     groups = _group_by_partition(table, partition_by)
-    serialized = [[(c, serialize_partition_value(values[c], c)) for c in partition_by]
+    serialized = [[(mapping.physical_name(c), serialize_partition_value(values[c], c)) for c in partition_by]
                   for values, _ in groups]
     dirs = [partition_dir(pvalues) if partition_by else "" for pvalues in serialized]  # checks all first
     out = []
     for (_, part), pvalues, part_dir in zip(groups, serialized, dirs, strict=True):
-        data = _omit_void(part.drop_columns(list(partition_by)) if partition_by else part)
+        data = mapping.to_physical(_omit_void(part.drop_columns(list(partition_by)) if partition_by else part))
         buf = io.BytesIO()
         pq.write_table(data, buf, compression="snappy", coerce_timestamps="us",
                        allow_truncated_timestamps=False, use_dictionary=_dictionary_columns(data))
@@ -362,12 +368,13 @@ def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str],
     return out
 
 
-def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[str],
-                     data_change: bool = True, prefix: str = "part") -> list[Add]:
+def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[str], *,
+                     mapping: ColumnMapping, data_change: bool = True, prefix: str = "part") -> list[Add]:
     """Write `table` as Parquet files (one per partition) and return their `add` actions.
 
     Files are named `<prefix>-00000-<uuid>-c000.snappy.parquet` (staged writes put
-    their job id in the prefix).
+    their job id in the prefix). `mapping` is the table's column mapping (the
+    rows have logical names; files and actions get physical ones).
 
     Raises:
         SchemaMismatchError: a partition value cannot be stored (NaN, infinity).
@@ -382,7 +389,7 @@ def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[s
             data_change=data_change,
             stats=json.dumps(file_stats(data), separators=(",", ":")),
         )
-        for rel, pvalues, size, data in _write_parts(storage, table, partition_by, "", prefix)
+        for rel, pvalues, size, data in _write_parts(storage, table, partition_by, "", prefix, mapping)
     ]
 
 
@@ -396,15 +403,16 @@ def discard(storage: Storage, files: Iterable[Add | Cdc]) -> None:
             storage.delete(unquote(f.path))
 
 
-def write_cdc_files(storage: Storage, changes: pa.Table, partition_by: Sequence[str]) -> list[Cdc]:
+def write_cdc_files(storage: Storage, changes: pa.Table, partition_by: Sequence[str], *,
+                    mapping: ColumnMapping) -> list[Cdc]:
     """Write change rows (table columns plus `_change_type`) under `_change_data/`.
 
     Files are partitioned like the data, as the Delta protocol recommends, and
-    returned as `cdc` actions.
+    returned as `cdc` actions; table columns take their physical names (`mapping`).
 
     Raises:
         SchemaMismatchError: a partition value cannot be stored (NaN, infinity).
     """
     return [Cdc(path=encode_log_path(rel), partition_values=dict(pvalues), size=size)
             for rel, pvalues, size, _ in _write_parts(storage, changes, partition_by,
-                                                      CHANGE_DATA_DIR, "cdc")]
+                                                      CHANGE_DATA_DIR, "cdc", mapping)]

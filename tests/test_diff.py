@@ -52,7 +52,8 @@ def commit(t, remove=(), add=(), data_change=True, cdc=None, operation="WRITE"):
     t.refresh()
     actions = [a.remove(int(time.time() * 1000), data_change) for a in remove]
     for data in add:
-        actions += write_data_files(t.storage, data, t.partition_by, data_change)
+        actions += write_data_files(t.storage, data, t.partition_by, data_change=data_change,
+                                    mapping=t.snapshot().column_mapping)
     if cdc is not None:
         actions += write_cdc(t, cdc)
     return t.transaction(operation).add(*actions).commit().version

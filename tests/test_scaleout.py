@@ -18,6 +18,7 @@ import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, QueryBuilder
 
@@ -343,3 +344,20 @@ def test_ray_append_exactly_once_and_read(ray_session, local_uri):
     got = lray.read(local_uri, version=1, columns=["id", "x"], filter=where)
     assert_table_equal(pa.concat_tables(ray.get(got.to_arrow_refs())),
                        t.snapshot(1).to_arrow(columns=["id", "x"], filter=where))
+
+
+def test_ray_append_to_a_column_mapped_table_writes_physical_names(ray_session, local_uri):
+    import ray.data
+
+    import lakeflow.ray as lray
+
+    t = lf.Table.create(local_uri, SCHEMA, partition_by=["part"], properties={"delta.columnMapping.mode": "id"})
+    t.rename_column("x", "value")
+    data = _rows(0, 1000).rename_columns(["id", "part", "value"])
+    lray.append(ray.data.from_arrow([data.slice(0, 500), data.slice(500)]), local_uri)
+    assert_table_equal(_deltalake(local_uri), data)
+    snap = t.snapshot()
+    stored = {snap.column_mapping.physical_name(c) for c in ("id", "value")}
+    assert "value" not in stored
+    for f in snap.files:
+        assert set(pq.read_schema(f"{local_uri}/{f.path}").names) == stored

@@ -428,12 +428,13 @@ def test_merge_generates_identity_values_for_inserts_only(table_uri, tmp_path):
     assert _high_water_mark(table_uri, tmp_path) == 3
 
 
-def test_identity_columns_on_writer_version_6_stay_refused_for_column_mapping(table_uri, tmp_path):
-    # Writer version 6 implies column mapping (version 5), which lakeflow cannot write.
+def test_identity_columns_on_writer_version_6_are_written(table_uri, tmp_path):
+    # Writer version 6 implies column mapping (version 5) too, which lakeflow writes.
     src = _identity_table(tmp_path / "src", {"minReaderVersion": 1, "minWriterVersion": 6})
     t, _ = _setup(src, table_uri, tmp_path)
-    with pytest.raises(lf.UnsupportedFeatureError, match="columnMapping"):
-        t.append(_values(1))
+    t.append(_values(3))
+    assert sorted(t.to_arrow().column("id").to_pylist()) == [1, 2, 3]
+    assert _high_water_mark(table_uri, tmp_path) == 3
 
 
 def test_column_defaults_stay_refused(table_uri, tmp_path):

@@ -1,4 +1,4 @@
-"""Write commands: create, append, merge, delete, update, overwrite, restore."""
+"""Write commands: create, append, merge, delete, update, overwrite, restore, rename-column, drop-columns."""
 
 from __future__ import annotations
 
@@ -161,3 +161,28 @@ def restore(uri: str = TableArg,
         print_json({"version": new})
     else:
         console.print(f"restored: version {new}", highlight=False)
+
+
+@app.command("rename-column")
+def rename_column(uri: str = TableArg, old: str = typer.Argument(..., help="The column to rename."),
+                  new: str = typer.Argument(..., help="Its new name."),
+                  as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
+    """Rename a column in one metadata-only commit (turns column mapping on; no file is rewritten)."""
+    version = open_table(uri, options).rename_column(old, new)
+    if as_json:
+        print_json({"version": version})
+    else:
+        console.print(f"renamed {old} to {new}: version {version}", highlight=False)
+
+
+@app.command("drop-columns")
+def drop_columns(uri: str = TableArg,
+                 columns: list[str] = typer.Argument(..., help="The columns to drop (repeatable or a,b)."),
+                 as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
+    """Drop columns in one metadata-only commit (turns column mapping on; files keep their data)."""
+    names = names_list(columns) or []
+    version = open_table(uri, options).drop_columns(*names)
+    if as_json:
+        print_json({"version": version, "dropped": names})
+    else:
+        console.print(f"dropped {', '.join(names)}: version {version}", highlight=False)

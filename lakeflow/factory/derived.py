@@ -181,7 +181,8 @@ class SqlAsset:
 
 
 def _files(snap: Snapshot, rows: pa.Table) -> list[Add]:
-    return write_data_files(snap.storage, rows, snap.partition_columns) if rows.num_rows else []
+    return (write_data_files(snap.storage, rows, snap.partition_columns, mapping=snap.column_mapping)
+            if rows.num_rows else [])
 
 
 def differences(a: pa.Table, b: pa.Table, key: Sequence[str] = ()) -> int:

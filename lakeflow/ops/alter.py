@@ -12,11 +12,14 @@ import pyarrow as pa
 
 from lakeflow import config as cfg
 from lakeflow.actions import Metadata, Protocol
+from lakeflow.column_mapping import MAX_COLUMN_ID
 from lakeflow.constraints import CONSTRAINT_PREFIX, enforce
 from lakeflow.errors import InvalidArgumentError, SchemaMismatchError, UnsupportedFeatureError
 from lakeflow.keys import any_file
 from lakeflow.late import format_window
 from lakeflow.log import TableState, check_writable
+from lakeflow.ops.append import evolved
+from lakeflow.ops.columns import with_column_mapping
 from lakeflow.ops.create import covering, protocol_for
 from lakeflow.schema import (
     TYPE_CHANGE_KEY,
@@ -24,7 +27,6 @@ from lakeflow.schema import (
     canonical,
     delta_fields,
     delta_to_arrow,
-    extend_schema_string,
     is_supported_widening,
 )
 from lakeflow.snapshot import Snapshot
@@ -35,18 +37,20 @@ _CONSTRAINT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _REFUSED = {
     cfg.KEY: "the key is declared at create (existing rows were never checked for it)",
     cfg.EVENT_TIME: "the event-time column is declared at create",
-    cfg.COLUMN_MAPPING_MODE: "lakeflow does not write column-mapped tables yet",
+    cfg.COLUMN_MAPPING_MODE: "lakeflow turns column mapping on (none -> name) only: other changes of the mode "
+                             "need every file rewritten (files hold either names or ids)",
+    MAX_COLUMN_ID: "it is managed by the writers that assign column ids",
     "delta.enableTypeWidening": "widen a column with widen_column(name, type), which turns it on",
     "delta.enableRowTracking": "lakeflow does not assign row ids",
 }
 
 
 def _commit_metadata(snapshot: Snapshot, metadata: Metadata, operation: str, parameters: Mapping[str, str],
-                     read_rows: bool = False) -> int:
-    """Commit new metadata (and the protocol it needs); `read_rows`: the change depended on every row."""
+                     read_rows: bool = False, protocol: Protocol | None = None) -> int:
+    """Commit new metadata (and the protocol it needs, covering `protocol`); `read_rows`: it depended on every row."""
     check_writable(snapshot.protocol, snapshot.metadata)
     tx = Transaction(snapshot, operation, parameters).add(metadata)
-    protocol = covering(snapshot.protocol, protocol_for(_schema(metadata), metadata.configuration))
+    protocol = covering(protocol or snapshot.protocol, protocol_for(_schema(metadata), metadata.configuration))
     if protocol != snapshot.protocol:
         tx.add(protocol)
     if read_rows:  # a concurrent append could add rows the check never saw
@@ -66,19 +70,24 @@ def set_properties(snapshot: Snapshot, properties: Mapping[str, str]) -> int:
             this way (use add_constraint), or a lakeflow property value is invalid.
         UnsupportedFeatureError: the property needs a feature lakeflow cannot write.
     """
+    # Mode `name` can be turned on over the files as they are (their names become the physical names).
+    mapping_on = properties.get(cfg.COLUMN_MAPPING_MODE) == "name" and snapshot.column_mapping.mode == "none"
     for k, v in properties.items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise InvalidArgumentError(f"table properties must map str to str, got {k!r}: {v!r}")
         if k.startswith(CONSTRAINT_PREFIX):
             raise InvalidArgumentError(f"{k}: add CHECK constraints with add_constraint(name, sql)")
-        if k in _REFUSED and snapshot.properties.get(k) != v:
+        if k in _REFUSED and snapshot.properties.get(k) != v and not (k == cfg.COLUMN_MAPPING_MODE and mapping_on):
             raise UnsupportedFeatureError(f"cannot set {k}: {_REFUSED[k]}")
-    config = {**snapshot.metadata.configuration, **properties}
+    metadata, protocol = (with_column_mapping(snapshot.metadata, snapshot.protocol) if mapping_on
+                          else (snapshot.metadata, snapshot.protocol))
+    config = {**metadata.configuration, **properties}
     cfg.check_policy(config.get(cfg.LATE), f"table property {cfg.LATE}")
     if cfg.WINDOW in properties:
         format_window(properties[cfg.WINDOW])
-    metadata = dataclasses.replace(snapshot.metadata, configuration=config)
-    return _commit_metadata(snapshot, metadata, "SET TBLPROPERTIES", {"properties": json.dumps(dict(properties))})
+    metadata = dataclasses.replace(metadata, configuration=config)
+    return _commit_metadata(snapshot, metadata, "SET TBLPROPERTIES", {"properties": json.dumps(dict(properties))},
+                            protocol=protocol)
 
 
 def add_constraint(snapshot: Snapshot, name: str, sql: str) -> int:
@@ -133,9 +142,7 @@ def add_columns(snapshot: Snapshot, columns: pa.Schema | Sequence[pa.Field]) -> 
     strict = [f.name for f in fields if not f.nullable]
     if strict:
         raise SchemaMismatchError(f"new column(s) {strict} must be nullable: the existing rows have no value")
-    schema = canonical(pa.schema([*snapshot.schema, *fields]))
-    metadata = dataclasses.replace(snapshot.metadata,
-                                   schema_string=extend_schema_string(snapshot.metadata.schema_string, schema))
+    metadata = evolved(snapshot.metadata, canonical(pa.schema([*snapshot.schema, *fields])))
     return _commit_metadata(snapshot, metadata, "ADD COLUMNS",
                             {"columns": json.dumps([f.name for f in fields])})
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from lakeflow.actions import Action, Add, Txn
+from lakeflow.actions import Action, Add, Metadata, Txn
+from lakeflow.column_mapping import ColumnMapping, assign, mapping_mode
 from lakeflow.config import LatePolicy, SchemaMode
 from lakeflow.constraints import enforce, table_rules
 from lakeflow.errors import CommitConflictError, DuplicateKeyError, InvalidArgumentError
@@ -40,6 +41,7 @@ class _Staged:
     adds: list[Add]
     num_rows: int
     new_schema: pa.Schema | None
+    new_metadata: Metadata | None  # the evolved schema's, with column mapping names (files use them)
     arrival: Arrival
     keys: tuple[pa.Table, KeyReads] | None = None  # a keyed table's rows and what their check read
 
@@ -125,7 +127,7 @@ def append(snapshot: Snapshot, data: Any, app_id: str | None = None, txn_version
         return settle_arrival(snapshot.log, arrival, snapshot.version)
     tx = Transaction(snapshot, "WRITE", {"mode": "Append",
                                          "partitionBy": json.dumps(list(snapshot.partition_columns))})
-    tx.add(*_schema_change(snapshot, staged.new_schema), *adds)
+    tx.add(*_schema_change(snapshot, staged.new_schema, staged.new_metadata), *adds)
     tx.info({"numFiles": len(adds), "numOutputRows": staged.num_rows,
              "numOutputBytes": sum(a.size for a in adds)}, **extra, **arrival.info)
     if app_id is not None and txn_version is not None:
@@ -147,6 +149,7 @@ def _stage(snapshot: Snapshot, chunks: Iterator[pa.Table], schema_mode: SchemaMo
     """
     adds: list[Add] = []
     schema, new_schema, rows = snapshot.schema, None, 0
+    metadata, mapping = None, snapshot.column_mapping
     arrival, keys = None, None
     key = snapshot.config.key
     try:
@@ -154,28 +157,33 @@ def _stage(snapshot: Snapshot, chunks: Iterator[pa.Table], schema_mode: SchemaMo
             conformed = conform(chunk, schema, schema_mode)
             if conformed.new_schema is not None:
                 schema = new_schema = conformed.new_schema
+                metadata = evolved(metadata or snapshot.metadata, new_schema)
+                mapping = ColumnMapping.of(metadata.schema_string, mapping_mode(metadata))
             checked = enforce(snapshot.state, conformed.table, provided=chunk.column_names)
             arrival = arrive(snapshot, checked, watermark, late, quarantine)
             if key and arrival.rows.num_rows:  # keyed: one chunk (see append)
                 keys = (arrival.rows, check_new_keys(snapshot, arrival.rows, key))
             if arrival.rows.num_rows:
-                adds += write_data_files(snapshot.storage, arrival.rows, snapshot.partition_columns)
+                adds += write_data_files(snapshot.storage, arrival.rows, snapshot.partition_columns, mapping=mapping)
                 rows += arrival.rows.num_rows
     except BaseException:
         discard(snapshot.storage, adds)
         raise
     assert arrival is not None  # input_chunks yields at least one table
-    return _Staged(adds, rows, new_schema, arrival, keys)
+    return _Staged(adds, rows, new_schema, metadata, arrival, keys)
 
 
-def _schema_change(snapshot: Snapshot, new_schema: pa.Schema | None) -> list[Action]:
+def evolved(metadata: Metadata, schema: pa.Schema) -> Metadata:
+    """`metadata` with the columns `schema` adds at its end (new column mapping names and ids, if mapped)."""
+    return assign(dataclasses.replace(metadata, schema_string=extend_schema_string(metadata.schema_string, schema)))
+
+
+def _schema_change(snapshot: Snapshot, new_schema: pa.Schema | None, metadata: Metadata | None) -> list[Action]:
     """The metaData (and protocol, if it must rise) of an append that adds columns."""
-    if new_schema is None:
+    if new_schema is None or metadata is None:
         return []
-    old = snapshot.metadata
-    actions: list[Action] = [dataclasses.replace(
-        old, schema_string=extend_schema_string(old.schema_string, new_schema))]
-    new_protocol = covering(snapshot.protocol, protocol_for(new_schema, old.configuration))
+    actions: list[Action] = [metadata]
+    new_protocol = covering(snapshot.protocol, protocol_for(new_schema, metadata.configuration))
     if new_protocol != snapshot.protocol:
         actions.append(new_protocol)
     return actions

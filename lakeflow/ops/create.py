@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from lakeflow import config as cfg
 from lakeflow.actions import Action, Metadata, Protocol
+from lakeflow.column_mapping import MODE, assign
 from lakeflow.constraints import CONSTRAINT_PREFIX, enforce
 from lakeflow.errors import InvalidArgumentError, SchemaMismatchError, TableExistsError
 from lakeflow.late import format_window
@@ -30,12 +31,13 @@ def protocol_for(schema: pa.Schema, configuration: Mapping[str, str]) -> Protoco
     cdf = configuration.get(cfg.CHANGE_DATA_FEED, "").lower() == "true"
     dv = configuration.get(cfg.DELETION_VECTORS, "").lower() == "true"
     checks = any(k.startswith(CONSTRAINT_PREFIX) for k in configuration)
-    if not (ntz or ict or dv):
-        return Protocol(1, 4 if cdf else 3 if checks else 2)
+    mapped = configuration.get(MODE, "none") not in ("", "none")
+    if not (ntz or ict or dv):  # legacy versions, as deltalake writes them (5: column mapping)
+        return Protocol(2 if mapped else 1, 5 if mapped else 4 if cdf else 3 if checks else 2)
     flags = {"checkConstraints": checks, "changeDataFeed": cdf, "timestampNtz": ntz,
-             "inCommitTimestamp": ict, "deletionVectors": dv}
+             "inCommitTimestamp": ict, "deletionVectors": dv, "columnMapping": mapped}
     writer = ["appendOnly", "invariants", *(f for f, on in flags.items() if on)]
-    reader = tuple(f for f in ("timestampNtz", "deletionVectors") if flags[f])
+    reader = tuple(f for f in ("timestampNtz", "deletionVectors", "columnMapping") if flags[f])
     return Protocol(3 if reader else 1, 7, reader or None, tuple(writer))
 
 
@@ -135,9 +137,9 @@ def create(uri: str, schema: Any, partition_by: Sequence[str] = (), key: Sequenc
     protocol = protocol_for(schema, config)
     if list_log(storage).latest is not None:
         raise TableExistsError(f"a Delta table already exists at {storage.uri}; open it with lakeflow.Table(uri)")
-    metadata = Metadata(id=str(uuid.uuid4()), schema_string=schema_string,
-                        partition_columns=partition_by, configuration=config,
-                        name=name, description=description, created_time=int(time.time() * 1000))
+    metadata = assign(Metadata(id=str(uuid.uuid4()), schema_string=schema_string,
+                               partition_columns=partition_by, configuration=config,
+                               name=name, description=description, created_time=int(time.time() * 1000)))
     empty = TableState(-1, protocol, metadata, {})
     enforce(empty, schema.empty_table())  # a CHECK constraint lakeflow cannot evaluate
     request = CommitRequest(

@@ -113,7 +113,8 @@ def _rewrite_files(tx: Transaction, groups: list[list[DataFile]]) -> CompactResu
     snapshot, removed, added, rows = tx.snapshot, 0, 0, 0
     for group in groups:
         data = pa.concat_tables(snapshot.read_files(group))
-        adds = write_data_files(snapshot.storage, data, snapshot.partition_columns, data_change=False)
+        adds = write_data_files(snapshot.storage, data, snapshot.partition_columns, data_change=False,
+                                mapping=snapshot.column_mapping)
         tx.remove(*group, data_change=False).add(*adds)
         rows, removed, added = rows + data.num_rows, removed + len(group), added + len(adds)
     if not removed:

@@ -390,7 +390,8 @@ def _read_target(snap: Snapshot, source: _Source, every_file: bool) -> _Target:
         files: list[DataFile] = list(snap.files)
         predicate: Callable[[Add], bool] = any_file
     else:
-        index = KeyIndex(source.rows.select(list(source.on)), snap.schema, snap.partition_columns)
+        index = KeyIndex(source.rows.select(list(source.on)), snap.schema, snap.partition_columns,
+                     snap.column_mapping)
         files = [f for f in snap.files if index.could_match(f.add)]
         predicate = index.could_match
     tables = snap.read_files(files)
@@ -564,7 +565,8 @@ def _plan(snap: Snapshot, m: _Match, ch: _Changes) -> _Plan:
     else:
         # Files are packed in the order of the first key column that varies within a partition.
         order_by = next((k for k in m.source.on if k not in snap.partition_columns), m.source.on[0])
-        touched, built, copied = _rewrites(target, removed, ch.upd_new, ch.upd_t, order_by,
+        touched, built, copied = _rewrites(target, removed, ch.upd_new, ch.upd_t,
+                                           snap.column_mapping.physical_name(order_by),  # as stats name it
                                            snap.config.target_file_size or REWRITE_FILE_SIZE)
         rewrites = list(built)
     changes = None

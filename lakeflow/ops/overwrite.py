@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeflow.actions import Action, Add, Cdc, Metadata
+from lakeflow.column_mapping import ColumnMapping, assign, mapping_mode, unmapped
 from lakeflow.constraints import enforce, table_rules
 from lakeflow.errors import InvalidArgumentError, SchemaMismatchError, UnsupportedFeatureError
 from lakeflow.keys import any_file, check_unique
@@ -38,11 +39,18 @@ def _new_metadata(snapshot: Snapshot, schema: pa.Schema) -> Metadata:
         raise SchemaMismatchError(
             f"the new schema lacks column(s) {missing} the table partitions by or declares as key or event "
             "time; recreate the table to change those")
-    return dataclasses.replace(snapshot.metadata, schema_string=arrow_to_delta(schema))
+    schema_string = arrow_to_delta(schema)
+    if not snapshot.column_mapping.active:
+        return dataclasses.replace(snapshot.metadata, schema_string=schema_string)
+    if schema_string == unmapped(snapshot.metadata.schema_string):  # the same columns: keep their files' names
+        return snapshot.metadata
+    # Every file is replaced: every column gets a new physical name and id.
+    return assign(dataclasses.replace(snapshot.metadata, schema_string=schema_string))
 
 
-def _prepare(snapshot: Snapshot, data: Any, schema_mode: OverwriteSchemaMode | None) -> tuple[pa.Table, list[Action]]:
-    """The rows to write, conformed and checked, and the metadata/protocol actions they need."""
+def _prepare(snapshot: Snapshot, data: Any, schema_mode: OverwriteSchemaMode | None
+             ) -> tuple[pa.Table, list[Action], ColumnMapping]:
+    """The rows to write, conformed and checked, the metadata/protocol actions they need, and the files' mapping."""
     if schema_mode not in (None, "overwrite"):
         raise InvalidArgumentError(f"schema_mode must be None or 'overwrite', got {schema_mode!r}")
     raw = to_arrow_table(data)
@@ -63,7 +71,7 @@ def _prepare(snapshot: Snapshot, data: Any, schema_mode: OverwriteSchemaMode | N
                    removes=bool(snapshot.files))
     if snapshot.config.key:
         check_unique(rows, snapshot.config.key)
-    return rows, actions
+    return rows, actions, ColumnMapping.of(state.metadata.schema_string, mapping_mode(state.metadata))
 
 
 def _replaced(snapshot: Snapshot, rows: pa.Table, where: Any, schema_mode: OverwriteSchemaMode | None
@@ -89,7 +97,7 @@ def _replaced(snapshot: Snapshot, rows: pa.Table, where: Any, schema_mode: Overw
     inserts: list[Cdc] = []
     if written.cdcs and rows.num_rows:  # change data files alone describe a commit: the new rows too
         inserts = write_cdc_files(snapshot.storage, change_rows(snapshot.schema, [(rows, "insert")]),
-                                  snapshot.partition_columns)
+                                  snapshot.partition_columns, mapping=snapshot.column_mapping)
         tx.add(*inserts)
     return tx, [*written.adds, *written.cdcs, *inserts]
 
@@ -106,9 +114,10 @@ def overwrite(snapshot: Snapshot, data: Any, *, where: Any = None, schema_mode: 
     done = committed_version(snapshot, app_id, txn_version)
     if done is not None:
         return done
-    rows, actions = _prepare(snapshot, data, schema_mode)
+    rows, actions, mapping = _prepare(snapshot, data, schema_mode)
     tx, written = _replaced(snapshot, rows, where, schema_mode)
-    adds: list[Add] = write_data_files(snapshot.storage, rows, snapshot.partition_columns) if rows.num_rows else []
+    adds: list[Add] = (write_data_files(snapshot.storage, rows, snapshot.partition_columns, mapping=mapping)
+                       if rows.num_rows else [])
     tx.add(*actions, *adds)
     tx.info({"numFiles": len(adds), "numOutputRows": rows.num_rows, "numOutputBytes": sum(a.size for a in adds)},
             **extra)

@@ -83,7 +83,8 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
     try:
         removed, rewritten = _rewrite(tx, files, gone, key, written, marked)
         if rows.num_rows:
-            written += write_data_files(snapshot.storage, rows, snapshot.partition_columns)
+            written += write_data_files(snapshot.storage, rows, snapshot.partition_columns,
+                                        mapping=snapshot.column_mapping)
         tx.add(*written, *marked.marked)
         tx.read([f.add.path for f in files], could_match)
         # The txn read: a concurrent write of the same application conflicts (its keys are unknown here).
@@ -123,7 +124,7 @@ def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key
         elif len(hit) < table.num_rows:
             kept = frame.join(gone, on=key, how="anti", nulls_equal=True).drop(_POSITION)
             written += write_data_files(snapshot.storage, kept.to_arrow().cast(table.schema),
-                                        snapshot.partition_columns)
+                                        snapshot.partition_columns, mapping=snapshot.column_mapping)
     if marks:
         marked.marked, path = mark_rows(snapshot, marks)
         marked.dv_files += [path] if path else []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from lakeflow.column_mapping import keep_max_column_id
 from lakeflow.constraints import keep_identity_marks
 from lakeflow.errors import VacuumedDataError
 from lakeflow.keys import any_file
@@ -52,7 +53,7 @@ def restore(snapshot: Snapshot, target: Snapshot) -> int:
                                            "timestamp": target.timestamp.isoformat() if target.timestamp else None})
     tx.remove(*gone).read(predicate=any_file)  # a concurrent append would survive into the restored state
     tx.add(*(dataclasses.replace(f.add, data_change=True, modification_time=now) for f in back))
-    metadata = keep_identity_marks(snapshot.metadata, target.metadata)
+    metadata = keep_max_column_id(snapshot.metadata, keep_identity_marks(snapshot.metadata, target.metadata))
     if metadata != snapshot.metadata:
         tx.add(metadata)
     protocol = covering(snapshot.protocol, target.protocol)

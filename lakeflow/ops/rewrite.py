@@ -160,16 +160,16 @@ class Written:
         A callable content is built in its task. Every file written is recorded,
         even when a task fails; then the first error is raised.
         """
-        storage, partition_by = snap.storage, snap.partition_columns
+        storage, partition_by, mapping = snap.storage, snap.partition_columns, snap.column_mapping
 
         def data(content: Content) -> list[Add]:
             rows = content() if callable(content) else content
-            return write_data_files(storage, rows, partition_by) if rows.num_rows else []
+            return write_data_files(storage, rows, partition_by, mapping=mapping) if rows.num_rows else []
 
         with ThreadPoolExecutor(_IO_THREADS) as pool:
             futures: list[Future[Any]] = [pool.submit(data, c) for c in contents]
             if changes is not None:
-                futures.append(pool.submit(write_cdc_files, storage, changes, partition_by))
+                futures.append(pool.submit(write_cdc_files, storage, changes, partition_by, mapping=mapping))
         errors: list[BaseException] = []
         for future in futures:
             try:

@@ -27,6 +27,7 @@ from urllib.parse import unquote
 import pyarrow as pa
 
 from lakeflow.actions import Add
+from lakeflow.column_mapping import NO_MAPPING, ColumnMapping, unmapped
 from lakeflow.constraints import table_rules
 from lakeflow.errors import InvalidArgumentError, SchemaMismatchError, UnsupportedFeatureError
 from lakeflow.keys import check_new_keys
@@ -52,6 +53,8 @@ class StagedFiles:
         schema_string: the Delta schema of the rows they hold.
         partition_by: the partition columns they are laid out by.
         adds: their `add` actions, with statistics.
+        column_mapping: how the files name their columns (the table's, for a
+            table with column mapping).
     """
 
     root: str
@@ -59,6 +62,7 @@ class StagedFiles:
     schema_string: str
     partition_by: tuple[str, ...]
     adds: tuple[Add, ...]
+    column_mapping: ColumnMapping = NO_MAPPING
 
     @property
     def schema(self) -> pa.Schema:
@@ -90,7 +94,8 @@ def _check_partition_by(schema: pa.Schema, partition_by: Sequence[str]) -> tuple
 
 
 def write_files(uri: str, data: Any, partition_by: Sequence[str] = (), schema: pa.Schema | None = None,
-                storage_options: Mapping[str, Any] | None = None, job_id: str | None = None) -> StagedFiles:
+                storage_options: Mapping[str, Any] | None = None, job_id: str | None = None,
+                column_mapping: ColumnMapping = NO_MAPPING) -> StagedFiles:
     """Write `data` as data files under the table root at `uri`, without committing them.
 
     Runs anywhere the store is reachable: it reads nothing of the table's log.
@@ -105,6 +110,9 @@ def write_files(uri: str, data: Any, partition_by: Sequence[str] = (), schema: p
             lossless casts, NOT NULL) as `append` does. Default: the data's own.
         storage_options: credentials and store settings, as for `Table`.
         job_id: goes into the file names (default a random id).
+        column_mapping: for a table with column mapping, its
+            `snapshot().column_mapping`: files store the physical names
+            (`commit_files` refuses files written without it).
 
     Raises:
         SchemaMismatchError: the data does not fit `schema`, or has a type Delta
@@ -122,12 +130,12 @@ def write_files(uri: str, data: Any, partition_by: Sequence[str] = (), schema: p
             parts = _check_partition_by(target, partition_by)
             rows = conform(chunk, target).table
             if rows.num_rows:
-                adds += write_data_files(storage, rows, parts, prefix=f"part-{job}")
+                adds += write_data_files(storage, rows, parts, prefix=f"part-{job}", mapping=column_mapping)
     except BaseException:
         discard(storage, adds)
         raise
     assert target is not None  # input_chunks yields at least one table
-    return StagedFiles(storage.uri.rstrip("/"), job, arrow_to_delta(target), parts, tuple(adds))
+    return StagedFiles(storage.uri.rstrip("/"), job, arrow_to_delta(target), parts, tuple(adds), column_mapping)
 
 
 def commit_files(snapshot: Snapshot, staged: Sequence[StagedFiles], app_id: str | None = None,
@@ -209,6 +217,12 @@ def _check_fits(snapshot: Snapshot, staged: Sequence[StagedFiles]) -> None:
             raise SchemaMismatchError(
                 f"the files of job {s.job_id} are partitioned by {list(s.partition_by)} but the table by "
                 f"{list(snapshot.partition_columns)}; call write_files with partition_by=table.partition_by")
+        known = [c for c in s.schema.names if c in snapshot.schema.names]
+        if not snapshot.column_mapping.agrees(s.column_mapping, known):
+            raise SchemaMismatchError(
+                f"the files of job {s.job_id} name their columns by another column mapping than the table's "
+                f"(mode {snapshot.column_mapping.mode}); pass column_mapping=table.snapshot().column_mapping "
+                "to write_files")
         _check_schema(snapshot, s)
     active = {f.add.path for f in snapshot.files}
     again = [a.path for s in staged for a in s.adds if a.path in active]
@@ -263,14 +277,16 @@ def _event_time_info(snapshot: Snapshot, adds: Sequence[Add]) -> dict[str, Any]:
 def _earliest_event(snapshot: Snapshot, add: Add, column: str) -> float | None:
     """A lower bound of the file's event times in µs (-inf: unknown); None: it has none (all null)."""
     typ = snapshot.schema.field(column).type
+    logical = snapshot.column_mapping.logical_keys
     if column in snapshot.partition_columns:
-        value = typed_partition_values(add.partition_values, snapshot.schema, snapshot.partition_columns)[column]
+        value = typed_partition_values(logical(add.partition_values), snapshot.schema,
+                                       snapshot.partition_columns)[column]
         return None if value is None else int(event_micros(pa.array([value], typ))[0].as_py())
     stats = add.parsed_stats() or {}
-    rows, nulls = stats.get("numRecords"), (stats.get("nullCount") or {}).get(column)
+    rows, nulls = stats.get("numRecords"), logical(stats.get("nullCount") or {}).get(column)
     if rows is not None and nulls == rows:
         return None
-    low = (stats.get("minValues") or {}).get(column)
+    low = logical(stats.get("minValues") or {}).get(column)
     bounds = stat_bounds(typ, low, low) if low is not None else None
     if bounds is None:
         return -math.inf
@@ -283,7 +299,7 @@ def _check_schema(snapshot: Snapshot, s: StagedFiles) -> None:
     Raises:
         SchemaMismatchError: naming the column.
     """
-    table = {f["name"]: f for f in delta_fields(snapshot.metadata.schema_string)}
+    table = {f["name"]: f for f in delta_fields(unmapped(snapshot.metadata.schema_string))}
     mine = {f["name"]: f for f in delta_fields(s.schema_string)}
     unknown = sorted(set(mine) - set(table))
     if unknown:
@@ -300,26 +316,28 @@ def _check_schema(snapshot: Snapshot, s: StagedFiles) -> None:
         if name not in mine:
             raise SchemaMismatchError(f"the files of job {s.job_id} lack the non-nullable column {name!r}")
         for a in s.adds:
-            if _nulls(a, name, snapshot.partition_columns) != 0:
+            if _nulls(a, name, snapshot.partition_columns, snapshot.column_mapping) != 0:
                 raise SchemaMismatchError(
                     f"column {name!r} is not nullable but the staged file {a.path} has null(s) in it "
                     "(or no null count in its statistics); nothing was committed")
 
 
-def _nulls(add: Add, column: str, partition_columns: Sequence[str]) -> int | None:
+def _nulls(add: Add, column: str, partition_columns: Sequence[str], mapping: ColumnMapping) -> int | None:
     """How many nulls the file holds in `column` (None: its statistics do not say)."""
+    stored = mapping.physical_name(column)
     if column in partition_columns:
-        return 0 if add.partition_values.get(column) is not None else add.num_records()
-    count = ((add.parsed_stats() or {}).get("nullCount") or {}).get(column)
+        return 0 if add.partition_values.get(stored) is not None else add.num_records()
+    count = ((add.parsed_stats() or {}).get("nullCount") or {}).get(stored)
     return count if isinstance(count, int) else None
 
 
 def _staged_keys(snapshot: Snapshot, adds: Sequence[Add], key: Sequence[str]) -> pa.Table:
     """The key columns of the staged rows, read through the snapshot scan path."""
-    files = [ScanFile(unquote(a.path), typed_partition_values(a.partition_values, snapshot.schema,
-                                                              snapshot.partition_columns))
+    mapping = snapshot.column_mapping
+    files = [ScanFile(unquote(a.path), typed_partition_values(mapping.logical_keys(a.partition_values),
+                                                              snapshot.schema, snapshot.partition_columns))
              for a in adds]
-    return scan_files(snapshot.storage, snapshot.schema, files).to_table(columns=list(key))
+    return scan_files(snapshot.storage, snapshot.schema, files, mapping).to_table(columns=list(key))
 
 
 __all__ = ["StagedFiles", "commit_files", "committed_version", "write_files"]
