@@ -16,6 +16,7 @@ before anything runs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,7 @@ def check_sql(sql: str, source: str) -> None:
                                 "function of its rows")
 
 
+@functools.lru_cache(maxsize=256)  # parsing costs about a millisecond; refreshes ask each time
 def _passes_through(sql: str, column: str) -> bool:
     """Whether the query selects `column` as it is, under its own name (an alias does not count)."""
     for e in sqlglot.parse_one(sql).expressions:
