@@ -323,21 +323,24 @@ class View:
         added, removed = self._frame(diff.added), self._frame(diff.removed)
         keys = [*self.keys, _ALL]
         touched = pl.concat([added.select(keys), removed.select(keys)], how="vertical_relaxed").unique()
-        state = self._groups(snap, touched.drop(_ALL))
+        state, read = self._groups(snap, touched.drop(_ALL))
         folded = self._recompute_extremes(self._apply(state, added, removed), latest).select(state.columns)
         rows = folded.drop(_ALL).to_arrow().cast(snap.schema)
         done = replace_keys(snap, rows, self.keys, touched.drop(_ALL).to_arrow(), app_id=self._app_id,
                             txn_version=latest, operation="VIEW REFRESH",
-                            parameters={"sourceFrom": reflected, "sourceTo": latest, "mode": "incremental"})
+                            parameters={"sourceFrom": reflected, "sourceTo": latest, "mode": "incremental"},
+                            read=read)
         return done.result.version if done.result is not None else snap.version
 
-    def _groups(self, snap: Snapshot, groups: pl.DataFrame) -> pl.DataFrame:
-        """The stored rows of `groups` (only files that may hold them are read)."""
+    def _groups(self, snap: Snapshot, groups: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pa.Table]]:
+        """The stored rows of `groups`, and the files read for them by path (only those that may hold them)."""
         wanted = groups.to_arrow().cast(pa.schema([snap.schema.field(k) for k in self.keys]))
-        tables = snap.read_files(key_candidates(snap, wanted)[0])
+        files = key_candidates(snap, wanted)[0]
+        tables = snap.read_files(files)
         stored = frame_of(pa.concat_tables(tables) if tables else snap.schema.empty_table())
         stored = stored.join(frame_of(wanted), on=self.keys, how="semi", nulls_equal=True)
-        return stored.with_columns(pl.lit(0, pl.Int8).alias(_ALL))
+        read = {f.path: t for f, t in zip(files, tables, strict=True)}
+        return stored.with_columns(pl.lit(0, pl.Int8).alias(_ALL)), read
 
     def recompute(self, source_version: int) -> pa.Table:
         """The view at a source version computed from scratch (what `snapshot` must equal).

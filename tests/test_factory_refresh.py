@@ -119,3 +119,30 @@ def test_an_insert_only_refresh_reads_no_derived_file(tmp_path, table_uri, asset
     before = p.table(asset).version
     assert p.refresh(asset) == source.version and p.table(asset).version == before  # exactly once
     check(p, (asset,))
+
+
+@pytest.mark.parametrize("properties", ["", "    properties: {delta.enableDeletionVectors: 'true'}\n"])
+def test_a_view_refresh_reads_each_view_file_once(tmp_path, table_uri, properties, monkeypatch):
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "lakeflow.yaml").write_text(PROJECT.format(tables=f"{table_uri}/").replace(
+        "  balances:\n", f"  balances:\n{properties}"))
+    p = lf.Project(root)
+    source = source_of(p)
+    source.append(rows(range(50)))
+    p.run(["balances"])
+    source.append(rows(range(50, 60)))
+    source.delete("id < 5")
+    view_root = p.table("balances").storage.uri
+    read: list[str] = []
+    real = lf.Snapshot.read_files
+
+    def counting(self: lf.Snapshot, files: list[lf.DataFile], *a: object, **k: object) -> list[pa.Table]:
+        if self.storage.uri == view_root:
+            read.extend(f.path for f in files)
+        return real(self, files, *a, **k)
+
+    monkeypatch.setattr(lf.Snapshot, "read_files", counting)
+    p.run(["balances"])
+    assert read and len(read) == len(set(read))
+    check(p, ("balances",))

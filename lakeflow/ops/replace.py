@@ -47,7 +47,8 @@ class Replacement:
 
 def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replaced: pa.Table | None = None,
                  *, app_id: str, txn_version: int, operation: str = "WRITE",
-                 parameters: Mapping[str, Any] | None = None) -> Replacement:
+                 parameters: Mapping[str, Any] | None = None,
+                 read: Mapping[str, pa.Table] | None = None) -> Replacement:
     """Remove the rows whose `key` is in `rows` or `replaced`, add `rows`; one commit with a txn.
 
     Args:
@@ -59,6 +60,7 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
         txn_version: the application's version of this write (e.g. a source version).
         operation: the Delta operation name for the commitInfo.
         parameters: more operationParameters for the commitInfo.
+        read: rows of files of `snapshot` the caller already read, by path (not read again).
 
     Raises:
         SchemaMismatchError: `rows` or `replaced` lack a key column or do not fit.
@@ -81,7 +83,7 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
     written: list[Add] = []
     marked = Written()
     try:
-        removed, rewritten = _rewrite(tx, files, gone, key, written, marked)
+        removed, rewritten = _rewrite(tx, files, gone, key, written, marked, read or {})
         if rows.num_rows:
             written += write_data_files(snapshot.storage, rows, snapshot.partition_columns)
         tx.add(*written, *marked.marked)
@@ -102,7 +104,7 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
 
 
 def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key: list[str],
-             written: list[Add], marked: Written) -> tuple[int, int]:
+             written: list[Add], marked: Written, read: Mapping[str, pa.Table]) -> tuple[int, int]:
     """Stage each file holding a replaced key as removed, and its other rows as a new file.
 
     With deletion vectors the file is re-added instead, its replaced rows marked
@@ -111,7 +113,10 @@ def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key
     snapshot, removed, rewritten = tx.snapshot, 0, 0
     dv = uses_deletion_vectors(snapshot)
     marks: list[tuple[DataFile, IndexArray]] = []
-    for f, table in zip(files, snapshot.read_files(files), strict=True):
+    unread = [f for f in files if f.path not in read]
+    fresh = dict(zip((f.path for f in unread), snapshot.read_files(unread), strict=True))
+    for f in files:
+        table = read[f.path] if f.path in read else fresh[f.path]
         frame = frame_of(table).with_row_index(_POSITION)
         hit = frame.join(gone, on=key, how="semi", nulls_equal=True)[_POSITION].to_numpy().astype("int64")
         if not len(hit):
