@@ -9,7 +9,9 @@
   after an `append`-row append, vs recomputing the query with polars over the
   whole source.
 - view refresh: a view with `groups` groups over the same source, refreshed after
-  the append, vs recomputing the aggregate with polars (`group_by().agg()`).
+  the append, vs recomputing the aggregate with polars (`group_by().agg()`); the
+  same view again with deletion vectors on its table (`balances_dv`: replaced
+  groups are marked deleted instead of their file being rewritten).
 
 Each refresh is measured `repeats` times (a new append before each; medians),
 against two polars peers measured in the same repetition:
@@ -56,6 +58,10 @@ assets:
   balances:
     from: payments
     view: {group_by: [account], aggregates: {total: [amount, sum], n: count}}
+  balances_dv:
+    from: payments
+    properties: {delta.enableDeletionVectors: "true"}
+    view: {group_by: [account], aggregates: {total: [amount, sum], n: count}}
 """
 
 
@@ -90,11 +96,12 @@ def bench_refresh(project: lf.Project, n: int, groups: int, append: int, repeats
     """Per derived asset: median ms of (lakeflow refresh, polars compute, polars compute + write)."""
     source = lf.Table.create(project.table_uri("payments"), rows(0, 1, groups, 0).schema, key=["id"])
     source.append(rows(0, n, groups, 1))
-    project.run(["large", "balances"])  # the first refresh computes each from scratch
-    times: dict[str, list[tuple[float, float, float]]] = {"large": [], "balances": []}
+    derived = {"large": _sql_query, "balances": _view_query, "balances_dv": _view_query}
+    project.run(list(derived))  # the first refresh computes each from scratch
+    times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in derived}
     for r in range(repeats):
         source.append(rows(n + r * append, append, groups, 2 + r))
-        for name, query in (("large", _sql_query), ("balances", _view_query)):
+        for name, query in derived.items():
             start = time.perf_counter()
             project.refresh(name)
             ours = time.perf_counter() - start
