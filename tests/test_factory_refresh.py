@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import lakeflow as lf
 import lakeflow.log_reader
@@ -31,7 +33,7 @@ assets:
 DERIVED = ("big", "loose", "balances")
 
 
-def rows(ids: range, amount: float = 20.0) -> pa.Table:
+def rows(ids: range | list[int], amount: float = 20.0) -> pa.Table:
     return pa.table({"id": pa.array(list(ids), pa.int64()), "account": pa.array([i % 7 for i in ids], pa.int64()),
                      "amount": pa.array([amount + i % 5 for i in ids], pa.float64())})
 
@@ -143,6 +145,74 @@ def test_a_view_refresh_reads_each_view_file_once(tmp_path, table_uri, propertie
         return real(self, files, *a, **k)
 
     monkeypatch.setattr(lf.Snapshot, "read_files", counting)
-    p.run(["balances"])
+    lf.Project(root).run(["balances"])  # a new project: it keeps no view rows yet
     assert read and len(read) == len(set(read))
     check(p, ("balances",))
+
+
+KEPT = PROJECT + """\
+  balances_dv:
+    from: payments
+    properties: {{delta.enableDeletionVectors: "true"}}
+    view: {{group_by: [account], aggregates: {{total: [amount, sum], n: count, top: [amount, max]}}}}
+"""
+
+
+@pytest.mark.parametrize("view", ["balances", "balances_dv"])
+def test_a_kept_view_reads_back_none_of_its_files(tmp_path, table_uri, view, monkeypatch):
+    """After its first refresh, a kept view handle has the rows of every view file it read or wrote."""
+    (tmp_path / "lakeflow.yaml").write_text(KEPT.format(tables=f"{table_uri}/"))
+    p = lf.Project(tmp_path)
+    source = source_of(p)
+    source.append(rows(range(50)))
+    p.run([view])
+    source.append(rows(range(50, 60)))
+    p.run([view])  # reads the view file written by the first refresh (a new project handle)
+    view_root = p.table(view).storage.uri
+    read: list[str] = []
+    real = lf.Snapshot.read_files
+
+    def counting(self: lf.Snapshot, files: list[lf.DataFile], *a: object, **k: object) -> list[pa.Table]:
+        if self.storage.uri == view_root:
+            read.extend(f.path for f in files)
+        return real(self, files, *a, **k)
+
+    monkeypatch.setattr(lf.Snapshot, "read_files", counting)
+    for batch in (range(60, 70), range(70, 75)):
+        source.append(rows(batch))
+        source.merge(rows(range(batch.start - 20, batch.start - 15), amount=1.0))
+        source.delete(f"id = {batch.start - 30}")
+        p.run([view])
+        check(p, (view,))
+    assert read == []
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["append", "merge", "delete", "other"]),
+                         st.lists(st.integers(0, 40), min_size=1, max_size=8)), min_size=1, max_size=6)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_kept_derived_assets_equal_their_recomputation(tmp_path_factory, ops):
+    """Appends, merges, deletes and refreshes by another project, folded in by one kept project."""
+    root = tmp_path_factory.mktemp("kept")
+    (root / "lakeflow.yaml").write_text(KEPT.format(tables="tables/"))
+    p = lf.Project(root)
+    source = source_of(p)
+    source.append(rows(range(0, 40, 3)))
+    p.run()
+    for op, ids in ops:
+        batch = rows(sorted(set(ids)), amount=float(len(ids)))
+        if op == "append":
+            new = [i for i in sorted(set(ids)) if i not in set(source.to_arrow()["id"].to_pylist())]
+            if new:
+                source.append(rows(new, amount=7.0))
+        elif op == "merge":
+            source.merge(batch)
+        elif op == "delete":
+            source.delete(f"id IN ({', '.join(map(str, ids))})")
+        else:
+            source.merge(batch)
+            lf.Project(root).run()  # the kept handles are behind the derived tables
+        p.run()
+        check(p, (*DERIVED, "balances_dv"))

@@ -10,7 +10,7 @@ use it to write only the groups or rows a source change touched.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,12 +37,16 @@ class Replacement:
         rows_removed: rows of the table whose key was replaced.
         rows_added: new rows written.
         files_rewritten: files rewritten without the replaced rows (or dropped).
+        rows_of: the rows of files the commit added, by their log path (`add.path`), where
+            known: what reading that file (with its deletion vector) returns, so a caller
+            that keeps a table's rows need not read them back.
     """
 
     result: CommitResult | None
     rows_removed: int
     rows_added: int
     files_rewritten: int
+    rows_of: Mapping[str, pa.Table] = field(default_factory=dict)
 
 
 def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replaced: pa.Table | None = None,
@@ -82,10 +86,11 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
     tx = Transaction(snapshot, operation, {"key": key, **(parameters or {})})
     written: list[Add] = []
     marked = Written()
+    rows_of: dict[str, pa.Table] = {}
     try:
-        removed, rewritten = _rewrite(tx, files, gone, key, written, marked, read or {})
+        removed, rewritten = _rewrite(tx, files, gone, key, written, marked, read or {}, rows_of)
         if rows.num_rows:
-            written += write_data_files(snapshot.storage, rows, snapshot.partition_columns)
+            written += _written(snapshot, rows, rows_of)
         tx.add(*written, *marked.marked)
         tx.read([f.add.path for f in files], could_match)
         # The txn read: a concurrent write of the same application conflicts (its keys are unknown here).
@@ -100,15 +105,28 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
         discard(snapshot.storage, written)
         marked.discard(snapshot.storage)
         return Replacement(None, 0, 0, 0)
-    return Replacement(result, removed, rows.num_rows, rewritten)
+    return Replacement(result, removed, rows.num_rows, rewritten, rows_of)
+
+
+def _written(snapshot: Snapshot, rows: pa.Table, rows_of: dict[str, pa.Table]) -> list[Add]:
+    """Write `rows` as data files; the rows of an unpartitioned table's file go to `rows_of` by its path.
+
+    (Partitioned, a file holds its partition's rows in an order not known here.)
+    """
+    adds = write_data_files(snapshot.storage, rows, snapshot.partition_columns)
+    if not snapshot.partition_columns and len(adds) == 1:
+        rows_of[adds[0].path] = rows
+    return adds
 
 
 def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key: list[str],
-             written: list[Add], marked: Written, read: Mapping[str, pa.Table]) -> tuple[int, int]:
+             written: list[Add], marked: Written, read: Mapping[str, pa.Table],
+             rows_of: dict[str, pa.Table]) -> tuple[int, int]:
     """Stage each file holding a replaced key as removed, and its other rows as a new file.
 
     With deletion vectors the file is re-added instead, its replaced rows marked
-    deleted (recorded in `marked`, whose DV file is then written).
+    deleted (recorded in `marked`, whose DV file is then written). The rows of the
+    files added go to `rows_of`.
     """
     snapshot, removed, rewritten = tx.snapshot, 0, 0
     dv = uses_deletion_vectors(snapshot)
@@ -125,13 +143,17 @@ def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key
         tx.remove(f)
         if dv:
             marks.append((f, np.sort(hit)))
+            live = np.ones(table.num_rows, np.bool_)
+            live[hit] = False
+            rows_of[f.add.path] = table.filter(pa.array(live))  # what the file reads with its new vector
         elif len(hit) < table.num_rows:
             kept = frame.join(gone, on=key, how="anti", nulls_equal=True).drop(_POSITION)
-            written += write_data_files(snapshot.storage, kept.to_arrow().cast(table.schema),
-                                        snapshot.partition_columns)
+            written += _written(snapshot, kept.to_arrow().cast(table.schema), rows_of)
     if marks:
         marked.marked, path = mark_rows(snapshot, marks)
         marked.dv_files += [path] if path else []
+        for gone_file in {f.add.path for f, _ in marks} - {a.path for a in marked.marked}:
+            del rows_of[gone_file]  # every row deleted: removed, not re-added
     return removed, rewritten
 
 
