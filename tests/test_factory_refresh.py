@@ -216,3 +216,17 @@ def test_kept_derived_assets_equal_their_recomputation(tmp_path_factory, ops):
             lf.Project(root).run()  # the kept handles are behind the derived tables
         p.run()
         check(p, (*DERIVED, "balances_dv"))
+
+
+@pytest.mark.parametrize("asset", ["balances", "big"])
+def test_copy_on_write_refreshes_do_not_add_a_file_each_time(tmp_path, table_uri, asset):
+    """A replacement writes the rows kept from the files it rewrites and the new rows together."""
+    p = open_project(tmp_path, table_uri)
+    source = source_of(p)
+    source.append(rows(range(0, 70, 2)))
+    p.run([asset])
+    for i in range(4):  # each change touches keys (groups) of every file, and leaves others
+        source.merge(rows([10 * j + 2 * i for j in range(3)], amount=30.0 + i))  # updates only
+        p.run([asset])
+        assert len(p.table(asset).snapshot().files) == 1
+    check(p, (asset,))

@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 
 from lakeflow.actions import Add
+from lakeflow.config import DEFAULT_TARGET_FILE_SIZE
 from lakeflow.errors import SchemaMismatchError
 from lakeflow.keys import any_file, frame_of, key_candidates
 from lakeflow.log import check_writable
@@ -87,10 +88,12 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
     written: list[Add] = []
     marked = Written()
     rows_of: dict[str, pa.Table] = {}
+    kept: list[tuple[pa.Table, int]] = []
     try:
-        removed, rewritten = _rewrite(tx, files, gone, key, written, marked, read or {}, rows_of)
-        if rows.num_rows:
-            written += _written(snapshot, rows, rows_of)
+        removed, rewritten = _rewrite(tx, files, gone, key, kept, marked, read or {}, rows_of)
+        limit = snapshot.config.target_file_size or DEFAULT_TARGET_FILE_SIZE
+        for part in _packed(rows, kept, limit):
+            written += _written(snapshot, part, rows_of)
         tx.add(*written, *marked.marked)
         tx.read([f.add.path for f in files], could_match)
         # The txn read: a concurrent write of the same application conflicts (its keys are unknown here).
@@ -108,6 +111,23 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
     return Replacement(result, removed, rows.num_rows, rewritten, rows_of)
 
 
+def _packed(rows: pa.Table, kept: Sequence[tuple[pa.Table, int]], limit: int) -> list[pa.Table]:
+    """The new rows and the rows kept from rewritten files, in as few files as stay under `limit` bytes.
+
+    A file per rewritten file would add a file to the table at each replacement that
+    touches more than one; the rewritten files' sizes bound what their kept rows take.
+    """
+    bins: list[list[pa.Table]] = [[rows]]
+    size = 0
+    for table, file_size in kept:
+        if size and size + file_size > limit:
+            bins.append([])
+            size = 0
+        bins[-1].append(table)
+        size += file_size
+    return [pa.concat_tables(b) for b in bins if any(t.num_rows for t in b)]
+
+
 def _written(snapshot: Snapshot, rows: pa.Table, rows_of: dict[str, pa.Table]) -> list[Add]:
     """Write `rows` as data files; the rows of an unpartitioned table's file go to `rows_of` by its path.
 
@@ -120,13 +140,13 @@ def _written(snapshot: Snapshot, rows: pa.Table, rows_of: dict[str, pa.Table]) -
 
 
 def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key: list[str],
-             written: list[Add], marked: Written, read: Mapping[str, pa.Table],
+             kept: list[tuple[pa.Table, int]], marked: Written, read: Mapping[str, pa.Table],
              rows_of: dict[str, pa.Table]) -> tuple[int, int]:
-    """Stage each file holding a replaced key as removed, and its other rows as a new file.
+    """Stage each file holding a replaced key as removed, its other rows (and its size) into `kept`.
 
     With deletion vectors the file is re-added instead, its replaced rows marked
-    deleted (recorded in `marked`, whose DV file is then written). The rows of the
-    files added go to `rows_of`.
+    deleted (recorded in `marked`, whose DV file is then written; the rows it then
+    reads go to `rows_of`).
     """
     snapshot, removed, rewritten = tx.snapshot, 0, 0
     dv = uses_deletion_vectors(snapshot)
@@ -147,8 +167,8 @@ def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key
             live[hit] = False
             rows_of[f.add.path] = table.filter(pa.array(live))  # what the file reads with its new vector
         elif len(hit) < table.num_rows:
-            kept = frame.join(gone, on=key, how="anti", nulls_equal=True).drop(_POSITION)
-            written += _written(snapshot, kept.to_arrow().cast(table.schema), rows_of)
+            rest = frame.join(gone, on=key, how="anti", nulls_equal=True).drop(_POSITION)
+            kept.append((rest.to_arrow().cast(table.schema), f.size))
     if marks:
         marked.marked, path = mark_rows(snapshot, marks)
         marked.dv_files += [path] if path else []
