@@ -28,6 +28,8 @@ Ratios are lakeflow / peer in the same run (below 1: lakeflow faster).
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import statistics
 import tempfile
 import time
@@ -91,8 +93,8 @@ def bench_ingest(root: Path, files: int) -> tuple[float, float]:
     return ours, time.perf_counter() - start
 
 
-def bench_refresh(project: lf.Project, n: int, groups: int, append: int, repeats: int, peer_root: Path
-                  ) -> dict[str, tuple[float, float, float]]:
+def bench_refresh(project: lf.Project, n: int, groups: int, append: int, repeats: int, peer_root: Path,
+                  sections: Sections | None = None) -> dict[str, tuple[float, float, float]]:
     """Per derived asset: median ms of (lakeflow refresh, polars compute, polars compute + write)."""
     source = lf.Table.create(project.table_uri("payments"), rows(0, 1, groups, 0).schema, key=["id"])
     source.append(rows(0, n, groups, 1))
@@ -102,16 +104,79 @@ def bench_refresh(project: lf.Project, n: int, groups: int, append: int, repeats
     for r in range(repeats):
         source.append(rows(n + r * append, append, groups, 2 + r))
         for name, query in derived.items():
+            os.sync()  # no measure pays for the writeback of the one before (write_delta does not fsync)
+            if sections is not None:
+                sections.asset = name
             start = time.perf_counter()
             project.refresh(name)
             ours = time.perf_counter() - start
+            if sections is not None:
+                sections.asset = None
+            os.sync()
             times[name].append((ours, *_peers(source, query, f"{peer_root}/{name}")))
     for name in times:
         assert project.rebuild(name, verify=True).differences == 0
+
     def ms(ts: list[tuple[float, float, float]], i: int) -> float:
         return statistics.median(t[i] for t in ts) * 1000
 
     return {name: (ms(ts, 0), ms(ts, 1), ms(ts, 2)) for name, ts in times.items()}
+
+
+def commit_floor(root: Path, repeats: int = 21) -> float:
+    """Median ms to make a small new file durable as a commit is: write, fsync, link."""
+    took = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        tmp = root / f".probe-{i}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(b"x" * 600)
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, root / f"probe-{i}.json")
+        took.append(time.perf_counter() - start)
+        os.unlink(tmp)
+    return statistics.median(took) * 1000
+
+
+class Sections:
+    """Inclusive wall time of named lakeflow functions during the measured refreshes (--sections).
+
+    Each name is wrapped where its callers look it up (the importing module).
+    """
+
+    WRAPPED = (
+        ("lakeflow.factory.project", "Project", "_warm"), ("lakeflow.factory.project", "Project", "_view"),
+        ("lakeflow.table", "Table", "diff"), ("lakeflow.factory.derived", None, "apply_sql"),
+        ("lakeflow.views", "View", "_groups"), ("lakeflow.views", "View", "_apply"),
+        ("lakeflow.views", None, "replace_keys"), ("lakeflow.factory.derived", None, "replace_keys"),
+        ("lakeflow.ops.replace", None, "_rewrite"), ("lakeflow.ops.replace", None, "mark_rows"),
+        ("lakeflow.ops.replace", None, "_written"),
+        ("lakeflow.factory.derived", None, "_files"), ("lakeflow.transaction", "Transaction", "commit"),
+        ("lakeflow.transaction", None, "_maybe_checkpoint"), ("os", None, "fsync"),
+    )
+
+    def __init__(self) -> None:
+        self.asset: str | None = None
+        self.spent: dict[tuple[str, str], list[float]] = {}
+        for module, owner, name in self.WRAPPED:
+            target = importlib.import_module(module)
+            holder = getattr(target, owner) if owner else target
+            setattr(holder, name, self._timed(getattr(holder, name), f"{owner + '.' if owner else ''}{name}"))
+
+    def _timed(self, fn: Callable[..., object], label: str) -> Callable[..., object]:
+        def timed(*args: object, **kwargs: object) -> object:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if self.asset is not None:
+                    self.spent.setdefault((self.asset, label), []).append(time.perf_counter() - start)
+        return timed
+
+    def report(self, repeats: int) -> None:
+        for (asset, label), spent in sorted(self.spent.items()):
+            print(f"  {asset:12s} {label:32s} {len(spent) / repeats:4.1f} calls  {sum(spent) / repeats * 1000:7.2f} ms")
 
 
 def _peers(source: lf.Table, query: Callable[[pl.LazyFrame], pl.LazyFrame], out: str) -> tuple[float, float]:
@@ -145,7 +210,10 @@ def main(argv: list[str] | None = None) -> Result:
     parser.add_argument("--groups", type=int, default=100_000)
     parser.add_argument("--append", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=7, help="refreshes measured (medians)")
+    parser.add_argument("--sections", action="store_true",
+                        help="print where each refresh spends its time (mean ms per refresh)")
     args = parser.parse_args(argv)
+    sections = Sections() if args.sections else None
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "lakeflow.yaml").write_text(PROJECT)
@@ -155,7 +223,11 @@ def main(argv: list[str] | None = None) -> Result:
         rows = [(f"ingest {args.files} csv files", "write_deltalake loop", f"{ours * 1000:.1f}", f"{peer * 1000:.1f}",
                  ours / peer)]
         refreshed = bench_refresh(lf.Project(root), args.rows, args.groups, args.append, args.repeats,
-                                  root / "peers")
+                                  root / "peers", sections)
+        floor = commit_floor(root)
+        print(f"a small file written and fsynced as a commit is: {floor:.2f} ms (median)")
+        if sections is not None:
+            sections.report(args.repeats)
         for name, (o, compute, write) in refreshed.items():
             print(f"refresh {name} after {args.append} rows on {args.rows}: lakeflow {o:.1f} ms, polars "
                   f"compute {compute:.1f} ms ({compute / o:.1f}x), compute + write_delta {write:.1f} ms "
