@@ -111,7 +111,7 @@ def bench_refresh(project: lf.Project, n: int, groups: int, append: int, repeats
             project.refresh(name)
             ours = time.perf_counter() - start
             if sections is not None:
-                sections.asset = None
+                sections.done()
             os.sync()
             times[name].append((ours, *_peers(source, query, f"{peer_root}/{name}")))
     for name in times:
@@ -158,7 +158,8 @@ class Sections:
 
     def __init__(self) -> None:
         self.asset: str | None = None
-        self.spent: dict[tuple[str, str], list[float]] = {}
+        self.now: dict[str, float] = {}  # label -> seconds in the refresh being measured
+        self.spent: dict[tuple[str, str], list[float]] = {}  # per refresh
         for module, owner, name in self.WRAPPED:
             target = importlib.import_module(module)
             holder = getattr(target, owner) if owner else target
@@ -171,12 +172,19 @@ class Sections:
                 return fn(*args, **kwargs)
             finally:
                 if self.asset is not None:
-                    self.spent.setdefault((self.asset, label), []).append(time.perf_counter() - start)
+                    self.now[label] = self.now.get(label, 0.0) + time.perf_counter() - start
         return timed
 
-    def report(self, repeats: int) -> None:
+    def done(self) -> None:
+        """End the measured refresh of `asset`."""
+        assert self.asset is not None
+        for label, took in self.now.items():
+            self.spent.setdefault((self.asset, label), []).append(took)
+        self.asset, self.now = None, {}
+
+    def report(self) -> None:
         for (asset, label), spent in sorted(self.spent.items()):
-            print(f"  {asset:12s} {label:32s} {len(spent) / repeats:4.1f} calls  {sum(spent) / repeats * 1000:7.2f} ms")
+            print(f"  {asset:12s} {label:28s} median {statistics.median(spent) * 1000:7.2f} ms per refresh")
 
 
 def _peers(source: lf.Table, query: Callable[[pl.LazyFrame], pl.LazyFrame], out: str) -> tuple[float, float]:
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> Result:
         floor = commit_floor(root)
         print(f"a small file written and fsynced as a commit is: {floor:.2f} ms (median)")
         if sections is not None:
-            sections.report(args.repeats)
+            sections.report()
         for name, (o, compute, write) in refreshed.items():
             print(f"refresh {name} after {args.append} rows on {args.rows}: lakeflow {o:.1f} ms, polars "
                   f"compute {compute:.1f} ms ({compute / o:.1f}x), compute + write_delta {write:.1f} ms "
