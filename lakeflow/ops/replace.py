@@ -2,7 +2,8 @@
 
 Rows whose key is among the keys to replace are removed (their files rewritten
 without them, copy-on-write, or marked in a deletion vector on tables with
-deletion vectors enabled); the new rows are added; an application `txn`
+deletion vectors enabled); the new rows are added, in the same files as the rows
+kept from rewritten files (up to the target file size); an application `txn`
 in the same commit makes the replacement exactly-once. Derived assets and views
 use it to write only the groups or rows a source change touched.
 """
