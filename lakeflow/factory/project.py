@@ -289,9 +289,10 @@ class Project:
         try:
             return self._warm(spec.name)
         except TableNotFoundError:
-            table = self._tables[spec.name] = Table.create(self.table_uri(spec.name), spec.output_schema(source.schema),
-                                key=spec.key(source), storage_options=self.storage_options,
-                                properties=dict(self.assets[spec.name].properties))
+            table = Table.create(self.table_uri(spec.name), spec.output_schema(source.schema),
+                                 key=spec.key(source), storage_options=self.storage_options,
+                                 properties=dict(self.assets[spec.name].properties))
+            self._tables[spec.name] = table
             return table
 
     def _sql(self, asset: Asset) -> SqlAsset:
