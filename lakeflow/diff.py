@@ -704,9 +704,12 @@ def _consolidate(rows: pa.Table, columns: Sequence[str]) -> tuple[pa.Table, pa.T
     hash equally: rows whose hash meets no opposite sign pass through as they are,
     the others are grouped on all columns, keeping the newest commit version.
     """
-    hashes = pl.DataFrame(rows.select(columns)).hash_rows().to_arrow()
     adds = pc.greater(rows[_WEIGHT], 0)
     drops = pc.invert(adds)
+    if not pc.any(drops).as_py() or not pc.any(adds).as_py():  # one sign only: nothing cancels
+        body = rows.select([*columns, COMMIT_VERSION])
+        return _copies(body, rows[_WEIGHT]), _copies(body, pc.negate(rows[_WEIGHT]))
+    hashes = pl.DataFrame(rows.select(columns)).hash_rows().to_arrow()
     paired = pc.or_(pc.and_(adds, pc.is_in(hashes, value_set=hashes.filter(drops))),
                     pc.and_(drops, pc.is_in(hashes, value_set=hashes.filter(adds))))
     alone = rows.select([*columns, _WEIGHT, COMMIT_VERSION]).filter(pc.invert(paired))

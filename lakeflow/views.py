@@ -29,8 +29,8 @@ from lakeflow.errors import (
 )
 from lakeflow.keys import frame_of, key_candidates
 from lakeflow.late import window_micros
-from lakeflow.ops.replace import replace_keys
-from lakeflow.snapshot import Snapshot
+from lakeflow.ops.replace import Replacement, replace_keys
+from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.table import Table
 from lakeflow.transaction import retrying
 from lakeflow.write import write_data_files
@@ -41,6 +41,7 @@ COUNT = "_count"
 _CONFIG_KEY = "lakeflow.view"
 _ALL = "_all"  # a constant group key, so a view without group columns is one group
 _DEFAULT_RETRIES = 5
+_KEPT_BYTES = 256 << 20  # view rows a handle keeps between refreshes; a larger view is read each time
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,9 @@ class View:
             {a["name"]: (a["column"] or "*", a["function"]) for a in config["aggregates"]},
             self.source.schema)
         self._app_id = f"lakeflow.view/{config['source_id']}"
+        # Rows of the view table's files by (path, deletion vector id), which name immutable
+        # contents: a refresh through this handle reads back none of what it read or wrote.
+        self._kept: dict[tuple[str, str | None], pa.Table] = {}
 
     @classmethod
     def create(cls, uri: str, source: Table, group_by: Sequence[str], aggregates: Mapping[str, Any],
@@ -339,21 +343,42 @@ class View:
         added, removed = self._frame(diff.added), self._frame(diff.removed)
         keys = [*self.keys, _ALL]
         touched = pl.concat([added.select(keys), removed.select(keys)], how="vertical_relaxed").unique()
-        state = self._groups(snap, touched.drop(_ALL))
+        state, read = self._groups(snap, touched.drop(_ALL))
         folded = self._recompute_extremes(self._apply(state, added, removed), latest).select(state.columns)
         rows = folded.drop(_ALL).to_arrow().cast(snap.schema)
         done = replace_keys(snap, rows, self.keys, touched.drop(_ALL).to_arrow(), app_id=self._app_id,
                             txn_version=latest, operation="VIEW REFRESH",
-                            parameters={"sourceFrom": reflected, "sourceTo": latest, "mode": "incremental"})
+                            parameters={"sourceFrom": reflected, "sourceTo": latest, "mode": "incremental"},
+                            read=read)
+        self._keep(snap, read, done)
         return done.result.version if done.result is not None else snap.version
 
-    def _groups(self, snap: Snapshot, groups: pl.DataFrame) -> pl.DataFrame:
-        """The stored rows of `groups` (only files that may hold them are read)."""
+    def _groups(self, snap: Snapshot, groups: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, pa.Table]]:
+        """The stored rows of `groups`, and the rows of the files that may hold them, by path.
+
+        Only those files are read, and of them only the ones this handle does not keep.
+        """
         wanted = groups.to_arrow().cast(pa.schema([snap.schema.field(k) for k in self.keys]))
-        tables = snap.read_files(key_candidates(snap, wanted)[0])
+        files = key_candidates(snap, wanted)[0]
+        read = {f.path: self._kept[_identity(f)] for f in files if _identity(f) in self._kept}
+        unread = [f for f in files if f.path not in read]
+        read.update(zip((f.path for f in unread), snap.read_files(unread), strict=True))
+        tables = [read[f.path] for f in files]
         stored = frame_of(pa.concat_tables(tables) if tables else snap.schema.empty_table())
         stored = stored.join(frame_of(wanted), on=self.keys, how="semi", nulls_equal=True)
-        return stored.with_columns(pl.lit(0, pl.Int8).alias(_ALL))
+        return stored.with_columns(pl.lit(0, pl.Int8).alias(_ALL)), read
+
+    def _keep(self, before: Snapshot, read: Mapping[str, pa.Table], done: Replacement) -> None:
+        """Keep the rows of the files of the view table after a refresh: those read, and those written."""
+        after = done.result.snapshot if done.result is not None else before
+        known = {**self._kept, **{_identity(f): read[f.path] for f in before.files if f.path in read}}
+        kept: dict[tuple[str, str | None], pa.Table] = {}
+        for f in after.files:
+            rows = known.get(_identity(f))
+            rows = done.rows_of.get(f.add.path) if rows is None else rows
+            if rows is not None:
+                kept[_identity(f)] = rows
+        self._kept = kept if sum(t.nbytes for t in kept.values()) <= _KEPT_BYTES else {}
 
     def recompute(self, source_version: int) -> pa.Table:
         """The view at a source version computed from scratch (what `snapshot` must equal).
@@ -438,6 +463,11 @@ class View:
         ]
         return pl.concat([rows.drop(_ALL).with_columns(pl.lit(kind).alias("_change_type"))
                           for rows, kind in parts]).to_arrow()
+
+
+def _identity(f: DataFile) -> tuple[str, str | None]:
+    """What names a logical file's rows for good: its path and its deletion vector."""
+    return f.path, f.deletion_vector.unique_id if f.deletion_vector is not None else None
 
 
 def _sum_type(t: pa.DataType) -> pa.DataType:

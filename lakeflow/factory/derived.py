@@ -5,7 +5,8 @@ by polars SQL over Arrow. A row-wise query is linear: applied to the rows a
 source diff adds and removes, it gives the diff of its result. With a source
 key the query must select, the derived table is keyed the same way and each
 refresh replaces just the changed keys (`ops.replace.replace_keys`); without
-one, appended rows are appended and any removal recomputes the table. Every
+one, any removal recomputes the table. A diff that only adds rows is appended
+either way (with a key, the added keys are new to the source). Every
 refresh commits the source version it reflects as a Delta `txn`: exactly once.
 
 Why polars SQL: polars is already lakeflow's row engine (diffs, merges, views,
@@ -16,6 +17,7 @@ before anything runs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,6 +80,7 @@ def check_sql(sql: str, source: str) -> None:
                                 "function of its rows")
 
 
+@functools.lru_cache(maxsize=256)  # parsing costs about a millisecond; refreshes ask each time
 def _passes_through(sql: str, column: str) -> bool:
     """Whether the query selects `column` as it is, under its own name (an alias does not count)."""
     for e in sqlglot.parse_one(sql).expressions:
@@ -148,18 +151,20 @@ class SqlAsset:
         done = self.reflected(snap)
         if done >= latest:
             return done
-        key = self.key(source)
-        diff = source.diff(done, latest, key=key or ())
-        if key:
-            added = apply_sql(self.sql, self.source, diff.added)
-            replace_keys(snap, added, key, diff.removed.select(list(key)), app_id=self.app_id,
-                         txn_version=latest, operation="DERIVE")
-        elif diff.removed.num_rows:
-            self._rebuild_at(source, snap, latest)
-        else:
+        # Unpaired: a refresh needs the rows added and removed, not which of them are updates.
+        diff = source.diff(done, latest, key=())
+        if not diff.removed.num_rows:
+            # Rows only added: with a source key, none of theirs was in the source (its old row
+            # would be removed), so none is in the derived table either. A plain append.
             rows = conform(apply_sql(self.sql, self.source, diff.added), snap.schema).table
             tx = Transaction(snap, "DERIVE", {"sourceVersion": latest})
             tx.add(*_files(snap, rows)).read(txns=[self.app_id]).set_txn(self.app_id, latest).commit()
+        elif key := self.key(source):
+            added = apply_sql(self.sql, self.source, diff.added)
+            replace_keys(snap, added, key, diff.removed.select(list(key)), app_id=self.app_id,
+                         txn_version=latest, operation="DERIVE")
+        else:
+            self._rebuild_at(source, snap, latest)
         return latest
 
     def recompute(self, source: Table, version: int) -> pa.Table:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from lakeflow.errors import InvalidArgumentError, TableNotFoundError
+from lakeflow.errors import InvalidArgumentError, LakeflowError, TableNotFoundError
 from lakeflow.factory.declarations import Asset, DeclarationError, load_project
 from lakeflow.factory.derived import SqlAsset, SqlAssetError, check_sql, differences
 from lakeflow.factory.ingest import REJECTED_DIR, Folder, IngestedFile, app_id, ingest_asset
@@ -112,6 +112,10 @@ class Project:
         self.storage_options = storage_options
         self.config, self.files = load_project(self.root)
         self.order = self._order()
+        # Handles kept across refreshes: a warm handle reads only the commits since its last
+        # refresh, where opening one lists and replays the log (see `_warm`).
+        self._tables: dict[str, Table] = {}
+        self._views: dict[str, View] = {}
 
     @classmethod
     def init(cls, path: str | Path) -> Project:
@@ -193,6 +197,25 @@ class Project:
         """
         return Table(self.table_uri(name), self.storage_options)
 
+    def _warm(self, name: str) -> Table:
+        """The asset's table through the handle this project keeps, refreshed.
+
+        A handle whose refresh fails (the table was deleted, its log cleaned up
+        past it) is dropped and the table opened afresh.
+
+        Raises:
+            TableNotFoundError: not created yet.
+        """
+        handle = self._tables.get(name)
+        if handle is not None:
+            try:
+                handle.refresh()
+                return handle
+            except LakeflowError:
+                del self._tables[name]
+        handle = self._tables[name] = self.table(name)
+        return handle
+
     # ---- ingest ------------------------------------------------------------------------------
 
     def _ingested_table(self, asset: Asset, schema: pa.Schema | None) -> Table:
@@ -237,8 +260,21 @@ class Project:
     # ---- derived assets ----------------------------------------------------------------------
 
     def _view(self, asset: Asset) -> View:
-        assert asset.view is not None and asset.from_ is not None
-        source = self.table(asset.from_)
+        """The asset's view, kept with its (warm) source handle while both tables are there."""
+        assert asset.from_ is not None
+        source = self._warm(asset.from_)
+        view = self._views.get(asset.name)
+        if view is not None and view.source is source:
+            try:
+                view.table.refresh()
+                return view
+            except LakeflowError:
+                pass  # the view table was deleted or cleaned up past: open it afresh
+        view = self._views[asset.name] = self._open_view(asset, source)
+        return view
+
+    def _open_view(self, asset: Asset, source: Table) -> View:
+        assert asset.view is not None
         try:
             return View(self.table_uri(asset.name), source, self.storage_options)
         except TableNotFoundError:
@@ -251,11 +287,13 @@ class Project:
 
     def _sql_table(self, spec: SqlAsset, source: Table) -> Table:
         try:
-            return self.table(spec.name)
+            return self._warm(spec.name)
         except TableNotFoundError:
-            return Table.create(self.table_uri(spec.name), spec.output_schema(source.schema),
-                                key=spec.key(source), storage_options=self.storage_options,
-                                properties=dict(self.assets[spec.name].properties))
+            table = Table.create(self.table_uri(spec.name), spec.output_schema(source.schema),
+                                 key=spec.key(source), storage_options=self.storage_options,
+                                 properties=dict(self.assets[spec.name].properties))
+            self._tables[spec.name] = table
+            return table
 
     def _sql(self, asset: Asset) -> SqlAsset:
         assert asset.sql is not None and asset.from_ is not None
@@ -270,7 +308,7 @@ class Project:
             view = self._view(asset)
             view.refresh()
             return view.source_version
-        spec, source = self._sql(asset), self.table(asset.from_)
+        spec, source = self._sql(asset), self._warm(asset.from_)
         return spec.refresh(source, self._sql_table(spec, source))
 
     def run(self, assets: str | Sequence[str] | None = None,
@@ -285,7 +323,7 @@ class Project:
         source = self.assets[name].from_
         assert source is not None
         try:
-            self.table(source)
+            self._warm(source)
         except TableNotFoundError:
             return False  # nothing landed yet
         return True
@@ -299,7 +337,7 @@ class Project:
         asset = self._asset(name)
         if asset.from_ is None:
             raise InvalidArgumentError(f"{name} is ingested, not derived: nothing to rebuild")
-        source = self.table(asset.from_)
+        source = self._warm(asset.from_)
         if asset.view is not None:
             view = self._view(asset)
             at = view.source_version

@@ -2,7 +2,8 @@
 
 Rows whose key is among the keys to replace are removed (their files rewritten
 without them, copy-on-write, or marked in a deletion vector on tables with
-deletion vectors enabled); the new rows are added; an application `txn`
+deletion vectors enabled); the new rows are added, in the same files as the rows
+kept from rewritten files (up to the target file size); an application `txn`
 in the same commit makes the replacement exactly-once. Derived assets and views
 use it to write only the groups or rows a source change touched.
 """
@@ -10,7 +11,7 @@ use it to write only the groups or rows a source change touched.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from lakeflow.actions import Add
+from lakeflow.config import DEFAULT_TARGET_FILE_SIZE
 from lakeflow.errors import SchemaMismatchError
 from lakeflow.keys import any_file, frame_of, key_candidates
 from lakeflow.log import check_writable
@@ -37,17 +39,22 @@ class Replacement:
         rows_removed: rows of the table whose key was replaced.
         rows_added: new rows written.
         files_rewritten: files rewritten without the replaced rows (or dropped).
+        rows_of: the rows of files the commit added, by their log path (`add.path`), where
+            known: what reading that file (with its deletion vector) returns, so a caller
+            that keeps a table's rows need not read them back.
     """
 
     result: CommitResult | None
     rows_removed: int
     rows_added: int
     files_rewritten: int
+    rows_of: Mapping[str, pa.Table] = field(default_factory=dict)
 
 
 def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replaced: pa.Table | None = None,
                  *, app_id: str, txn_version: int, operation: str = "WRITE",
-                 parameters: Mapping[str, Any] | None = None) -> Replacement:
+                 parameters: Mapping[str, Any] | None = None,
+                 read: Mapping[str, pa.Table] | None = None) -> Replacement:
     """Remove the rows whose `key` is in `rows` or `replaced`, add `rows`; one commit with a txn.
 
     Args:
@@ -59,6 +66,7 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
         txn_version: the application's version of this write (e.g. a source version).
         operation: the Delta operation name for the commitInfo.
         parameters: more operationParameters for the commitInfo.
+        read: rows of files of `snapshot` the caller already read, by path (not read again).
 
     Raises:
         SchemaMismatchError: `rows` or `replaced` lack a key column or do not fit.
@@ -80,11 +88,13 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
     tx = Transaction(snapshot, operation, {"key": key, **(parameters or {})})
     written: list[Add] = []
     marked = Written()
+    rows_of: dict[str, pa.Table] = {}
+    kept: list[tuple[pa.Table, int]] = []
     try:
-        removed, rewritten = _rewrite(tx, files, gone, key, written, marked)
-        if rows.num_rows:
-            written += write_data_files(snapshot.storage, rows, snapshot.partition_columns,
-                                        mapping=snapshot.column_mapping)
+        removed, rewritten = _rewrite(tx, files, gone, key, kept, marked, read or {}, rows_of)
+        limit = snapshot.config.target_file_size or DEFAULT_TARGET_FILE_SIZE
+        for part in _packed(rows, kept, limit):
+            written += _written(snapshot, part, rows_of)
         tx.add(*written, *marked.marked)
         tx.read([f.add.path for f in files], could_match)
         # The txn read: a concurrent write of the same application conflicts (its keys are unknown here).
@@ -99,20 +109,53 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
         discard(snapshot.storage, written)
         marked.discard(snapshot.storage)
         return Replacement(None, 0, 0, 0)
-    return Replacement(result, removed, rows.num_rows, rewritten)
+    return Replacement(result, removed, rows.num_rows, rewritten, rows_of)
+
+
+def _packed(rows: pa.Table, kept: Sequence[tuple[pa.Table, int]], limit: int) -> list[pa.Table]:
+    """The new rows and the rows kept from rewritten files, in as few files as stay under `limit` bytes.
+
+    A file per rewritten file would add a file to the table at each replacement that
+    touches more than one; the rewritten files' sizes bound what their kept rows take.
+    """
+    bins: list[list[pa.Table]] = [[rows]]
+    size = 0
+    for table, file_size in kept:
+        if size and size + file_size > limit:
+            bins.append([])
+            size = 0
+        bins[-1].append(table)
+        size += file_size
+    return [pa.concat_tables(b) for b in bins if any(t.num_rows for t in b)]
+
+
+def _written(snapshot: Snapshot, rows: pa.Table, rows_of: dict[str, pa.Table]) -> list[Add]:
+    """Write `rows` as data files; the rows of an unpartitioned table's file go to `rows_of` by its path.
+
+    (Partitioned, a file holds its partition's rows in an order not known here.)
+    """
+    adds = write_data_files(snapshot.storage, rows, snapshot.partition_columns, mapping=snapshot.column_mapping)
+    if not snapshot.partition_columns and len(adds) == 1:
+        rows_of[adds[0].path] = rows
+    return adds
 
 
 def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key: list[str],
-             written: list[Add], marked: Written) -> tuple[int, int]:
-    """Stage each file holding a replaced key as removed, and its other rows as a new file.
+             kept: list[tuple[pa.Table, int]], marked: Written, read: Mapping[str, pa.Table],
+             rows_of: dict[str, pa.Table]) -> tuple[int, int]:
+    """Stage each file holding a replaced key as removed, its other rows (and its size) into `kept`.
 
     With deletion vectors the file is re-added instead, its replaced rows marked
-    deleted (recorded in `marked`, whose DV file is then written).
+    deleted (recorded in `marked`, whose DV file is then written; the rows it then
+    reads go to `rows_of`).
     """
     snapshot, removed, rewritten = tx.snapshot, 0, 0
     dv = uses_deletion_vectors(snapshot)
     marks: list[tuple[DataFile, IndexArray]] = []
-    for f, table in zip(files, snapshot.read_files(files), strict=True):
+    unread = [f for f in files if f.path not in read]
+    fresh = dict(zip((f.path for f in unread), snapshot.read_files(unread), strict=True))
+    for f in files:
+        table = read[f.path] if f.path in read else fresh[f.path]
         frame = frame_of(table).with_row_index(_POSITION)
         hit = frame.join(gone, on=key, how="semi", nulls_equal=True)[_POSITION].to_numpy().astype("int64")
         if not len(hit):
@@ -121,13 +164,17 @@ def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key
         tx.remove(f)
         if dv:
             marks.append((f, np.sort(hit)))
+            live = np.ones(table.num_rows, np.bool_)
+            live[hit] = False
+            rows_of[f.add.path] = table.filter(pa.array(live))  # what the file reads with its new vector
         elif len(hit) < table.num_rows:
-            kept = frame.join(gone, on=key, how="anti", nulls_equal=True).drop(_POSITION)
-            written += write_data_files(snapshot.storage, kept.to_arrow().cast(table.schema),
-                                        snapshot.partition_columns, mapping=snapshot.column_mapping)
+            rest = frame.join(gone, on=key, how="anti", nulls_equal=True).drop(_POSITION)
+            kept.append((rest.to_arrow().cast(table.schema), f.size))
     if marks:
         marked.marked, path = mark_rows(snapshot, marks)
         marked.dv_files += [path] if path else []
+        for gone_file in {f.add.path for f, _ in marks} - {a.path for a in marked.marked}:
+            del rows_of[gone_file]  # every row deleted: removed, not re-added
     return removed, rewritten
 
 
