@@ -353,11 +353,19 @@ class RowSelection:
         Raises:
             CorruptLogError: an index is past the end of the file.
         """
+        self.check(num_rows, where)
+        mask = np.full(num_rows, not self.keep)
+        mask[self.indexes] = self.keep
+        return mask
+
+    def check(self, num_rows: int, where: str) -> None:
+        """Refuse an index past the end of a file of `num_rows` rows.
+
+        Raises:
+            CorruptLogError: an index is past the end of the file.
+        """
         if len(self.indexes) and int(self.indexes[-1]) >= num_rows:
             raise CorruptLogError(
                 f"the deletion vector of {where} names row {int(self.indexes[-1])}, but the file "
                 f"has {num_rows} rows"
             )
-        mask = np.full(num_rows, not self.keep)
-        mask[self.indexes] = self.keep
-        return mask
