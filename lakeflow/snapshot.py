@@ -716,16 +716,18 @@ class Scan:
                 return self._leading(parquet, f, stored, names, limit, filter)
             read = [n for n in stored.values() if n is not None]
             if isinstance(f.rows, RowSelection) and f.rows.keep:
-                data = _read_kept(parquet, read, f.rows, f.path)
+                data, mask = _read_kept(parquet, read, f.rows, f.path)
             else:
-                data = parquet.read(columns=read)
+                data, mask = parquet.read(columns=read), None
             num_rows = parquet.metadata.num_rows
         rows = f.rows
         if isinstance(rows, DeletionVector):
             rows = RowSelection(deleted_rows(self.storage, f.path, rows))
-        if rows is not None and not rows.keep:
-            data = data.filter(pa.array(rows.mask(num_rows, f.path)))
+        if mask is None and rows is not None:
+            mask = rows.mask(num_rows, f.path)
+        # Rows are selected in logical types: pyarrow cannot filter some stored ones (string_view).
         out = self._logical(f, data, stored, names)
+        out = out.filter(pa.array(mask)) if mask is not None else out
         return out.filter(filter) if limit is not None and filter is not None else out
 
     def _leading(self, parquet: pq.ParquetFile, f: ScanFile, stored: Mapping[str, str | None],
@@ -777,8 +779,9 @@ def deleted_rows(storage: Storage, path: str, dv: DeletionVector | None) -> RowI
         return dv.read(storage)
 
 
-def _read_kept(parquet: pq.ParquetFile, columns: Sequence[str], rows: RowSelection, where: str) -> pa.Table:
-    """The rows a keeping selection names, reading only the row groups that hold them."""
+def _read_kept(parquet: pq.ParquetFile, columns: Sequence[str], rows: RowSelection,
+               where: str) -> tuple[pa.Table, npt.NDArray[np.bool_]]:
+    """The row groups holding the rows a keeping selection names, and a mask of those rows over them."""
     meta = parquet.metadata
     rows.check(meta.num_rows, where)
     sizes = np.array([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], np.int64)
@@ -786,10 +789,11 @@ def _read_kept(parquet: pq.ParquetFile, columns: Sequence[str], rows: RowSelecti
     at = rows.indexes.astype(np.int64)
     group = np.searchsorted(starts, at, side="right") - 1
     wanted = np.unique(group)
-    data = parquet.read_row_groups(wanted.tolist(), columns=list(columns))
-    offset = np.zeros(len(sizes), np.int64)  # where each group read starts in `data`
+    offset = np.zeros(len(sizes), np.int64)  # where each group read starts among those read
     offset[wanted] = np.concatenate([[0], np.cumsum(sizes[wanted])[:-1]])
-    return data.take(pa.array(at - starts[group] + offset[group]))
+    mask = np.zeros(int(sizes[wanted].sum()), dtype=bool)
+    mask[at - starts[group] + offset[group]] = True
+    return parquet.read_row_groups(wanted.tolist(), columns=list(columns)), mask
 
 
 @dataclass(frozen=True)
