@@ -8,9 +8,9 @@ the log (z85 text) or in a `deletion_vector_<uuid>.bin` file beside the data.
 The Roaring format is decoded here with numpy rather than through a native
 Roaring library: the three container kinds are a few vectorized lines each, and
 every length and offset is checked, so a damaged DV is a `CorruptLogError`
-naming the file, never a crash inside a C extension. Writing (`write_dv_file`)
+naming the file, never a crash inside a C extension. Writing (`write_vectors`)
 serializes each 32-bit bitmap with pyroaring, whose output is the portable
-format by construction.
+format by construction; small vectors go inline in the log, the rest into a DV file.
 """
 
 from __future__ import annotations
@@ -194,6 +194,26 @@ def encode_bitmap_array(rows: RowIndexes) -> bytes:
         bitmap.run_optimize()
         parts.append(struct.pack("<I", key) + bitmap.serialize())
     return b"".join(parts)
+
+
+INLINE_MAX_BYTES = 256
+"""Vectors up to this size (serialized) are stored inline in the log: no DV file to write, nor to read back."""
+
+
+def write_vectors(storage: Storage, vectors: Sequence[RowIndexes]) -> tuple[str | None, list[dict[str, Any]]]:
+    """Store `vectors`; one descriptor (log form) per vector, and the DV file written (None: none was).
+
+    Small vectors go inline (storage type `i`: the Z85 bitmap, its exact size; the
+    text padded to a multiple of 5 characters), the others into one new DV file.
+    """
+    encoded = [encode_bitmap_array(rows) for rows in vectors]
+    large = [i for i, data in enumerate(encoded) if len(data) > INLINE_MAX_BYTES]
+    path, stored = write_dv_file(storage, [vectors[i] for i in large]) if large else (None, [])
+    descriptors = dict(zip(large, stored, strict=True))
+    return path, [descriptors.get(i) or {
+        "storageType": "i", "pathOrInlineDv": z85_encode(data + bytes(-len(data) % 4)),
+        "sizeInBytes": len(data), "cardinality": len(rows)}
+        for i, (data, rows) in enumerate(zip(encoded, vectors, strict=True))]
 
 
 def write_dv_file(storage: Storage, vectors: Sequence[RowIndexes]) -> tuple[str, list[dict[str, Any]]]:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeflow.actions import Add, Cdc
-from lakeflow.deletion_vectors import physical_rows, write_dv_file
+from lakeflow.deletion_vectors import physical_rows, write_vectors
 from lakeflow.diff import CHANGE_TYPE
 from lakeflow.errors import CommitConflictError, LakeflowError
 from lakeflow.log import writer_features
@@ -67,11 +67,11 @@ def uses_deletion_vectors(snap: Snapshot) -> bool:
 
 
 def mark_rows(snap: Snapshot, marks: Sequence[tuple[DataFile, IndexArray]]) -> tuple[list[Add], str | None]:
-    """Mark rows (logical positions, as read) of files deleted; the new adds and the DV file written.
+    """Mark rows (logical positions, as read) of files deleted; the new adds and the DV file written (if any).
 
     Each file's new DV is the union of its current one and the marked rows; a
     file all of whose rows are then deleted gets no add (removing it says it all).
-    All DVs go into one new file, as Spark writes them.
+    Small DVs go inline in the log; the others into one new file, as Spark writes them.
     """
     unions, files = [], []
     for f, logical in marks:
@@ -83,7 +83,7 @@ def mark_rows(snap: Snapshot, marks: Sequence[tuple[DataFile, IndexArray]]) -> t
             files.append(f)
     if not unions:
         return [], None
-    path, descriptors = write_dv_file(snap.storage, unions)
+    path, descriptors = write_vectors(snap.storage, unions)
     return [dataclasses.replace(f.add, data_change=True, deletion_vector=d, stats=_loose_stats(f.add.stats))
             for f, d in zip(files, descriptors, strict=True)], path
 
