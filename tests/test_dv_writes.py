@@ -116,7 +116,7 @@ def test_delete_marks_rows_instead_of_rewriting(table_uri):
     assert sorted(snap.to_arrow()["id"].to_pylist()) == [i for i in range(200) if i % 10]
     protocol = snap.protocol
     assert "deletionVectors" in (protocol.reader_features or ()) and "deletionVectors" in protocol.writer_features
-    # A second delete on the same file: the union, in a new DV file; the remove names the old DV.
+    # A second delete on the same file: the union, in a new DV; the remove names the old DV.
     first = dv_files(t)
     t.delete(pc.field("id") < 5)
     second = dv_files(t)
