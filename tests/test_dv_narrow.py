@@ -94,11 +94,13 @@ def test_a_candidate_file_without_matching_rows_gets_no_action(table_uri, cdf):
     t = narrow_table(table_uri, cdf)
     even = next(f.path for f in t.snapshot().files if f.num_records == 50)
     # id 351 is within the even file's stats (300..398), so it is a candidate, but no row matches.
-    for op in (lambda: t.delete("id IN (7, 351)"), lambda: t.update("id IN (8, 351)", set={"v": "v + 1"})):
+    # A delete's change data is in its vectors, an update's in change data files.
+    for op, cdc in ((lambda: t.delete("id IN (7, 351)"), False),
+                    (lambda: t.update("id IN (8, 351)", set={"v": "v + 1"}), cdf)):
         assert op() == 1
+        assert any("cdc" in a for a in commit_actions(t.storage, t.version)) == cdc
         touched = {a[k]["path"] for a in commit_actions(t.storage, t.version) for k in ("add", "remove") if k in a}
         assert even not in touched
-        assert [a for a in commit_actions(t.storage, t.version) if "cdc" in a] or not cdf
     want = model()
     del want[7]
     want[8] = (want[8][0], want[8][1] + 1)
@@ -187,3 +189,25 @@ def test_a_dv_over_a_file_deltalake_wrote_with_string_views_is_read(local_uri, c
     agrees_with_deltalake(t, local_uri)
     if cdf:  # unkeyed: diffs do not pair an update's images, the change data files do
         changes_agree(t)
+
+
+def test_dv_deletes_record_their_change_data_in_the_vectors_alone(local_uri):
+    """A delete only removes rows: with vectors, readers take the deleted rows from the difference of a
+    file's old and new vector (PROTOCOL.md, Change Data Files), so no change data file is written."""
+    t = lf.Table.create(local_uri, pa.schema([*SCHEMA, ("part", pa.string())]), partition_by=["part"],
+                        properties={"delta.enableDeletionVectors": "true"})
+    for ids, part in ((range(100), "a"), (range(100, 200), "b"), (range(200, 250), "c")):
+        t.append(rows(ids).append_column("part", pa.array([part] * len(ids))))
+    t.delete("v = 3")  # a vector on every file
+    t.delete("v = 4 OR id >= 200")  # the vectors grow; file c is removed whole
+    t.overwrite(rows([1007, 1008]).append_column("part", pa.array(["a", "a"])),
+                where="id IN (7, 8, 1007, 1008) AND part = 'a'")
+    assert t.update("id = 103", set={"v": "0"}) == 1  # updates still write their images
+    # Change data files: for the update, and for the delete that removes file c (which has a vector)
+    # whole, as deltalake reads such a remove as the vector's rows.
+    assert [v for v in range(4, t.version + 1) if any("cdc" in a for a in commit_actions(t.storage, v))] \
+        == [5, 7]
+    agrees_with_deltalake(t, local_uri)
+    changes_agree(t)
+    cdf = pa.table(DeltaTable(local_uri).load_cdf(starting_version=4).read_all())
+    assert sorted(change_keys(cdf)) == sorted(k for v in range(4, t.version + 1) for k in expected_changes(t, v))

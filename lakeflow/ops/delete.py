@@ -13,7 +13,7 @@ rows, makes the delete fail with `CommitConflictError` (or start over when
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +79,7 @@ def _find(snap: Snapshot, where: pc.Expression) -> _Found:
     """Check the delete and find the rows it removes, reading only what it must.
 
     Deletion vectors only mark rows: the partly matched files are read for the
-    predicate's columns (and the event time), and the other columns only for the
-    deleted rows when change data needs them.
+    predicate's columns (and the event time), and need no change data files.
     """
     check_writable(snap.protocol, snap.metadata)
     enforce(snap.state, removes=True)
@@ -97,20 +96,31 @@ def _find(snap: Snapshot, where: pc.Expression) -> _Found:
     whole = [f for f in candidates if f.path not in may_keep]
     partial = [f for f in candidates if f.path in may_keep]
 
-    found = [m for m in find_matches(snap, partial, where, event if uses_deletion_vectors(snap) else None)
-             if len(m.at)]
+    dv = uses_deletion_vectors(snap)
+    found = [m for m in find_matches(snap, partial, where, event if dv else None) if len(m.at)]
     kept = [m for m in found if len(m.at) < m.rows.num_rows]
-    cdc = writes_change_data(snap) and bool(kept)
+    removed = [*(m.file for m in found if len(m.at) == m.rows.num_rows), *whole]
+    cdc = writes_change_data(snap) and _needs_change_files(bool(kept) and not dv, removed)
     columns = None if cdc else event  # of the deleted rows
     whole_read = [f for f in whole if cdc or event or f.num_records is None]
     whole_rows = snap.read_files(whole_read, columns)
     count = (sum(len(m.at) for m in found) + sum(t.num_rows for t in whole_rows)
              + sum(f.num_records or 0 for f in whole if f not in whole_read))
     gone = [*matched_rows(snap, found, columns), *whole_rows]
-    removed = [m.file for m in found if len(m.at) == m.rows.num_rows]
-    return _Found(tuple(candidates), (*removed, *whole), tuple(kept),
+    return _Found(tuple(candidates), tuple(removed), tuple(kept),
                   pa.concat_tables(gone) if gone and (columns is None or columns) else schema.empty_table(),
                   int(count), cdc, clock)
+
+
+def _needs_change_files(copies: bool, removed: Sequence[DataFile]) -> bool:
+    """Whether a delete's change data must be written in files, with CDF on.
+
+    Without them readers take a delete's rows from its removes, and from the
+    difference of a file's old and new deletion vector (a delete only removes
+    rows: PROTOCOL.md, Change Data Files). Copied rows would read as changes, and
+    deltalake (1.6) reads a remove of a file with a vector as the vector's rows.
+    """
+    return copies or any(f.deletion_vector is not None for f in removed)
 
 
 def _without(rows: pa.Table, at: IndexArray) -> pa.Table:
