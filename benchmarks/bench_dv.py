@@ -2,8 +2,8 @@
 
     python benchmarks/bench_dv.py [--rows 1000000] [--files 10] [--groups 100000] [--append 1000] [--repeat 3]
 
-Every lakeflow way runs twice: with change data files (lakeflow's default,
-`delta.enableChangeDataFeed=true`) and without ("no CDF", as deltalake's tables).
+Every lakeflow way runs twice: with the change data feed on (lakeflow's default,
+`delta.enableChangeDataFeed=true`) and off ("no CDF", as deltalake's tables).
 
 - delete: 10 rows (one per file) from a `rows`-row table in `files` files, with
   deletion vectors, copy-on-write, and deltalake's `delete` (which rewrites).

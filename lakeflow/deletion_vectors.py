@@ -203,8 +203,8 @@ INLINE_MAX_BYTES = 256
 def write_vectors(storage: Storage, vectors: Sequence[RowIndexes]) -> tuple[str | None, list[dict[str, Any]]]:
     """Store `vectors`; one descriptor (log form) per vector, and the DV file written (None: none was).
 
-    Small vectors go inline (storage type `i`: the Z85 bitmap, its exact size; the
-    text padded to a multiple of 5 characters), the others into one new DV file.
+    Small vectors go inline (storage type `i`: the Z85 text of the bitmap padded
+    with zero bytes to a multiple of 4, and its exact size), the others into one new DV file.
     """
     encoded = [encode_bitmap_array(rows) for rows in vectors]
     large = [i for i, data in enumerate(encoded) if len(data) > INLINE_MAX_BYTES]

@@ -165,12 +165,12 @@ def matched_rows(snap: Snapshot, found: Sequence[Matches], columns: Sequence[str
     """
     schema = pa.schema([snap.schema.field(c) for c in (columns if columns is not None else snap.schema.names)])
     unread = [c for c in schema.names if found and c not in found[0].rows.column_names]
-    hits = [m for m in found if len(m.at)]
-    read = dict(zip(map(id, hits), snap.read_rows([(m.file, m.at) for m in hits], unread), strict=True)) \
+    hits = [i for i, m in enumerate(found) if len(m.at)]
+    read = dict(zip(hits, snap.read_rows([(found[i].file, found[i].at) for i in hits], unread), strict=True)) \
         if unread else {}
     out = []
-    for m in found:
-        taken, more = take_rows(m.rows, m.at), read.get(id(m), schema.empty_table())
+    for i, m in enumerate(found):
+        taken, more = take_rows(m.rows, m.at), read.get(i, schema.empty_table())
         out.append(pa.Table.from_arrays([(taken if c in taken.column_names else more).column(c) for c in schema.names],
                                         schema=schema))
     return out
