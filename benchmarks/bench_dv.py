@@ -14,7 +14,8 @@ Every lakeflow way runs twice: with the change data feed on (lakeflow's default,
   after an `append`-row append that touches about `append` groups; the view table
   with and without deletion vectors (the source is the same).
 
-Each measure: best and median of `repeat` runs, the ways alternating.
+Each measure: best and median wall time of `repeat` runs, the ways alternating, and
+the median CPU time of the process (all threads), which machine load disturbs less.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,44 +60,55 @@ def build(root: Path, n: int, files: int) -> dict[str, str]:
     return paths
 
 
-def best_median(times: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
-    return {k: (min(v), statistics.median(v)) for k, v in times.items()}
+Timing = tuple[float, float, float]  # best and median wall time, median CPU time of the process (s)
 
 
-def bench_delete(root: Path, n: int, files: int, repeat: int) -> dict[str, tuple[float, float]]:
+def timed(out: dict[str, list[tuple[float, float]]], name: str, run: Callable[[], object]) -> None:
+    """Run `run`, adding its wall and CPU time (all threads: deltalake's too) to `out[name]`."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    out.setdefault(name, []).append((time.perf_counter() - wall, time.process_time() - cpu))
+
+
+def best_median(times: dict[str, list[tuple[float, float]]]) -> dict[str, Timing]:
+    return {k: (min(w for w, _ in v), statistics.median(w for w, _ in v), statistics.median(c for _, c in v))
+            for k, v in times.items()}
+
+
+def bench_delete(root: Path, n: int, files: int, repeat: int) -> dict[str, Timing]:
     """`repeat` deletes (different rows each time) on the same tables, each way."""
     per_file = n // files
     paths = build(root, n, files)
     tables = {name: lf.Table(paths[name]) for name in WAYS}
-    out: dict[str, list[float]] = {}
+    out: dict[str, list[tuple[float, float]]] = {}
+    counts = set()
     for k in range(repeat):  # the ways alternate, so machine load hits each alike
         doomed = [i * per_file + 7 + k for i in range(files)]
+        where, sql = pc.field("id").isin(pa.array(doomed, pa.int64())), f"id IN ({', '.join(map(str, doomed))})"
         for name, t in tables.items():
-            start = time.perf_counter()
-            assert t.delete(pc.field("id").isin(pa.array(doomed, pa.int64()))) == files
-            out.setdefault(name, []).append(time.perf_counter() - start)
-        start = time.perf_counter()
-        DeltaTable(paths["deltalake"]).delete(f"id IN ({', '.join(map(str, doomed))})")
-        out.setdefault("deltalake", []).append(time.perf_counter() - start)
+            timed(out, name, lambda t=t, where=where: counts.add(t.delete(where)))
+        timed(out, "deltalake", lambda sql=sql: DeltaTable(paths["deltalake"]).delete(sql))
+    assert counts == {files}, counts
     return best_median(out)
 
 
-def bench_update(root: Path, n: int, files: int, repeat: int) -> dict[str, tuple[float, float]]:
+def bench_update(root: Path, n: int, files: int, repeat: int) -> dict[str, Timing]:
     """`repeat` updates of 1% of the rows, each on a fresh copy of the table, each way."""
     paths = build(root, n, files)
-    out: dict[str, list[float]] = {}
+    out: dict[str, list[tuple[float, float]]] = {}
     counts = set()
+
+    def update(name: str, uri: str) -> None:
+        if name == "deltalake":
+            counts.add(DeltaTable(uri).update(predicate=UPDATE_WHERE, updates=UPDATE_SET)["num_updated_rows"])
+        else:
+            counts.add(lf.Table(uri).update(UPDATE_WHERE, set=UPDATE_SET))
+
     for k in range(repeat):
         for name, path in paths.items():
             fresh = str(root / f"run-{k}-{Path(path).name}")
             shutil.copytree(path, fresh)
-            start = time.perf_counter()
-            if name == "deltalake":
-                metrics = DeltaTable(fresh).update(predicate=UPDATE_WHERE, updates=UPDATE_SET)
-                counts.add(metrics["num_updated_rows"])
-            else:
-                counts.add(lf.Table(fresh).update(UPDATE_WHERE, set=UPDATE_SET))
-            out.setdefault(name, []).append(time.perf_counter() - start)
+            timed(out, name, lambda name=name, fresh=fresh: update(name, fresh))
             shutil.rmtree(fresh)
     assert len(counts) == 1, counts  # every way updated the same rows
     return best_median(out)
@@ -125,15 +138,15 @@ def bench_view(root: Path, n: int, groups: int, append: int, repeat: int = 3) ->
     return out
 
 
-def report(what: str, d: dict[str, tuple[float, float]]) -> None:
-    print(f"{what} (best / median ms):")
-    for name, (best, median) in d.items():
-        print(f"  {name:<24} {best * 1000:8.1f} {median * 1000:8.1f}")
+def report(what: str, d: dict[str, Timing]) -> None:
+    print(f"{what} (ms: best wall, median wall, median CPU):")
+    for name, times in d.items():
+        print(f"  {name:<24}" + "".join(f"{t * 1000:9.1f}" for t in times))
     for suffix in ("", ", no CDF"):
-        cow, dv = d[f"copy-on-write{suffix}"], d[f"dv{suffix}"]
-        print(f"  copy-on-write / dv{suffix}: {cow[0] / dv[0]:.1f}x best, {cow[1] / dv[1]:.1f}x median; "
-              f"vs deltalake: dv {dv[1] / d['deltalake'][1]:.2f}, copy-on-write {cow[1] / d['deltalake'][1]:.2f}"
-              " (median, lakeflow / deltalake)")
+        cow, dv, peer = d[f"copy-on-write{suffix}"], d[f"dv{suffix}"], d["deltalake"]
+        print(f"  copy-on-write / dv{suffix}: {cow[0] / dv[0]:.1f}x best, {cow[1] / dv[1]:.1f}x median, "
+              f"{cow[2] / dv[2]:.1f}x CPU; lakeflow / deltalake (median wall, CPU): dv {dv[1] / peer[1]:.2f}, "
+              f"{dv[2] / peer[2]:.2f}; copy-on-write {cow[1] / peer[1]:.2f}, {cow[2] / peer[2]:.2f}")
 
 
 def main() -> None:
