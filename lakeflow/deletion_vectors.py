@@ -8,9 +8,9 @@ the log (z85 text) or in a `deletion_vector_<uuid>.bin` file beside the data.
 The Roaring format is decoded here with numpy rather than through a native
 Roaring library: the three container kinds are a few vectorized lines each, and
 every length and offset is checked, so a damaged DV is a `CorruptLogError`
-naming the file, never a crash inside a C extension. Writing (`write_dv_file`)
+naming the file, never a crash inside a C extension. Writing (`write_vectors`)
 serializes each 32-bit bitmap with pyroaring, whose output is the portable
-format by construction.
+format by construction; small vectors go inline in the log, the rest into a DV file.
 """
 
 from __future__ import annotations
@@ -196,6 +196,26 @@ def encode_bitmap_array(rows: RowIndexes) -> bytes:
     return b"".join(parts)
 
 
+INLINE_MAX_BYTES = 256
+"""Vectors up to this size (serialized) are stored inline in the log: no DV file to write, nor to read back."""
+
+
+def write_vectors(storage: Storage, vectors: Sequence[RowIndexes]) -> tuple[str | None, list[dict[str, Any]]]:
+    """Store `vectors`; one descriptor (log form) per vector, and the DV file written (None: none was).
+
+    Small vectors go inline (storage type `i`: the Z85 text of the bitmap padded
+    with zero bytes to a multiple of 4, and its exact size), the others into one new DV file.
+    """
+    encoded = [encode_bitmap_array(rows) for rows in vectors]
+    large = [i for i, data in enumerate(encoded) if len(data) > INLINE_MAX_BYTES]
+    path, stored = write_dv_file(storage, [vectors[i] for i in large]) if large else (None, [])
+    descriptors = dict(zip(large, stored, strict=True))
+    return path, [descriptors.get(i) or {
+        "storageType": "i", "pathOrInlineDv": z85_encode(data + bytes(-len(data) % 4)),
+        "sizeInBytes": len(data), "cardinality": len(rows)}
+        for i, (data, rows) in enumerate(zip(encoded, vectors, strict=True))]
+
+
 def write_dv_file(storage: Storage, vectors: Sequence[RowIndexes]) -> tuple[str, list[dict[str, Any]]]:
     """Write `vectors` into one new DV file; its path and one descriptor (log form) per vector.
 
@@ -353,11 +373,19 @@ class RowSelection:
         Raises:
             CorruptLogError: an index is past the end of the file.
         """
+        self.check(num_rows, where)
+        mask = np.full(num_rows, not self.keep)
+        mask[self.indexes] = self.keep
+        return mask
+
+    def check(self, num_rows: int, where: str) -> None:
+        """Refuse an index past the end of a file of `num_rows` rows.
+
+        Raises:
+            CorruptLogError: an index is past the end of the file.
+        """
         if len(self.indexes) and int(self.indexes[-1]) >= num_rows:
             raise CorruptLogError(
                 f"the deletion vector of {where} names row {int(self.indexes[-1])}, but the file "
                 f"has {num_rows} rows"
             )
-        mask = np.full(num_rows, not self.keep)
-        mask[self.indexes] = self.keep
-        return mask

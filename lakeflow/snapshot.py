@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -35,7 +36,7 @@ from lakeflow import pruning
 from lakeflow.actions import Add, Metadata, Protocol
 from lakeflow.column_mapping import NO_MAPPING, ColumnMapping, mapping_mode
 from lakeflow.config import TableConfig
-from lakeflow.deletion_vectors import DeletionVector, RowSelection
+from lakeflow.deletion_vectors import DeletionVector, RowIndexes, RowSelection, physical_rows
 from lakeflow.errors import (
     CorruptLogError,
     DataFileNotFoundError,
@@ -447,6 +448,23 @@ class Snapshot:
                           self.column_mapping)
         return scan.per_file(columns)
 
+    def read_rows(self, picks: Sequence[tuple[DataFile, npt.NDArray[np.int64]]],
+                  columns: Sequence[str] | None = None) -> list[pa.Table]:
+        """The rows at positions `at` of each (file, at) in `picks`, as `read_files` numbers them.
+
+        Positions count the rows `read_files` returns (deleted rows left out), in
+        increasing order; only the row groups holding them are read.
+
+        Raises:
+            DataFileNotFoundError: a file is gone from the store.
+            StorageError: the store failed while reading.
+        """
+        files = [ScanFile(f.path, f.partition_values,
+                          rows=RowSelection(physical_rows(deleted_rows(self.storage, f.path, f.deletion_vector), at),
+                                            keep=True))
+                 for f, at in picks]
+        return scan_files(self.storage, self.schema, files, self.column_mapping).per_file(columns) if files else []
+
     def to_polars(self) -> pl.LazyFrame:
         """A polars LazyFrame over this snapshot; filters and projections are pushed down.
 
@@ -696,16 +714,20 @@ class Scan:
                     check_unshredded(parquet.schema_arrow.field(physical).type, c, f.path)
             if limit is not None and f.rows is None:
                 return self._leading(parquet, f, stored, names, limit, filter)
-            data = parquet.read(columns=[n for n in stored.values() if n is not None])
+            read = [n for n in stored.values() if n is not None]
+            if isinstance(f.rows, RowSelection) and f.rows.keep:
+                data, mask = _read_kept(parquet, read, f.rows, f.path)
+            else:
+                data, mask = parquet.read(columns=read), None
             num_rows = parquet.metadata.num_rows
         rows = f.rows
         if isinstance(rows, DeletionVector):
-            dv_file = rows.file_path if rows.storage_type == "u" else f.path
-            with reading_data(self.storage, [dv_file], one_file=True):
-                rows = RowSelection(rows.read(self.storage))
-        if rows is not None:
-            data = data.filter(pa.array(rows.mask(num_rows, f.path)))
+            rows = RowSelection(deleted_rows(self.storage, f.path, rows))
+        if mask is None and rows is not None:
+            mask = rows.mask(num_rows, f.path)
+        # Rows are selected in logical types: pyarrow cannot filter some stored ones (string_view).
         out = self._logical(f, data, stored, names)
+        out = out.filter(pa.array(mask)) if mask is not None else out
         return out.filter(filter) if limit is not None and filter is not None else out
 
     def _leading(self, parquet: pq.ParquetFile, f: ScanFile, stored: Mapping[str, str | None],
@@ -742,6 +764,36 @@ class Scan:
         # Drop the file's key-value metadata (replacing it on a table without columns
         # would lose the row count).
         return out.replace_schema_metadata() if out.num_columns else out
+
+
+def deleted_rows(storage: Storage, path: str, dv: DeletionVector | None) -> RowIndexes:
+    """The rows (of the data file `path`) its deletion vector `dv` removes; none without one.
+
+    Raises:
+        DataFileNotFoundError: the DV file is missing.
+        CorruptLogError: the DV is damaged.
+    """
+    if dv is None:
+        return np.empty(0, np.uint64)
+    with reading_data(storage, [dv.file_path if dv.storage_type == "u" else path], one_file=True):
+        return dv.read(storage)
+
+
+def _read_kept(parquet: pq.ParquetFile, columns: Sequence[str], rows: RowSelection,
+               where: str) -> tuple[pa.Table, npt.NDArray[np.bool_]]:
+    """The row groups holding the rows a keeping selection names, and a mask of those rows over them."""
+    meta = parquet.metadata
+    rows.check(meta.num_rows, where)
+    sizes = np.array([meta.row_group(i).num_rows for i in range(meta.num_row_groups)], np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    at = rows.indexes.astype(np.int64)
+    group = np.searchsorted(starts, at, side="right") - 1
+    wanted = np.unique(group)
+    offset = np.zeros(len(sizes), np.int64)  # where each group read starts among those read
+    offset[wanted] = np.concatenate([[0], np.cumsum(sizes[wanted])[:-1]])
+    mask = np.zeros(int(sizes[wanted].sum()), dtype=bool)
+    mask[at - starts[group] + offset[group]] = True
+    return parquet.read_row_groups(wanted.tolist(), columns=list(columns)), mask
 
 
 @dataclass(frozen=True)

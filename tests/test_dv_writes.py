@@ -25,6 +25,7 @@ from test_model import TableModel
 from test_reader_features import WRITES
 
 import lakeflow as lf
+from lakeflow import deletion_vectors
 from lakeflow.deletion_vectors import decode_bitmap_array, encode_bitmap_array
 from lakeflow.testing import assert_table_equal, commit_after
 
@@ -53,8 +54,15 @@ def dv_table(uri: str, **kwargs) -> lf.Table:
 
 
 def dv_files(t: lf.Table) -> dict[str, dict]:
-    """The deletion vector descriptor of each live file that has one."""
-    return {f.path: dict(f.add.deletion_vector) for f in t.snapshot().files if f.add.deletion_vector}
+    """The deletion vector descriptor of each live file that has one (fields that are set)."""
+    return {f.path: {k: v for k, v in f.add.deletion_vector.items() if v is not None}
+            for f in t.snapshot().files if f.add.deletion_vector}
+
+
+@pytest.fixture
+def dvs_in_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every deletion vector in a DV file, however small (for the tests about DV files)."""
+    monkeypatch.setattr(deletion_vectors, "INLINE_MAX_BYTES", 0)
 
 
 def agrees_with_deltalake(t: lf.Table, uri: str) -> None:
@@ -108,7 +116,7 @@ def test_delete_marks_rows_instead_of_rewriting(table_uri):
     assert sorted(snap.to_arrow()["id"].to_pylist()) == [i for i in range(200) if i % 10]
     protocol = snap.protocol
     assert "deletionVectors" in (protocol.reader_features or ()) and "deletionVectors" in protocol.writer_features
-    # A second delete on the same file: the union, in a new DV file; the remove names the old DV.
+    # A second delete on the same file: the union, in a new DV; the remove names the old DV.
     first = dv_files(t)
     t.delete(pc.field("id") < 5)
     second = dv_files(t)
@@ -239,7 +247,7 @@ def test_compact_and_purge_materialize_deletion_vectors(table_uri):
     agrees_with_recomputation(t)
 
 
-def test_vacuum_keeps_live_dv_files_and_deletes_replaced_ones(table_uri):
+def test_vacuum_keeps_live_dv_files_and_deletes_replaced_ones(table_uri, dvs_in_files):
     t = dv_table(table_uri)
     t.delete(among(range(0, 200, 2)))
     first = {f for f in stored_files(table_uri) if f.startswith("deletion_vector_")}
@@ -343,7 +351,7 @@ DVTableModel.TestCase.settings = settings(max_examples=60, stateful_step_count=8
 test_dv_table_model = DVTableModel.TestCase
 
 
-def test_concurrent_dv_deletes_of_one_file_conflict_or_retry_and_keep_both(table_uri):
+def test_concurrent_dv_deletes_of_one_file_conflict_or_retry_and_keep_both(table_uri, dvs_in_files):
     t = dv_table(table_uri)
     other = lf.Table(table_uri)
     commit_after(t, lambda: other.delete(among([1, 2])))
@@ -382,7 +390,7 @@ def test_other_engines_on_dv_tables(tmp_path, source):
         read_datafusion(uri, None, {})
 
 
-def test_restore_brings_back_the_deletion_vector_of_a_version(table_uri):
+def test_restore_brings_back_the_deletion_vector_of_a_version(table_uri, dvs_in_files):
     t = dv_table(table_uri)
     t.delete(among(range(0, 200, 2)))
     v = t.version

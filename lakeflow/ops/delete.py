@@ -13,7 +13,7 @@ rows, makes the delete fail with `CommitConflictError` (or start over when
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +28,11 @@ from lakeflow.late import EventClock
 from lakeflow.log import check_writable
 from lakeflow.ops.rewrite import (
     IndexArray,
+    Matches,
     Written,
     change_rows,
-    take_rows,
+    find_matches,
+    matched_rows,
     uses_deletion_vectors,
     writes_change_data,
 )
@@ -55,8 +57,10 @@ class _Found:
     Attributes:
         candidates: the files the predicate may match (the commit's read set).
         removed: files all of whose rows are deleted.
-        kept: files deleted in part, each with its rows (as read) and the positions deleted.
-        gone: the deleted rows read (whole files are read only when needed).
+        kept: files deleted in part, each with its rows as read (every column for
+            copy-on-write, which rewrites them) and the positions deleted.
+        gone: the deleted rows, with the columns needed (all of them for change
+            data, else the event time, else none).
         count: how many rows are deleted.
         cdc: whether the commit writes change data files.
         clock: the table's event clock (None: no event time).
@@ -64,7 +68,7 @@ class _Found:
 
     candidates: tuple[DataFile, ...]
     removed: tuple[DataFile, ...]
-    kept: tuple[tuple[DataFile, pa.Table, IndexArray], ...]
+    kept: tuple[Matches, ...]
     gone: pa.Table
     count: int
     cdc: bool
@@ -72,7 +76,11 @@ class _Found:
 
 
 def _find(snap: Snapshot, where: pc.Expression) -> _Found:
-    """Check the delete and find the rows it removes, reading only what it must."""
+    """Check the delete and find the rows it removes, reading only what it must.
+
+    Deletion vectors only mark rows: the partly matched files are read for the
+    predicate's columns (and the event time), and need no change data files.
+    """
     check_writable(snap.protocol, snap.metadata)
     enforce(snap.state, removes=True)
     schema = snap.schema
@@ -81,41 +89,38 @@ def _find(snap: Snapshot, where: pc.Expression) -> _Found:
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
         raise SchemaMismatchError(f"cannot evaluate where={where} on the table: {e}") from e
     clock = EventClock.of(snap)
+    event = [clock.column] if clock is not None and clock.watermark_us is not None else []
     surely = pc.coalesce(where, pa.scalar(False))
     candidates = snap.files_matching(where)
     may_keep = {f.path for f in snap.files_matching(pc.invert(surely))}
     whole = [f for f in candidates if f.path not in may_keep]
     partial = [f for f in candidates if f.path in may_keep]
 
-    gone: list[pa.Table] = []
-    removed: list[DataFile] = []
-    kept: list[tuple[DataFile, pa.Table, IndexArray]] = []
-    for f, rows in zip(partial, snap.read_files(partial), strict=True):
-        at = _matching(rows, where)
-        hit = take_rows(rows, at)
-        if hit.num_rows == rows.num_rows:
-            removed.append(f)
-        elif hit.num_rows:
-            kept.append((f, rows, at))
-        if hit.num_rows:
-            gone.append(hit)
-    cdc = writes_change_data(snap) and bool(kept)
-    need_rows = cdc or (clock is not None and clock.watermark_us is not None)
-    whole_read = [f for f in whole if need_rows or f.num_records is None]
-    gone += snap.read_files(whole_read)
-    count = sum(t.num_rows for t in gone) + sum(f.num_records or 0 for f in whole if f not in whole_read)
-    return _Found(tuple(candidates), (*removed, *whole), tuple(kept),
-                  pa.concat_tables(gone) if gone else schema.empty_table(), int(count), cdc, clock)
+    dv = uses_deletion_vectors(snap)
+    found = [m for m in find_matches(snap, partial, where, event if dv else None) if len(m.at)]
+    kept = [m for m in found if len(m.at) < m.rows.num_rows]
+    removed = [*(m.file for m in found if len(m.at) == m.rows.num_rows), *whole]
+    cdc = writes_change_data(snap) and _needs_change_files(bool(kept) and not dv, removed)
+    columns = None if cdc else event  # of the deleted rows
+    whole_read = [f for f in whole if cdc or event or f.num_records is None]
+    whole_rows = snap.read_files(whole_read, columns)
+    count = (sum(len(m.at) for m in found) + sum(t.num_rows for t in whole_rows)
+             + sum(f.num_records or 0 for f in whole if f not in whole_read))
+    gone = [*matched_rows(snap, found, columns), *whole_rows]
+    return _Found(tuple(candidates), tuple(removed), tuple(kept),
+                  pa.concat_tables(gone) if gone and (columns is None or columns) else schema.empty_table(),
+                  int(count), cdc, clock)
 
 
-def _matching(rows: pa.Table, where: pc.Expression) -> IndexArray:
-    """The positions of the rows `where` is true for (null counts as false)."""
-    at = rows.append_column(_POSITION, pa.array(np.arange(rows.num_rows, dtype=np.int64))).filter(where)
-    positions: IndexArray = at.column(_POSITION).to_numpy().astype(np.int64)
-    return positions
+def _needs_change_files(copies: bool, removed: Sequence[DataFile]) -> bool:
+    """Whether a delete's change data must be written in files, with CDF on.
 
-
-_POSITION = "__lakeflow_position"
+    Without them readers take a delete's rows from its removes, and from the
+    difference of a file's old and new deletion vector (a delete only removes
+    rows: PROTOCOL.md, Change Data Files). Copied rows would read as changes, and
+    deltalake (1.6) reads a remove of a file with a vector as the vector's rows.
+    """
+    return copies or any(f.deletion_vector is not None for f in removed)
 
 
 def _without(rows: pa.Table, at: IndexArray) -> pa.Table:
@@ -143,20 +148,20 @@ def deleting(snap: Snapshot, where: pc.Expression, found: _Found | None = None, 
     """
     found = _find(snap, where) if found is None else found
     dv = uses_deletion_vectors(snap)
-    written = Written.of(snap, [] if dv else [_without(rows, at) for _, rows, at in found.kept],
+    written = Written.of(snap, [] if dv else [_without(m.rows, m.at) for m in found.kept],
                          change_rows(snap.schema, [(found.gone, "delete")]) if found.cdc else None,
-                         [(f, at) for f, _, at in found.kept] if dv else ())
+                         [(m.file, m.at) for m in found.kept] if dv else ())
     info: dict[str, Any] = {}
     if found.clock is not None:
         mask = found.clock.late(found.gone)
         info = found.clock.commit_info(int(mask.sum()), found.clock.windows(found.gone, mask))
-    removed = [*found.removed, *(f for f, _, _ in found.kept)]
+    removed = [*found.removed, *(m.file for m in found.kept)]
     tx = Transaction(snap, operation, parameters)
     tx.remove(*removed).add(*written.adds, *written.marked, *written.cdcs)
     tx.read([f.add.path for f in found.candidates], lambda add: may_hold(snap, add, where))
     tx.info({"numDeletedRows": found.count, "numRemovedFiles": len(removed),
              "numAddedFiles": len(written.adds),
-             "numCopiedRows": 0 if dv else sum(rows.num_rows - len(at) for _, rows, at in found.kept),
+             "numCopiedRows": 0 if dv else sum(m.rows.num_rows - len(m.at) for m in found.kept),
              "numAddedChangeFiles": len(written.cdcs),
              **({"numDeletionVectorsAdded": len(written.marked)} if dv else {})}, **info)
     return tx, written

@@ -21,12 +21,14 @@ from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lakeflow.actions import Add, Cdc
-from lakeflow.deletion_vectors import physical_rows, write_dv_file
+from lakeflow.deletion_vectors import physical_rows, write_vectors
 from lakeflow.diff import CHANGE_TYPE
 from lakeflow.errors import CommitConflictError, LakeflowError
 from lakeflow.log import writer_features
+from lakeflow.pruning import parse_filter
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.storage import Storage
 from lakeflow.transaction import Transaction
@@ -65,11 +67,11 @@ def uses_deletion_vectors(snap: Snapshot) -> bool:
 
 
 def mark_rows(snap: Snapshot, marks: Sequence[tuple[DataFile, IndexArray]]) -> tuple[list[Add], str | None]:
-    """Mark rows (logical positions, as read) of files deleted; the new adds and the DV file written.
+    """Mark rows (logical positions, as read) of files deleted; the new adds and the DV file written (if any).
 
     Each file's new DV is the union of its current one and the marked rows; a
     file all of whose rows are then deleted gets no add (removing it says it all).
-    All DVs go into one new file, as Spark writes them.
+    Small DVs go inline in the log; the others into one new file, as Spark writes them.
     """
     unions, files = [], []
     for f, logical in marks:
@@ -81,7 +83,7 @@ def mark_rows(snap: Snapshot, marks: Sequence[tuple[DataFile, IndexArray]]) -> t
             files.append(f)
     if not unions:
         return [], None
-    path, descriptors = write_dv_file(snap.storage, unions)
+    path, descriptors = write_vectors(snap.storage, unions)
     return [dataclasses.replace(f.add, data_change=True, deletion_vector=d, stats=_loose_stats(f.add.stats))
             for f, d in zip(files, descriptors, strict=True)], path
 
@@ -98,6 +100,80 @@ def change_rows(schema: pa.Schema, parts: Sequence[tuple[pa.Table, str]]) -> pa.
     tables = [t.cast(schema).append_column(CHANGE_TYPE, pa.array([kind] * t.num_rows, pa.string()))
               for t, kind in parts if t.num_rows]
     return pa.concat_tables(tables)
+
+
+def predicate_columns(schema: pa.Schema, where: pc.Expression) -> list[str]:
+    """The columns `where` reads, in schema order; all of them when that cannot be told."""
+    named: set[str] = set()
+    node = parse_filter(where)
+    stack = [node] if node is not None else []
+    while stack:
+        n = stack.pop()
+        named.update([n.name] if n.kind == "field" else [])
+        stack.extend(n.args)
+    columns = [c for c in schema.names if c in named]
+    try:  # it binds on these columns alone: it reads no other
+        schema.empty_table().select(columns).filter(where)
+    except (pa.ArrowException, KeyError):
+        return list(schema.names)
+    return columns
+
+
+@dataclass(frozen=True)
+class Matches:
+    """The rows of one file a predicate is true for.
+
+    Attributes:
+        file: the file.
+        rows: its rows as read (deleted rows left out), only the columns read.
+        at: the positions in `rows` of the rows the predicate is true for.
+    """
+
+    file: DataFile
+    rows: pa.Table
+    at: IndexArray
+
+
+def find_matches(snap: Snapshot, files: Sequence[DataFile], where: pc.Expression,
+                 columns: Sequence[str] | None = None) -> list[Matches]:
+    """Each file's rows `where` is true for (null counts as false), in the order given.
+
+    Only the predicate's columns and `columns` are read (None: every column).
+    """
+    if columns is not None:
+        wanted = {*predicate_columns(snap.schema, where), *columns}
+        columns = [c for c in snap.schema.names if c in wanted]
+    return [Matches(f, rows, matching(rows, where))
+            for f, rows in zip(files, snap.read_files(files, columns), strict=True)]
+
+
+def matching(rows: pa.Table, where: pc.Expression) -> IndexArray:
+    """The positions of the rows `where` is true for (null counts as false)."""
+    at = rows.append_column(_POSITION, pa.array(np.arange(rows.num_rows, dtype=np.int64))).filter(where)
+    positions: IndexArray = at.column(_POSITION).to_numpy().astype(np.int64)
+    return positions
+
+
+_POSITION = "__lakeflow_position"
+
+
+def matched_rows(snap: Snapshot, found: Sequence[Matches], columns: Sequence[str] | None = None) -> list[pa.Table]:
+    """The matched rows of each of `found`, with `columns` (default all).
+
+    Columns not read when matching are read now, for the matched rows only (the
+    row groups holding them).
+    """
+    schema = pa.schema([snap.schema.field(c) for c in (columns if columns is not None else snap.schema.names)])
+    unread = [c for c in schema.names if found and c not in found[0].rows.column_names]
+    hits = [i for i, m in enumerate(found) if len(m.at)]
+    read = dict(zip(hits, snap.read_rows([(found[i].file, found[i].at) for i in hits], unread), strict=True)) \
+        if unread else {}
+    out = []
+    for i, m in enumerate(found):
+        taken, more = take_rows(m.rows, m.at), read.get(i, schema.empty_table())
+        out.append(pa.Table.from_arrays([(taken if c in taken.column_names else more).column(c) for c in schema.names],
+                                        schema=schema))
+    return out
 
 
 def take_rows(table: pa.Table, idx: IndexArray) -> pa.Table:
@@ -201,5 +277,6 @@ class Written:
             raise
 
 
-__all__ = ["BoolArray", "Content", "IndexArray", "Written", "change_rows", "mark_rows", "pack", "positions",
-           "take_rows", "uses_deletion_vectors", "writes_change_data"]
+__all__ = ["BoolArray", "Content", "IndexArray", "Matches", "Written", "change_rows", "find_matches", "mark_rows",
+           "matched_rows", "matching", "pack", "positions", "predicate_columns", "take_rows", "uses_deletion_vectors",
+           "writes_change_data"]

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -24,7 +25,15 @@ from lakeflow.errors import InvalidArgumentError, SchemaMismatchError
 from lakeflow.late import EventClock
 from lakeflow.log import check_writable
 from lakeflow.ops.delete import may_hold
-from lakeflow.ops.rewrite import IndexArray, Written, change_rows, positions, uses_deletion_vectors, writes_change_data
+from lakeflow.ops.rewrite import (
+    IndexArray,
+    Written,
+    change_rows,
+    find_matches,
+    matched_rows,
+    uses_deletion_vectors,
+    writes_change_data,
+)
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.transaction import Transaction, retrying
 
@@ -66,37 +75,51 @@ def _values(rows: pa.Table, column: str, value: Assignment, field: pa.Field) -> 
         raise InvalidArgumentError(f"cannot compute {column} = {value}: {e}") from e
 
 
-def _updated(rows: pa.Table, mask: pa.ChunkedArray, assignments: Mapping[str, Assignment]) -> pa.Table:
+def _assigned(rows: pa.Table, assignments: Mapping[str, Assignment]) -> pa.Table:
+    """`rows` with the assigned columns set to their new values."""
     out = rows
     for column, value in assignments.items():
         i = rows.schema.get_field_index(column)
-        new = _values(rows, column, value, rows.schema.field(i))
-        out = out.set_column(i, rows.schema.field(i), pc.if_else(mask, new, rows.column(i)))
+        out = out.set_column(i, rows.schema.field(i), _values(rows, column, value, rows.schema.field(i)))
     return out
 
 
 @dataclass(frozen=True)
 class _Change:
-    """One file's update: the file, its rows after, the rows before and after that changed, their positions."""
+    """One file's update: the file, the positions (as read) of its changed rows, those rows before and after."""
 
     file: DataFile
-    after: pa.Table
+    at: IndexArray
     pre: pa.Table
     post: pa.Table
-    at: IndexArray
+    rows: pa.Table  # the file's rows as read (all columns for copy-on-write, which rewrites them)
+
+    def after(self) -> pa.Table:
+        """The file's rows with the changed ones replaced, in their order."""
+        mask = np.zeros(self.rows.num_rows, dtype=bool)
+        mask[self.at] = True
+        flags = pa.array(mask)
+        return pa.Table.from_arrays(
+            [pc.replace_with_mask(self.rows.column(c).combine_chunks(), flags, self.post.column(c).combine_chunks())
+             for c in self.rows.column_names], schema=self.rows.schema)
 
 
 def _changes(snap: Snapshot, where: pc.Expression, assignments: Mapping[str, Assignment],
-             files: list[DataFile]) -> list[_Change]:
-    out = []
-    for f, rows in zip(files, snap.read_files(files), strict=True):
-        mask = pc.fill_null(ds.dataset(rows).to_table(columns={"m": where}).column("m"), False)
-        if not pc.any(mask).as_py():
-            continue
-        after = enforce(snap.state, _updated(rows, mask, assignments), provided=list(assignments), new_rows=False)
-        out.append(_Change(f, after, rows.filter(mask), after.filter(mask),
-                           positions(mask.to_numpy(zero_copy_only=False))))
-    return out
+             files: list[DataFile], dv: bool) -> list[_Change]:
+    """The changed rows of each file with a match; the new values computed for those rows only.
+
+    With deletion vectors only the predicate's columns are read to find them, the
+    rest for the matched rows alone; copy-on-write reads the files whole.
+    """
+    found = [m for m in find_matches(snap, files, where, [] if dv else None) if len(m.at)]
+    pres = matched_rows(snap, found)
+    if not pres:
+        return []
+    post = enforce(snap.state, _assigned(pa.concat_tables(pres), assignments), provided=list(assignments),
+                   new_rows=False)
+    ends = np.cumsum([t.num_rows for t in pres]).tolist()
+    return [_Change(m.file, m.at, pre, post.slice(end - pre.num_rows, pre.num_rows), m.rows)
+            for m, pre, end in zip(found, pres, ends, strict=True)]
 
 
 def update_where(snapshot: Snapshot, where: pc.Expression | str, assignments: Mapping[str, Assignment], *,
@@ -109,15 +132,16 @@ def _update_once(snap: Snapshot, where_arg: Any, assignments: Mapping[str, Assig
     check_writable(snap.protocol, snap.metadata)
     where = _check(snap, where_arg, assignments)
     candidates = snap.files_matching(where)
-    changes = _changes(snap, where, assignments, candidates)
+    dv = uses_deletion_vectors(snap)
+    changes = _changes(snap, where, assignments, candidates, dv)
     count = sum(c.pre.num_rows for c in changes)
     if count == 0:
         return 0
     pre, post = (pa.concat_tables([getattr(c, side) for c in changes]) for side in ("pre", "post"))
     cdc = change_rows(snap.schema, [(pre, "update_preimage"), (post, "update_postimage")]) \
         if writes_change_data(snap) else None
-    dv = uses_deletion_vectors(snap)
-    written = Written.of(snap, [c.post if dv else c.after for c in changes], cdc,
+    # With deletion vectors the new values of all files go into one new file (per partition).
+    written = Written.of(snap, [post] if dv else [c.after for c in changes], cdc,
                          [(c.file, c.at) for c in changes] if dv else ())
     clock = EventClock.of(snap)
     info: dict[str, Any] = {}
@@ -128,7 +152,7 @@ def _update_once(snap: Snapshot, where_arg: Any, assignments: Mapping[str, Assig
     tx = Transaction(snap, "UPDATE", {"predicate": str(where)})
     tx.remove(*(c.file for c in changes)).add(*written.adds, *written.marked, *written.cdcs)
     tx.read([f.add.path for f in candidates], lambda add: may_hold(snap, add, where))
-    tx.info({"numUpdatedRows": count, "numCopiedRows": 0 if dv else sum(c.after.num_rows for c in changes) - count,
+    tx.info({"numUpdatedRows": count, "numCopiedRows": 0 if dv else sum(c.rows.num_rows for c in changes) - count,
              "numRemovedFiles": len(changes), "numAddedFiles": len(written.adds),
              "numAddedChangeFiles": len(written.cdcs),
              **({"numDeletionVectorsAdded": len(written.marked)} if dv else {})}, **info)
