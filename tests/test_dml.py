@@ -291,3 +291,18 @@ def test_a_schema_overwrite_needs_a_column(table_uri):
     with pytest.raises(lf.SchemaMismatchError, match="at least one column"):
         t.overwrite(pa.table({}), schema_mode="overwrite")
     assert t.version == 2
+
+
+@pytest.mark.parametrize("dv", [False, True])
+def test_update_keeps_nested_columns_of_the_rows_it_does_not_change(local_uri, dv):
+    schema = pa.schema([("id", pa.int64()), ("s", pa.struct([("x", pa.int64())])),
+                        ("tags", pa.list_(pa.string())), ("m", pa.map_(pa.string(), pa.int64()))])
+    t = lf.Table.create(local_uri, schema, properties={"delta.enableDeletionVectors": str(dv).lower()})
+    t.append(pa.table({"id": [1, 2, 3], "s": [{"x": 1}, None, {"x": 3}], "tags": [["a"], [], None],
+                       "m": [[("k", 1)], None, [("j", 2)]]}, schema=schema))
+    assert t.update("id = 2", {"id": "id * 10"}) == 1
+    rows = sorted(t.to_arrow().to_pylist(), key=lambda r: r["id"])
+    assert rows == [{"id": 1, "s": {"x": 1}, "tags": ["a"], "m": [("k", 1)]},
+                    {"id": 3, "s": {"x": 3}, "tags": None, "m": [("j", 2)]},
+                    {"id": 20, "s": None, "tags": [], "m": None}]
+    assert sorted(sql_scan(local_uri).to_pylist(), key=lambda r: r["id"]) == rows

@@ -96,11 +96,13 @@ class _Change:
 
     def after(self) -> pa.Table:
         """The file's rows with the changed ones replaced, in their order."""
-        mask = np.zeros(self.rows.num_rows, dtype=bool)
-        mask[self.at] = True
-        flags = pa.array(mask)
+        n = self.rows.num_rows
+        index = np.arange(n)
+        # The changed positions in ascending order take the new rows in order (a take works for nested types).
+        index[np.unique(self.at)] = n + np.arange(self.post.num_rows)
+        take = pa.array(index)
         return pa.Table.from_arrays(
-            [pc.replace_with_mask(self.rows.column(c).combine_chunks(), flags, self.post.column(c).combine_chunks())
+            [pa.concat_arrays([self.rows.column(c).combine_chunks(), self.post.column(c).combine_chunks()]).take(take)
              for c in self.rows.column_names], schema=self.rows.schema)
 
 
