@@ -8,6 +8,7 @@ UUID-named JSON or Parquet files, and classic-named ones with a
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -15,12 +16,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lakeflow.actions import Action, Add, as_map, decode_action, parse_commit
+from lakeflow.actions import Action, decode_action, parse_commit
 from lakeflow.config import TableConfig
 from lakeflow.errors import CorruptLogError
-from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, check_data_path, checkpoint_path
+from lakeflow.file_set import ADD_SCHEMA, FileSet, add_table, decode_adds
+from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, check_data_path, checkpoint_path, replay
 from lakeflow.storage import Storage, arrow_file
 
 _STR_MAP = pa.map_(pa.string(), pa.string())
@@ -57,34 +60,6 @@ _ACTION_COLUMNS = ("protocol", "metaData", "txn", "add", "remove", "domainMetada
 SIDECAR_DIR = f"{LOG_DIR}/_sidecars"
 
 
-def _column_values(col: pa.ChunkedArray, name: str, n: int) -> list[Any]:
-    if name not in {f.name for f in col.type}:
-        return [None] * n
-    values: list[Any] = pa.chunked_array([c.field(name) for c in col.chunks],
-                                         type=col.type.field(name).type).to_pylist()
-    return values
-
-
-def _decode_adds(col: pa.ChunkedArray) -> list[Add]:
-    """Decode the `add` column field by field: far cheaper than per-row dicts."""
-    n = len(col)
-    paths = _column_values(col, "path", n)
-    pvs = _column_values(col, "partitionValues", n)
-    sizes = _column_values(col, "size", n)
-    mtimes = _column_values(col, "modificationTime", n)
-    changes = _column_values(col, "dataChange", n)
-    stats = _column_values(col, "stats", n)
-    tags = _column_values(col, "tags", n)
-    dvs = _column_values(col, "deletionVector", n)
-    return [
-        Add(path=paths[i], partition_values=as_map(pvs[i]), size=sizes[i] or 0,
-            modification_time=mtimes[i] or 0,
-            data_change=changes[i] is not False, stats=stats[i],
-            tags=as_map(tags[i]) or None, deletion_vector=dvs[i])
-        for i in range(n)
-    ]
-
-
 def read_checkpoint(storage: Storage, names: Sequence[str]) -> list[Action]:
     """Read all parts of one checkpoint, and the sidecar files it references, into actions.
 
@@ -93,7 +68,35 @@ def read_checkpoint(storage: Storage, names: Sequence[str]) -> list[Action]:
         CorruptLogError: a part or sidecar cannot be read, or a sidecar is missing
             (the checkpoint is then unusable, like a torn one).
     """
+    actions, adds = _read_parts(storage, names)
+    return [*actions, *decode_adds(adds)]
+
+
+def read_checkpoint_state(storage: Storage, names: Sequence[str], version: int) -> TableState:
+    """The state a checkpoint at `version` holds, its `add` rows kept as Arrow columns.
+
+    Raises:
+        FileNotFoundError: a part is missing.
+        CorruptLogError: as `read_checkpoint`, or the checkpoint has no protocol or
+            metadata, or an `add` row names no valid path.
+    """
+    actions, adds = _read_parts(storage, names)
+    state = replay(None, [(version, actions)])  # all but the Parquet add rows
+    base = FileSet.from_table(adds)
+    files = base.edit()
+    for add in state.files.values():  # adds of a JSON checkpoint
+        files.put(add)
+    tombstones = state.tombstones
+    if tombstones and base:  # a path both added and removed is active (as in a commit)
+        added = pc.is_in(pa.array(list(tombstones), pa.string()), value_set=adds.column("path"))
+        tombstones = {p: r for (p, r), a in zip(tombstones.items(), added.to_pylist(), strict=True) if not a}
+    return dataclasses.replace(state, files=files.build(), tombstones=tombstones)
+
+
+def _read_parts(storage: Storage, names: Sequence[str]) -> tuple[list[Action], pa.Table]:
+    """The actions of a checkpoint's parts and sidecars: all but Parquet `add` rows, and those."""
     actions: list[Action] = []
+    adds: list[pa.Table] = []
     for name in names:
         path = f"{LOG_DIR}/{name}"
         data = storage.read(path)
@@ -103,17 +106,17 @@ def read_checkpoint(storage: Storage, names: Sequence[str]) -> list[Action]:
             sidecars = [row["sidecar"] for row in rows if row.get("sidecar") is not None]
         else:
             table = _parquet(data, path)
-            actions += _actions(table, path)
+            actions += _actions(table, path, adds)
             column = table.column("sidecar") if "sidecar" in table.column_names else pa.chunked_array(
                 [], pa.null())
             sidecars = column.filter(column.is_valid()).to_pylist()
         for sidecar in sidecars:
-            actions += _read_sidecar(storage, sidecar, path)
-    return actions
+            actions += _read_sidecar(storage, sidecar, path, adds)
+    return actions, pa.concat_tables(adds) if adds else ADD_SCHEMA.empty_table()
 
 
-def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str) -> list[Action]:
-    """The file actions of one sidecar named by a checkpoint's `sidecar` action."""
+def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str, adds: list[pa.Table]) -> list[Action]:
+    """The file actions of one sidecar named by a checkpoint's `sidecar` action (its adds into `adds`)."""
     try:
         name = check_data_path(str(sidecar["path"]), f"checkpoint {checkpoint}")
     except (KeyError, TypeError) as e:
@@ -123,7 +126,7 @@ def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str) -> list[Actio
         data = storage.read(path)
     except FileNotFoundError as e:
         raise CorruptLogError(f"checkpoint {checkpoint} references the sidecar {path}, which is missing") from e
-    return _actions(_parquet(data, path), path)
+    return _actions(_parquet(data, path), path, adds)
 
 
 def _parquet(data: bytes, path: str) -> pa.Table:
@@ -133,8 +136,11 @@ def _parquet(data: bytes, path: str) -> pa.Table:
         raise CorruptLogError(f"checkpoint {path} cannot be read: {e}") from e
 
 
-def _actions(table: pa.Table, path: str) -> list[Action]:
-    """The actions in the rows of a Parquet checkpoint or sidecar (one action per row)."""
+def _actions(table: pa.Table, path: str, adds: list[pa.Table]) -> list[Action]:
+    """The actions in the rows of a Parquet checkpoint or sidecar (one action per row).
+
+    The `add` rows are appended to `adds` as a table of `ADD_SCHEMA`, their paths checked.
+    """
     actions: list[Action] = []
     for column in _ACTION_COLUMNS:
         if column not in table.column_names:
@@ -145,15 +151,31 @@ def _actions(table: pa.Table, path: str) -> list[Action]:
         col = col.filter(col.is_valid())
         try:
             if column == "add":
-                actions.extend(_decode_adds(col))
+                adds.append(_add_rows(col.combine_chunks(), path))
                 continue
             for row in col.to_pylist():
                 action = decode_action({column: row})
                 if action is not None:
                     actions.append(action)
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, pa.ArrowException) as e:
             raise CorruptLogError(f"checkpoint {path} has an invalid {column} row: {e}") from e
     return actions
+
+
+# A path that needs a closer look (check_data_path): anything but plain relative ASCII.
+_ODD_PATH = r"^$|^\.?/|/\.?$|^\.$|/\./|[%:\\\x00]|\.\."
+
+
+def _add_rows(column: pa.StructArray, path: str) -> pa.Table:
+    """A checkpoint's valid `add` rows as an `ADD_SCHEMA` table, every path checked."""
+    table = add_table(column)
+    paths = table.column("path")
+    if paths.null_count:
+        raise CorruptLogError(f"checkpoint {path} has an add row without a path; the checkpoint is damaged")
+    odd = pc.or_(pc.invert(pc.string_is_ascii(paths)), pc.match_substring_regex(paths, _ODD_PATH))
+    for p in paths.filter(odd).to_pylist():
+        check_data_path(p, f"checkpoint {path}")
+    return table
 
 
 def _rows(state: TableState, now_ms: int) -> list[dict[str, Any]]:

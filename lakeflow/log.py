@@ -28,6 +28,7 @@ from lakeflow.actions import (
 )
 from lakeflow.column_mapping import mapping_mode
 from lakeflow.errors import CorruptLogError, LogGapError, UnsupportedFeatureError, VersionNotFoundError
+from lakeflow.file_set import FileSet
 from lakeflow.schema import check_type_changes, delta_to_arrow
 from lakeflow.storage import FileInfo, Storage
 from lakeflow.variant import has_variant
@@ -85,7 +86,11 @@ def checkpoint_path(version: int) -> str:
 
 @dataclass(frozen=True)
 class TableState:
-    """The replayed state of a table at one version (the sum of its commits)."""
+    """The replayed state of a table at one version (the sum of its commits).
+
+    `files` is a `FileSet` once replayed: a checkpoint's files stay Arrow columns
+    until an operation looks them up or iterates them.
+    """
 
     version: int
     protocol: Protocol
@@ -147,7 +152,7 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
     version = state.version if state else -1
     protocol = state.protocol if state else None
     metadata = state.metadata if state else None
-    files = dict(state.files) if state else {}
+    files = FileSet.of(state.files if state else {}).edit()
     tombstones = dict(state.tombstones) if state else {}
     txns = dict(state.txns) if state else {}
     domains = dict(state.domains) if state else {}
@@ -161,11 +166,11 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
         for a in sorted(actions, key=lambda a: isinstance(a, Add)):
             if isinstance(a, Add):
                 check_data_path(a.path, where)
-                files[a.path] = a
+                files.put(a)
                 tombstones.pop(a.path, None)
             elif isinstance(a, Remove):
                 check_data_path(a.path, where)
-                files.pop(a.path, None)
+                files.drop(a.path)
                 tombstones[a.path] = a
             elif isinstance(a, Metadata):
                 metadata = a
@@ -186,7 +191,7 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
             f"the log up to version {version} has no {'protocol' if protocol is None else 'metaData'} "
             "action; this is not a valid Delta table"
         )
-    return TableState(version, protocol, metadata, files, tombstones, txns, domains)
+    return TableState(version, protocol, metadata, files.build(), tombstones, txns, domains)
 
 
 def _check_features(role: str, version: int, max_version: int, features: tuple[str, ...] | None,

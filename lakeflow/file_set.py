@@ -1,0 +1,322 @@
+"""The active files of a table state, kept as Arrow columns with a small overlay of objects.
+
+A checkpoint holds tens of thousands of `add` rows; decoding each into an `Add`
+object cost more than the rest of opening a table. A `FileSet` keeps the
+checkpoint's rows as an Arrow table (the *base*) and the commits after it as a
+dict of `Add` objects (the *overlay*), plus the base paths those commits replaced
+or removed. It is a read-only mapping of path to `Add`: `len`, `in` and `get`
+decode nothing or one row; iterating the values decodes the base in one
+column-wise pass, once per base (later states share it); `by_path` serves scans
+columns in path order without building objects for the files pruning drops.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import ItemsView, Iterator, Mapping, Sequence, ValuesView
+from typing import Any, overload
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakeflow.actions import Add, as_map
+
+_STR_MAP = pa.map_(pa.string(), pa.string())
+DV_TYPE = pa.struct([("storageType", pa.string()), ("pathOrInlineDv", pa.string()), ("offset", pa.int32()),
+                     ("sizeInBytes", pa.int32()), ("cardinality", pa.int64())])
+# The columns of a base: an `add` action's fields as a checkpoint stores them.
+ADD_SCHEMA = pa.schema([("path", pa.string()), ("partitionValues", _STR_MAP), ("size", pa.int64()),
+                        ("modificationTime", pa.int64()), ("dataChange", pa.bool_()),
+                        ("stats", pa.string()), ("tags", _STR_MAP), ("deletionVector", DV_TYPE),
+                        ("baseRowId", pa.int64()), ("defaultRowCommitVersion", pa.int64())])
+
+
+def _conform(column: pa.Array, typ: pa.DataType) -> pa.Array:
+    """`column` as `typ`; structs field by field (by name: writers order or omit fields)."""
+    if column.type == typ:
+        return column
+    if pa.types.is_struct(typ) and pa.types.is_struct(column.type):
+        names = {column.type.field(i).name: i for i in range(column.type.num_fields)}
+        children = [_conform(column.field(names[f.name]), f.type) if f.name in names
+                    else pa.nulls(len(column), f.type) for f in typ]
+        return pa.StructArray.from_arrays(children, fields=list(typ), mask=column.is_null())
+    return column.cast(typ)
+
+
+def add_table(column: pa.StructArray) -> pa.Table:
+    """The valid rows of a checkpoint's `add` struct column as a table of `ADD_SCHEMA`.
+
+    Raises:
+        ValueError: the column is no struct, or its paths are not strings.
+        pa.ArrowException: a field cannot be read as its Delta type.
+    """
+    if not pa.types.is_struct(column.type):
+        raise ValueError(f"add is a {column.type}, not a struct")
+    names = {column.type.field(i).name: i for i in range(column.type.num_fields)}
+    path = column.type.field(names["path"]).type if "path" in names else pa.string()
+    if not (pa.types.is_string(path) or pa.types.is_large_string(path)):
+        raise ValueError(f"add.path is a {path}, not a string")
+    arrays = [_conform(column.field(names[f.name]), f.type) if f.name in names
+              else pa.nulls(len(column), f.type) for f in ADD_SCHEMA]
+    return pa.Table.from_arrays(arrays, schema=ADD_SCHEMA)
+
+
+def decode_adds(table: pa.Table) -> list[Add]:
+    """`Add` objects of the rows of an `ADD_SCHEMA` table, decoded column by column."""
+    paths, pvs, sizes, mtimes, changes, stats, tags, dvs, row_ids, row_versions = (
+        table.column(f.name).to_pylist() for f in ADD_SCHEMA)
+    return [
+        Add(path=paths[i], partition_values=as_map(pvs[i]), size=sizes[i] or 0,
+            modification_time=mtimes[i] or 0, data_change=changes[i] is not False, stats=stats[i],
+            tags=as_map(tags[i]) or None, deletion_vector=dvs[i], base_row_id=row_ids[i],
+            default_row_commit_version=row_versions[i])
+        for i in range(table.num_rows)
+    ]
+
+
+class _Base:
+    """A checkpoint's add rows, unique by path, with what was decoded of them (shared by states)."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self.paths: pa.Array = table.column("path").combine_chunks()
+        self._decoded: dict[int, Add] = {}
+        self._all: list[Add] | None = None
+
+    @functools.cached_property
+    def index(self) -> dict[str, int]:
+        """Row of each path (built on the first lookup by path)."""
+        return {p: i for i, p in enumerate(self.paths.to_pylist())}
+
+    def add(self, row: int) -> Add:
+        if self._all is not None:
+            return self._all[row]
+        found = self._decoded.get(row)
+        if found is None:
+            found = self._decoded[row] = decode_adds(self.table.slice(row, 1))[0]
+        return found
+
+    def adds(self) -> list[Add]:
+        if self._all is None:
+            self._all = decode_adds(self.table)
+            for row, add in self._decoded.items():  # keep the objects already handed out
+                self._all[row] = add
+            self._decoded = {}
+        return self._all
+
+
+def _unique_last(table: pa.Table) -> pa.Table:
+    """`table` with one row per path, the last (a later row of a path replaces an earlier one)."""
+    paths = table.column("path")
+    if pc.count_distinct(paths).as_py() == table.num_rows:
+        return table
+    last = {p: i for i, p in enumerate(paths.to_pylist())}
+    return table.take(pa.array(sorted(last.values()), pa.int64()))
+
+
+class FileSet(Mapping[str, Add]):
+    """An immutable mapping of path to `Add`: Arrow base rows, less `masked` paths, plus `overlay`.
+
+    Build with `FileSet.of` (objects) or `FileSet.from_table` (a checkpoint's rows);
+    derive states with `edit`.
+    """
+
+    __slots__ = ("__dict__", "_base", "_masked", "_overlay")
+
+    def __init__(self, base: _Base | None, masked: frozenset[str], overlay: Mapping[str, Add]) -> None:
+        self._base = base
+        self._masked = masked
+        self._overlay = overlay
+
+    @classmethod
+    def of(cls, files: Mapping[str, Add]) -> FileSet:
+        """A file set of `Add` objects (no base); a `FileSet` is returned as it is."""
+        return files if isinstance(files, FileSet) else cls(None, frozenset(), dict(files))
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> FileSet:
+        """A file set of the rows of an `ADD_SCHEMA` table (of a path's rows, the last counts)."""
+        return cls(_Base(_unique_last(table)) if table.num_rows else None, frozenset(), {})
+
+    def edit(self) -> FileSetEdit:
+        """A mutable copy of the changes on top of the base, to replay commits into."""
+        return FileSetEdit(self._base, set(self._masked), dict(self._overlay))
+
+    # ---- the base rows still active ---------------------------------------------------
+
+    @functools.cached_property
+    def _live(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """Positions of the base rows not masked by a later commit."""
+        if self._base is None:
+            return np.arange(0, dtype=np.int64)
+        n = len(self._base.paths)
+        if not self._masked:
+            return np.arange(n, dtype=np.int64)
+        hit = pc.is_in(self._base.paths, value_set=pa.array(list(self._masked), pa.string()))
+        return np.flatnonzero(~hit.to_numpy(zero_copy_only=False)).astype(np.int64)
+
+    def _base_row(self, path: str) -> int | None:
+        if self._base is None or path in self._masked:
+            return None
+        return self._base.index.get(path)
+
+    # ---- the mapping ------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._live) + len(self._overlay)
+
+    def __bool__(self) -> bool:
+        if self._overlay or (self._base is not None and len(self._base.paths) > len(self._masked)):
+            return True
+        return len(self) > 0
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str) and (path in self._overlay or self._base_row(path) is not None)
+
+    def __getitem__(self, path: str) -> Add:
+        found = self._overlay.get(path)
+        if found is not None:
+            return found
+        row = self._base_row(path) if isinstance(path, str) else None
+        if row is None:
+            raise KeyError(path)
+        assert self._base is not None
+        return self._base.add(row)
+
+    def __iter__(self) -> Iterator[str]:
+        if self._base is not None:
+            paths = self._base.paths
+            yield from (paths.take(pa.array(self._live)) if self._masked else paths).to_pylist()
+        yield from self._overlay
+
+    def values(self) -> _Values:
+        """The `Add` objects, the base's decoded in one pass."""
+        return _Values(self)
+
+    def items(self) -> _Items:
+        """(path, `Add`) pairs, the base's decoded in one pass."""
+        return _Items(self)
+
+    def _adds(self) -> Iterator[Add]:
+        if self._base is not None:
+            adds = self._base.adds()
+            yield from (adds[i] for i in self._live) if self._masked else adds
+        yield from self._overlay.values()
+
+    def by_path(self) -> SortedFiles:
+        """The active files sorted by path, as columns and lazily built `Add` objects."""
+        return self._sorted
+
+    @functools.cached_property
+    def _sorted(self) -> SortedFiles:
+        return SortedFiles(self)
+
+    def __repr__(self) -> str:
+        return f"FileSet({len(self)} files, {len(self._overlay)} after the checkpoint)"
+
+
+class _Values(ValuesView[Add]):
+    """A file set's values, decoded in one pass."""
+
+    _mapping: FileSet
+
+    def __iter__(self) -> Iterator[Add]:
+        return self._mapping._adds()
+
+
+class _Items(ItemsView[str, Add]):
+    """A file set's items, decoded in one pass."""
+
+    _mapping: FileSet
+
+    def __iter__(self) -> Iterator[tuple[str, Add]]:
+        return zip(iter(self._mapping), self._mapping._adds(), strict=True)
+
+
+class SortedFiles(Sequence[Add]):
+    """A file set's `Add`s in path order: columns for vectorized work, objects built on demand."""
+
+    def __init__(self, files: FileSet) -> None:
+        base, live = files._base, files._live
+        self._base = base
+        self._live = live
+        self._overlay = list(files._overlay.values())
+        self._n_base = len(live)
+        parts = [] if base is None else [base.paths.take(pa.array(live)) if files._masked else base.paths]
+        parts.append(pa.array([a.path for a in self._overlay], pa.string()))
+        self.paths: pa.Array = pa.concat_arrays(parts)
+        n = len(self.paths)
+        in_order = n < 2 or pc.all(pc.less_equal(self.paths.slice(0, n - 1), self.paths.slice(1))).as_py()
+        self._order = None if in_order else pc.sort_indices(self.paths).to_numpy()
+        if self._order is not None:
+            self.paths = self.paths.take(pa.array(self._order))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, i: int) -> Add: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Add]: ...
+
+    def __getitem__(self, i: int | slice) -> Add | Sequence[Add]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        j = int(self._order[i]) if self._order is not None else range(len(self))[i]
+        if j >= self._n_base:
+            return self._overlay[j - self._n_base]
+        assert self._base is not None
+        return self._base.add(int(self._live[j]))
+
+    def __iter__(self) -> Iterator[Add]:
+        unordered = list(self._unordered())
+        return iter(unordered) if self._order is None else (unordered[j] for j in self._order)
+
+    def _unordered(self) -> Iterator[Add]:
+        if self._base is not None:
+            adds = self._base.adds()
+            yield from (adds[i] for i in self._live)
+        yield from self._overlay
+
+    def _column(self, name: str, overlay: Sequence[Any], typ: pa.DataType) -> pa.Array:
+        parts = [] if self._base is None else [self._base.table.column(name).take(pa.array(self._live))]
+        column = pa.concat_arrays([*(p.combine_chunks() for p in parts), pa.array(overlay, typ)])
+        return column if self._order is None else column.take(pa.array(self._order))
+
+    def stats(self) -> pa.StringArray:
+        """Each file's `stats` JSON (null where absent), in path order."""
+        column: pa.StringArray = self._column("stats", [a.stats for a in self._overlay], pa.string())
+        return column
+
+    def partition_values(self) -> list[dict[str, str | None]]:
+        """Each file's raw `partitionValues` (physical keys), in path order."""
+        overlay = [list(a.partition_values.items()) for a in self._overlay]
+        return [as_map(v) for v in self._column("partitionValues", overlay, _STR_MAP).to_pylist()]
+
+
+class FileSetEdit:
+    """The changes of commits replayed on top of a file set; `build` (once) makes the next one."""
+
+    def __init__(self, base: _Base | None, masked: set[str], overlay: dict[str, Add]) -> None:
+        self._base = base
+        self._masked = masked
+        self._overlay = overlay
+
+    def put(self, add: Add) -> None:
+        """Make `add` the active file of its path."""
+        self._overlay[add.path] = add
+        if self._base is not None:
+            self._masked.add(add.path)
+
+    def drop(self, path: str) -> None:
+        """Make `path` inactive."""
+        self._overlay.pop(path, None)
+        if self._base is not None:
+            self._masked.add(path)
+
+    def build(self) -> FileSet:
+        """The file set after the changes."""
+        return FileSet(self._base, frozenset(self._masked), self._overlay)
+
