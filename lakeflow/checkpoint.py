@@ -22,25 +22,23 @@ import pyarrow.parquet as pq
 from lakeflow.actions import Action, decode_action, parse_commit
 from lakeflow.config import TableConfig
 from lakeflow.errors import CorruptLogError
-from lakeflow.file_set import ADD_SCHEMA, FileSet, add_table, decode_adds
+from lakeflow.file_set import ADD_SCHEMA, DV_TYPE, FileSet, add_table, decode_adds
 from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, check_data_path, checkpoint_path, replay
 from lakeflow.storage import Storage, arrow_file
 
-_STR_MAP = pa.map_(pa.string(), pa.string())
-_DV = pa.struct([("storageType", pa.string()), ("pathOrInlineDv", pa.string()), ("offset", pa.int32()),
-                 ("sizeInBytes", pa.int32()), ("cardinality", pa.int64())])
+_STR_MAP = ADD_SCHEMA.field("partitionValues").type
+# The add fields lakeflow writes (it writes no row tracking).
+_ADD = pa.struct([ADD_SCHEMA.field(n) for n in ("path", "partitionValues", "size", "modificationTime",
+                                                "dataChange", "stats", "tags", "deletionVector")])
 CHECKPOINT_SCHEMA = pa.schema(
     [
         ("txn", pa.struct([("appId", pa.string()), ("version", pa.int64()),
                            ("lastUpdated", pa.int64())])),
-        ("add", pa.struct([("path", pa.string()), ("partitionValues", _STR_MAP),
-                           ("size", pa.int64()), ("modificationTime", pa.int64()),
-                           ("dataChange", pa.bool_()), ("stats", pa.string()),
-                           ("tags", _STR_MAP), ("deletionVector", _DV)])),
+        ("add", _ADD),
         ("remove", pa.struct([("path", pa.string()), ("deletionTimestamp", pa.int64()),
                               ("dataChange", pa.bool_()), ("extendedFileMetadata", pa.bool_()),
                               ("partitionValues", _STR_MAP), ("size", pa.int64()),
-                              ("deletionVector", _DV)])),
+                              ("deletionVector", DV_TYPE)])),
         ("metaData", pa.struct([("id", pa.string()), ("name", pa.string()),
                                 ("description", pa.string()),
                                 ("format", pa.struct([("provider", pa.string()),
@@ -183,7 +181,6 @@ def _rows(state: TableState, now_ms: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = [state.protocol.to_json(), state.metadata.to_json()]
     rows += [t.to_json() for t in state.txns.values()]
     rows += [d.to_json() for d in state.domains.values()]
-    rows += [a.to_json() for a in state.files.values()]
     for r in state.tombstones.values():
         if (r.deletion_timestamp or 0) >= keep_after:
             j = r.to_json()
@@ -191,7 +188,7 @@ def _rows(state: TableState, now_ms: int) -> list[dict[str, Any]]:
             j["remove"].pop("tags", None)
             rows.append(j)
     for row in rows:
-        for key in ("add", "remove", "metaData"):
+        for key in ("remove", "metaData"):
             body = row.get(key)
             if body is None:
                 continue
@@ -213,13 +210,23 @@ def write_checkpoint(storage: Storage, state: TableState, now_ms: int | None = N
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     rows = _rows(state, now_ms)
-    table = pa.Table.from_pylist(rows, schema=CHECKPOINT_SCHEMA)
+    adds = _add_rows_of(state)
+    table = pa.concat_tables([pa.Table.from_pylist(rows, schema=CHECKPOINT_SCHEMA), adds])
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="snappy")
     data = buf.getvalue()
     path = checkpoint_path(state.version)
     storage.write(path, data)
-    last = {"version": state.version, "size": len(rows), "sizeInBytes": len(data),
-            "numOfAddFiles": len(state.files)}
+    last = {"version": state.version, "size": table.num_rows, "sizeInBytes": len(data),
+            "numOfAddFiles": adds.num_rows}
     storage.write(LAST_CHECKPOINT, json.dumps(last).encode())
     return path
+
+
+def _add_rows_of(state: TableState) -> pa.Table:
+    """Checkpoint rows of the active files, from their columns, in path order (as snapshots list them)."""
+    files = FileSet.of(state.files).table()
+    files = files.take(pc.sort_indices(files.column("path")))
+    add = pa.StructArray.from_arrays([files.column(f.name).combine_chunks() for f in _ADD], fields=list(_ADD))
+    return pa.table({f.name: add if f.name == "add" else pa.nulls(len(add), f.type)
+                     for f in CHECKPOINT_SCHEMA}, schema=CHECKPOINT_SCHEMA)

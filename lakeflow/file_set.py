@@ -75,6 +75,22 @@ def decode_adds(table: pa.Table) -> list[Add]:
     ]
 
 
+def encode_adds(adds: Sequence[Add]) -> pa.Table:
+    """An `ADD_SCHEMA` table of `adds` (the inverse of `decode_adds`)."""
+    return pa.Table.from_pydict({
+        "path": [a.path for a in adds],
+        "partitionValues": [list(a.partition_values.items()) for a in adds],
+        "size": [a.size for a in adds],
+        "modificationTime": [a.modification_time for a in adds],
+        "dataChange": [a.data_change for a in adds],
+        "stats": [a.stats for a in adds],
+        "tags": [list(a.tags.items()) if a.tags else None for a in adds],
+        "deletionVector": [dict(a.deletion_vector) if a.deletion_vector else None for a in adds],
+        "baseRowId": [a.base_row_id for a in adds],
+        "defaultRowCommitVersion": [a.default_row_commit_version for a in adds],
+    }, schema=ADD_SCHEMA)
+
+
 class _Base:
     """A checkpoint's add rows, unique by path, with what was decoded of them (shared by states)."""
 
@@ -204,6 +220,14 @@ class FileSet(Mapping[str, Add]):
             yield from (adds[i] for i in self._live) if self._masked else adds
         yield from self._overlay.values()
 
+    def table(self) -> pa.Table:
+        """The active files as an `ADD_SCHEMA` table (base rows first, then later commits' adds)."""
+        overlay = encode_adds(list(self._overlay.values()))
+        if self._base is None:
+            return overlay
+        base = self._base.table.take(pa.array(self._live)) if self._masked else self._base.table
+        return pa.concat_tables([base, overlay]).combine_chunks()
+
     def by_path(self) -> SortedFiles:
         """The active files sorted by path, as columns and lazily built `Add` objects."""
         return self._sorted
@@ -239,6 +263,8 @@ class SortedFiles(Sequence[Add]):
 
     def __init__(self, files: FileSet) -> None:
         base, live = files._base, files._live
+        self._files = files
+        self._columns: pa.Table | None = None
         self._base = base
         self._live = live
         self._overlay = list(files._overlay.values())
@@ -280,20 +306,20 @@ class SortedFiles(Sequence[Add]):
             yield from (adds[i] for i in self._live)
         yield from self._overlay
 
-    def _column(self, name: str, overlay: Sequence[Any], typ: pa.DataType) -> pa.Array:
-        parts = [] if self._base is None else [self._base.table.column(name).take(pa.array(self._live))]
-        column = pa.concat_arrays([*(p.combine_chunks() for p in parts), pa.array(overlay, typ)])
+    def _column(self, name: str) -> pa.Array:
+        if self._columns is None:
+            self._columns = self._files.table()
+        column = self._columns.column(name).combine_chunks()
         return column if self._order is None else column.take(pa.array(self._order))
 
     def stats(self) -> pa.StringArray:
         """Each file's `stats` JSON (null where absent), in path order."""
-        column: pa.StringArray = self._column("stats", [a.stats for a in self._overlay], pa.string())
+        column: pa.StringArray = self._column("stats")
         return column
 
     def partition_values(self) -> list[dict[str, str | None]]:
         """Each file's raw `partitionValues` (physical keys), in path order."""
-        overlay = [list(a.partition_values.items()) for a in self._overlay]
-        return [as_map(v) for v in self._column("partitionValues", overlay, _STR_MAP).to_pylist()]
+        return [as_map(v) for v in self._column("partitionValues").to_pylist()]
 
 
 class FileSetEdit:

@@ -306,7 +306,21 @@ def stats_arrays(target: pa.DataType, lo: pa.Array, hi: pa.Array, nulls: pa.Arra
     return ColumnStats(lo, hi, known)
 
 
-def json_stats(texts: Sequence[str | None], columns: Mapping[str, tuple[str, pa.DataType]]
+def _json_lines(texts: Sequence[str | None] | pa.StringArray) -> bytes | pa.Buffer | None:
+    """The texts as JSON lines (`{}` for none), or None when a text spans lines."""
+    if not isinstance(texts, pa.Array):
+        joined = "\n".join(t or "{}" for t in texts).encode()
+        return joined if joined.count(b"\n") == len(texts) - 1 else None
+    filled = pc.fill_null(texts, "{}")
+    filled = pc.if_else(pc.equal(filled, ""), "{}", filled)
+    if pc.any(pc.match_substring(filled, "\n")).as_py():
+        return None
+    one = pa.ListArray.from_arrays(pa.array([0, len(filled)], pa.int32()), filled)
+    buffer: pa.Buffer = pc.binary_join(one, "\n")[0].as_buffer()
+    return buffer
+
+
+def json_stats(texts: Sequence[str | None] | pa.StringArray, columns: Mapping[str, tuple[str, pa.DataType]]
                ) -> dict[str, ColumnStats] | None:
     """Stats of `columns` (logical name: physical name, stats type) from the files' stats JSON.
 
@@ -314,13 +328,13 @@ def json_stats(texts: Sequence[str | None], columns: Mapping[str, tuple[str, pa.
     stated type; None then (or for text it cannot split by line), for the caller to
     decode file by file.
     """
-    if not texts or not columns:
+    if not len(texts) or not columns:
         return None
     fields = pa.struct([(physical, typ) for physical, typ in columns.values()])
     counts = pa.struct([(physical, pa.int64()) for physical, _ in columns.values()])
     schema = pa.schema([("minValues", fields), ("maxValues", fields), ("nullCount", counts)])
-    joined = "\n".join(t or "{}" for t in texts).encode()
-    if joined.count(b"\n") != len(texts) - 1:
+    joined = _json_lines(texts)
+    if joined is None:
         return None
     try:
         table = pa_json.read_json(pa.BufferReader(joined), parse_options=pa_json.ParseOptions(
