@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -146,7 +147,7 @@ def _actions(table: pa.Table, path: str, adds: list[pa.Table]) -> list[Action]:
         col = table.column(column)
         if col.null_count == len(col):
             continue
-        col = col.filter(col.is_valid())
+        col = _valid_rows(col)
         try:
             if column == "add":
                 adds.append(_add_rows(col.combine_chunks(), path))
@@ -158,6 +159,14 @@ def _actions(table: pa.Table, path: str, adds: list[pa.Table]) -> list[Action]:
         except (KeyError, TypeError, ValueError, pa.ArrowException) as e:
             raise CorruptLogError(f"checkpoint {path} has an invalid {column} row: {e}") from e
     return actions
+
+
+def _valid_rows(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The non-null rows of an action column: a slice when they are contiguous (no copy)."""
+    rows = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False))
+    if rows[-1] - rows[0] + 1 == len(rows):
+        return column.slice(int(rows[0]), len(rows))
+    return column.filter(column.is_valid())
 
 
 # A path that needs a closer look (check_data_path): anything but plain relative ASCII.

@@ -91,6 +91,9 @@ def encode_adds(adds: Sequence[Add]) -> pa.Table:
     }, schema=ADD_SCHEMA)
 
 
+_ONE_BY_ONE = 64  # rows decoded one at a time before a base is decoded whole
+
+
 class _Base:
     """A checkpoint's add rows, unique by path, with what was decoded of them (shared by states)."""
 
@@ -110,6 +113,8 @@ class _Base:
             return self._all[row]
         found = self._decoded.get(row)
         if found is None:
+            if len(self._decoded) >= _ONE_BY_ONE:  # many lookups (e.g. dict(files)): decode all
+                return self.adds()[row]
             found = self._decoded[row] = decode_adds(self.table.slice(row, 1))[0]
         return found
 
@@ -122,10 +127,16 @@ class _Base:
         return self._all
 
 
+def _increasing(paths: pa.Array) -> bool:
+    """Whether `paths` are strictly increasing (sorted and unique: a lakeflow checkpoint's are)."""
+    n = len(paths)
+    return n < 2 or bool(pc.all(pc.less(paths.slice(0, n - 1), paths.slice(1))).as_py())
+
+
 def _unique_last(table: pa.Table) -> pa.Table:
     """`table` with one row per path, the last (a later row of a path replaces an earlier one)."""
-    paths = table.column("path")
-    if pc.count_distinct(paths).as_py() == table.num_rows:
+    paths = table.column("path").combine_chunks()
+    if _increasing(paths) or pc.count_distinct(paths).as_py() == table.num_rows:
         return table
     last = {p: i for i, p in enumerate(paths.to_pylist())}
     return table.take(pa.array(sorted(last.values()), pa.int64()))
@@ -272,9 +283,7 @@ class SortedFiles(Sequence[Add]):
         parts = [] if base is None else [base.paths.take(pa.array(live)) if files._masked else base.paths]
         parts.append(pa.array([a.path for a in self._overlay], pa.string()))
         self.paths: pa.Array = pa.concat_arrays(parts)
-        n = len(self.paths)
-        in_order = n < 2 or pc.all(pc.less_equal(self.paths.slice(0, n - 1), self.paths.slice(1))).as_py()
-        self._order = None if in_order else pc.sort_indices(self.paths).to_numpy()
+        self._order = None if _increasing(self.paths) else pc.sort_indices(self.paths).to_numpy()
         if self._order is not None:
             self.paths = self.paths.take(pa.array(self._order))
 
