@@ -68,11 +68,14 @@ def read_checkpoint(storage: Storage, names: Sequence[str]) -> list[Action]:
             (the checkpoint is then unusable, like a torn one).
     """
     actions, adds = _read_parts(storage, names)
-    return [*actions, *decode_adds(adds)]
+    return [*actions, *decode_adds(adds.table())]
 
 
 def read_checkpoint_state(storage: Storage, names: Sequence[str], version: int) -> TableState:
     """The state a checkpoint at `version` holds, its `add` rows kept as Arrow columns.
+
+    Their statistics are read from the checkpoint when first needed (pruning, or an
+    `Add` built).
 
     Raises:
         FileNotFoundError: a part is missing.
@@ -81,21 +84,63 @@ def read_checkpoint_state(storage: Storage, names: Sequence[str], version: int) 
     """
     actions, adds = _read_parts(storage, names)
     state = replay(None, [(version, actions)])  # all but the Parquet add rows
-    base = FileSet.from_table(adds)
+    rows = adds.rows()
+    base = FileSet.from_table(rows, adds.stats if adds.lazy else None)
     files = base.edit()
     for add in state.files.values():  # adds of a JSON checkpoint
         files.put(add)
     tombstones = state.tombstones
     if tombstones and base:  # a path both added and removed is active (as in a commit)
-        added = pc.is_in(pa.array(list(tombstones), pa.string()), value_set=adds.column("path"))
+        added = pc.is_in(pa.array(list(tombstones), pa.string()), value_set=rows.column("path"))
         tombstones = {p: r for (p, r), a in zip(tombstones.items(), added.to_pylist(), strict=True) if not a}
     return dataclasses.replace(state, files=files.build(), tombstones=tombstones)
 
 
-def _read_parts(storage: Storage, names: Sequence[str]) -> tuple[list[Action], pa.Table]:
+class _AddParts:
+    """The `add` rows of a checkpoint's Parquet parts and sidecars, read without their statistics."""
+
+    def __init__(self) -> None:
+        self._parts: list[tuple[pa.Table, pq.ParquetFile | None, str]] = []
+
+    def append(self, rows: pa.Table, file: pq.ParquetFile | None, path: str) -> None:
+        """Rows of one file; `file` when their `stats` are still to be read from it."""
+        self._parts.append((rows, file, path))
+
+    @property
+    def lazy(self) -> bool:
+        """Whether some statistics are still to be read."""
+        return any(file is not None for _, file, _ in self._parts)
+
+    def rows(self) -> pa.Table:
+        """All rows, in order, `stats` null where not read yet."""
+        return pa.concat_tables([r for r, _, _ in self._parts]) if self._parts else ADD_SCHEMA.empty_table()
+
+    def stats(self) -> pa.Array:
+        """The `stats` of all rows, read from the files.
+
+        Raises:
+            CorruptLogError: a file's statistics cannot be read as strings.
+        """
+        parts = [_read(file, path, ["add.stats"]).column("add") if file is not None else None
+                 for _, file, path in self._parts]
+        try:
+            return pa.concat_arrays([
+                rows.column("stats").combine_chunks() if part is None
+                else pc.struct_field(_valid_rows(part).combine_chunks(), "stats").cast(pa.string())
+                for (rows, _, _), part in zip(self._parts, parts, strict=True)])
+        except (pa.ArrowException, KeyError) as e:
+            raise CorruptLogError(f"checkpoint {self._parts[0][2]} has invalid add.stats: {e}") from e
+
+    def table(self) -> pa.Table:
+        """All rows with their statistics."""
+        rows = self.rows()
+        return rows.set_column(rows.schema.get_field_index("stats"), "stats", self.stats()) if self.lazy else rows
+
+
+def _read_parts(storage: Storage, names: Sequence[str]) -> tuple[list[Action], _AddParts]:
     """The actions of a checkpoint's parts and sidecars: all but Parquet `add` rows, and those."""
     actions: list[Action] = []
-    adds: list[pa.Table] = []
+    adds = _AddParts()
     for name in names:
         path = f"{LOG_DIR}/{name}"
         data = storage.read(path)
@@ -104,18 +149,18 @@ def _read_parts(storage: Storage, names: Sequence[str]) -> tuple[list[Action], p
             rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if '"sidecar"' in line]
             sidecars = [row["sidecar"] for row in rows if row.get("sidecar") is not None]
         else:
-            table = _parquet(data, path)
-            actions += _actions(table, path, adds)
+            table = _parquet_actions(data, path, adds, actions)
             column = table.column("sidecar") if "sidecar" in table.column_names else pa.chunked_array(
                 [], pa.null())
             sidecars = column.filter(column.is_valid()).to_pylist()
         for sidecar in sidecars:
-            actions += _read_sidecar(storage, sidecar, path, adds)
-    return actions, pa.concat_tables(adds) if adds else ADD_SCHEMA.empty_table()
+            _read_sidecar(storage, sidecar, path, adds, actions)
+    return actions, adds
 
 
-def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str, adds: list[pa.Table]) -> list[Action]:
-    """The file actions of one sidecar named by a checkpoint's `sidecar` action (its adds into `adds`)."""
+def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str, adds: _AddParts,
+                  actions: list[Action]) -> None:
+    """The file actions of one sidecar named by a checkpoint's `sidecar` action, into `adds` and `actions`."""
     try:
         name = check_data_path(str(sidecar["path"]), f"checkpoint {checkpoint}")
     except (KeyError, TypeError) as e:
@@ -125,22 +170,45 @@ def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str, adds: list[pa
         data = storage.read(path)
     except FileNotFoundError as e:
         raise CorruptLogError(f"checkpoint {checkpoint} references the sidecar {path}, which is missing") from e
-    return _actions(_parquet(data, path), path, adds)
+    _parquet_actions(data, path, adds, actions)
 
 
-def _parquet(data: bytes, path: str) -> pa.Table:
+# Fields of `add` a state does not read (Spark's parsed copies), or reads only when needed.
+_UNREAD_ADD_FIELDS = frozenset({"stats", "stats_parsed", "partitionValues_parsed"})
+
+
+def _parquet_actions(data: bytes, path: str, adds: _AddParts, actions: list[Action]) -> pa.Table:
+    """Read a Parquet checkpoint part or sidecar into `adds` and `actions`; its table, without `add.stats`."""
     try:
-        return pq.ParquetFile(arrow_file(data)).read()
+        file = pq.ParquetFile(arrow_file(data))
+        schema = file.schema_arrow
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CorruptLogError(f"checkpoint {path} cannot be read: {e}") from e
+    add = schema.field("add").type if "add" in schema.names else None
+    lazy = add is not None and pa.types.is_struct(add) and add.get_field_index("stats") >= 0
+    columns = [n for n in schema.names if n != "add"] + [
+        f"add.{f.name}" for f in add if f.name not in _UNREAD_ADD_FIELDS] if lazy and add is not None else None
+    table = _read(file, path, columns)
+    rows = _actions(table, path, actions)
+    if rows is not None:
+        adds.append(rows, file if lazy else None, path)
+    return table
+
+
+def _read(file: pq.ParquetFile, path: str, columns: list[str] | None) -> pa.Table:
+    try:
+        return file.read(columns=columns)
     except (pa.ArrowInvalid, OSError) as e:
         raise CorruptLogError(f"checkpoint {path} cannot be read: {e}") from e
 
 
-def _actions(table: pa.Table, path: str, adds: list[pa.Table]) -> list[Action]:
-    """The actions in the rows of a Parquet checkpoint or sidecar (one action per row).
+def _actions(table: pa.Table, path: str, actions: list[Action]) -> pa.Table | None:
+    """Decode the rows of a Parquet checkpoint or sidecar (one action per row) into `actions`.
 
-    The `add` rows are appended to `adds` as a table of `ADD_SCHEMA`, their paths checked.
+    Returns:
+        the `add` rows as a table of `ADD_SCHEMA`, their paths checked (None: there are none).
     """
-    actions: list[Action] = []
+    adds = None
     for column in _ACTION_COLUMNS:
         if column not in table.column_names:
             continue
@@ -150,7 +218,7 @@ def _actions(table: pa.Table, path: str, adds: list[pa.Table]) -> list[Action]:
         col = _valid_rows(col)
         try:
             if column == "add":
-                adds.append(_add_rows(col.combine_chunks(), path))
+                adds = _add_rows(col.chunk(0) if col.num_chunks == 1 else col.combine_chunks(), path)
                 continue
             for row in col.to_pylist():
                 action = decode_action({column: row})
@@ -158,7 +226,7 @@ def _actions(table: pa.Table, path: str, adds: list[pa.Table]) -> list[Action]:
                     actions.append(action)
         except (KeyError, TypeError, ValueError, pa.ArrowException) as e:
             raise CorruptLogError(f"checkpoint {path} has an invalid {column} row: {e}") from e
-    return actions
+    return adds
 
 
 def _valid_rows(column: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -13,7 +13,7 @@ columns in path order without building objects for the files pruning drops.
 from __future__ import annotations
 
 import functools
-from collections.abc import ItemsView, Iterator, Mapping, Sequence, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence, ValuesView
 from typing import Any, overload
 
 import numpy as np
@@ -94,14 +94,44 @@ def encode_adds(adds: Sequence[Add]) -> pa.Table:
 _ONE_BY_ONE = 64  # rows decoded one at a time before a base is decoded whole
 
 
-class _Base:
-    """A checkpoint's add rows, unique by path, with what was decoded of them (shared by states)."""
+StatsLoader = Callable[[], pa.Array]  # reads a base's `stats` column when first needed
 
-    def __init__(self, table: pa.Table) -> None:
-        self.table = table
-        self.paths: pa.Array = table.column("path").combine_chunks()
+
+class _Base:
+    """A checkpoint's add rows, with what was decoded of them (shared by the states after it).
+
+    Of a path's rows the last counts; the `stats` column (most of a checkpoint's
+    bytes) is read only when a row is decoded or the stats are asked for.
+    """
+
+    def __init__(self, rows: pa.Table, stats: StatsLoader | None) -> None:
+        self._rows = rows
+        self._stats = stats
         self._decoded: dict[int, Add] = {}
         self._all: list[Add] | None = None
+
+    @functools.cached_property
+    def _keep(self) -> pa.Array | None:
+        """The rows to keep (the last of each path), or None for all."""
+        paths = self._rows.column("path").combine_chunks()
+        if _increasing(paths) or pc.count_distinct(paths).as_py() == len(paths):
+            return None
+        last = {p: i for i, p in enumerate(paths.to_pylist())}
+        return pa.array(sorted(last.values()), pa.int64())
+
+    @functools.cached_property
+    def paths(self) -> pa.Array:
+        """The path of each row."""
+        paths = self._rows.column("path").combine_chunks()
+        return paths if self._keep is None else paths.take(self._keep)
+
+    @functools.cached_property
+    def table(self) -> pa.Table:
+        """The rows as an `ADD_SCHEMA` table, statistics read."""
+        rows = self._rows
+        if self._stats is not None:
+            rows = rows.set_column(rows.schema.get_field_index("stats"), "stats", self._stats())
+        return rows if self._keep is None else rows.take(self._keep)
 
     @functools.cached_property
     def index(self) -> dict[str, int]:
@@ -133,15 +163,6 @@ def _increasing(paths: pa.Array) -> bool:
     return n < 2 or bool(pc.all(pc.less(paths.slice(0, n - 1), paths.slice(1))).as_py())
 
 
-def _unique_last(table: pa.Table) -> pa.Table:
-    """`table` with one row per path, the last (a later row of a path replaces an earlier one)."""
-    paths = table.column("path").combine_chunks()
-    if _increasing(paths) or pc.count_distinct(paths).as_py() == table.num_rows:
-        return table
-    last = {p: i for i, p in enumerate(paths.to_pylist())}
-    return table.take(pa.array(sorted(last.values()), pa.int64()))
-
-
 class FileSet(Mapping[str, Add]):
     """An immutable mapping of path to `Add`: Arrow base rows, less `masked` paths, plus `overlay`.
 
@@ -162,9 +183,14 @@ class FileSet(Mapping[str, Add]):
         return files if isinstance(files, FileSet) else cls(None, frozenset(), dict(files))
 
     @classmethod
-    def from_table(cls, table: pa.Table) -> FileSet:
-        """A file set of the rows of an `ADD_SCHEMA` table (of a path's rows, the last counts)."""
-        return cls(_Base(_unique_last(table)) if table.num_rows else None, frozenset(), {})
+    def from_table(cls, table: pa.Table, stats: StatsLoader | None = None) -> FileSet:
+        """A file set of the rows of an `ADD_SCHEMA` table (of a path's rows, the last counts).
+
+        Args:
+            table: the rows.
+            stats: reads the rows' `stats` column, when `table` holds none yet.
+        """
+        return cls(_Base(table, stats) if table.num_rows else None, frozenset(), {})
 
     def edit(self) -> FileSetEdit:
         """A mutable copy of the changes on top of the base, to replay commits into."""
