@@ -170,8 +170,6 @@ class FileSet(Mapping[str, Add]):
     derive states with `edit`.
     """
 
-    __slots__ = ("__dict__", "_base", "_masked", "_overlay")
-
     def __init__(self, base: _Base | None, masked: frozenset[str], overlay: Mapping[str, Add]) -> None:
         self._base = base
         self._masked = masked

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
@@ -311,13 +312,16 @@ def _json_lines(texts: Sequence[str | None] | pa.StringArray) -> bytes | pa.Buff
     if not isinstance(texts, pa.Array):
         joined = "\n".join(t or "{}" for t in texts).encode()
         return joined if joined.count(b"\n") == len(texts) - 1 else None
-    filled = pc.fill_null(texts, "{}")
-    filled = pc.if_else(pc.equal(filled, ""), "{}", filled)
-    if pc.any(pc.match_substring(filled, "\n")).as_py():
+    texts = texts.cast(pa.string())  # 32-bit offsets
+    if texts.null_count or pc.min(pc.binary_length(texts)).as_py() == 0:
+        texts = pc.fill_null(texts, "{}")
+        texts = pc.if_else(pc.equal(texts, ""), "{}", texts)
+    # The values end to end in one buffer: a newline goes in where each begins.
+    offsets = np.frombuffer(texts.buffers()[1], np.int32)[texts.offset:texts.offset + len(texts) + 1]
+    body = np.frombuffer(texts.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
+    if (body == ord("\n")).any():
         return None
-    one = pa.ListArray.from_arrays(pa.array([0, len(filled)], pa.int32()), filled)
-    buffer: pa.Buffer = pc.binary_join(one, "\n")[0].as_buffer()
-    return buffer
+    return pa.py_buffer(np.insert(body, offsets[1:-1] - offsets[0], ord("\n")))
 
 
 def json_stats(texts: Sequence[str | None] | pa.StringArray, columns: Mapping[str, tuple[str, pa.DataType]]

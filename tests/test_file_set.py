@@ -201,3 +201,19 @@ def test_a_checkpoint_add_row_without_a_path_is_refused(tmp_path):
         (tmp_path / "t" / "_delta_log" / f"{v:020d}.json").unlink()
     with pytest.raises(CorruptLogError, match="without a path"):
         lf.Table(uri)
+
+
+@given(st.lists(st.none() | st.just("") | st.just("{}") | st.just('{"minValues": {"id": 1}\n}') | st.builds(
+    lambda lo, hi, n: json.dumps({"minValues": {"id": lo}, "maxValues": {"id": hi}, "nullCount": {"id": n}}),
+    st.integers(-9, 9), st.integers(-9, 9), st.integers(0, 3)), min_size=1, max_size=12), st.integers(0, 2))
+def test_stats_decode_the_same_from_a_column_as_from_strings(texts, offset):
+    from lakeflow.pruning import json_stats
+
+    columns = {"id": ("id", pa.int64())}
+    column = pa.array(["pad"] * offset + texts, pa.string()).slice(offset)  # a slice: offsets start later
+    expected, got = json_stats(texts, columns), json_stats(column, columns)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and {k: v.__dict__ for k, v in got.items()} == {
+            k: v.__dict__ for k, v in expected.items()}
