@@ -12,7 +12,7 @@ import dataclasses
 import io
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,10 +20,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from lakeflow.actions import Action, decode_action, parse_commit
+from lakeflow.actions import Action, Remove, decode_action, parse_commit
 from lakeflow.config import TableConfig
 from lakeflow.errors import CorruptLogError
-from lakeflow.file_set import ADD_SCHEMA, DV_TYPE, FileSet, add_table, decode_adds
+from lakeflow.file_set import (
+    ADD_SCHEMA,
+    DV_TYPE,
+    REMOVE_TYPE,
+    FileSet,
+    Tombstones,
+    add_table,
+    decode_adds,
+    decode_removes,
+    remove_table,
+)
 from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, check_data_path, checkpoint_path, replay
 from lakeflow.storage import Storage, arrow_file
 
@@ -67,8 +77,8 @@ def read_checkpoint(storage: Storage, names: Sequence[str]) -> list[Action]:
         CorruptLogError: a part or sidecar cannot be read, or a sidecar is missing
             (the checkpoint is then unusable, like a torn one).
     """
-    actions, adds = _read_parts(storage, names)
-    return [*actions, *decode_adds(adds.table())]
+    actions, rows = _read_parts(storage, names)
+    return [*actions, *decode_adds(rows.table()), *_remove_decoder(names[0])(rows.removes())]
 
 
 def read_checkpoint_state(storage: Storage, names: Sequence[str], version: int) -> TableState:
@@ -82,25 +92,47 @@ def read_checkpoint_state(storage: Storage, names: Sequence[str], version: int) 
         CorruptLogError: as `read_checkpoint`, or the checkpoint has no protocol or
             metadata, or an `add` row names no valid path.
     """
-    actions, adds = _read_parts(storage, names)
-    state = replay(None, [(version, actions)])  # all but the Parquet add rows
-    rows = adds.rows()
-    base = FileSet.from_table(rows, adds.stats if adds.lazy else None)
-    files = base.edit()
+    actions, parts = _read_parts(storage, names)
+    state = replay(None, [(version, actions)])  # all but the Parquet add and remove rows
+    rows = parts.rows()
+    files = FileSet.from_table(rows, parts.stats if parts.lazy else None).edit()
     for add in state.files.values():  # adds of a JSON checkpoint
         files.put(add)
-    tombstones = state.tombstones
-    if tombstones and base:  # a path both added and removed is active (as in a commit)
-        added = pc.is_in(pa.array(list(tombstones), pa.string()), value_set=rows.column("path"))
-        tombstones = {p: r for (p, r), a in zip(tombstones.items(), added.to_pylist(), strict=True) if not a}
-    return dataclasses.replace(state, files=files.build(), tombstones=tombstones)
+    added = pa.concat_arrays([rows.column("path").combine_chunks(),
+                              pa.array(list(state.files), pa.string())])
+    removes = parts.removes()
+    masked = removes.column("path").filter(pc.is_in(removes.column("path"), value_set=added))
+    tombstones = Tombstones.from_table(removes, _remove_decoder(names[0]), frozenset(masked.to_pylist())).edit()
+    if state.tombstones:  # removes of a JSON checkpoint
+        kept = pc.invert(pc.is_in(pa.array(list(state.tombstones), pa.string()), value_set=added))
+        for remove, keep in zip(state.tombstones.values(), kept.to_pylist(), strict=True):
+            if keep:  # a path both added and removed is active (as in a commit)
+                tombstones.put(remove)
+    return dataclasses.replace(state, files=files.build(), tombstones=tombstones.build())
 
 
-class _AddParts:
-    """The `add` rows of a checkpoint's Parquet parts and sidecars, read without their statistics."""
+def _remove_decoder(path: str) -> Callable[[pa.Table], list[Remove]]:
+    """Decodes a checkpoint's remove rows, refusing invalid ones as a damaged checkpoint."""
+    def decode(table: pa.Table) -> list[Remove]:
+        try:
+            return decode_removes(table)
+        except (KeyError, TypeError, ValueError) as e:
+            raise CorruptLogError(f"checkpoint {path} has an invalid remove row: {e}") from e
+    return decode
+
+
+class _FileRows:
+    """The `add` rows (statistics unread) and `remove` rows of a checkpoint's Parquet parts and sidecars."""
 
     def __init__(self) -> None:
         self._parts: list[tuple[pa.Table, pq.ParquetFile | None, str]] = []
+        self.remove_parts: list[pa.Table] = []
+
+    def removes(self) -> pa.Table:
+        """The `remove` rows of all files (a `remove_table`)."""
+        if not self.remove_parts:
+            return remove_table(pa.array([], REMOVE_TYPE))
+        return pa.concat_tables(self.remove_parts)
 
     def append(self, rows: pa.Table, file: pq.ParquetFile | None, path: str) -> None:
         """Rows of one file; `file` when their `stats` are still to be read from it."""
@@ -137,10 +169,10 @@ class _AddParts:
         return rows.set_column(rows.schema.get_field_index("stats"), "stats", self.stats()) if self.lazy else rows
 
 
-def _read_parts(storage: Storage, names: Sequence[str]) -> tuple[list[Action], _AddParts]:
+def _read_parts(storage: Storage, names: Sequence[str]) -> tuple[list[Action], _FileRows]:
     """The actions of a checkpoint's parts and sidecars: all but Parquet `add` rows, and those."""
     actions: list[Action] = []
-    adds = _AddParts()
+    adds = _FileRows()
     for name in names:
         path = f"{LOG_DIR}/{name}"
         data = storage.read(path)
@@ -158,7 +190,7 @@ def _read_parts(storage: Storage, names: Sequence[str]) -> tuple[list[Action], _
     return actions, adds
 
 
-def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str, adds: _AddParts,
+def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str, adds: _FileRows,
                   actions: list[Action]) -> None:
     """The file actions of one sidecar named by a checkpoint's `sidecar` action, into `adds` and `actions`."""
     try:
@@ -177,7 +209,7 @@ def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str, adds: _AddPar
 _UNREAD_ADD_FIELDS = frozenset({"stats", "stats_parsed", "partitionValues_parsed"})
 
 
-def _parquet_actions(data: bytes, path: str, adds: _AddParts, actions: list[Action]) -> pa.Table:
+def _parquet_actions(data: bytes, path: str, adds: _FileRows, actions: list[Action]) -> pa.Table:
     """Read a Parquet checkpoint part or sidecar into `adds` and `actions`; its table, without `add.stats`."""
     try:
         file = pq.ParquetFile(arrow_file(data))
@@ -189,9 +221,11 @@ def _parquet_actions(data: bytes, path: str, adds: _AddParts, actions: list[Acti
     columns = [n for n in schema.names if n != "add"] + [
         f"add.{f.name}" for f in add if f.name not in _UNREAD_ADD_FIELDS] if lazy and add is not None else None
     table = _read(file, path, columns)
-    rows = _actions(table, path, actions)
+    rows, removes = _actions(table, path, actions)
     if rows is not None:
         adds.append(rows, file if lazy else None, path)
+    if removes is not None:
+        adds.remove_parts.append(removes)
     return table
 
 
@@ -202,13 +236,14 @@ def _read(file: pq.ParquetFile, path: str, columns: list[str] | None) -> pa.Tabl
         raise CorruptLogError(f"checkpoint {path} cannot be read: {e}") from e
 
 
-def _actions(table: pa.Table, path: str, actions: list[Action]) -> pa.Table | None:
+def _actions(table: pa.Table, path: str, actions: list[Action]) -> tuple[pa.Table | None, pa.Table | None]:
     """Decode the rows of a Parquet checkpoint or sidecar (one action per row) into `actions`.
 
     Returns:
-        the `add` rows as a table of `ADD_SCHEMA`, their paths checked (None: there are none).
+        the `add` rows as a table of `ADD_SCHEMA` and the `remove` rows as a
+        `remove_table`, their paths checked (None: there are none).
     """
-    adds = None
+    adds = removes = None
     for column in _ACTION_COLUMNS:
         if column not in table.column_names:
             continue
@@ -217,8 +252,11 @@ def _actions(table: pa.Table, path: str, actions: list[Action]) -> pa.Table | No
             continue
         col = _valid_rows(col)
         try:
-            if column == "add":
-                adds = _add_rows(col.chunk(0) if col.num_chunks == 1 else col.combine_chunks(), path)
+            if column in ("add", "remove"):
+                rows = (add_table if column == "add" else remove_table)(
+                    col.chunk(0) if col.num_chunks == 1 else col.combine_chunks())
+                _check_paths(rows.column("path"), column, path)
+                adds, removes = (rows, removes) if column == "add" else (adds, rows)
                 continue
             for row in col.to_pylist():
                 action = decode_action({column: row})
@@ -226,7 +264,7 @@ def _actions(table: pa.Table, path: str, actions: list[Action]) -> pa.Table | No
                     actions.append(action)
         except (KeyError, TypeError, ValueError, pa.ArrowException) as e:
             raise CorruptLogError(f"checkpoint {path} has an invalid {column} row: {e}") from e
-    return adds
+    return adds, removes
 
 
 def _valid_rows(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -241,16 +279,13 @@ def _valid_rows(column: pa.ChunkedArray) -> pa.ChunkedArray:
 _ODD_PATH = r"^$|^\.?/|/\.?$|^\.$|/\./|[%:\\\x00]|\.\."
 
 
-def _add_rows(column: pa.StructArray, path: str) -> pa.Table:
-    """A checkpoint's valid `add` rows as an `ADD_SCHEMA` table, every path checked."""
-    table = add_table(column)
-    paths = table.column("path")
+def _check_paths(paths: pa.ChunkedArray, action: str, path: str) -> None:
+    """Check the paths of a checkpoint's `action` rows (as a commit's are, `check_data_path`)."""
     if paths.null_count:
-        raise CorruptLogError(f"checkpoint {path} has an add row without a path; the checkpoint is damaged")
+        raise CorruptLogError(f"checkpoint {path} has an {action} row without a path; the checkpoint is damaged")
     odd = pc.or_(pc.invert(pc.string_is_ascii(paths)), pc.match_substring_regex(paths, _ODD_PATH))
     for p in paths.filter(odd).to_pylist():
         check_data_path(p, f"checkpoint {path}")
-    return table
 
 
 def _rows(state: TableState, now_ms: int) -> list[dict[str, Any]]:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, ItemsView, Iterator, Mapping, Sequence, ValuesView
-from typing import Any, overload
+from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lakeflow.actions import Add, as_map
+from lakeflow.actions import Add, Remove, as_map
 
 _STR_MAP = pa.map_(pa.string(), pa.string())
 DV_TYPE = pa.struct([("storageType", pa.string()), ("pathOrInlineDv", pa.string()), ("offset", pa.int32()),
@@ -62,6 +62,35 @@ def add_table(column: pa.StructArray) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=ADD_SCHEMA)
 
 
+# The fields of a `remove` action `Remove` reads, as a checkpoint stores them.
+REMOVE_TYPE = pa.struct([("path", pa.string()), ("deletionTimestamp", pa.int64()), ("dataChange", pa.bool_()),
+                         ("extendedFileMetadata", pa.bool_()), ("partitionValues", _STR_MAP),
+                         ("size", pa.int64()), ("stats", pa.string()), ("tags", _STR_MAP),
+                         ("deletionVector", DV_TYPE)])
+
+
+def remove_table(column: pa.StructArray) -> pa.Table:
+    """The valid rows of a checkpoint's `remove` struct column: `path`, and `remove` as `REMOVE_TYPE`.
+
+    Raises:
+        ValueError: the column is no struct.
+        pa.ArrowException: a field cannot be read as its Delta type.
+    """
+    if not pa.types.is_struct(column.type):
+        raise ValueError(f"remove is a {column.type}, not a struct")
+    conformed = _conform(column, REMOVE_TYPE)
+    return pa.table({"path": conformed.field("path"), "remove": conformed})
+
+
+def decode_removes(table: pa.Table) -> list[Remove]:
+    """`Remove` objects of the rows of a `remove_table`.
+
+    Raises:
+        ValueError, KeyError, TypeError: a row is no valid remove action.
+    """
+    return [Remove.from_json(row) for row in table.column("remove").to_pylist()]
+
+
 def decode_adds(table: pa.Table) -> list[Add]:
     """`Add` objects of the rows of an `ADD_SCHEMA` table, decoded column by column."""
     paths, pvs, sizes, mtimes, changes, stats, tags, dvs, row_ids, row_versions = (
@@ -91,24 +120,26 @@ def encode_adds(adds: Sequence[Add]) -> pa.Table:
     }, schema=ADD_SCHEMA)
 
 
+A = TypeVar("A", bound=Add | Remove)
 _ONE_BY_ONE = 64  # rows decoded one at a time before a base is decoded whole
 
 
 StatsLoader = Callable[[], pa.Array]  # reads a base's `stats` column when first needed
 
 
-class _Base:
-    """A checkpoint's add rows, with what was decoded of them (shared by the states after it).
+class _Base(Generic[A]):
+    """A checkpoint's rows of one action, with what was decoded of them (shared by the states after it).
 
-    Of a path's rows the last counts; the `stats` column (most of a checkpoint's
+    Of a path's rows the last counts; a `stats` column (most of a checkpoint's
     bytes) is read only when a row is decoded or the stats are asked for.
     """
 
-    def __init__(self, rows: pa.Table, stats: StatsLoader | None) -> None:
+    def __init__(self, rows: pa.Table, decode: Callable[[pa.Table], list[A]], stats: StatsLoader | None) -> None:
         self._rows = rows
+        self._decode = decode
         self._stats = stats
-        self._decoded: dict[int, Add] = {}
-        self._all: list[Add] | None = None
+        self._decoded: dict[int, A] = {}
+        self._all: list[A] | None = None
 
     @functools.cached_property
     def _keep(self) -> pa.Array | None:
@@ -127,7 +158,7 @@ class _Base:
 
     @functools.cached_property
     def table(self) -> pa.Table:
-        """The rows as an `ADD_SCHEMA` table, statistics read."""
+        """The rows (e.g. an `ADD_SCHEMA` table), statistics read."""
         rows = self._rows
         if self._stats is not None:
             rows = rows.set_column(rows.schema.get_field_index("stats"), "stats", self._stats())
@@ -138,19 +169,19 @@ class _Base:
         """Row of each path (built on the first lookup by path)."""
         return {p: i for i, p in enumerate(self.paths.to_pylist())}
 
-    def add(self, row: int) -> Add:
+    def one(self, row: int) -> A:
         if self._all is not None:
             return self._all[row]
         found = self._decoded.get(row)
         if found is None:
             if len(self._decoded) >= _ONE_BY_ONE:  # many lookups (e.g. dict(files)): decode all
-                return self.adds()[row]
-            found = self._decoded[row] = decode_adds(self.table.slice(row, 1))[0]
+                return self.all()[row]
+            found = self._decoded[row] = self._decode(self.table.slice(row, 1))[0]
         return found
 
-    def adds(self) -> list[Add]:
+    def all(self) -> list[A]:
         if self._all is None:
-            self._all = decode_adds(self.table)
+            self._all = self._decode(self.table)
             for row, add in self._decoded.items():  # keep the objects already handed out
                 self._all[row] = add
             self._decoded = {}
@@ -163,36 +194,20 @@ def _increasing(paths: pa.Array) -> bool:
     return n < 2 or bool(pc.all(pc.less(paths.slice(0, n - 1), paths.slice(1))).as_py())
 
 
-class FileSet(Mapping[str, Add]):
-    """An immutable mapping of path to `Add`: Arrow base rows, less `masked` paths, plus `overlay`.
+class ActionSet(Mapping[str, A]):
+    """An immutable mapping of path to action: Arrow base rows, less `masked` paths, plus `overlay`.
 
-    Build with `FileSet.of` (objects) or `FileSet.from_table` (a checkpoint's rows);
-    derive states with `edit`.
+    Derive the next state with `edit`.
     """
 
-    def __init__(self, base: _Base | None, masked: frozenset[str], overlay: Mapping[str, Add]) -> None:
+    def __init__(self, base: _Base[A] | None, masked: frozenset[str], overlay: Mapping[str, A]) -> None:
         self._base = base
         self._masked = masked
         self._overlay = overlay
 
-    @classmethod
-    def of(cls, files: Mapping[str, Add]) -> FileSet:
-        """A file set of `Add` objects (no base); a `FileSet` is returned as it is."""
-        return files if isinstance(files, FileSet) else cls(None, frozenset(), dict(files))
-
-    @classmethod
-    def from_table(cls, table: pa.Table, stats: StatsLoader | None = None) -> FileSet:
-        """A file set of the rows of an `ADD_SCHEMA` table (of a path's rows, the last counts).
-
-        Args:
-            table: the rows.
-            stats: reads the rows' `stats` column, when `table` holds none yet.
-        """
-        return cls(_Base(table, stats) if table.num_rows else None, frozenset(), {})
-
-    def edit(self) -> FileSetEdit:
+    def edit(self) -> Edit[A]:
         """A mutable copy of the changes on top of the base, to replay commits into."""
-        return FileSetEdit(self._base, set(self._masked), dict(self._overlay))
+        return Edit(type(self), self._base, set(self._masked), dict(self._overlay))
 
     # ---- the base rows still active ---------------------------------------------------
 
@@ -225,7 +240,7 @@ class FileSet(Mapping[str, Add]):
     def __contains__(self, path: object) -> bool:
         return isinstance(path, str) and (path in self._overlay or self._base_row(path) is not None)
 
-    def __getitem__(self, path: str) -> Add:
+    def __getitem__(self, path: str) -> A:
         found = self._overlay.get(path)
         if found is not None:
             return found
@@ -233,7 +248,7 @@ class FileSet(Mapping[str, Add]):
         if row is None:
             raise KeyError(path)
         assert self._base is not None
-        return self._base.add(row)
+        return self._base.one(row)
 
     def __iter__(self) -> Iterator[str]:
         if self._base is not None:
@@ -241,19 +256,41 @@ class FileSet(Mapping[str, Add]):
             yield from (paths.take(pa.array(self._live)) if self._masked else paths).to_pylist()
         yield from self._overlay
 
-    def values(self) -> _Values:
-        """The `Add` objects, the base's decoded in one pass."""
+    def values(self) -> _Values[A]:
+        """The actions, the base's decoded in one pass."""
         return _Values(self)
 
-    def items(self) -> _Items:
-        """(path, `Add`) pairs, the base's decoded in one pass."""
+    def items(self) -> _Items[A]:
+        """(path, action) pairs, the base's decoded in one pass."""
         return _Items(self)
 
-    def _adds(self) -> Iterator[Add]:
+    def _actions(self) -> Iterator[A]:
         if self._base is not None:
-            adds = self._base.adds()
-            yield from (adds[i] for i in self._live) if self._masked else adds
+            actions = self._base.all()
+            yield from (actions[i] for i in self._live) if self._masked else actions
         yield from self._overlay.values()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} entries, {len(self._overlay)} after the checkpoint)"
+
+
+class FileSet(ActionSet[Add]):
+    """A state's active files. Build with `FileSet.of` (objects) or `FileSet.from_table` (a checkpoint's rows)."""
+
+    @classmethod
+    def of(cls, files: Mapping[str, Add]) -> FileSet:
+        """A file set of `Add` objects (no base); a `FileSet` is returned as it is."""
+        return files if isinstance(files, FileSet) else cls(None, frozenset(), dict(files))
+
+    @classmethod
+    def from_table(cls, table: pa.Table, stats: StatsLoader | None = None) -> FileSet:
+        """A file set of the rows of an `ADD_SCHEMA` table (of a path's rows, the last counts).
+
+        Args:
+            table: the rows.
+            stats: reads the rows' `stats` column, when `table` holds none yet.
+        """
+        return cls(_Base(table, decode_adds, stats) if table.num_rows else None, frozenset(), {})
 
     def table(self) -> pa.Table:
         """The active files as an `ADD_SCHEMA` table (base rows first, then later commits' adds)."""
@@ -271,26 +308,38 @@ class FileSet(Mapping[str, Add]):
     def _sorted(self) -> SortedFiles:
         return SortedFiles(self)
 
-    def __repr__(self) -> str:
-        return f"FileSet({len(self)} files, {len(self._overlay)} after the checkpoint)"
+
+class Tombstones(ActionSet[Remove]):
+    """A state's removed files. Build with `Tombstones.of` (objects) or `Tombstones.from_table`."""
+
+    @classmethod
+    def of(cls, removes: Mapping[str, Remove]) -> Tombstones:
+        """Tombstones of `Remove` objects (no base); `Tombstones` are returned as they are."""
+        return removes if isinstance(removes, Tombstones) else cls(None, frozenset(), dict(removes))
+
+    @classmethod
+    def from_table(cls, table: pa.Table, decode: Callable[[pa.Table], list[Remove]],
+                   masked: frozenset[str] = frozenset()) -> Tombstones:
+        """Tombstones of the rows of `table` (a `path` column, and what `decode` reads), less `masked`."""
+        return cls(_Base(table, decode, None) if table.num_rows else None, masked, {})
 
 
-class _Values(ValuesView[Add]):
-    """A file set's values, decoded in one pass."""
+class _Values(ValuesView[A]):
+    """An action set's values, decoded in one pass."""
 
-    _mapping: FileSet
+    _mapping: ActionSet[A]
 
-    def __iter__(self) -> Iterator[Add]:
-        return self._mapping._adds()
+    def __iter__(self) -> Iterator[A]:
+        return self._mapping._actions()
 
 
-class _Items(ItemsView[str, Add]):
-    """A file set's items, decoded in one pass."""
+class _Items(ItemsView[str, A]):
+    """An action set's items, decoded in one pass."""
 
-    _mapping: FileSet
+    _mapping: ActionSet[A]
 
-    def __iter__(self) -> Iterator[tuple[str, Add]]:
-        return zip(iter(self._mapping), self._mapping._adds(), strict=True)
+    def __iter__(self) -> Iterator[tuple[str, A]]:
+        return zip(iter(self._mapping), self._mapping._actions(), strict=True)
 
 
 class SortedFiles(Sequence[Add]):
@@ -327,7 +376,7 @@ class SortedFiles(Sequence[Add]):
         if j >= self._n_base:
             return self._overlay[j - self._n_base]
         assert self._base is not None
-        return self._base.add(int(self._live[j]))
+        return self._base.one(int(self._live[j]))
 
     def __iter__(self) -> Iterator[Add]:
         unordered = list(self._unordered())
@@ -335,7 +384,7 @@ class SortedFiles(Sequence[Add]):
 
     def _unordered(self) -> Iterator[Add]:
         if self._base is not None:
-            adds = self._base.adds()
+            adds = self._base.all()
             yield from (adds[i] for i in self._live)
         yield from self._overlay
 
@@ -355,27 +404,28 @@ class SortedFiles(Sequence[Add]):
         return [as_map(v) for v in self._column("partitionValues").to_pylist()]
 
 
-class FileSetEdit:
-    """The changes of commits replayed on top of a file set; `build` (once) makes the next one."""
+class Edit(Generic[A]):
+    """The changes of commits replayed on top of an action set; `build` (once) makes the next one."""
 
-    def __init__(self, base: _Base | None, masked: set[str], overlay: dict[str, Add]) -> None:
+    def __init__(self, kind: type[ActionSet[A]], base: _Base[A] | None, masked: set[str],
+                 overlay: dict[str, A]) -> None:
+        self._kind = kind
         self._base = base
         self._masked = masked
         self._overlay = overlay
 
-    def put(self, add: Add) -> None:
-        """Make `add` the active file of its path."""
-        self._overlay[add.path] = add
+    def put(self, action: A) -> None:
+        """Make `action` the entry of its path."""
+        self._overlay[action.path] = action
         if self._base is not None:
-            self._masked.add(add.path)
+            self._masked.add(action.path)
 
     def drop(self, path: str) -> None:
-        """Make `path` inactive."""
+        """Make `path` absent."""
         self._overlay.pop(path, None)
         if self._base is not None:
             self._masked.add(path)
 
-    def build(self) -> FileSet:
-        """The file set after the changes."""
-        return FileSet(self._base, frozenset(self._masked), self._overlay)
-
+    def build(self) -> ActionSet[A]:
+        """The action set after the changes."""
+        return self._kind(self._base, frozenset(self._masked), self._overlay)

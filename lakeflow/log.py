@@ -28,7 +28,7 @@ from lakeflow.actions import (
 )
 from lakeflow.column_mapping import mapping_mode
 from lakeflow.errors import CorruptLogError, LogGapError, UnsupportedFeatureError, VersionNotFoundError
-from lakeflow.file_set import FileSet
+from lakeflow.file_set import FileSet, Tombstones
 from lakeflow.schema import check_type_changes, delta_to_arrow
 from lakeflow.storage import FileInfo, Storage
 from lakeflow.variant import has_variant
@@ -88,8 +88,9 @@ def checkpoint_path(version: int) -> str:
 class TableState:
     """The replayed state of a table at one version (the sum of its commits).
 
-    `files` is a `FileSet` once replayed: a checkpoint's files stay Arrow columns
-    until an operation looks them up or iterates them.
+    `files` is a `FileSet` and `tombstones` are `Tombstones` once replayed: a
+    checkpoint's rows stay Arrow columns until an operation looks them up or
+    iterates them.
     """
 
     version: int
@@ -153,7 +154,7 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
     protocol = state.protocol if state else None
     metadata = state.metadata if state else None
     files = FileSet.of(state.files if state else {}).edit()
-    tombstones = dict(state.tombstones) if state else {}
+    tombstones = Tombstones.of(state.tombstones if state else {}).edit()
     txns = dict(state.txns) if state else {}
     domains = dict(state.domains) if state else {}
     for v, actions in commits:
@@ -167,11 +168,11 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
             if isinstance(a, Add):
                 check_data_path(a.path, where)
                 files.put(a)
-                tombstones.pop(a.path, None)
+                tombstones.drop(a.path)
             elif isinstance(a, Remove):
                 check_data_path(a.path, where)
                 files.drop(a.path)
-                tombstones[a.path] = a
+                tombstones.put(a)
             elif isinstance(a, Metadata):
                 metadata = a
             elif isinstance(a, Protocol):
@@ -191,7 +192,7 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
             f"the log up to version {version} has no {'protocol' if protocol is None else 'metaData'} "
             "action; this is not a valid Delta table"
         )
-    return TableState(version, protocol, metadata, files.build(), tombstones, txns, domains)
+    return TableState(version, protocol, metadata, files.build(), tombstones.build(), txns, domains)
 
 
 def _check_features(role: str, version: int, max_version: int, features: tuple[str, ...] | None,

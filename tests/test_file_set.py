@@ -8,6 +8,7 @@ must equal what replaying the actions into a dict of `Add` objects gives.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -99,17 +100,26 @@ def test_a_file_set_is_the_dict_replay_of_its_edits(base, commits, touch_first):
 # ---- whole logs: adds, removes and DV re-adds across checkpoints ---------------------
 
 
-def _oracle(commits: Sequence[Sequence[Action]]) -> dict[str, Add]:
-    """The active files by the protocol: per commit, removes before adds, keyed by path."""
+def _oracle(commits: Sequence[Sequence[Action]]) -> tuple[dict[str, Add], dict[str, Remove]]:
+    """The active files and tombstones by the protocol: per commit, removes before adds, keyed by path."""
     files: dict[str, Add] = {}
+    tombstones: dict[str, Remove] = {}
     for actions in commits:
         for a in actions:
             if isinstance(a, Remove):
                 files.pop(a.path, None)
+                tombstones[a.path] = a
         for a in actions:
             if isinstance(a, Add):
                 files[a.path] = a
-    return files
+                tombstones.pop(a.path, None)
+    return files, tombstones
+
+
+def _norm_remove(r: Remove) -> tuple[Any, ...]:
+    """A remove as a checkpoint keeps it (no stats or tags; absent and null fields alike)."""
+    dv = {k: v for k, v in r.deletion_vector.items() if v is not None} if r.deletion_vector else None
+    return (r.path, r.deletion_timestamp, r.data_change, dict(r.partition_values or {}), r.size, dv)
 
 
 def _norm(add: Add) -> tuple[Any, ...]:
@@ -135,7 +145,7 @@ def _commit(t: lf.Table, kind: str, pick: int, template: Add, counter: list[int]
                               for i in range(1 + pick % 3))).commit()
         return
     old = t.state.files[active[pick % len(active)]]
-    tx = t.transaction().add(old.remove(1000))
+    tx = t.transaction().add(old.remove(int(time.time() * 1000)))  # kept by checkpoints (retention)
     if kind == "readd":
         dv = {"storageType": "u", "pathOrInlineDv": f"ab^-aqEH.-t@S}}K{{vb[*k^{pick}", "offset": 1,
               "sizeInBytes": 36, "cardinality": 1 + pick % 5}
@@ -160,11 +170,13 @@ def test_every_version_equals_the_replay_of_all_commits(steps, at):
     fresh = LogReader(storage)
     for v in range(t.version + 1):
         state = fresh.load(v)
-        expected = _oracle(commits[:v + 1])
+        expected, removed = _oracle(commits[:v + 1])
         assert sorted(map(_norm, state.files.values())) == sorted(map(_norm, expected.values()))
         assert sorted(state.files) == sorted(expected) == [a.path for a in state.files.by_path()]
+        assert sorted(map(_norm_remove, state.tombstones.values())) == sorted(map(_norm_remove, removed.values()))
+        assert sorted(state.tombstones) == sorted(removed) and len(state.tombstones) == len(removed)
     head = lf.Table(uri).snapshot()
-    assert [f.path for f in head.files] == sorted(_oracle(commits))
+    assert [f.path for f in head.files] == sorted(_oracle(commits)[0])
 
 
 def test_a_checkpoint_of_a_columnar_state_reads_back_the_same_files(tmp_path):
@@ -217,3 +229,27 @@ def test_stats_decode_the_same_from_a_column_as_from_strings(texts, offset):
     else:
         assert got is not None and {k: v.__dict__ for k, v in got.items()} == {
             k: v.__dict__ for k, v in expected.items()}
+
+
+def test_a_checkpoint_that_adds_and_removes_a_path_keeps_the_file_as_a_commit_would(tmp_path):
+    import pyarrow.parquet as pq
+
+    uri = str(tmp_path / "t")
+    t = lf.Table.create(uri, pa.schema([("id", pa.int64())]))
+    t.append(pa.table({"id": [1]}))
+    t.append(pa.table({"id": [2]}))
+    t.checkpoint()
+    path = tmp_path / "t" / "_delta_log" / "00000000000000000002.checkpoint.parquet"
+    table = pq.read_table(path)
+    rows = table.to_pylist()
+    adds = [r["add"] for r in rows if r["add"] is not None]
+    empty = {k: None for k in table.column_names}
+    rows.append({**empty, "remove": {"path": adds[0]["path"], "deletionTimestamp": int(time.time() * 1000),
+                                     "dataChange": True}})
+    rows.append({**empty, "remove": {"path": "gone.parquet", "deletionTimestamp": int(time.time() * 1000),
+                                     "dataChange": True}})
+    rows.append({**empty, "add": {**adds[1], "size": 12345}})  # a later row of a path replaces an earlier one
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), path)
+    state = LogReader(open_storage(uri)).head
+    assert sorted(state.files) == sorted(a["path"] for a in adds) and state.files[adds[1]["path"]].size == 12345
+    assert list(state.tombstones) == ["gone.parquet"]
