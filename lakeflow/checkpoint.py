@@ -82,10 +82,11 @@ def read_checkpoint(storage: Storage, names: Sequence[str]) -> list[Action]:
 
 
 def read_checkpoint_state(storage: Storage, names: Sequence[str], version: int) -> TableState:
-    """The state a checkpoint at `version` holds, its `add` rows kept as Arrow columns.
+    """The state a checkpoint at `version` holds, its `add` and `remove` rows kept as Arrow columns.
 
-    Their statistics are read from the checkpoint when first needed (pruning, or an
-    `Add` built).
+    Of the `add` rows only the paths are read; the other fields (statistics are
+    most of a checkpoint's bytes) are read from it when first needed (pruning,
+    or an `Add` built).
 
     Raises:
         FileNotFoundError: a part is missing.
@@ -95,20 +96,29 @@ def read_checkpoint_state(storage: Storage, names: Sequence[str], version: int) 
     actions, parts = _read_parts(storage, names)
     state = replay(None, [(version, actions)])  # all but the Parquet add and remove rows
     rows = parts.rows()
-    files = FileSet.from_table(rows, parts.stats if parts.lazy else None).edit()
+    files = FileSet.from_table(rows, parts.table if parts.lazy else None).edit()
     for add in state.files.values():  # adds of a JSON checkpoint
         files.put(add)
-    added = pa.concat_arrays([rows.column("path").combine_chunks(),
-                              pa.array(list(state.files), pa.string())])
-    removes = parts.removes()
-    masked = removes.column("path").filter(pc.is_in(removes.column("path"), value_set=added))
-    tombstones = Tombstones.from_table(removes, _remove_decoder(names[0]), frozenset(masked.to_pylist())).edit()
-    if state.tombstones:  # removes of a JSON checkpoint
-        kept = pc.invert(pc.is_in(pa.array(list(state.tombstones), pa.string()), value_set=added))
-        for remove, keep in zip(state.tombstones.values(), kept.to_pylist(), strict=True):
-            if keep:  # a path both added and removed is active (as in a commit)
-                tombstones.put(remove)
-    return dataclasses.replace(state, files=files.build(), tombstones=tombstones.build())
+    tombstones = _tombstones(parts.removes(), state, rows.column("path"), names[0])
+    return dataclasses.replace(state, files=files.build(), tombstones=tombstones)
+
+
+def _tombstones(removes: pa.Table, state: TableState, added: pa.ChunkedArray, path: str) -> Tombstones:
+    """A checkpoint's Parquet `removes` and JSON ones (in `state`), less paths it also adds (as a commit)."""
+    masked: frozenset[str] = frozenset()
+    json_removes = dict(state.tombstones)
+    if removes.num_rows or json_removes:
+        every = pa.concat_arrays([added.combine_chunks(), pa.array(list(state.files), pa.string())])
+        paths = removes.column("path")
+        masked = frozenset(paths.filter(pc.is_in(paths, value_set=every)).to_pylist())
+        hit = pc.is_in(pa.array(list(json_removes), pa.string()), value_set=every).to_pylist()
+        json_removes = {p: r for (p, r), h in zip(json_removes.items(), hit, strict=True) if not h}
+    edit = Tombstones.from_table(removes, _remove_decoder(path), masked).edit()
+    for remove in json_removes.values():
+        edit.put(remove)
+    built = edit.build()
+    assert isinstance(built, Tombstones)
+    return built
 
 
 def _remove_decoder(path: str) -> Callable[[pa.Table], list[Remove]]:
@@ -122,7 +132,7 @@ def _remove_decoder(path: str) -> Callable[[pa.Table], list[Remove]]:
 
 
 class _FileRows:
-    """The `add` rows (statistics unread) and `remove` rows of a checkpoint's Parquet parts and sidecars."""
+    """The `add` rows (only their paths read) and `remove` rows of a checkpoint's Parquet parts and sidecars."""
 
     def __init__(self) -> None:
         self._parts: list[tuple[pa.Table, pq.ParquetFile | None, str]] = []
@@ -135,38 +145,36 @@ class _FileRows:
         return pa.concat_tables(self.remove_parts)
 
     def append(self, rows: pa.Table, file: pq.ParquetFile | None, path: str) -> None:
-        """Rows of one file; `file` when their `stats` are still to be read from it."""
+        """Rows of one file; `file` when only their paths were read from it."""
         self._parts.append((rows, file, path))
 
     @property
     def lazy(self) -> bool:
-        """Whether some statistics are still to be read."""
+        """Whether some rows are still to be read whole."""
         return any(file is not None for _, file, _ in self._parts)
 
     def rows(self) -> pa.Table:
-        """All rows, in order, `stats` null where not read yet."""
+        """All rows, in order (only the paths, where not read whole)."""
         return pa.concat_tables([r for r, _, _ in self._parts]) if self._parts else ADD_SCHEMA.empty_table()
 
-    def stats(self) -> pa.Array:
-        """The `stats` of all rows, read from the files.
+    def table(self) -> pa.Table:
+        """All rows, read whole.
 
         Raises:
-            CorruptLogError: a file's statistics cannot be read as strings.
+            CorruptLogError: a field cannot be read as its Delta type.
         """
-        parts = [_read(file, path, ["add.stats"]).column("add") if file is not None else None
-                 for _, file, path in self._parts]
-        try:
-            return pa.concat_arrays([
-                rows.column("stats").combine_chunks() if part is None
-                else pc.struct_field(_valid_rows(part).combine_chunks(), "stats").cast(pa.string())
-                for (rows, _, _), part in zip(self._parts, parts, strict=True)])
-        except (pa.ArrowException, KeyError) as e:
-            raise CorruptLogError(f"checkpoint {self._parts[0][2]} has invalid add.stats: {e}") from e
+        return pa.concat_tables([rows if file is None else _whole_adds(file, path)
+                                 for rows, file, path in self._parts]) if self._parts else ADD_SCHEMA.empty_table()
 
-    def table(self) -> pa.Table:
-        """All rows with their statistics."""
-        rows = self.rows()
-        return rows.set_column(rows.schema.get_field_index("stats"), "stats", self.stats()) if self.lazy else rows
+
+def _whole_adds(file: pq.ParquetFile, path: str) -> pa.Table:
+    """The `add` rows of a Parquet checkpoint part or sidecar, every field lakeflow reads."""
+    fields = [f"add.{f.name}" for f in file.schema_arrow.field("add").type if f.name not in _UNREAD_ADD_FIELDS]
+    column = _valid_rows(_read(file, path, fields).column("add"))
+    try:
+        return add_table(column.chunk(0) if column.num_chunks == 1 else column.combine_chunks())
+    except (ValueError, pa.ArrowException) as e:
+        raise CorruptLogError(f"checkpoint {path} has an invalid add row: {e}") from e
 
 
 def _read_parts(storage: Storage, names: Sequence[str]) -> tuple[list[Action], _FileRows]:
@@ -205,22 +213,20 @@ def _read_sidecar(storage: Storage, sidecar: Any, checkpoint: str, adds: _FileRo
     _parquet_actions(data, path, adds, actions)
 
 
-# Fields of `add` a state does not read (Spark's parsed copies), or reads only when needed.
-_UNREAD_ADD_FIELDS = frozenset({"stats", "stats_parsed", "partitionValues_parsed"})
+# Fields of `add` a state does not read (Spark's parsed copies).
+_UNREAD_ADD_FIELDS = frozenset({"stats_parsed", "partitionValues_parsed"})
 
 
 def _parquet_actions(data: bytes, path: str, adds: _FileRows, actions: list[Action]) -> pa.Table:
-    """Read a Parquet checkpoint part or sidecar into `adds` and `actions`; its table, without `add.stats`."""
+    """Read a Parquet checkpoint part or sidecar into `adds` and `actions`; its table (of `add`, the paths)."""
     try:
         file = pq.ParquetFile(arrow_file(data))
         schema = file.schema_arrow
     except (pa.ArrowInvalid, OSError) as e:
         raise CorruptLogError(f"checkpoint {path} cannot be read: {e}") from e
     add = schema.field("add").type if "add" in schema.names else None
-    lazy = add is not None and pa.types.is_struct(add) and add.get_field_index("stats") >= 0
-    columns = [n for n in schema.names if n != "add"] + [
-        f"add.{f.name}" for f in add if f.name not in _UNREAD_ADD_FIELDS] if lazy and add is not None else None
-    table = _read(file, path, columns)
+    lazy = add is not None and pa.types.is_struct(add) and add.get_field_index("path") >= 0
+    table = _read(file, path, [n for n in schema.names if n != "add"] + ["add.path"] if lazy else None)
     rows, removes = _actions(table, path, actions)
     if rows is not None:
         adds.append(rows, file if lazy else None, path)

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lakeflow.actions import Add, Remove, as_map
+from lakeflow.errors import CorruptLogError
 
 _STR_MAP = pa.map_(pa.string(), pa.string())
 DV_TYPE = pa.struct([("storageType", pa.string()), ("pathOrInlineDv", pa.string()), ("offset", pa.int32()),
@@ -124,20 +125,21 @@ A = TypeVar("A", bound=Add | Remove)
 _ONE_BY_ONE = 64  # rows decoded one at a time before a base is decoded whole
 
 
-StatsLoader = Callable[[], pa.Array]  # reads a base's `stats` column when first needed
+RowsLoader = Callable[[], pa.Table]  # reads a base's rows whole when first needed
 
 
 class _Base(Generic[A]):
     """A checkpoint's rows of one action, with what was decoded of them (shared by the states after it).
 
-    Of a path's rows the last counts; a `stats` column (most of a checkpoint's
-    bytes) is read only when a row is decoded or the stats are asked for.
+    Of a path's rows the last counts. With `load`, `rows` need hold only the
+    paths: the other columns (statistics are most of a checkpoint's bytes) are
+    read when a row is decoded or a column asked for.
     """
 
-    def __init__(self, rows: pa.Table, decode: Callable[[pa.Table], list[A]], stats: StatsLoader | None) -> None:
+    def __init__(self, rows: pa.Table, decode: Callable[[pa.Table], list[A]], load: RowsLoader | None) -> None:
         self._rows = rows
         self._decode = decode
-        self._stats = stats
+        self._load = load
         self._decoded: dict[int, A] = {}
         self._all: list[A] | None = None
 
@@ -158,10 +160,11 @@ class _Base(Generic[A]):
 
     @functools.cached_property
     def table(self) -> pa.Table:
-        """The rows (e.g. an `ADD_SCHEMA` table), statistics read."""
-        rows = self._rows
-        if self._stats is not None:
-            rows = rows.set_column(rows.schema.get_field_index("stats"), "stats", self._stats())
+        """The rows whole (e.g. an `ADD_SCHEMA` table)."""
+        rows = self._load() if self._load is not None else self._rows
+        if rows.num_rows != self._rows.num_rows:
+            raise CorruptLogError(f"a checkpoint has {self._rows.num_rows} rows of paths, and "
+                                  f"{rows.num_rows} when read whole; it is damaged")
         return rows if self._keep is None else rows.take(self._keep)
 
     @functools.cached_property
@@ -283,14 +286,14 @@ class FileSet(ActionSet[Add]):
         return files if isinstance(files, FileSet) else cls(None, frozenset(), dict(files))
 
     @classmethod
-    def from_table(cls, table: pa.Table, stats: StatsLoader | None = None) -> FileSet:
+    def from_table(cls, table: pa.Table, load: RowsLoader | None = None) -> FileSet:
         """A file set of the rows of an `ADD_SCHEMA` table (of a path's rows, the last counts).
 
         Args:
-            table: the rows.
-            stats: reads the rows' `stats` column, when `table` holds none yet.
+            table: the rows (with `load`, only their paths count).
+            load: reads the rows whole, as an `ADD_SCHEMA` table, when first needed.
         """
-        return cls(_Base(table, decode_adds, stats) if table.num_rows else None, frozenset(), {})
+        return cls(_Base(table, decode_adds, load) if table.num_rows else None, frozenset(), {})
 
     def table(self) -> pa.Table:
         """The active files as an `ADD_SCHEMA` table (base rows first, then later commits' adds)."""
