@@ -316,12 +316,13 @@ def _json_lines(texts: Sequence[str | None] | pa.StringArray) -> bytes | pa.Buff
     if texts.null_count or pc.min(pc.binary_length(texts)).as_py() == 0:
         texts = pc.fill_null(texts, "{}")
         texts = pc.if_else(pc.equal(texts, ""), "{}", texts)
-    # The values end to end in one buffer: a newline goes in where each begins.
-    offsets = np.frombuffer(texts.buffers()[1], np.int32)[texts.offset:texts.offset + len(texts) + 1]
-    body = np.frombuffer(texts.buffers()[2], np.uint8)[offsets[0]:offsets[-1]]
-    if (body == ord("\n")).any():
-        return None
-    return pa.py_buffer(np.insert(body, offsets[1:-1] - offsets[0], ord("\n")))
+    if pc.any(pc.match_substring(texts, "\n")).as_py():
+        return None  # a value spans lines
+    # Each value with a newline after it: the joined values end to end are the lines.
+    joined = pc.binary_join_element_wise(texts, "", "\n")
+    offsets = np.frombuffer(joined.buffers()[1], np.int32)[joined.offset:joined.offset + len(joined) + 1]
+    lines: pa.Buffer = joined.buffers()[2][offsets[0]:offsets[-1]]
+    return lines
 
 
 def json_stats(texts: Sequence[str | None] | pa.StringArray, columns: Mapping[str, tuple[str, pa.DataType]]
