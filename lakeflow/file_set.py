@@ -1,13 +1,15 @@
-"""The active files of a table state, kept as Arrow columns with a small overlay of objects.
+"""The active files (and tombstones) of a table state: Arrow columns plus a small overlay of objects.
 
 A checkpoint holds tens of thousands of `add` rows; decoding each into an `Add`
 object cost more than the rest of opening a table. A `FileSet` keeps the
-checkpoint's rows as an Arrow table (the *base*) and the commits after it as a
-dict of `Add` objects (the *overlay*), plus the base paths those commits replaced
-or removed. It is a read-only mapping of path to `Add`: `len`, `in` and `get`
+checkpoint's rows as an Arrow table (the *base*; an open reads only its paths,
+the other columns when first needed) and the commits after it as a dict of
+`Add` objects (the *overlay*), plus the base paths those commits replaced or
+removed. It is a read-only mapping of path to `Add`: `len`, `in` and `get`
 decode nothing or one row; iterating the values decodes the base in one
 column-wise pass, once per base (later states share it); `by_path` serves scans
 columns in path order without building objects for the files pruning drops.
+`Tombstones` are the same mapping of the checkpoint's `remove` rows.
 """
 
 from __future__ import annotations
