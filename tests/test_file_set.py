@@ -253,3 +253,23 @@ def test_a_checkpoint_that_adds_and_removes_a_path_keeps_the_file_as_a_commit_wo
     state = LogReader(open_storage(uri)).head
     assert sorted(state.files) == sorted(a["path"] for a in adds) and state.files[adds[1]["path"]].size == 12345
     assert list(state.tombstones) == ["gone.parquet"]
+
+
+def test_an_open_builds_no_add_and_a_pruned_read_only_the_kept_files(tmp_path, monkeypatch):
+    import pyarrow.compute as pc
+
+    from lakeflow import file_set
+
+    uri = str(tmp_path / "t")
+    t = lf.Table.create(uri, pa.schema([("id", pa.int64())]))
+    for i in range(6):
+        t.append(pa.table({"id": [i * 10, i * 10 + 1]}))
+    t.checkpoint()
+    built: list[int] = []
+    real = file_set.decode_adds
+    monkeypatch.setattr(file_set, "decode_adds", lambda table: built.append(table.num_rows) or real(table))
+    handle = lf.Table(uri)
+    assert handle.version == 6 and len(handle.state.files) == 6 and built == []
+    assert handle.to_arrow(filter=pc.field("id") == 31).column("id").to_pylist() == [31]
+    assert built == [1]  # the one file the statistics keep
+    assert len(handle.snapshot().files) == 6 and built == [1, 6]  # all of them: one pass
