@@ -1,10 +1,10 @@
 """Scale benchmark: a table of many small files, lakeflow vs deltalake in one run.
 
-    python benchmarks/bench_scale.py [--files 20000] [--repeat 5]
+    python benchmarks/bench_scale.py [--files 20000 100000 300000] [--repeat 5]
 
-The table is built with lakeflow's transaction API (one small Parquet file per
-add, `id` ranges disjoint so statistics prune) and checkpointed; deltalake reads
-the same table. Medians of `--repeat` runs:
+Each table (one per `--files` count) is built with lakeflow's transaction API
+(one small Parquet file per add, `id` ranges disjoint so statistics prune) and
+checkpointed; deltalake reads the same table. Medians of `--repeat` runs:
 
 1. open the latest version;
 2. a filtered read that prunes to 1 file, cold (fresh handle) vs deltalake's SQL scan;
@@ -150,19 +150,24 @@ def median_ms(fn: Callable[[], object], repeat: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--files", type=int, default=20000)
+    parser.add_argument("--files", type=int, nargs="+", default=[20000],
+                        help="file counts of the many-files tables (one table each)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--s3-commits", type=int, default=0, help="also measure open + append on S3")
     parser.add_argument("--as-of-commits", type=int, default=0, help="also measure as_of on a long log")
     parser.add_argument("--skip-files", action="store_true", help="skip the many-files table")
-    parser.add_argument("--table", help="where to build the table (reused when it exists)")
+    parser.add_argument("--table", help="where to build the table (reused when it exists); with "
+                        "several --files counts a prefix, the tables are <table>-<count>")
     args = parser.parse_args()
     rows, notes = [], []
-    if not args.skip_files:
-        uri = args.table or str(Path(tempfile.mkdtemp(prefix="lakeflow-scale-")) / "t")
+    for files in [] if args.skip_files else args.files:
+        if args.table is None:
+            uri = str(Path(tempfile.mkdtemp(prefix="lakeflow-scale-")) / "t")
+        else:
+            uri = args.table if len(args.files) == 1 else f"{args.table}-{files}"
         if not (Path(uri) / "_delta_log").exists():
-            build(uri, args.files)
-        many_files(uri, args.files, args.repeat, rows, notes)
+            build(uri, files)
+        many_files(uri, files, args.repeat, rows, notes)
     if args.s3_commits:
         rows.append(s3_open_append(args.s3_commits, args.repeat))
     if args.as_of_commits:
@@ -196,7 +201,8 @@ def many_files(uri: str, files: int, repeat: int, rows: list[tuple[str, float, f
     rows.append((f"filtered read pruning to 1 of {files} files (cold), ms",
                  median_ms(lf_cold, repeat), median_ms(dl_sql, repeat)))
     warm_ms = median_ms(lambda: warm.to_arrow(filter=flt), repeat)
-    notes.append(f"\nwarm handle, same read: {warm_ms:.1f} ms = {warm_ms / rows[-1][1]:.3f} x the cold read")
+    notes.append(f"\nwarm handle, same read ({files} files): {warm_ms:.1f} ms = "
+                 f"{warm_ms / rows[-1][1]:.3f} x the cold read")
 
 
 if __name__ == "__main__":

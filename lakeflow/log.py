@@ -28,6 +28,7 @@ from lakeflow.actions import (
 )
 from lakeflow.column_mapping import mapping_mode
 from lakeflow.errors import CorruptLogError, LogGapError, UnsupportedFeatureError, VersionNotFoundError
+from lakeflow.file_set import FileSet, Tombstones
 from lakeflow.schema import check_type_changes, delta_to_arrow
 from lakeflow.storage import FileInfo, Storage
 from lakeflow.variant import has_variant
@@ -86,7 +87,12 @@ def checkpoint_path(version: int) -> str:
 
 @dataclass(frozen=True)
 class TableState:
-    """The replayed state of a table at one version (the sum of its commits)."""
+    """The replayed state of a table at one version (the sum of its commits).
+
+    `files` is a `FileSet` and `tombstones` are `Tombstones` once replayed: a
+    checkpoint's rows stay Arrow columns until an operation looks them up or
+    iterates them.
+    """
 
     version: int
     protocol: Protocol
@@ -148,8 +154,8 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
     version = state.version if state else -1
     protocol = state.protocol if state else None
     metadata = state.metadata if state else None
-    files = dict(state.files) if state else {}
-    tombstones = dict(state.tombstones) if state else {}
+    files = FileSet.of(state.files if state else {}).edit()
+    tombstones = Tombstones.of(state.tombstones if state else {}).edit()
     txns = dict(state.txns) if state else {}
     domains = dict(state.domains) if state else {}
     for v, actions in commits:
@@ -162,12 +168,12 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
         for a in sorted(actions, key=lambda a: isinstance(a, Add)):
             if isinstance(a, Add):
                 check_data_path(a.path, where)
-                files[a.path] = a
-                tombstones.pop(a.path, None)
+                files.put(a)
+                tombstones.drop(a.path)
             elif isinstance(a, Remove):
                 check_data_path(a.path, where)
-                files.pop(a.path, None)
-                tombstones[a.path] = a
+                files.drop(a.path)
+                tombstones.put(a)
             elif isinstance(a, Metadata):
                 metadata = a
             elif isinstance(a, Protocol):
@@ -187,7 +193,7 @@ def replay(state: TableState | None, commits: Iterable[tuple[int, Sequence[Actio
             f"the log up to version {version} has no {'protocol' if protocol is None else 'metaData'} "
             "action; this is not a valid Delta table"
         )
-    return TableState(version, protocol, metadata, files, tombstones, txns, domains)
+    return TableState(version, protocol, metadata, files.build(), tombstones.build(), txns, domains)
 
 
 def _check_features(role: str, version: int, max_version: int, features: tuple[str, ...] | None,

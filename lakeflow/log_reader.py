@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from lakeflow.actions import Action, Txn
-from lakeflow.checkpoint import read_checkpoint
+from lakeflow.checkpoint import read_checkpoint_state
 from lakeflow.errors import (
     CorruptLogError,
     InvalidArgumentError,
@@ -235,7 +235,7 @@ class LogReader:
         """The replayed checkpoint at `version`; cached, since time travel and diffs reuse it."""
         state = self._checkpoints.get(version)
         if state is None:
-            state = replay(None, [(version, read_checkpoint(self.storage, names))])
+            state = read_checkpoint_state(self.storage, names, version)
             self._checkpoints[version] = state
             self._checkpoint_files[version] = names[0]
             if len(self._checkpoints) > _CHECKPOINT_CACHE_SIZE:

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
@@ -306,7 +307,25 @@ def stats_arrays(target: pa.DataType, lo: pa.Array, hi: pa.Array, nulls: pa.Arra
     return ColumnStats(lo, hi, known)
 
 
-def json_stats(texts: Sequence[str | None], columns: Mapping[str, tuple[str, pa.DataType]]
+def _json_lines(texts: Sequence[str | None] | pa.StringArray) -> bytes | pa.Buffer | None:
+    """The texts as JSON lines (`{}` for none), or None when a text spans lines."""
+    if not isinstance(texts, pa.Array):
+        joined = "\n".join(t or "{}" for t in texts).encode()
+        return joined if joined.count(b"\n") == len(texts) - 1 else None
+    texts = texts.cast(pa.string())  # 32-bit offsets
+    if texts.null_count or pc.min(pc.binary_length(texts)).as_py() == 0:
+        texts = pc.fill_null(texts, "{}")
+        texts = pc.if_else(pc.equal(texts, ""), "{}", texts)
+    if pc.any(pc.match_substring(texts, "\n")).as_py():
+        return None  # a value spans lines
+    # Each value with a newline after it: the joined values end to end are the lines.
+    joined = pc.binary_join_element_wise(texts, "", "\n")
+    offsets = np.frombuffer(joined.buffers()[1], np.int32)[joined.offset:joined.offset + len(joined) + 1]
+    lines: pa.Buffer = joined.buffers()[2][offsets[0]:offsets[-1]]
+    return lines
+
+
+def json_stats(texts: Sequence[str | None] | pa.StringArray, columns: Mapping[str, tuple[str, pa.DataType]]
                ) -> dict[str, ColumnStats] | None:
     """Stats of `columns` (logical name: physical name, stats type) from the files' stats JSON.
 
@@ -314,13 +333,13 @@ def json_stats(texts: Sequence[str | None], columns: Mapping[str, tuple[str, pa.
     stated type; None then (or for text it cannot split by line), for the caller to
     decode file by file.
     """
-    if not texts or not columns:
+    if not len(texts) or not columns:
         return None
     fields = pa.struct([(physical, typ) for physical, typ in columns.values()])
     counts = pa.struct([(physical, pa.int64()) for physical, _ in columns.values()])
     schema = pa.schema([("minValues", fields), ("maxValues", fields), ("nullCount", counts)])
-    joined = "\n".join(t or "{}" for t in texts).encode()
-    if joined.count(b"\n") != len(texts) - 1:
+    joined = _json_lines(texts)
+    if joined is None:
         return None
     try:
         table = pa_json.read_json(pa.BufferReader(joined), parse_options=pa_json.ParseOptions(

@@ -45,6 +45,7 @@ from lakeflow.errors import (
     SchemaMismatchError,
     StorageError,
 )
+from lakeflow.file_set import FileSet, SortedFiles
 from lakeflow.log import TableState, check_data_path, check_readable, check_schema
 from lakeflow.log_reader import LogReader, from_ms
 from lakeflow.partitions import parse_partition_value, temporal_bounds
@@ -169,9 +170,9 @@ class Snapshot:
         return self.state.metadata.configuration
 
     @functools.cached_property
-    def _adds(self) -> tuple[Add, ...]:
-        """The active files' `add` actions, sorted by path (the order of `files`)."""
-        return tuple(sorted(self.state.files.values(), key=lambda a: a.path))
+    def _adds(self) -> SortedFiles:
+        """The active files' `add` actions, sorted by path (the order of `files`), built on demand."""
+        return FileSet.of(self.state.files).by_path()
 
     def _data_file(self, add: Add) -> DataFile:
         """The `DataFile` of one active file (its path checked, values typed)."""
@@ -279,7 +280,7 @@ class Snapshot:
             return self._scan(names), self.files
         # Only the files kept become DataFile objects (unless `files` was built already).
         built = self.__dict__.get("files")
-        positions = np.flatnonzero(keep.to_numpy(zero_copy_only=False))
+        positions = np.flatnonzero(keep.to_numpy(zero_copy_only=False)).tolist()
         files = [built[i] if built is not None else self._data_file(self._adds[i]) for i in positions]
         return self._scan_of(files, names), files
 
@@ -487,17 +488,19 @@ def prune_stats(snapshot: Snapshot, names: Sequence[str]) -> dict[str, pruning.C
     schema, adds, mapping = snapshot.schema, snapshot._adds, snapshot.column_mapping
     parts = set(snapshot.partition_columns)
     out: dict[str, pruning.ColumnStats] = {}
-    for name in [n for n in names if n in parts]:
+    named = [n for n in names if n in parts]
+    raw_values = adds.partition_values() if named else []
+    for name in named:
         typ = schema.field(name).type
         stored = mapping.physical_name(name)
-        values = [parse_partition_value(a.partition_values.get(stored), typ, name) for a in adds]
+        values = [parse_partition_value(pv.get(stored), typ, name) for pv in raw_values]
         col = pruning.partition_stats(typ, values)
         if col is not None:
             out[name] = col
     typed = {n: t for n in names if n not in parts and n not in snapshot._widened
              and schema.get_field_index(n) >= 0
              and (t := pruning.stats_type(schema.field(n).type)) is not None}
-    fast = pruning.json_stats([a.stats for a in adds], {n: (mapping.physical_name(n), t) for n, t in typed.items()})
+    fast = pruning.json_stats(adds.stats(), {n: (mapping.physical_name(n), t) for n, t in typed.items()})
     return {**out, **(fast if fast is not None else _decoded_stats(snapshot, list(typed)))}
 
 
