@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -95,11 +96,18 @@ def child(kind: str, way: str, uri: str, rows: int) -> None:
         fn = _append_way(way, uri, data(rows))
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM, the peak RSS, to the current RSS
-    before = _rss_kb("VmRSS:")
+    before, cpu = _rss_kb("VmRSS:"), _cpu_seconds()
     start = time.perf_counter()
     fn()
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_mb": (_rss_kb("VmHWM:") - before) / 1024}))
+    print(json.dumps({"seconds": seconds, "cpu": _cpu_seconds() - cpu,
+                      "peak_mb": (_rss_kb("VmHWM:") - before) / 1024}))
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads: less sensitive than wall time to others' load."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_child(kind: str, way: str, uri: str, rows: int, pythonpath: str | None) -> dict[str, float]:
@@ -122,8 +130,8 @@ def build_scan_table(uri: str, rows: int) -> None:
 
 
 def measure(kind: str, ways: dict[str, str | None], root: Path, rows: int, repeat: int,
-            scan_uri: str | None = None) -> dict[str, tuple[float, float]]:
-    """Median seconds and median peak MB per way (label: PYTHONPATH), alternating ways."""
+            scan_uri: str | None = None) -> dict[str, tuple[float, float, float]]:
+    """Median seconds, CPU seconds and peak MB per way (label: PYTHONPATH), alternating ways."""
     got: dict[str, list[dict[str, float]]] = {label: [] for label in ways}
     for r in range(repeat):
         for label, path in ways.items():
@@ -133,7 +141,7 @@ def measure(kind: str, ways: dict[str, str | None], root: Path, rows: int, repea
             if scan_uri is None:
                 shutil.rmtree(uri, ignore_errors=True)
                 shutil.rmtree(f"{uri}-warm", ignore_errors=True)
-    return {label: (statistics.median(x["seconds"] for x in runs), statistics.median(x["peak_mb"] for x in runs))
+    return {label: tuple(statistics.median(x[k] for x in runs) for k in ("seconds", "cpu", "peak_mb"))  # type: ignore[misc]
             for label, runs in got.items()}
 
 
@@ -159,8 +167,8 @@ def main(argv: list[str] | None = None) -> Result:
             got = measure("scan", {"lakeflow": here, **base, "deltalake SQL": here, "polars scan_delta": here},
                           root, args.rows, args.repeat, uri)
             peer = min(got["deltalake SQL"][0], got["polars scan_delta"][0])
-            for label, (s, mb) in got.items():
-                rows_out.append((f"full scan, {args.rows:,} rows in {FILES} files", label, s, mb, s / peer))
+            for label, (s, cpu, mb) in got.items():
+                rows_out.append((f"full scan, {args.rows:,} rows in {FILES} files", label, s, cpu, mb, s / peer))
             ratios.append(("full scan / faster of deltalake SQL, polars", got["lakeflow"][0] / peer))
             if base:
                 ratios.append(("full scan, baseline / faster peer", got["lakeflow (baseline)"][0] / peer))
@@ -168,15 +176,15 @@ def main(argv: list[str] | None = None) -> Result:
             got = measure("append", {"lakeflow": here, **base, "deltalake": here, "pyarrow write_table": here},
                           root, args.rows, args.repeat)
             peer = got["pyarrow write_table"][0]
-            for label, (s, mb) in got.items():
-                rows_out.append((f"bulk append, {args.rows:,} rows", label, s, mb, s / peer))
+            for label, (s, cpu, mb) in got.items():
+                rows_out.append((f"bulk append, {args.rows:,} rows", label, s, cpu, mb, s / peer))
             ratios += [("bulk append / pyarrow write_table", got["lakeflow"][0] / peer),
-                       ("bulk append peak MB / deltalake's", got["lakeflow"][1] / got["deltalake"][1])]
+                       ("bulk append peak MB / deltalake's", got["lakeflow"][2] / got["deltalake"][2])]
             if base:
                 ratios.append(("bulk append, baseline / pyarrow write_table", got["lakeflow (baseline)"][0] / peer))
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    table = markdown(["measure", "way", "s", "peak MB above start", "ratio (way / peer)"], rows_out)
+    table = markdown(["measure", "way", "s", "CPU s", "peak MB above start", "ratio of s (way / peer)"], rows_out)
     print(f"\nmedian of {args.repeat} runs, each in a fresh process; peer: the faster of deltalake SQL and "
           "polars (scan), pyarrow write_table (append)\n")
     print(table)

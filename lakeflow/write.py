@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
-import io
 import json
 import math
 import time
@@ -259,11 +258,17 @@ def _json_stat(value: Any) -> Any:
     return None
 
 
-def file_stats(table: pa.Table) -> dict[str, Any]:
-    """Delta per-file statistics: numRecords, and min/max/nullCount of primitive columns."""
+def file_stats(table: pa.Table, footer: pq.FileMetaData | None = None) -> dict[str, Any]:
+    """Delta per-file statistics: numRecords, and min/max/nullCount of primitive columns.
+
+    With the `footer` of the Parquet file `table` was written as, the bounds of
+    integer, string and date columns come from its column-chunk statistics (the
+    same values, without a pass over the data) where it has them.
+    """
     mins: dict[str, Any] = {}
     maxs: dict[str, Any] = {}
     nulls: dict[str, int] = {}
+    chunks = _footer_columns(footer) if footer is not None else {}
     for field, col in zip(table.schema, table.columns, strict=False):
         t = field.type
         if pa.types.is_nested(t):
@@ -273,13 +278,11 @@ def file_stats(table: pa.Table) -> dict[str, Any]:
                     or pa.types.is_date(t) or pa.types.is_timestamp(t))
         if not statable or col.null_count == len(col):
             continue
-        if pa.types.is_floating(t) and pc.any(pc.is_nan(col)).as_py():
-            continue  # NaN makes a min/max bound meaningless for skipping
-        mm = pc.min_max(col)
-        try:
-            lo, hi = mm["min"].as_py(), mm["max"].as_py()
-        except (OverflowError, ValueError):
-            continue  # beyond Python's years 1-9999: no bound, so no skipping on this column
+        bounds = _footer_bounds(footer, chunks.get(field.name), t) if footer is not None else None
+        bounds = bounds if bounds is not None else _computed_bounds(col)
+        if bounds is None:
+            continue
+        lo, hi = bounds
         if isinstance(lo, str):
             if len(hi) > STRING_STATS_PREFIX:
                 continue  # a truncated max would not be an upper bound
@@ -288,6 +291,59 @@ def file_stats(table: pa.Table) -> dict[str, Any]:
         if jlo is not None and jhi is not None:
             mins[field.name], maxs[field.name] = jlo, jhi
     return {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
+
+def _computed_bounds(col: pa.ChunkedArray) -> tuple[Any, Any] | None:
+    """(min, max) of a column with values, as Python objects; None when no bound holds."""
+    if pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py():
+        return None  # NaN makes a min/max bound meaningless for skipping
+    mm = pc.min_max(col)
+    try:
+        return mm["min"].as_py(), mm["max"].as_py()
+    except (OverflowError, ValueError):
+        return None  # beyond Python's years 1-9999: no bound, so no skipping on this column
+
+
+def _footer_columns(footer: pq.FileMetaData) -> dict[str, int]:
+    """Column-chunk index by path, for the paths that name one column only."""
+    paths = collections.Counter(footer.schema.column(i).path for i in range(footer.num_columns))
+    return {footer.schema.column(i).path: i for i in range(footer.num_columns)
+            if paths[footer.schema.column(i).path] == 1}
+
+
+_FOOTER_BOUND_TYPES: tuple[tuple[Any, type], ...] = (
+    (pa.types.is_integer, int), (pa.types.is_string, str), (pa.types.is_date, dt.date))
+
+
+def _footer_bounds(footer: pq.FileMetaData, column: int | None, typ: pa.DataType) -> tuple[Any, Any] | None:
+    """(min, max) of a column from the footer's row-group statistics; None where they do not say.
+
+    Floats are left to `_computed_bounds` (Parquet's bounds skip NaN, Delta's must
+    not), and timestamps too (their JSON form is judged on Arrow's values). A row
+    group without bounds that is not all null (e.g. a string too long for
+    Parquet's statistics) leaves the whole column to `_computed_bounds`.
+    """
+    kind = next((k for is_kind, k in _FOOTER_BOUND_TYPES if is_kind(typ)), None)
+    if column is None or kind is None:
+        return None
+    lows: list[Any] = []
+    highs: list[Any] = []
+    for r in range(footer.num_row_groups):
+        group = footer.row_group(r)
+        stats = group.column(column).statistics
+        if stats is not None and stats.has_null_count and stats.null_count == group.num_rows:
+            continue
+        if stats is None or not stats.has_min_max:
+            return None
+        try:
+            lo, hi = stats.min, stats.max
+        except (OverflowError, ValueError):
+            return None  # e.g. a date beyond Python's years 1-9999
+        if not (isinstance(lo, kind) and isinstance(hi, kind)) or isinstance(lo, dt.datetime):
+            return None
+        lows.append(lo)
+        highs.append(hi)
+    return (min(lows), max(highs)) if lows else None
 
 
 def _contains_void(t: pa.DataType) -> bool:
@@ -341,9 +397,9 @@ def _dictionary_columns(data: pa.Table) -> bool | list[str]:
             if 2 * pc.count_distinct(col, mode="all").as_py() <= len(col)]
 
 
-def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str], directory: str,
-                 prefix: str) -> list[tuple[str, list[tuple[str, str | None]], int, pa.Table]]:
-    """Write one Parquet file per partition; (relative path, values, size, rows) for each."""
+def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str], directory: str, prefix: str
+                 ) -> list[tuple[str, list[tuple[str, str | None]], int, pa.Table, pq.FileMetaData]]:
+    """Write one Parquet file per partition; (relative path, values, size, rows, footer) for each."""
     groups = _group_by_partition(table, partition_by)
     serialized = [[(c, serialize_partition_value(values[c], c)) for c in partition_by]
                   for values, _ in groups]
@@ -351,15 +407,24 @@ def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str],
     out = []
     for (_, part), pvalues, part_dir in zip(groups, serialized, dirs, strict=True):
         data = _omit_void(part.drop_columns(list(partition_by)) if partition_by else part)
-        buf = io.BytesIO()
-        pq.write_table(data, buf, compression="snappy", coerce_timestamps="us",
-                       allow_truncated_timestamps=False, use_dictionary=_dictionary_columns(data))
-        payload = buf.getvalue()
         name = f"{prefix}-00000-{uuid.uuid4()}-c000.snappy.parquet"
         rel = "/".join(p for p in (directory, part_dir, name) if p)
-        storage.write(rel, payload)
-        out.append((rel, pvalues, len(payload), data))
+        size, footer = write_parquet(storage, rel, data)
+        out.append((rel, pvalues, size, data, footer))
     return out
+
+
+def write_parquet(storage: Storage, path: str, data: pa.Table) -> tuple[int, pq.FileMetaData]:
+    """Write `data` as the Parquet file `path`, streamed to the store; its size and footer."""
+    footers: list[pq.FileMetaData] = []
+
+    def fill(sink: pa.NativeFile) -> None:
+        pq.write_table(data, sink, compression="snappy", coerce_timestamps="us",
+                       allow_truncated_timestamps=False, use_dictionary=_dictionary_columns(data),
+                       metadata_collector=footers)
+
+    size = storage.write_stream(path, fill)
+    return size, footers[0]
 
 
 def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[str],
@@ -380,9 +445,9 @@ def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[s
             size=size,
             modification_time=now_ms,
             data_change=data_change,
-            stats=json.dumps(file_stats(data), separators=(",", ":")),
+            stats=json.dumps(file_stats(data, footer), separators=(",", ":")),
         )
-        for rel, pvalues, size, data in _write_parts(storage, table, partition_by, "", prefix)
+        for rel, pvalues, size, data, footer in _write_parts(storage, table, partition_by, "", prefix)
     ]
 
 
@@ -406,5 +471,5 @@ def write_cdc_files(storage: Storage, changes: pa.Table, partition_by: Sequence[
         SchemaMismatchError: a partition value cannot be stored (NaN, infinity).
     """
     return [Cdc(path=encode_log_path(rel), partition_values=dict(pvalues), size=size)
-            for rel, pvalues, size, _ in _write_parts(storage, changes, partition_by,
+            for rel, pvalues, size, *_ in _write_parts(storage, changes, partition_by,
                                                       CHANGE_DATA_DIR, "cdc")]
