@@ -355,6 +355,7 @@ class FsspecStorage:
 
     def write_stream(self, path: str, fill: Callable[[pa.NativeFile], None]) -> int:
         # One upload of the whole file, as `write`: the sink is Arrow memory.
+        self._check_writable()  # before the file is encoded
         sink = pa.BufferOutputStream()
         fill(sink)
         data = sink.getvalue().to_pybytes()
