@@ -13,7 +13,7 @@ import json
 import math
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, get_args
 from urllib.parse import unquote
@@ -397,9 +397,13 @@ def _dictionary_columns(data: pa.Table) -> bool | list[str]:
             if 2 * pc.count_distinct(col, mode="all").as_py() <= len(col)]
 
 
-def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str], directory: str, prefix: str
+def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str], directory: str, prefix: str,
+                 target_file_size: int | None = None
                  ) -> list[tuple[str, list[tuple[str, str | None]], int, pa.Table, pq.FileMetaData]]:
-    """Write one Parquet file per partition; (relative path, values, size, rows, footer) for each."""
+    """Write Parquet files per partition (one, or of about `target_file_size` bytes each).
+
+    Returns (relative path, values, size, rows, footer) for each file.
+    """
     groups = _group_by_partition(table, partition_by)
     serialized = [[(c, serialize_partition_value(values[c], c)) for c in partition_by]
                   for values, _ in groups]
@@ -407,11 +411,35 @@ def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str],
     out = []
     for (_, part), pvalues, part_dir in zip(groups, serialized, dirs, strict=True):
         data = _omit_void(part.drop_columns(list(partition_by)) if partition_by else part)
-        name = f"{prefix}-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        rel = "/".join(p for p in (directory, part_dir, name) if p)
-        size, footer = write_parquet(storage, rel, data)
-        out.append((rel, pvalues, size, data, footer))
+        def path_of(part_dir: str = part_dir) -> str:
+            name = f"{prefix}-00000-{uuid.uuid4()}-c000.snappy.parquet"
+            return "/".join(p for p in (directory, part_dir, name) if p)
+
+        out += [(rel, pvalues, size, rows, footer)
+                for rel, size, rows, footer in _write_rolled(storage, data, path_of, target_file_size)]
     return out
+
+
+def _write_rolled(storage: Storage, data: pa.Table, path_of: Callable[[], str], target: int | None
+                  ) -> list[tuple[str, int, pa.Table, pq.FileMetaData]]:
+    """Write `data` as one file, or with a `target` size as files of about that many bytes.
+
+    The first file's rows are sized by their Arrow bytes (more than their Parquet
+    bytes for most data), each later one by the bytes per row the files written
+    so far took. Returns (path, size, rows, footer) for each file.
+    """
+    out: list[tuple[str, int, pa.Table, pq.FileMetaData]] = []
+    start, bytes_per_row = 0, data.nbytes / max(1, data.num_rows)
+    while True:
+        rows = data.num_rows - start if target is None else max(1, int(target / max(bytes_per_row, 1e-3)))
+        piece = data.slice(start, rows)
+        path = path_of()
+        size, footer = write_parquet(storage, path, piece)
+        out.append((path, size, piece, footer))
+        start += piece.num_rows
+        if start >= data.num_rows:
+            return out
+        bytes_per_row = sum(f[1] for f in out) / start
 
 
 def write_parquet(storage: Storage, path: str, data: pa.Table) -> tuple[int, pq.FileMetaData]:
@@ -428,11 +456,13 @@ def write_parquet(storage: Storage, path: str, data: pa.Table) -> tuple[int, pq.
 
 
 def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[str],
-                     data_change: bool = True, prefix: str = "part") -> list[Add]:
-    """Write `table` as Parquet files (one per partition) and return their `add` actions.
+                     data_change: bool = True, prefix: str = "part",
+                     target_file_size: int | None = None) -> list[Add]:
+    """Write `table` as Parquet files and return their `add` actions.
 
-    Files are named `<prefix>-00000-<uuid>-c000.snappy.parquet` (staged writes put
-    their job id in the prefix).
+    One file per partition, or with `target_file_size` (bytes) files of about that
+    size. Files are named `<prefix>-00000-<uuid>-c000.snappy.parquet` (staged
+    writes put their job id in the prefix).
 
     Raises:
         SchemaMismatchError: a partition value cannot be stored (NaN, infinity).
@@ -447,7 +477,8 @@ def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[s
             data_change=data_change,
             stats=json.dumps(file_stats(data, footer), separators=(",", ":")),
         )
-        for rel, pvalues, size, data, footer in _write_parts(storage, table, partition_by, "", prefix)
+        for rel, pvalues, size, data, footer in _write_parts(storage, table, partition_by, "", prefix,
+                                                             target_file_size)
     ]
 
 

@@ -99,3 +99,31 @@ def test_appended_files_have_the_computed_stats(table_uri, backend):
     assert t.to_arrow().drop_columns(["f"]).equals(table.drop_columns(["f"]))  # (NaN != NaN)
     if backend == "local":
         assert sql_scan(table_uri).num_rows == table.num_rows
+
+
+def _ids(n: int) -> pa.Table:
+    return pa.table({"id": pa.array(range(n), pa.int64()),
+                     "name": pa.array([f"row-{i}" for i in range(n)], pa.string())})
+
+
+def test_append_rolls_files_at_the_target_file_size(table_uri, backend):
+    target = 40_000
+    t = lf.Table.create(table_uri, _ids(0).schema, properties={"delta.targetFileSize": str(target)})
+    rows = _ids(60_000)
+    t.append(rows)
+    files = sorted(t.snapshot().files, key=lambda f: json.loads(f.add.stats)["minValues"]["id"])
+    assert len(files) > 3
+    assert all(f.size <= 2 * target for f in files[1:-1])  # sized by the files before them
+    # Each file holds a run of rows, with its own stats; together every row once.
+    stats = [json.loads(f.add.stats) for f in files]
+    assert sum(s["numRecords"] for s in stats) == rows.num_rows
+    assert [s["minValues"]["id"] for s in stats[1:]] == [s["maxValues"]["id"] + 1 for s in stats[:-1]]
+    assert t.to_arrow().sort_by("id").equals(rows)
+    if backend == "local":
+        assert sql_scan(table_uri).cast(rows.schema).sort_by("id").equals(rows)
+
+
+def test_append_without_a_target_writes_one_file_per_partition(table_uri):
+    t = lf.Table.create(table_uri, _ids(0).schema)
+    t.append(_ids(60_000))
+    assert len(t.snapshot().files) == 1
