@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "wide": ("bench_wide", ["--columns", "100", "500", "--repeat", "2"], ["--columns", "500", "2000", "10000"]),
     "factory": ("bench_factory", ["--files", "50", "--rows", "100000", "--groups", "10000", "--append", "100"],
                 []),
+    "throughput": ("bench_throughput", ["--rows", "1000000", "--repeat", "3"], ["--rows", "10000000", "--repeat", "5"]),
     "scaleout": ("bench_scaleout", ["--rows", "1000000", "--partitions", "4"],
                  ["--rows", "10000000", "--partitions", "16", "--repeat", "3"]),
 }

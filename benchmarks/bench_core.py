@@ -2,8 +2,10 @@
 
     python benchmarks/bench_core.py [--appends 500] [--open-commits 1000]
 
-1. N appends of 100 rows: ms/commit over the first and the last 100 (and lance's
-   appends for the plot of latency against log length, when pylance is installed).
+1. N appends of 100 rows: ms/commit over the first and the last 100. With pylance
+   installed, also N appends to a lakeflow table on an open handle and to a lance
+   dataset (`lance.write_dataset(..., mode="append")`), taking turns: the median
+   ms/commit of each 100 commits of log length, and the plot of latency against it.
 2. Open the latest version of a table with 1000+ commits (checkpoint every 100).
 3. Read as of a middle version of that table.
 """
@@ -32,8 +34,8 @@ def batch(i: int, n: int = 100) -> pa.Table:
                     schema=SCHEMA)
 
 
-def timed_appends(append, n: int) -> list[float]:
-    batches = [batch(i) for i in range(n)]
+def timed_appends(append, n: int, first: int = 0) -> list[float]:
+    batches = [batch(i) for i in range(first, first + n)]
     out = []
     for b in batches:
         start = time.perf_counter()
@@ -51,14 +53,31 @@ def best_of(fn, repeat: int = 5) -> float:
     return min(times)
 
 
-def lance_appends(root: Path, n: int) -> list[float] | None:
+def lance_appends(root: Path, n: int) -> tuple[list[float], list[float], str] | None:
+    """Appends to a lakeflow table (open handle) and a lance dataset, taking turns: (lakeflow ms, lance ms, version)."""
     if importlib.util.find_spec("lance") is None:
         return None
     import lance
 
     uri = str(root / "lance")
     lance.write_dataset(SCHEMA.empty_table(), uri)
-    return timed_appends(lambda b: lance.write_dataset(b, uri, mode="append"), n)
+    t = lf.Table.create(str(root / "lf-vs-lance"), SCHEMA)
+    lf_ms, lance_ms = [], []
+    for i in range(n):
+        lf_ms += timed_appends(t.append, 1, i)
+        lance_ms += timed_appends(lambda b: lance.write_dataset(b, uri, mode="append"), 1, i)
+    return lf_ms, lance_ms, lance.__version__
+
+
+def lance_table(lf_ms: list[float], lance_ms: list[float], version: str) -> tuple[str, list[tuple[str, float]]]:
+    """Median ms/commit per 100 commits of log length, lakeflow vs lance."""
+    rows = []
+    for a in range(0, len(lf_ms), 100):
+        x, y = statistics.median(lf_ms[a:a + 100]), statistics.median(lance_ms[a:a + 100])
+        rows.append((f"append 100 rows, median ms/commit (commits {a + 1}-{min(a + 100, len(lf_ms))})", x, y, x / y))
+    table = markdown(["measure (taking turns)", "lakeflow, open handle", f"lance {version}",
+                      "ratio (lakeflow/lance)"], rows)
+    return table, [(f"{name} vs lance", ratio) for name, _, _, ratio in rows]
 
 
 def main(argv: list[str] | None = None) -> Result:
@@ -98,10 +117,15 @@ def main(argv: list[str] | None = None) -> Result:
                      [(name, a, b, a / b) for name, a, b in rows])
     print(table)
     series = {"lakeflow": lf_ms, f"deltalake {deltalake.__version__}": dl_ms}
-    lance_ms = lance_appends(root, args.appends)
-    if lance_ms is not None:
-        series["lance"] = lance_ms
-    return Result(table, [(name, a / b) for name, a, b in rows], {"append_ms": series})
+    ratios = [(name, a / b) for name, a, b in rows]
+    versus = lance_appends(root, args.appends)
+    if versus is not None:
+        series["lance"] = versus[1]
+        more, more_ratios = lance_table(*versus)
+        print(more)
+        table += "\n\n" + more
+        ratios += more_ratios
+    return Result(table, ratios, {"append_ms": series})
 
 
 if __name__ == "__main__":

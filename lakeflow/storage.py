@@ -53,6 +53,14 @@ class Storage(Protocol):
         """Create or replace the file (data files, `_last_checkpoint`)."""
         ...
 
+    def write_stream(self, path: str, fill: Callable[[pa.NativeFile], None]) -> int:
+        """Create or replace the file with what `fill` writes to a sink; return its size.
+
+        Like `write`, no reader sees a partial file. For big data files: a local
+        store streams them to disk without holding them in memory.
+        """
+        ...
+
     def list_dir(self, path: str) -> list[FileInfo]:
         """Files directly under `path`, sorted by name; empty when absent."""
         ...
@@ -97,14 +105,18 @@ class LocalStorage:
             # A parent is a file, or the path is a directory: no file exists there.
             raise FileNotFoundError(e.errno, e.strerror, e.filename) from e
 
-    def _write_temp(self, target: str, data: bytes) -> str:
+    def _temp_path(self, target: str) -> str:
+        """A new temp file's name beside `target` (its directory made, and confined)."""
         try:
             os.makedirs(os.path.dirname(target), exist_ok=True)
         except FileExistsError as e:
             # A file sits where a directory is needed: not "another writer won".
             raise NotADirectoryError(e.errno, e.strerror, e.filename) from e
         confine(self.root, os.path.dirname(target), "write into")
-        tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
+        return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
+
+    def _write_temp(self, target: str, data: bytes) -> str:
+        tmp = self._temp_path(target)
         try:
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -136,6 +148,26 @@ class LocalStorage:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+    def write_stream(self, path: str, fill: Callable[[pa.NativeFile], None]) -> int:
+        target = self._abs(path)
+        tmp = self._temp_path(target)
+        try:
+            # A native file: pyarrow encodes and writes without the GIL or a buffer of the file.
+            with pa.OSFile(tmp, "wb") as sink:
+                fill(sink)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return size
 
     def list_dir(self, path: str) -> list[FileInfo]:
         try:
@@ -321,6 +353,15 @@ class FsspecStorage:
         self._check_writable()
         self._pipe(self._abs(path), data)
 
+    def write_stream(self, path: str, fill: Callable[[pa.NativeFile], None]) -> int:
+        # One upload of the whole file, as `write`: the sink is Arrow memory.
+        self._check_writable()  # before the file is encoded
+        sink = pa.BufferOutputStream()
+        fill(sink)
+        data = sink.getvalue().to_pybytes()
+        self.write(path, data)
+        return len(data)
+
     def _pipe(self, target: str, data: bytes) -> None:
         if self.protocol in ("s3", "s3a"):
             self._put_s3(target, data, create=False)
@@ -504,6 +545,25 @@ class CheckedStorage:
 
     def write(self, path: str, data: bytes) -> None:
         self._call("write", path, lambda: self.inner.write(path, data))
+
+    def write_stream(self, path: str, fill: Callable[[pa.NativeFile], None]) -> int:
+        refused: list[Exception] = []
+
+        def checked_fill(sink: pa.NativeFile) -> None:
+            try:
+                fill(sink)
+            except OSError:
+                raise  # the sink failed: a store failure
+            except Exception as e:  # the data's own error (e.g. pyarrow's), not the store's
+                refused.append(e)
+                raise
+
+        try:
+            return self._call("write", path, lambda: self.inner.write_stream(path, checked_fill))
+        except StorageError as e:
+            if refused and e.__cause__ is refused[0]:
+                raise refused[0] from None
+            raise
 
     def list_dir(self, path: str) -> list[FileInfo]:
         return self._call("list", path, lambda: self.inner.list_dir(path))

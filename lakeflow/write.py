@@ -9,12 +9,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime as dt
-import io
 import json
 import math
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, get_args
 from urllib.parse import unquote
@@ -260,11 +259,17 @@ def _json_stat(value: Any) -> Any:
     return None
 
 
-def file_stats(table: pa.Table) -> dict[str, Any]:
-    """Delta per-file statistics: numRecords, and min/max/nullCount of primitive columns."""
+def file_stats(table: pa.Table, footer: pq.FileMetaData | None = None) -> dict[str, Any]:
+    """Delta per-file statistics: numRecords, and min/max/nullCount of primitive columns.
+
+    With the `footer` of the Parquet file `table` was written as, the bounds of
+    integer, string and date columns come from its column-chunk statistics (the
+    same values, without a pass over the data) where it has them.
+    """
     mins: dict[str, Any] = {}
     maxs: dict[str, Any] = {}
     nulls: dict[str, int] = {}
+    chunks = _footer_columns(footer) if footer is not None else {}
     for field, col in zip(table.schema, table.columns, strict=False):
         t = field.type
         if pa.types.is_nested(t):
@@ -274,13 +279,11 @@ def file_stats(table: pa.Table) -> dict[str, Any]:
                     or pa.types.is_date(t) or pa.types.is_timestamp(t))
         if not statable or col.null_count == len(col):
             continue
-        if pa.types.is_floating(t) and pc.any(pc.is_nan(col)).as_py():
-            continue  # NaN makes a min/max bound meaningless for skipping
-        mm = pc.min_max(col)
-        try:
-            lo, hi = mm["min"].as_py(), mm["max"].as_py()
-        except (OverflowError, ValueError):
-            continue  # beyond Python's years 1-9999: no bound, so no skipping on this column
+        bounds = _footer_bounds(footer, chunks.get(field.name), t) if footer is not None else None
+        bounds = bounds if bounds is not None else _computed_bounds(col)
+        if bounds is None:
+            continue
+        lo, hi = bounds
         if isinstance(lo, str):
             if len(hi) > STRING_STATS_PREFIX:
                 continue  # a truncated max would not be an upper bound
@@ -289,6 +292,59 @@ def file_stats(table: pa.Table) -> dict[str, Any]:
         if jlo is not None and jhi is not None:
             mins[field.name], maxs[field.name] = jlo, jhi
     return {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
+
+def _computed_bounds(col: pa.ChunkedArray) -> tuple[Any, Any] | None:
+    """(min, max) of a column with values, as Python objects; None when no bound holds."""
+    if pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py():
+        return None  # NaN makes a min/max bound meaningless for skipping
+    mm = pc.min_max(col)
+    try:
+        return mm["min"].as_py(), mm["max"].as_py()
+    except (OverflowError, ValueError):
+        return None  # beyond Python's years 1-9999: no bound, so no skipping on this column
+
+
+def _footer_columns(footer: pq.FileMetaData) -> dict[str, int]:
+    """Column-chunk index by path, for the paths that name one column only."""
+    paths = collections.Counter(footer.schema.column(i).path for i in range(footer.num_columns))
+    return {footer.schema.column(i).path: i for i in range(footer.num_columns)
+            if paths[footer.schema.column(i).path] == 1}
+
+
+_FOOTER_BOUND_TYPES: tuple[tuple[Any, type], ...] = (
+    (pa.types.is_integer, int), (pa.types.is_string, str), (pa.types.is_date, dt.date))
+
+
+def _footer_bounds(footer: pq.FileMetaData, column: int | None, typ: pa.DataType) -> tuple[Any, Any] | None:
+    """(min, max) of a column from the footer's row-group statistics; None where they do not say.
+
+    Floats are left to `_computed_bounds` (Parquet's bounds skip NaN, Delta's must
+    not), and timestamps too (their JSON form is judged on Arrow's values). A row
+    group without bounds that is not all null (e.g. a string too long for
+    Parquet's statistics) leaves the whole column to `_computed_bounds`.
+    """
+    kind = next((k for is_kind, k in _FOOTER_BOUND_TYPES if is_kind(typ)), None)
+    if column is None or kind is None:
+        return None
+    lows: list[Any] = []
+    highs: list[Any] = []
+    for r in range(footer.num_row_groups):
+        group = footer.row_group(r)
+        stats = group.column(column).statistics
+        if stats is not None and stats.has_null_count and stats.null_count == group.num_rows:
+            continue
+        if stats is None or not stats.has_min_max:
+            return None
+        try:
+            lo, hi = stats.min, stats.max
+        except (OverflowError, ValueError):
+            return None  # e.g. a date beyond Python's years 1-9999
+        if not (isinstance(lo, kind) and isinstance(hi, kind)) or isinstance(lo, dt.datetime):
+            return None
+        lows.append(lo)
+        highs.append(hi)
+    return (min(lows), max(highs)) if lows else None
 
 
 def _contains_void(t: pa.DataType) -> bool:
@@ -342,13 +398,14 @@ def _dictionary_columns(data: pa.Table) -> bool | list[str]:
             if 2 * pc.count_distinct(col, mode="all").as_py() <= len(col)]
 
 
-def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str], directory: str,
-                 prefix: str, mapping: ColumnMapping
-                 ) -> list[tuple[str, list[tuple[str, str | None]], int, pa.Table]]:
-    """Write one Parquet file per partition; (relative path, values, size, rows as stored) for each.
+def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str], directory: str, prefix: str,
+                 mapping: ColumnMapping, target_file_size: int | None = None
+                 ) -> list[tuple[str, list[tuple[str, str | None]], int, pa.Table, pq.FileMetaData]]:
+    """Write Parquet files per partition (one, or of about `target_file_size` bytes each).
 
     The one place where logical rows become files: under column mapping, the
     columns, partition values and (so) statistics take their physical names.
+    Returns (relative path, values, size, rows as stored, footer) for each file.
     """
     groups = _group_by_partition(table, partition_by)
     serialized = [[(mapping.physical_name(c), serialize_partition_value(values[c], c)) for c in partition_by]
@@ -357,24 +414,59 @@ def _write_parts(storage: Storage, table: pa.Table, partition_by: Sequence[str],
     out = []
     for (_, part), pvalues, part_dir in zip(groups, serialized, dirs, strict=True):
         data = mapping.to_physical(_omit_void(part.drop_columns(list(partition_by)) if partition_by else part))
-        buf = io.BytesIO()
-        pq.write_table(data, buf, compression="snappy", coerce_timestamps="us",
-                       allow_truncated_timestamps=False, use_dictionary=_dictionary_columns(data))
-        payload = buf.getvalue()
-        name = f"{prefix}-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        rel = "/".join(p for p in (directory, part_dir, name) if p)
-        storage.write(rel, payload)
-        out.append((rel, pvalues, len(payload), data))
+        def path_of(part_dir: str = part_dir) -> str:
+            name = f"{prefix}-00000-{uuid.uuid4()}-c000.snappy.parquet"
+            return "/".join(p for p in (directory, part_dir, name) if p)
+
+        out += [(rel, pvalues, size, rows, footer)
+                for rel, size, rows, footer in _write_rolled(storage, data, path_of, target_file_size)]
     return out
 
 
-def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[str], *,
-                     mapping: ColumnMapping, data_change: bool = True, prefix: str = "part") -> list[Add]:
-    """Write `table` as Parquet files (one per partition) and return their `add` actions.
+def _write_rolled(storage: Storage, data: pa.Table, path_of: Callable[[], str], target: int | None
+                  ) -> list[tuple[str, int, pa.Table, pq.FileMetaData]]:
+    """Write `data` as one file, or with a `target` size as files of about that many bytes.
 
-    Files are named `<prefix>-00000-<uuid>-c000.snappy.parquet` (staged writes put
-    their job id in the prefix). `mapping` is the table's column mapping (the
-    rows have logical names; files and actions get physical ones).
+    The first file's rows are sized by their Arrow bytes (more than their Parquet
+    bytes for most data), each later one by the bytes per row the files written
+    so far took. Returns (path, size, rows, footer) for each file.
+    """
+    out: list[tuple[str, int, pa.Table, pq.FileMetaData]] = []
+    start, bytes_per_row = 0, data.nbytes / max(1, data.num_rows)
+    while True:
+        rows = data.num_rows - start if target is None else max(1, int(target / max(bytes_per_row, 1e-3)))
+        piece = data.slice(start, rows)
+        path = path_of()
+        size, footer = write_parquet(storage, path, piece)
+        out.append((path, size, piece, footer))
+        start += piece.num_rows
+        if start >= data.num_rows:
+            return out
+        bytes_per_row = sum(f[1] for f in out) / start
+
+
+def write_parquet(storage: Storage, path: str, data: pa.Table) -> tuple[int, pq.FileMetaData]:
+    """Write `data` as the Parquet file `path`, streamed to the store; its size and footer."""
+    footers: list[pq.FileMetaData] = []
+
+    def fill(sink: pa.NativeFile) -> None:
+        pq.write_table(data, sink, compression="snappy", coerce_timestamps="us",
+                       allow_truncated_timestamps=False, use_dictionary=_dictionary_columns(data),
+                       metadata_collector=footers)
+
+    size = storage.write_stream(path, fill)
+    return size, footers[0]
+
+
+def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[str], *,
+                     mapping: ColumnMapping, data_change: bool = True, prefix: str = "part",
+                     target_file_size: int | None = None) -> list[Add]:
+    """Write `table` as Parquet files and return their `add` actions.
+
+    One file per partition, or with `target_file_size` (bytes) files of about that
+    size. Files are named `<prefix>-00000-<uuid>-c000.snappy.parquet` (staged
+    writes put their job id in the prefix). `mapping` is the table's column mapping
+    (the rows have logical names; files and actions get physical ones).
 
     Raises:
         SchemaMismatchError: a partition value cannot be stored (NaN, infinity).
@@ -387,9 +479,10 @@ def write_data_files(storage: Storage, table: pa.Table, partition_by: Sequence[s
             size=size,
             modification_time=now_ms,
             data_change=data_change,
-            stats=json.dumps(file_stats(data), separators=(",", ":")),
+            stats=json.dumps(file_stats(data, footer), separators=(",", ":")),
         )
-        for rel, pvalues, size, data in _write_parts(storage, table, partition_by, "", prefix, mapping)
+        for rel, pvalues, size, data, footer in _write_parts(storage, table, partition_by, "", prefix, mapping,
+                                                             target_file_size)
     ]
 
 
@@ -414,5 +507,5 @@ def write_cdc_files(storage: Storage, changes: pa.Table, partition_by: Sequence[
         SchemaMismatchError: a partition value cannot be stored (NaN, infinity).
     """
     return [Cdc(path=encode_log_path(rel), partition_values=dict(pvalues), size=size)
-            for rel, pvalues, size, _ in _write_parts(storage, changes, partition_by,
+            for rel, pvalues, size, *_ in _write_parts(storage, changes, partition_by,
                                                       CHANGE_DATA_DIR, "cdc", mapping)]

@@ -154,7 +154,7 @@ def die_in_local_write(strikes: Callable[[str], bool]) -> None:
     """In this process, the first local write whose target path `strikes` picks stores half
     its bytes in the temporary file, then the process SIGKILLs itself.
 
-    LocalStorage writes a hidden temporary file and links it into place; only a kill in
+    LocalStorage writes (or streams) a hidden temporary file and links it into place; only a kill in
     that write leaves a partial file. No public seam reaches it: `FaultyFileSystem`
     wraps fsspec stores, and a local table opened through one bypasses LocalStorage.
     """
@@ -166,4 +166,20 @@ def die_in_local_write(strikes: Callable[[str], bool]) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return write_temp(self, target, data)
 
+    write_stream = LocalStorage.write_stream
+
+    def stream_half_then_die(self: LocalStorage, path: str, fill: Callable[[pa.NativeFile], None]) -> int:
+        if not strikes(self._abs(path).replace(os.sep, "/")):
+            return write_stream(self, path, fill)
+        whole = pa.BufferOutputStream()
+        fill(whole)
+        data = whole.getvalue()
+
+        def half(sink: pa.NativeFile) -> None:
+            sink.write(data[: len(data) // 2])
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        return write_stream(self, path, half)
+
     LocalStorage._write_temp = half_then_die  # type: ignore[method-assign]
+    LocalStorage.write_stream = stream_half_then_die  # type: ignore[method-assign]

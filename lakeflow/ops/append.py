@@ -164,7 +164,8 @@ def _stage(snapshot: Snapshot, chunks: Iterator[pa.Table], schema_mode: SchemaMo
             if key and arrival.rows.num_rows:  # keyed: one chunk (see append)
                 keys = (arrival.rows, check_new_keys(snapshot, arrival.rows, key))
             if arrival.rows.num_rows:
-                adds += write_data_files(snapshot.storage, arrival.rows, snapshot.partition_columns, mapping=mapping)
+                adds += write_data_files(snapshot.storage, arrival.rows, snapshot.partition_columns, mapping=mapping,
+                                         target_file_size=snapshot.config.target_file_size)
                 rows += arrival.rows.num_rows
     except BaseException:
         discard(snapshot.storage, adds)
