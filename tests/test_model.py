@@ -61,6 +61,7 @@ class TableModel(RuleBasedStateMachine):
         self.names = {"v": "v", "part": "part"}  # the model's column -> the table's name for it now
         self.version_names = [dict(self.names)]
         self.drops: list[int] = []  # versions that dropped `v` (the next one adds it back)
+        self.mapped_at: int | None = None  # the version that turned column mapping on
         self.next_id = 0
         self.floor = 0  # the oldest version log cleanup left reachable
         self.checkpointed: set[int] = set()
@@ -98,6 +99,15 @@ class TableModel(RuleBasedStateMachine):
         else:
             assert version == len(self.versions) - 1, "more than one commit"
             assert expected == self.current, "the table changed without a commit"
+
+    def version_from(self, data, lowest: int, label: str) -> int:
+        """A version in [lowest, last], drawn without depending on `lowest`.
+
+        `lowest` may depend on the clock (what log cleanup deleted), and hypothesis
+        needs the same draws when it replays an example.
+        """
+        last = len(self.versions) - 1
+        return lowest + data.draw(st.integers(0, last), label=label) % (last - lowest + 1)
 
     def fresh_ids(self, n: int) -> list[int]:
         self.next_id += n
@@ -138,10 +148,11 @@ class TableModel(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def time_travel(self, data) -> None:
-        if self.floor:
+        gone = data.draw(st.integers(0, len(self.versions) - 1), label="maybe gone")
+        if gone < self.floor:
             with pytest.raises(lf.VersionNotFoundError):
-                self.table.snapshot(version=data.draw(st.integers(0, self.floor - 1), label="gone"))
-        version = data.draw(st.integers(self.floor, len(self.versions) - 1), label="version")
+                self.table.snapshot(version=gone)
+        version = self.version_from(data, self.floor, "version")
         assert self.read(self.table.snapshot(version=version).to_arrow(), version) == self.versions[version]
         self.table.refresh()
         instant = {c.version: c.timestamp for c in self.table.history()}[version]
@@ -172,12 +183,36 @@ class TableModel(RuleBasedStateMachine):
             assert deleted == sum(self.current.values()) - sum(kept.values())
             self.settle(kept)
 
+    @rule(below=st.integers(-3, 4), step=st.integers(1, 3))
+    def update(self, below, step) -> None:
+        v = self.names["v"]
+        updated = self.table.update(pc.field(v) < below, {v: f"{v} + {step}"})
+        changed = Counter({(i, x + step if x is not None and x < below else x, p): n
+                           for (i, x, p), n in self.current.items()})
+        assert updated == sum(n for (_, x, _), n in self.current.items() if x is not None and x < below)
+        self.settle(changed)
+
+    @rule(new=st.lists(st.tuples(values, parts), max_size=4))
+    def overwrite(self, new) -> None:
+        rows = [(i, v, p) for i, (v, p) in zip(self.fresh_ids(len(new)), new, strict=True)]
+        self.table.overwrite(self.out(rows))
+        self.settle(Counter(rows))
+
+    @rule(data=st.data())
+    def restore(self, data) -> None:
+        """Restore an earlier version: its rows and its column names come back."""
+        # Not to before column mapping came on or before a drop: a diff across that is refused.
+        lowest = max(self.floor, self.mapped_at or 0, self.drops[-1] + 1 if self.drops else 0)
+        version = self.version_from(data, lowest, "restore to")
+        self.table.restore(version)
+        self.names = dict(self.version_names[version])
+        self.settle(self.versions[version])
+
     if HAS["diff"]:
         @rule(data=st.data())
         def diff(self, data) -> None:
-            last = len(self.versions) - 1
-            start = data.draw(st.integers(self.floor, last), label="from")
-            end = data.draw(st.integers(self.floor, last), label="to")
+            start = self.version_from(data, self.floor, "from")
+            end = self.version_from(data, self.floor, "to")
             self.table.refresh()
             lo, hi = sorted((start, end))
             absent = hi in self.drops  # no `v` at the newer end: the diff has none
@@ -202,6 +237,7 @@ class TableModel(RuleBasedStateMachine):
             self.table.rename_column(self.names[column], new)
             self.names[column] = new
             self.settle(self.current)
+            self.mapped_at = self.mapped_at or len(self.versions) - 1
 
         @rule()
         def drop_and_add_back(self) -> None:
@@ -209,6 +245,7 @@ class TableModel(RuleBasedStateMachine):
             self.table.drop_columns(self.names["v"])
             cleared = Counter({(i, None, p): n for (i, _, p), n in self.current.items()})
             self.settle(cleared)
+            self.mapped_at = self.mapped_at or len(self.versions) - 1
             self.drops.append(len(self.versions) - 1)
             self.table.add_columns([pa.field(self.names["v"], pa.int64())])
             self.settle(cleared)
