@@ -46,3 +46,35 @@ def test_replace_keys_change_feed_is_the_rows_replaced(local_uri, dv):
                                         .read_all()))
         assert lakeflow_feed == expected, v
         assert deltalake_feed == expected, v
+
+
+def test_copy_on_write_merge_removing_a_file_with_a_vector_agrees_with_deltalake_cdf(local_uri):
+    """Vectors turned off again: a merge that deletes every row left in a file that still has a vector
+    removes it whole; without change data files deltalake reads that remove as the vector's rows."""
+    t = lf.Table.create(local_uri, _KV, key=["id"], properties={
+        "delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "true"})
+    t.append(pa.table({"id": [1, 2, 3], "v": [1, 2, 3]}, schema=_KV))
+    t.delete("id = 2")
+    t.set_properties({"delta.enableDeletionVectors": "false"})
+    t.merge(pa.table({"id": [1, 3, 7], "v": [0, 0, 7]}, schema=_KV), when_matched="delete",
+            when_not_matched="insert")
+    v = t.version
+    expected = _row_changes(t, v)
+    assert sorted(x for c in t.changes(v - 1, v) for x in _feed(c.rows)) == expected
+    assert _feed(pa.table(DeltaTable(local_uri).load_cdf(starting_version=v, ending_version=v).read_all())) \
+        == expected
+
+
+def test_full_overwrite_of_a_dv_table_agrees_with_deltalake_cdf(local_uri):
+    """An overwrite removes every file; one that has a vector reads, in deltalake's load_cdf, as the
+    vector's rows unless the commit has change data files (as a delete writes them)."""
+    t = lf.Table.create(local_uri, _KV, properties={
+        "delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "true"})
+    t.append(pa.table({"id": [1, 2, 3], "v": [1, 2, 3]}, schema=_KV))
+    t.delete("id = 2")
+    t.overwrite(pa.table({"id": [8], "v": [8]}, schema=_KV))
+    v = t.version
+    expected = _row_changes(t, v)
+    assert sorted(x for c in t.changes(v - 1, v) for x in _feed(c.rows)) == expected
+    assert _feed(pa.table(DeltaTable(local_uri).load_cdf(starting_version=v, ending_version=v).read_all())) \
+        == expected
