@@ -19,7 +19,7 @@ from lakeflow.log import TableState, check_writable
 from lakeflow.ops.append import check_info, check_txn, committed_version
 from lakeflow.ops.create import covering, protocol_for
 from lakeflow.ops.delete import deleting
-from lakeflow.ops.rewrite import change_rows, writes_change_data
+from lakeflow.ops.rewrite import change_rows, replacement_changes
 from lakeflow.schema import arrow_to_delta, canonical
 from lakeflow.snapshot import Snapshot
 from lakeflow.transaction import Transaction
@@ -82,16 +82,9 @@ def _replaced(snapshot: Snapshot, rows: pa.Table, where: Any, schema_mode: Overw
                          {"mode": "Overwrite", "partitionBy": json.dumps(list(snapshot.partition_columns))})
         # An overwrite read the whole table: a concurrent append's rows would survive it.
         tx.remove(*snapshot.files).read(predicate=any_file).info({"numRemovedFiles": len(snapshot.files)})
-        cdcs: list[Cdc] = []
-        if (schema_mode is None and writes_change_data(snapshot)
-                and any(f.deletion_vector is not None for f in snapshot.files)):
-            # deltalake reads the remove of a file with a vector as the vector's rows: change data
-            # files (all the commit's changes: every row out, the new rows in) say what it removes.
-            gone = snapshot.read_files(list(snapshot.files))
-            cdcs = write_cdc_files(snapshot.storage, change_rows(snapshot.schema, [
-                *((g, "delete") for g in gone), (rows, "insert")]), snapshot.partition_columns,
-                mapping=snapshot.column_mapping)
-            tx.add(*cdcs)
+        # (A schema overwrite changes what a row is: no change data files for it.)
+        cdcs = replacement_changes(snapshot, snapshot.files, rows) if schema_mode is None else []
+        tx.add(*cdcs)
         return tx, cdcs
     expr = snapshot.filter_expression(where)
     if not isinstance(expr, pc.Expression):
