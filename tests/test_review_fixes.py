@@ -120,3 +120,10 @@ def test_restore_removing_a_file_with_a_vector_agrees_with_deltalake_cdf(local_u
     assert sorted(x for c in t.changes(v - 1, v) for x in _feed(c.rows)) == expected
     assert _feed(pa.table(DeltaTable(local_uri).load_cdf(starting_version=v, ending_version=v).read_all())) \
         == expected
+
+
+def test_drop_columns_given_a_list_raises_a_lakeflow_error(local_uri):
+    t = lf.Table.create(local_uri, _KV)
+    with pytest.raises(lf.InvalidArgumentError):
+        t.drop_columns(["v"])
+    assert t.schema.names == ["id", "v"]
