@@ -83,7 +83,7 @@ def _replaced(snapshot: Snapshot, rows: pa.Table, where: Any, schema_mode: Overw
         # An overwrite read the whole table: a concurrent append's rows would survive it.
         tx.remove(*snapshot.files).read(predicate=any_file).info({"numRemovedFiles": len(snapshot.files)})
         # (A schema overwrite changes what a row is: no change data files for it.)
-        cdcs = replacement_changes(snapshot, snapshot.files, rows) if schema_mode is None else []
+        cdcs: list[Add | Cdc] = [*replacement_changes(snapshot, snapshot.files, rows)] if schema_mode is None else []
         tx.add(*cdcs)
         return tx, cdcs
     expr = snapshot.filter_expression(where)

@@ -18,12 +18,11 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from lakeflow.actions import Add
+from lakeflow.actions import Add, Cdc
 from lakeflow.config import DEFAULT_TARGET_FILE_SIZE
 from lakeflow.errors import SchemaMismatchError
 from lakeflow.keys import any_file, frame_of, key_candidates
 from lakeflow.log import check_writable
-from lakeflow.actions import Cdc
 from lakeflow.ops.rewrite import IndexArray, Written, change_rows, mark_rows, uses_deletion_vectors, writes_change_data
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.transaction import CommitResult, Transaction

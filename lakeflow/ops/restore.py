@@ -7,13 +7,13 @@ import time
 
 import numpy as np
 
+from lakeflow.actions import Cdc
 from lakeflow.column_mapping import keep_max_column_id
 from lakeflow.constraints import keep_identity_marks
 from lakeflow.errors import VacuumedDataError
 from lakeflow.keys import any_file
 from lakeflow.log import check_writable
 from lakeflow.ops.create import covering
-from lakeflow.actions import Cdc
 from lakeflow.ops.rewrite import change_rows, writes_change_data
 from lakeflow.snapshot import DataFile, Snapshot, deleted_rows
 from lakeflow.transaction import Transaction

@@ -295,5 +295,5 @@ class Written:
 
 
 __all__ = ["BoolArray", "Content", "IndexArray", "Matches", "Written", "change_rows", "find_matches", "mark_rows",
-           "matched_rows", "matching", "pack", "positions", "predicate_columns", "replacement_changes", "take_rows", "uses_deletion_vectors",
-           "writes_change_data"]
+           "matched_rows", "matching", "pack", "positions", "predicate_columns", "replacement_changes", "take_rows",
+           "uses_deletion_vectors", "writes_change_data"]
