@@ -30,6 +30,7 @@ from lakeflow.errors import (
 from lakeflow.keys import frame_of, key_candidates
 from lakeflow.late import window_micros
 from lakeflow.ops.replace import Replacement, replace_keys
+from lakeflow.ops.rewrite import replacement_changes
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.table import Table
 from lakeflow.transaction import retrying
@@ -332,9 +333,10 @@ class View:
         tx = self.table.transaction("VIEW REFRESH", {"sourceFrom": reflected, "sourceTo": latest, "mode": mode},
                                     snapshot=snap)
         tx.remove(*snap.files).read(txns=[self._app_id]).set_txn(self._app_id, latest)
+        arrow = new_state.drop(_ALL).to_arrow().cast(snap.schema) if new_state.height else snap.schema.empty_table()
         if new_state.height:
-            arrow = new_state.drop(_ALL).to_arrow().cast(snap.schema)
             tx.add(*write_data_files(snap.storage, arrow, (), mapping=snap.column_mapping))
+        tx.add(*replacement_changes(snap, snap.files, arrow))
         return tx.info({"groups": new_state.height}).commit().version
 
     def _replace_groups(self, snap: Snapshot, reflected: int, latest: int) -> int:
@@ -406,9 +408,10 @@ class View:
         snap = self.table.snapshot()
         tx = self.table.transaction("VIEW REBUILD", {"sourceTo": source_version}, snapshot=snap)
         tx.remove(*snap.files).read(txns=[self._app_id]).set_txn(self._app_id, source_version)
+        rows = state.drop(_ALL).to_arrow().cast(snap.schema) if state.height else snap.schema.empty_table()
         if state.height:
-            tx.add(*write_data_files(snap.storage, state.drop(_ALL).to_arrow().cast(snap.schema), (),
-                                     mapping=snap.column_mapping))
+            tx.add(*write_data_files(snap.storage, rows, (), mapping=snap.column_mapping))
+        tx.add(*replacement_changes(snap, snap.files, rows))
         return tx.info({"groups": state.height}).commit().version
 
     def snapshot(self, source_version: int | None = None) -> pa.Table:

@@ -30,6 +30,7 @@ from lakeflow.actions import Add
 from lakeflow.errors import InvalidArgumentError
 from lakeflow.keys import any_file, frame_of
 from lakeflow.ops.replace import replace_keys
+from lakeflow.ops.rewrite import replacement_changes
 from lakeflow.snapshot import Snapshot
 from lakeflow.table import Table
 from lakeflow.transaction import Transaction, retrying
@@ -181,6 +182,7 @@ class SqlAsset:
         tx = Transaction(snap, "DERIVE REBUILD", {"sourceVersion": version})
         # It replaces every row: a concurrent refresh's files would survive it.
         tx.remove(*snap.files).read(predicate=any_file, txns=[self.app_id]).add(*_files(snap, rows))
+        tx.add(*replacement_changes(snap, snap.files, rows))
         tx.set_txn(self.app_id, version).commit()
         return version
 

@@ -208,6 +208,8 @@ def drop_columns(snapshot: Snapshot, names: Sequence[str]) -> int:
         InvalidArgumentError: no names, or one repeats.
     """
     names = list(names)
+    if any(not isinstance(n, str) for n in names):  # e.g. a list passed as one name: no TypeError from set()
+        raise InvalidArgumentError(f"drop_columns takes column names (strings), got {names!r}")
     if not names or len(set(names)) != len(names):
         raise InvalidArgumentError(f"drop_columns takes distinct column names, got {names!r}")
     dropped = [_column(snapshot, n, "drop") for n in names]

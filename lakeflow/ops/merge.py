@@ -570,7 +570,9 @@ def _plan(snap: Snapshot, m: _Match, ch: _Changes) -> _Plan:
                                            snap.config.target_file_size or REWRITE_FILE_SIZE)
         rewrites = list(built)
     changes = None
-    if writes_change_data(snap) and (len(ch.upd_t) or copied or marks):
+    # A file removed whole with its vector needs them too: deltalake reads such a remove as the vector's rows.
+    had_vector = any(target.files[i].deletion_vector is not None for i in touched)
+    if writes_change_data(snap) and (len(ch.upd_t) or copied or marks or had_vector):
         changes = change_rows(schema, [
             (inserted, "insert"), (take_rows(target.rows, ch.upd_t), "update_preimage"),
             (ch.upd_new, "update_postimage"), (take_rows(target.rows, deleted_t), "delete")])

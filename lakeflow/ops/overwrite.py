@@ -19,7 +19,7 @@ from lakeflow.log import TableState, check_writable
 from lakeflow.ops.append import check_info, check_txn, committed_version
 from lakeflow.ops.create import covering, protocol_for
 from lakeflow.ops.delete import deleting
-from lakeflow.ops.rewrite import change_rows
+from lakeflow.ops.rewrite import change_rows, replacement_changes
 from lakeflow.schema import arrow_to_delta, canonical
 from lakeflow.snapshot import Snapshot
 from lakeflow.transaction import Transaction
@@ -81,7 +81,11 @@ def _replaced(snapshot: Snapshot, rows: pa.Table, where: Any, schema_mode: Overw
         tx = Transaction(snapshot, "WRITE",
                          {"mode": "Overwrite", "partitionBy": json.dumps(list(snapshot.partition_columns))})
         # An overwrite read the whole table: a concurrent append's rows would survive it.
-        return tx.remove(*snapshot.files).read(predicate=any_file).info({"numRemovedFiles": len(snapshot.files)}), []
+        tx.remove(*snapshot.files).read(predicate=any_file).info({"numRemovedFiles": len(snapshot.files)})
+        # (A schema overwrite changes what a row is: no change data files for it.)
+        cdcs: list[Add | Cdc] = [*replacement_changes(snapshot, snapshot.files, rows)] if schema_mode is None else []
+        tx.add(*cdcs)
+        return tx, cdcs
     expr = snapshot.filter_expression(where)
     if not isinstance(expr, pc.Expression):
         raise InvalidArgumentError(f"where must be a SQL string or a pyarrow expression, got {type(where).__name__}")

@@ -18,15 +18,15 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from lakeflow.actions import Add
+from lakeflow.actions import Add, Cdc
 from lakeflow.config import DEFAULT_TARGET_FILE_SIZE
 from lakeflow.errors import SchemaMismatchError
 from lakeflow.keys import any_file, frame_of, key_candidates
 from lakeflow.log import check_writable
-from lakeflow.ops.rewrite import IndexArray, Written, mark_rows, uses_deletion_vectors
+from lakeflow.ops.rewrite import IndexArray, Written, change_rows, mark_rows, uses_deletion_vectors, writes_change_data
 from lakeflow.snapshot import DataFile, Snapshot
 from lakeflow.transaction import CommitResult, Transaction
-from lakeflow.write import conform, discard, write_data_files
+from lakeflow.write import conform, discard, write_cdc_files, write_data_files
 
 
 @dataclass(frozen=True)
@@ -86,15 +86,23 @@ def replace_keys(snapshot: Snapshot, rows: pa.Table, key: Sequence[str], replace
     gone = frame_of(keys).unique()
     files, could_match = key_candidates(snapshot, gone.to_arrow()) if gone.height else ([], any_file)
     tx = Transaction(snapshot, operation, {"key": key, **(parameters or {})})
-    written: list[Add] = []
+    written: list[Add | Cdc] = []
     marked = Written()
     rows_of: dict[str, pa.Table] = {}
     kept: list[tuple[pa.Table, int]] = []
+    deleted: list[pa.Table] = []
     try:
-        removed, rewritten = _rewrite(tx, files, gone, key, kept, marked, read or {}, rows_of)
+        removed, rewritten, whole_dv = _rewrite(tx, files, gone, key, kept, marked, read or {}, rows_of, deleted)
         limit = snapshot.config.target_file_size or DEFAULT_TARGET_FILE_SIZE
         for part in _packed(rows, kept, limit):
             written += _written(snapshot, part, rows_of)
+        if writes_change_data(snapshot) and (kept or whole_dv):
+            # Without change data files readers take a commit's changes from its files: the rows
+            # copied out of rewritten files would read as deleted and inserted, and deltalake reads
+            # the remove of a file with a vector as that vector's rows (see ops.delete).
+            changes = change_rows(snapshot.schema, [*((d, "delete") for d in deleted), (rows, "insert")])
+            written += write_cdc_files(snapshot.storage, changes, snapshot.partition_columns,
+                                       mapping=snapshot.column_mapping)
         tx.add(*written, *marked.marked)
         tx.read([f.add.path for f in files], could_match)
         # The txn read: a concurrent write of the same application conflicts (its keys are unknown here).
@@ -142,14 +150,17 @@ def _written(snapshot: Snapshot, rows: pa.Table, rows_of: dict[str, pa.Table]) -
 
 def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key: list[str],
              kept: list[tuple[pa.Table, int]], marked: Written, read: Mapping[str, pa.Table],
-             rows_of: dict[str, pa.Table]) -> tuple[int, int]:
+             rows_of: dict[str, pa.Table], deleted: list[pa.Table]) -> tuple[int, int, bool]:
     """Stage each file holding a replaced key as removed, its other rows (and its size) into `kept`.
+
+    The replaced rows go to `deleted`. Returns the rows removed, the files touched, and
+    whether a file that has a deletion vector is removed whole.
 
     With deletion vectors the file is re-added instead, its replaced rows marked
     deleted (recorded in `marked`, whose DV file is then written; the rows it then
     reads go to `rows_of`).
     """
-    snapshot, removed, rewritten = tx.snapshot, 0, 0
+    snapshot, removed, rewritten, whole_dv = tx.snapshot, 0, 0, False
     dv = uses_deletion_vectors(snapshot)
     marks: list[tuple[DataFile, IndexArray]] = []
     unread = [f for f in files if f.path not in read]
@@ -161,6 +172,8 @@ def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key
         if not len(hit):
             continue
         removed, rewritten = removed + len(hit), rewritten + 1
+        whole_dv = whole_dv or (len(hit) == table.num_rows and f.deletion_vector is not None)
+        deleted.append(table.take(pa.array(hit, pa.int64())))
         tx.remove(f)
         if dv:
             marks.append((f, np.sort(hit)))
@@ -175,7 +188,7 @@ def _rewrite(tx: Transaction, files: Sequence[DataFile], gone: pl.DataFrame, key
         marked.dv_files += [path] if path else []
         for gone_file in {f.add.path for f, _ in marks} - {a.path for a in marked.marked}:
             del rows_of[gone_file]  # every row deleted: removed, not re-added
-    return removed, rewritten
+    return removed, rewritten, whole_dv
 
 
 _POSITION = "__lakeflow_position"

@@ -5,14 +5,19 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import numpy as np
+
+from lakeflow.actions import Cdc
 from lakeflow.column_mapping import keep_max_column_id
 from lakeflow.constraints import keep_identity_marks
 from lakeflow.errors import VacuumedDataError
 from lakeflow.keys import any_file
 from lakeflow.log import check_writable
 from lakeflow.ops.create import covering
-from lakeflow.snapshot import DataFile, Snapshot
+from lakeflow.ops.rewrite import change_rows, writes_change_data
+from lakeflow.snapshot import DataFile, Snapshot, deleted_rows
 from lakeflow.transaction import Transaction
+from lakeflow.write import write_cdc_files
 
 
 def _identity(f: DataFile) -> tuple[str, str | None]:
@@ -53,6 +58,7 @@ def restore(snapshot: Snapshot, target: Snapshot) -> int:
                                            "timestamp": target.timestamp.isoformat() if target.timestamp else None})
     tx.remove(*gone).read(predicate=any_file)  # a concurrent append would survive into the restored state
     tx.add(*(dataclasses.replace(f.add, data_change=True, modification_time=now) for f in back))
+    tx.add(*_change_files(snapshot, target, gone, back))
     metadata = keep_max_column_id(snapshot.metadata, keep_identity_marks(snapshot.metadata, target.metadata))
     if metadata != snapshot.metadata:
         tx.add(metadata)
@@ -62,6 +68,38 @@ def restore(snapshot: Snapshot, target: Snapshot) -> int:
     tx.info({"numRemovedFiles": len(gone), "numRestoredFiles": len(back),
              "numOfFilesAfterRestore": len(wanted), "tableSizeAfterRestore": sum(f.size for f in wanted.values())})
     return tx.commit().version
+
+
+def _change_files(snapshot: Snapshot, target: Snapshot, gone: list[DataFile], back: list[DataFile]) -> list[Cdc]:
+    """Change data files of a restore that removes a file with a deletion vector whole (else none).
+
+    deltalake (1.6) reads such a remove as the vector's rows; with change data files
+    readers take the commit's changes from them alone, so they hold all of them: the
+    rows of files removed or added back whole, and of a file whose vector changes the
+    rows the two vectors differ by. Restores across a schema change write none.
+    """
+    again = {f.path: f for f in back}
+    if (not writes_change_data(snapshot) or target.schema != snapshot.schema
+            or tuple(target.partition_columns) != tuple(snapshot.partition_columns)
+            or not any(f.deletion_vector is not None and f.path not in again for f in gone)):
+        return []
+    removed = {f.path for f in gone}
+    deletes = snapshot.read_files([f for f in gone if f.path not in again])
+    inserts = target.read_files([f for f in back if f.path not in removed])
+    for f in gone:
+        if f.path not in again:
+            continue
+        now = deleted_rows(snapshot.storage, f.path, f.deletion_vector).astype(np.int64)
+        then = deleted_rows(snapshot.storage, f.path, again[f.path].deletion_vector).astype(np.int64)
+        bare = dataclasses.replace(f, deletion_vector=None)  # positions are then the file's own
+        out, into = np.setdiff1d(then, now), np.setdiff1d(now, then)
+        deletes += snapshot.read_rows([(bare, out)]) if len(out) else []
+        inserts += snapshot.read_rows([(bare, into)]) if len(into) else []
+    parts = [*((rows, "delete") for rows in deletes), *((rows, "insert") for rows in inserts)]
+    if not any(rows.num_rows for rows, _ in parts):
+        return []
+    return write_cdc_files(snapshot.storage, change_rows(target.schema, parts), target.partition_columns,
+                           mapping=target.column_mapping)
 
 
 __all__ = ["restore"]

@@ -102,6 +102,23 @@ def change_rows(schema: pa.Schema, parts: Sequence[tuple[pa.Table, str]]) -> pa.
     return pa.concat_tables(tables)
 
 
+def replacement_changes(snap: Snapshot, removed: Sequence[DataFile], inserted: pa.Table) -> list[Cdc]:
+    """Change data files for a commit that removes the files `removed` whole and adds `inserted`, when needed.
+
+    Needed (with change data on) when a removed file has a deletion vector: deltalake
+    (1.6) reads the remove of such a file as the vector's rows, where the protocol
+    means the rows the file still holds; change data files alone then describe the
+    commit, so they hold every change (the removed files' rows out, `inserted` in).
+    """
+    if not writes_change_data(snap) or not any(f.deletion_vector is not None for f in removed):
+        return []
+    parts = [*((rows, "delete") for rows in snap.read_files(list(removed))), (inserted, "insert")]
+    if not any(rows.num_rows for rows, _ in parts):
+        return []
+    return write_cdc_files(snap.storage, change_rows(snap.schema, parts), snap.partition_columns,
+                           mapping=snap.column_mapping)
+
+
 def predicate_columns(schema: pa.Schema, where: pc.Expression) -> list[str]:
     """The columns `where` reads, in schema order; all of them when that cannot be told."""
     named: set[str] = set()
@@ -278,5 +295,5 @@ class Written:
 
 
 __all__ = ["BoolArray", "Content", "IndexArray", "Matches", "Written", "change_rows", "find_matches", "mark_rows",
-           "matched_rows", "matching", "pack", "positions", "predicate_columns", "take_rows", "uses_deletion_vectors",
-           "writes_change_data"]
+           "matched_rows", "matching", "pack", "positions", "predicate_columns", "replacement_changes", "take_rows",
+           "uses_deletion_vectors", "writes_change_data"]
