@@ -25,6 +25,10 @@ EVENT_TIME = "lakeflow.eventTime"
 WINDOW = "lakeflow.window"
 LATE = "lakeflow.late"
 VIEW = "lakeflow.view"
+# Application ids of the commits that keep a derived table current from its source (a view, a
+# SQL asset); the txn records the source version the table reflects.
+VIEW_APP_PREFIX = "lakeflow.view/"
+DERIVED_APP_PREFIX = "derive/"
 CHANGE_DATA_FEED = "delta.enableChangeDataFeed"
 IN_COMMIT_TIMESTAMPS = "delta.enableInCommitTimestamps"
 CHECKPOINT_INTERVAL = "delta.checkpointInterval"

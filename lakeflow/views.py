@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lakeflow.config import VIEW_APP_PREFIX
 from lakeflow.errors import (
     DataFileNotFoundError,
     InvalidArgumentError,
@@ -106,7 +107,7 @@ class View:
         self.aggregates = _parse_aggregates(
             {a["name"]: (a["column"] or "*", a["function"]) for a in config["aggregates"]},
             self.source.schema)
-        self._app_id = f"lakeflow.view/{config['source_id']}"
+        self._app_id = f"{VIEW_APP_PREFIX}{config['source_id']}"
         # Rows of the view table's files by (path, deletion vector id), which name immutable
         # contents: a refresh through this handle reads back none of what it read or wrote.
         self._kept: dict[tuple[str, str | None], pa.Table] = {}

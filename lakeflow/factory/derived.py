@@ -27,6 +27,7 @@ import sqlglot
 from sqlglot import expressions as exp
 
 from lakeflow.actions import Add
+from lakeflow.config import DERIVED_APP_PREFIX
 from lakeflow.errors import InvalidArgumentError
 from lakeflow.keys import any_file, frame_of
 from lakeflow.ops.replace import replace_keys
@@ -132,7 +133,7 @@ class SqlAsset:
     @property
     def app_id(self) -> str:
         """The application id of its refresh commits."""
-        return f"derive/{self.name}"
+        return f"{DERIVED_APP_PREFIX}{self.name}"
 
     def reflected(self, snap: Snapshot) -> int:
         """The source version the derived table reflects (-1: none yet)."""

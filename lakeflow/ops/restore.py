@@ -9,8 +9,9 @@ import numpy as np
 
 from lakeflow.actions import Cdc
 from lakeflow.column_mapping import keep_max_column_id
+from lakeflow.config import DERIVED_APP_PREFIX, VIEW_APP_PREFIX
 from lakeflow.constraints import keep_identity_marks
-from lakeflow.errors import VacuumedDataError
+from lakeflow.errors import InvalidArgumentError, VacuumedDataError
 from lakeflow.keys import any_file
 from lakeflow.log import check_writable
 from lakeflow.ops.create import covering
@@ -44,6 +45,7 @@ def restore(snapshot: Snapshot, target: Snapshot) -> int:
         UnsupportedFeatureError: the table is read-only for lakeflow.
     """
     check_writable(snapshot.protocol, snapshot.metadata)
+    _check_not_derived(snapshot)
     current = {_identity(f): f for f in snapshot.files}
     wanted = {_identity(f): f for f in target.files}
     gone = [f for k, f in current.items() if k not in wanted]
@@ -68,6 +70,21 @@ def restore(snapshot: Snapshot, target: Snapshot) -> int:
     tx.info({"numRemovedFiles": len(gone), "numRestoredFiles": len(back),
              "numOfFilesAfterRestore": len(wanted), "tableSizeAfterRestore": sum(f.size for f in wanted.values())})
     return tx.commit().version
+
+
+def _check_not_derived(snapshot: Snapshot) -> None:
+    """Refuse to restore a table a view or SQL asset keeps current from its source.
+
+    Its txn says which source version its rows reflect, and a restore brings old
+    rows back under the newest txn (Delta does not restore txns): the next refresh
+    would fold only newer source commits onto them.
+    """
+    derived = sorted(a for a in snapshot.state.txns if a.startswith((VIEW_APP_PREFIX, DERIVED_APP_PREFIX)))
+    if derived:
+        raise InvalidArgumentError(
+            f"{snapshot.storage.uri} is kept current from its source by {derived[0]!r}: restoring it "
+            "would leave its rows out of step with the source version it records; rebuild it from the "
+            "source instead (View.rebuild(), Project.rebuild(asset) or `lakeflow rebuild ASSET`)")
 
 
 def _change_files(snapshot: Snapshot, target: Snapshot, gone: list[DataFile], back: list[DataFile]) -> list[Cdc]:
