@@ -169,3 +169,23 @@ def test_a_sql_asset_table_is_not_restored(tmp_path):
     big = p.table("big")
     with pytest.raises(lf.InvalidArgumentError, match="derive/big"):
         big.restore(0)
+
+
+def test_a_renamed_column_of_an_ingested_table_is_a_declaration_error_not_rejected_files(tmp_path, capsys):
+    from lakeflow.cli import main
+
+    project = tmp_path / "p"
+    landing = project / "ingest" / "landing" / "raw"
+    landing.mkdir(parents=True)
+    (project / "lakeflow.yaml").write_text(
+        "assets:\n  raw:\n    schema: {id: int64, amount: int64}\n    ingest: {format: csv}\n")
+    (landing / "a.csv").write_text("id,amount\n1,1\n")
+    p = lf.Project(project)
+    p.run()
+    p.table("raw").rename_column("amount", "amt")
+    (landing / "b.csv").write_text("id,amount\n2,2\n")
+    with pytest.raises(lf.DeclarationError, match=r"lakeflow.yaml: raw.schema declares \['amount'\]"):
+        lf.Project(project).ingest()
+    assert (landing / "b.csv").exists() and not (landing / "_rejected").exists()
+    assert main(["validate", str(project)]) == 1
+    assert "raw.schema declares" in capsys.readouterr().err

@@ -49,8 +49,10 @@ def init(path: Path = ProjectArg, as_json: bool = JsonOpt) -> None:
 
 @app.command()
 def validate(path: Path = ProjectArg, as_json: bool = JsonOpt) -> None:
-    """Check every declaration and the asset graph (exit 1 naming file, line and field)."""
+    """Check every declaration, the asset graph and existing tables' columns (exit 1 naming file, line, field)."""
     project = lf.Project(path)
+    for name in project.order:
+        project.check_table(name)
     out = {"assets": {n: _kind(project.assets[n]) for n in project.order}, "order": list(project.order)}
     if as_json:
         print_json(out)

@@ -218,6 +218,28 @@ class Project:
 
     # ---- ingest ------------------------------------------------------------------------------
 
+    def check_table(self, name: str) -> None:
+        """Refuse an ingested asset whose table lacks a column its declaration names.
+
+        A column renamed or dropped on the table (`rename_column`, `drop_columns`)
+        would make every landing file fail to load.
+
+        Raises:
+            DeclarationError: naming the declaration file and the columns.
+        """
+        asset = self._asset(name)
+        declared = asset.arrow_schema
+        try:
+            names = set(self.table(name).schema.names) if declared is not None else set()
+        except TableNotFoundError:
+            return
+        missing = [c for c in (declared.names if declared is not None else ()) if c not in names]
+        if missing:
+            raise DeclarationError(
+                f"{self.files[name]}: {name}.schema declares {missing}, which its table {self.table_uri(name)} "
+                f"lacks (it has {sorted(names)}): a column was renamed or dropped on the table; declare the "
+                "table's columns")
+
     def _ingested_table(self, asset: Asset, schema: pa.Schema | None) -> Table:
         try:
             return self.table(asset.name)
@@ -240,6 +262,8 @@ class Project:
 
     def _ingest_one(self, asset: Asset, on_file: Callable[[IngestedFile], None] | None
                     ) -> tuple[IngestedFile, ...]:
+        self.check_table(asset.name)  # before a file is read against the declaration
+
         def table_for(schema: pa.Schema | None) -> Table:
             return self._ingested_table(asset, schema)
 
