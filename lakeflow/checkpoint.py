@@ -12,7 +12,7 @@ import dataclasses
 import io
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,7 +96,8 @@ def read_checkpoint_state(storage: Storage, names: Sequence[str], version: int) 
     actions, parts = _read_parts(storage, names)
     state = replay(None, [(version, actions)])  # all but the Parquet add and remove rows
     rows = parts.rows()
-    files = FileSet.from_table(rows, parts.table if parts.lazy else None).edit()
+    files = FileSet.from_table(rows, parts.table if parts.lazy else None,
+                               parts.parsed_stats if parts.lazy else None).edit()
     for add in state.files.values():  # adds of a JSON checkpoint
         files.put(add)
     tombstones = _tombstones(parts.removes(), state, rows.column("path"), names[0])
@@ -157,6 +158,18 @@ class _FileRows:
         """All rows, in order (only the paths, where not read whole)."""
         return pa.concat_tables([r for r, _, _ in self._parts]) if self._parts else ADD_SCHEMA.empty_table()
 
+    def parsed_stats(self, columns: Mapping[str, pa.DataType]) -> pa.StructArray | None:
+        """The rows' `stats_parsed` of the physical `columns` only, leaves as the types given.
+
+        None when some part has no `stats_parsed` (then the JSON `stats` count).
+        """
+        if not self._parts or any(file is None for _, file, _ in self._parts):
+            return None
+        parts = [_parsed_stats(file, path, columns) for _, file, path in self._parts if file is not None]
+        if any(part is None for part in parts):
+            return None
+        return pa.concat_arrays([p for p in parts if p is not None])
+
     def table(self) -> pa.Table:
         """All rows, read whole.
 
@@ -175,6 +188,66 @@ def _whole_adds(file: pq.ParquetFile, path: str) -> pa.Table:
         return add_table(column.chunk(0) if column.num_chunks == 1 else column.combine_chunks())
     except (ValueError, pa.ArrowException) as e:
         raise CorruptLogError(f"checkpoint {path} has an invalid add row: {e}") from e
+
+
+_STATS_KEYS = ("minValues", "maxValues", "nullCount")
+
+
+def _parsed_stats(file: pq.ParquetFile, path: str, columns: Mapping[str, pa.DataType]) -> pa.StructArray | None:
+    """The `add.stats_parsed` leaves of `columns` in one Parquet part (None: it has none).
+
+    Only those leaf columns are read. A leaf that is absent, or of a type that is no
+    lossless reading of the one asked for, is null (unknown).
+    """
+    add = file.schema_arrow.field("add").type
+    index = add.get_field_index("stats_parsed")
+    parsed = add.field(index).type if index >= 0 else None
+    if parsed is None or not pa.types.is_struct(parsed):
+        return None
+    wanted = [(k, c) for k in _STATS_KEYS if (i := parsed.get_field_index(k)) >= 0
+              and pa.types.is_struct(parsed.field(i).type) for c in columns
+              if "." not in c and parsed.field(i).type.get_field_index(c) >= 0]
+    if wanted:
+        table = _read(file, path, [f"add.stats_parsed.{k}.{c}" for k, c in wanted])
+    else:
+        table = _read(file, path, ["add.path"])
+    add_rows = _valid_rows(table.column("add")).combine_chunks()
+    stats = _child(add_rows, "stats_parsed") if wanted else None
+    children = []
+    for key in _STATS_KEYS:
+        group = _child(stats, key) if stats is not None else None
+        leaves = [_leaf(group, c, pa.int64() if key == "nullCount" else t, len(add_rows)) for c, t in columns.items()]
+        children.append(pa.StructArray.from_arrays(leaves, names=list(columns)) if columns else
+                        pa.nulls(len(add_rows), pa.struct([])))
+    return pa.StructArray.from_arrays(children, names=list(_STATS_KEYS))
+
+
+def _leaf(group: pa.StructArray | None, name: str, typ: pa.DataType, n: int) -> pa.Array:
+    """Field `name` of `group` as `typ` where that is lossless (same kind of value), else `n` nulls."""
+    leaf = _child(group, name) if group is not None else None
+    if leaf is None or not _same_kind(leaf.type, typ):
+        return pa.nulls(n, typ)
+    try:
+        return leaf.cast(typ)
+    except pa.ArrowException:
+        return pa.nulls(n, typ)
+
+
+def _child(struct: pa.StructArray, name: str) -> pa.Array | None:
+    """Field `name` of `struct`, null where the struct is (None: no such field)."""
+    index = struct.type.get_field_index(name)
+    return struct.flatten()[index] if index >= 0 else None
+
+
+def _same_kind(have: pa.DataType, want: pa.DataType) -> bool:
+    """Whether statistics of type `have` read as `want` without changing what they mean."""
+    kinds = (pa.types.is_integer, pa.types.is_floating, pa.types.is_date, pa.types.is_decimal,
+             lambda t: pa.types.is_string(t) or pa.types.is_large_string(t))
+    if pa.types.is_floating(want) and pa.types.is_integer(have):
+        return True
+    if pa.types.is_timestamp(want):
+        return pa.types.is_timestamp(have) and (have.tz is None) == (want.tz is None)
+    return any(kind(have) and kind(want) for kind in kinds)
 
 
 def _read_parts(storage: Storage, names: Sequence[str]) -> tuple[list[Action], _FileRows]:
