@@ -20,7 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lakeflow import pruning
 from lakeflow.actions import Action, Remove, decode_action, parse_commit
+from lakeflow.column_mapping import ColumnMapping, mapping_mode
 from lakeflow.config import TableConfig
 from lakeflow.errors import CorruptLogError
 from lakeflow.file_set import (
@@ -35,6 +37,7 @@ from lakeflow.file_set import (
     remove_table,
 )
 from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, check_data_path, checkpoint_path, replay
+from lakeflow.schema import delta_to_arrow, widened_from
 from lakeflow.storage import Storage, arrow_file
 
 _STR_MAP = ADD_SCHEMA.field("partitionValues").type
@@ -404,7 +407,7 @@ def write_checkpoint(storage: Storage, state: TableState, now_ms: int | None = N
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     rows = _rows(state, now_ms)
     adds = _add_rows_of(state)
-    table = pa.concat_tables([pa.Table.from_pylist(rows, schema=CHECKPOINT_SCHEMA), adds])
+    table = pa.concat_tables([pa.Table.from_pylist(rows, schema=adds.schema), adds])
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="snappy")
     data = buf.getvalue()
@@ -417,9 +420,71 @@ def write_checkpoint(storage: Storage, state: TableState, now_ms: int | None = N
 
 
 def _add_rows_of(state: TableState) -> pa.Table:
-    """Checkpoint rows of the active files, from their columns, in path order (as snapshots list them)."""
+    """Checkpoint rows of the active files, from their columns, in path order (as snapshots list them).
+
+    The `add` struct is `_ADD`, with `stats_parsed` (and `partitionValues_parsed`)
+    when the table asks for them and every file's statistics read as their types;
+    without `stats_parsed` the JSON `stats` are always written (they would be lost).
+    """
     files = FileSet.of(state.files).table()
     files = files.take(pc.sort_indices(files.column("path")))
-    add = pa.StructArray.from_arrays([files.column(f.name).combine_chunks() for f in _ADD], fields=list(_ADD))
-    return pa.table({f.name: add if f.name == "add" else pa.nulls(len(add), f.type)
-                     for f in CHECKPOINT_SCHEMA}, schema=CHECKPOINT_SCHEMA)
+    columns = {f.name: files.column(f.name).combine_chunks() for f in _ADD}
+    config = TableConfig.of(state.metadata)
+    parsed = _stats_parsed(state, files) if config.stats_as_struct and files.num_rows else None
+    if parsed is not None:
+        stats, partitions = parsed
+        columns = {**{k: v for k, v in columns.items() if k != "stats" or config.stats_as_json},
+                   "stats_parsed": stats, **({"partitionValues_parsed": partitions} if partitions else {})}
+    add = pa.StructArray.from_arrays(list(columns.values()), names=list(columns))
+    schema = pa.schema([pa.field("add", add.type) if f.name == "add" else f for f in CHECKPOINT_SCHEMA])
+    return pa.table({f.name: add if f.name == "add" else pa.nulls(len(add), f.type) for f in schema},
+                    schema=schema)
+
+
+def _stats_parsed(state: TableState, files: pa.Table) -> tuple[pa.StructArray, pa.StructArray | None] | None:
+    """`stats_parsed` and `partitionValues_parsed` (None: not partitioned) of `files`, from their columns.
+
+    Top-level columns only, by physical name; columns whose type was widened are
+    left out (old files' statistics are of the old type). None when some file's
+    statistics or partition values cannot be read as their types.
+    """
+    md = state.metadata
+    schema = delta_to_arrow(md.schema_string)
+    mapping = ColumnMapping.of(md.schema_string, mapping_mode(md))
+    skip = set(md.partition_columns) | set(widened_from(md.schema_string))
+    data = [f for f in schema if f.name not in skip and not pa.types.is_nested(f.type)]
+    bounded = {mapping.physical_name(f.name): f.type for f in data if _bounded(f.type)}
+    as_read = pa.struct([(p, pa.string() if pa.types.is_temporal(t) else t) for p, t in bounded.items()])
+    fields = [("numRecords", pa.int64()), ("minValues", as_read), ("maxValues", as_read),
+              ("nullCount", pa.struct([(mapping.physical_name(f.name), pa.int64()) for f in data]))]
+    table = pruning.read_stats_json(files.column("stats").combine_chunks(),
+                                    pa.schema([f for f in fields if f[1] != pa.struct([])]))
+    if table is None:
+        return None
+    try:
+        columns = {name: _typed(table.column(name).combine_chunks(), bounded) if name.endswith("Values")
+                   else table.column(name).combine_chunks() for name in table.column_names}
+        partitions = [(c, pc.map_lookup(files.column("partitionValues").combine_chunks(),
+                                        mapping.physical_name(c), "first").cast(schema.field(c).type))
+                      for c in md.partition_columns]
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a value, or a partition type, not castable
+        return None
+    stats = pa.StructArray.from_arrays(list(columns.values()), names=list(columns))
+    parts = pa.StructArray.from_arrays([v for _, v in partitions], names=[c for c, _ in partitions])
+    return stats, parts if partitions else None
+
+
+def _bounded(typ: pa.DataType) -> bool:
+    """Whether statistics carry a min and max of a column of `typ`."""
+    return (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_string(typ)
+            or pa.types.is_date32(typ) or pa.types.is_timestamp(typ) or pa.types.is_decimal(typ))
+
+
+def _typed(values: pa.StructArray, types: Mapping[str, pa.DataType]) -> pa.StructArray:
+    """A `minValues` / `maxValues` struct read from JSON (dates and timestamps as text) as `types`.
+
+    Raises:
+        pa.ArrowInvalid: a value is no valid text of its type.
+    """
+    children = [values.field(p).cast(t) for p, t in types.items()]
+    return pa.StructArray.from_arrays(children, names=list(types), mask=values.is_null())

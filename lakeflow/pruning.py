@@ -349,6 +349,22 @@ def _json_lines(texts: Sequence[str | None] | pa.StringArray) -> bytes | pa.Buff
     return lines
 
 
+def read_stats_json(texts: Sequence[str | None] | pa.StringArray, schema: pa.Schema) -> pa.Table | None:
+    """The stats JSON texts (null: `{}`) as a table of `schema`, one row each, in one pass.
+
+    None when a value is not of its stated type or a text spans lines.
+    """
+    joined = _json_lines(texts)
+    if joined is None:
+        return None
+    try:
+        table = pa_json.read_json(pa.BufferReader(joined), parse_options=pa_json.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="ignore"))
+    except pa.ArrowException:
+        return None
+    return table if table.num_rows == len(texts) else None
+
+
 def json_stats(texts: Sequence[str | None] | pa.StringArray, columns: Mapping[str, tuple[str, pa.DataType]]
                ) -> dict[str, ColumnStats] | None:
     """Stats of `columns` (logical name: physical name, stats type) from the files' stats JSON.
@@ -362,15 +378,8 @@ def json_stats(texts: Sequence[str | None] | pa.StringArray, columns: Mapping[st
     fields = pa.struct([(physical, typ) for physical, typ in columns.values()])
     counts = pa.struct([(physical, pa.int64()) for physical, _ in columns.values()])
     schema = pa.schema([("minValues", fields), ("maxValues", fields), ("nullCount", counts)])
-    joined = _json_lines(texts)
-    if joined is None:
-        return None
-    try:
-        table = pa_json.read_json(pa.BufferReader(joined), parse_options=pa_json.ParseOptions(
-            explicit_schema=schema, unexpected_field_behavior="ignore"))
-    except pa.ArrowException:
-        return None
-    if table.num_rows != len(texts):
+    table = read_stats_json(texts, schema)
+    if table is None:
         return None
     out = {}
     for name, (physical, typ) in columns.items():
