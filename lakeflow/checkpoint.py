@@ -37,6 +37,7 @@ from lakeflow.file_set import (
     remove_table,
 )
 from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, check_data_path, checkpoint_path, replay
+from lakeflow.partitions import parse_partition_value
 from lakeflow.schema import delta_to_arrow, widened_from
 from lakeflow.storage import Storage, arrow_file
 
@@ -453,7 +454,8 @@ def _stats_parsed(state: TableState, files: pa.Table) -> tuple[pa.StructArray, p
     mapping = ColumnMapping.of(md.schema_string, mapping_mode(md))
     skip = set(md.partition_columns) | set(widened_from(md.schema_string))
     data = [f for f in schema if f.name not in skip and not pa.types.is_nested(f.type)]
-    bounded = {mapping.physical_name(f.name): f.type for f in data if _bounded(f.type)}
+    bounded = {mapping.physical_name(f.name): f.type for f in data
+               if pruning.parsed_stats_type(f.type) is not None}
     as_read = pa.struct([(p, pa.string() if pa.types.is_temporal(t) else t) for p, t in bounded.items()])
     fields = [("numRecords", pa.int64()), ("minValues", as_read), ("maxValues", as_read),
               ("nullCount", pa.struct([(mapping.physical_name(f.name), pa.int64()) for f in data]))]
@@ -464,20 +466,26 @@ def _stats_parsed(state: TableState, files: pa.Table) -> tuple[pa.StructArray, p
     try:
         columns = {name: _typed(table.column(name).combine_chunks(), bounded) if name.endswith("Values")
                    else table.column(name).combine_chunks() for name in table.column_names}
-        partitions = [(c, pc.map_lookup(files.column("partitionValues").combine_chunks(),
-                                        mapping.physical_name(c), "first").cast(schema.field(c).type))
+        partitions = [(c, _typed_partition(files.column("partitionValues").combine_chunks(),
+                                           mapping.physical_name(c), schema.field(c).type, c))
                       for c in md.partition_columns]
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # a value, or a partition type, not castable
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, CorruptLogError):  # a value not of its type
         return None
     stats = pa.StructArray.from_arrays(list(columns.values()), names=list(columns))
-    parts = pa.StructArray.from_arrays([v for _, v in partitions], names=[c for c, _ in partitions])
-    return stats, parts if partitions else None
+    if not partitions:
+        return stats, None
+    return stats, pa.StructArray.from_arrays([v for _, v in partitions], names=[c for c, _ in partitions])
 
 
-def _bounded(typ: pa.DataType) -> bool:
-    """Whether statistics carry a min and max of a column of `typ`."""
-    return (pa.types.is_integer(typ) or pa.types.is_floating(typ) or pa.types.is_string(typ)
-            or pa.types.is_date32(typ) or pa.types.is_timestamp(typ) or pa.types.is_decimal(typ))
+def _typed_partition(values: pa.MapArray, key: str, typ: pa.DataType, column: str) -> pa.Array:
+    """The partition values of `key` as `typ`, each distinct text parsed as a read parses it.
+
+    Raises:
+        CorruptLogError: a text is no value of `typ`.
+    """
+    texts = pc.map_lookup(values, key, "first").dictionary_encode()
+    distinct = pa.array([parse_partition_value(v, typ, column) for v in texts.dictionary.to_pylist()], typ)
+    return distinct.take(texts.indices)
 
 
 def _typed(values: pa.StructArray, types: Mapping[str, pa.DataType]) -> pa.StructArray:

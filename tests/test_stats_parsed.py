@@ -181,3 +181,17 @@ def test_widened_columns_never_prune_from_old_typed_statistics(tmp_path, where):
     got = lf.Table(str(tmp_path)).to_arrow(filter=where)
     assert want.num_rows >= 1
     assert_table_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", ["int", "string", "date", "ts", "ntz", "decimal"])
+def test_typed_partition_values_of_lakeflow_checkpoints_read_by_deltalake(tmp_path, kind):
+    uri = str(tmp_path / "t")
+    rows = pa.concat_tables([file_rows(kind, i) for i in range(3)])
+    t = lf.Table.create(uri, rows.schema, partition_by=["v"], properties=STRUCT_ONLY)
+    t.append(rows)
+    t.checkpoint()
+    assert "partitionValues_parsed" in checkpoint_add_type(uri).names
+    assert_table_equal(sql_scan(uri), t.to_arrow())
+    where = pc.field("v") == value(kind, 1)
+    assert len(lf.Table(uri).snapshot().files_matching(where)) == 1
+    assert_table_equal(sql_scan(uri, query="SELECT * FROM t WHERE id = 1"), t.to_arrow(filter=where))
