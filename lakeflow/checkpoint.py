@@ -9,8 +9,11 @@ UUID-named JSON or Parquet files, and classic-named ones with a
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import decimal
 import io
 import json
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -186,12 +189,53 @@ class _FileRows:
 
 def _whole_adds(file: pq.ParquetFile, path: str) -> pa.Table:
     """The `add` rows of a Parquet checkpoint part or sidecar, every field lakeflow reads."""
-    fields = [f"add.{f.name}" for f in file.schema_arrow.field("add").type if f.name not in _UNREAD_ADD_FIELDS]
-    column = _valid_rows(_read(file, path, fields).column("add"))
+    add = file.schema_arrow.field("add").type
+    # Without JSON `stats` (writeStatsAsJson=false), they are made from `stats_parsed`.
+    typed_only = add.get_field_index("stats") < 0 and add.get_field_index("stats_parsed") >= 0
+    fields = [f"add.{f.name}" for f in add
+              if f.name not in _UNREAD_ADD_FIELDS or (typed_only and f.name == "stats_parsed")]
+    column = _valid_rows(_read(file, path, fields).column("add")).combine_chunks()
     try:
-        return add_table(column.chunk(0) if column.num_chunks == 1 else column.combine_chunks())
+        rows = add_table(column)
     except (ValueError, pa.ArrowException) as e:
         raise CorruptLogError(f"checkpoint {path} has an invalid add row: {e}") from e
+    if not typed_only:
+        return rows
+    stats = _stats_json(_child(column, "stats_parsed"), rows.num_rows)
+    return rows.set_column(ADD_SCHEMA.get_field_index("stats"), "stats", stats)
+
+
+def _stats_json(parsed: pa.Array | None, n: int) -> pa.StringArray:
+    """The JSON `stats` of `n` typed `stats_parsed` rows (null where there are none, or they do not convert).
+
+    Decimal bounds are left out: as JSON numbers they would be rounded.
+    """
+    try:
+        rows = parsed.to_pylist() if parsed is not None and pa.types.is_struct(parsed.type) else [None] * n
+    except (ValueError, OverflowError):  # a date or timestamp outside Python's years
+        rows = [None] * n
+    texts = []
+    for row in rows:
+        try:
+            texts.append(None if row is None else json.dumps(_as_json(row)))
+        except (TypeError, ValueError, OverflowError):
+            texts.append(None)
+    return pa.array(texts, pa.string())
+
+
+def _as_json(value: Any) -> Any:
+    """A typed statistic as Delta writes it in JSON (None: left out)."""
+    if isinstance(value, dict):
+        return {k: v for k, x in value.items() if (v := _as_json(x)) is not None}
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            return value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal) or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return value
 
 
 _STATS_KEYS = ("minValues", "maxValues", "nullCount")

@@ -182,8 +182,8 @@ def _literal(col: ColumnStats, value: pa.Scalar | None) -> pa.Scalar | None:
     if value is None or not value.is_valid:
         return None
     typ = col.lo.type
-    if pa.types.is_temporal(typ):  # no casts between units or time zones
-        return value if value.type == typ else None
+    if pa.types.is_timestamp(typ) and not (pa.types.is_timestamp(value.type) and value.type.tz == typ.tz):
+        return None  # a cast between time zones (or from naive) changes the instant
     if pa.types.is_floating(typ):
         if not (pa.types.is_floating(value.type) or pa.types.is_integer(value.type)):
             return None
