@@ -48,8 +48,8 @@ ROWS = 10  # rows per file
 
 
 def build(uri: str, files: int) -> None:
-    """A table of `files` files of ROWS rows each, checkpointed at the end."""
-    t = lf.Table.create(uri, SCHEMA)
+    """A table of `files` files of ROWS rows each, checkpointed at the end (stats as JSON and struct)."""
+    t = lf.Table.create(uri, SCHEMA, properties={"delta.checkpoint.writeStatsAsStruct": "true"})
     root = Path(uri)
     adds = []
     for i in range(files):

@@ -9,10 +9,13 @@ UUID-named JSON or Parquet files, and classic-named ones with a
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import decimal
 import io
 import json
+import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,7 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from lakeflow import pruning
 from lakeflow.actions import Action, Remove, decode_action, parse_commit
+from lakeflow.column_mapping import ColumnMapping, mapping_mode
 from lakeflow.config import TableConfig
 from lakeflow.errors import CorruptLogError
 from lakeflow.file_set import (
@@ -35,6 +40,8 @@ from lakeflow.file_set import (
     remove_table,
 )
 from lakeflow.log import LAST_CHECKPOINT, LOG_DIR, TableState, check_data_path, checkpoint_path, replay
+from lakeflow.partitions import parse_partition_value
+from lakeflow.schema import delta_to_arrow, widened_from
 from lakeflow.storage import Storage, arrow_file
 
 _STR_MAP = ADD_SCHEMA.field("partitionValues").type
@@ -96,7 +103,8 @@ def read_checkpoint_state(storage: Storage, names: Sequence[str], version: int) 
     actions, parts = _read_parts(storage, names)
     state = replay(None, [(version, actions)])  # all but the Parquet add and remove rows
     rows = parts.rows()
-    files = FileSet.from_table(rows, parts.table if parts.lazy else None).edit()
+    files = FileSet.from_table(rows, parts.table if parts.lazy else None,
+                               parts.parsed_stats if parts.lazy else None).edit()
     for add in state.files.values():  # adds of a JSON checkpoint
         files.put(add)
     tombstones = _tombstones(parts.removes(), state, rows.column("path"), names[0])
@@ -157,6 +165,18 @@ class _FileRows:
         """All rows, in order (only the paths, where not read whole)."""
         return pa.concat_tables([r for r, _, _ in self._parts]) if self._parts else ADD_SCHEMA.empty_table()
 
+    def parsed_stats(self, columns: Mapping[str, pa.DataType]) -> pa.StructArray | None:
+        """The rows' `stats_parsed` of the physical `columns` only, leaves as the types given.
+
+        None when some part has no `stats_parsed` (then the JSON `stats` count).
+        """
+        if not self._parts or any(file is None for _, file, _ in self._parts):
+            return None
+        parts = [_parsed_stats(file, path, columns) for _, file, path in self._parts if file is not None]
+        if any(part is None for part in parts):
+            return None
+        return pa.concat_arrays([p for p in parts if p is not None])
+
     def table(self) -> pa.Table:
         """All rows, read whole.
 
@@ -169,12 +189,113 @@ class _FileRows:
 
 def _whole_adds(file: pq.ParquetFile, path: str) -> pa.Table:
     """The `add` rows of a Parquet checkpoint part or sidecar, every field lakeflow reads."""
-    fields = [f"add.{f.name}" for f in file.schema_arrow.field("add").type if f.name not in _UNREAD_ADD_FIELDS]
-    column = _valid_rows(_read(file, path, fields).column("add"))
+    add = file.schema_arrow.field("add").type
+    # Without JSON `stats` (writeStatsAsJson=false), they are made from `stats_parsed`.
+    typed_only = add.get_field_index("stats") < 0 and add.get_field_index("stats_parsed") >= 0
+    fields = [f"add.{f.name}" for f in add
+              if f.name not in _UNREAD_ADD_FIELDS or (typed_only and f.name == "stats_parsed")]
+    column = _valid_rows(_read(file, path, fields).column("add")).combine_chunks()
     try:
-        return add_table(column.chunk(0) if column.num_chunks == 1 else column.combine_chunks())
+        rows = add_table(column)
     except (ValueError, pa.ArrowException) as e:
         raise CorruptLogError(f"checkpoint {path} has an invalid add row: {e}") from e
+    if not typed_only:
+        return rows
+    stats = _stats_json(_child(column, "stats_parsed"), rows.num_rows)
+    return rows.set_column(ADD_SCHEMA.get_field_index("stats"), "stats", stats)
+
+
+def _stats_json(parsed: pa.Array | None, n: int) -> pa.StringArray:
+    """The JSON `stats` of `n` typed `stats_parsed` rows (null where there are none, or they do not convert).
+
+    Decimal bounds are left out: as JSON numbers they would be rounded.
+    """
+    try:
+        rows = parsed.to_pylist() if parsed is not None and pa.types.is_struct(parsed.type) else [None] * n
+    except (ValueError, OverflowError):  # a date or timestamp outside Python's years
+        rows = [None] * n
+    texts = []
+    for row in rows:
+        try:
+            texts.append(None if row is None else json.dumps(_as_json(row)))
+        except (TypeError, ValueError, OverflowError):
+            texts.append(None)
+    return pa.array(texts, pa.string())
+
+
+def _as_json(value: Any) -> Any:
+    """A typed statistic as Delta writes it in JSON (None: left out)."""
+    if isinstance(value, dict):
+        return {k: v for k, x in value.items() if (v := _as_json(x)) is not None}
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            return value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal) or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return value
+
+
+_STATS_KEYS = ("minValues", "maxValues", "nullCount")
+
+
+def _parsed_stats(file: pq.ParquetFile, path: str, columns: Mapping[str, pa.DataType]) -> pa.StructArray | None:
+    """The `add.stats_parsed` leaves of `columns` in one Parquet part (None: it has none).
+
+    Only those leaf columns are read. A leaf that is absent, or of a type that is no
+    lossless reading of the one asked for, is null (unknown).
+    """
+    add = file.schema_arrow.field("add").type
+    index = add.get_field_index("stats_parsed")
+    parsed = add.field(index).type if index >= 0 else None
+    if parsed is None or not pa.types.is_struct(parsed):
+        return None
+    wanted = [(k, c) for k in _STATS_KEYS if (i := parsed.get_field_index(k)) >= 0
+              and pa.types.is_struct(parsed.field(i).type) for c in columns
+              if "." not in c and parsed.field(i).type.get_field_index(c) >= 0]
+    if wanted:
+        table = _read(file, path, [f"add.stats_parsed.{k}.{c}" for k, c in wanted])
+    else:
+        table = _read(file, path, ["add.path"])
+    add_rows = _valid_rows(table.column("add")).combine_chunks()
+    stats = _child(add_rows, "stats_parsed") if wanted else None
+    children = []
+    for key in _STATS_KEYS:
+        group = _child(stats, key) if stats is not None else None
+        leaves = [_leaf(group, c, pa.int64() if key == "nullCount" else t, len(add_rows)) for c, t in columns.items()]
+        children.append(pa.StructArray.from_arrays(leaves, names=list(columns)) if columns else
+                        pa.nulls(len(add_rows), pa.struct([])))
+    return pa.StructArray.from_arrays(children, names=list(_STATS_KEYS))
+
+
+def _leaf(group: pa.StructArray | None, name: str, typ: pa.DataType, n: int) -> pa.Array:
+    """Field `name` of `group` as `typ` where that is lossless (same kind of value), else `n` nulls."""
+    leaf = _child(group, name) if group is not None else None
+    if leaf is None or not _same_kind(leaf.type, typ):
+        return pa.nulls(n, typ)
+    try:
+        return leaf.cast(typ)
+    except pa.ArrowException:
+        return pa.nulls(n, typ)
+
+
+def _child(struct: pa.StructArray, name: str) -> pa.Array | None:
+    """Field `name` of `struct`, null where the struct is (None: no such field)."""
+    index = struct.type.get_field_index(name)
+    return struct.flatten()[index] if index >= 0 else None
+
+
+def _same_kind(have: pa.DataType, want: pa.DataType) -> bool:
+    """Whether statistics of type `have` read as `want` without changing what they mean."""
+    kinds = (pa.types.is_integer, pa.types.is_floating, pa.types.is_date, pa.types.is_decimal,
+             lambda t: pa.types.is_string(t) or pa.types.is_large_string(t))
+    if pa.types.is_floating(want) and pa.types.is_integer(have):
+        return True
+    if pa.types.is_timestamp(want):
+        return pa.types.is_timestamp(have) and (have.tz is None) == (want.tz is None)
+    return any(kind(have) and kind(want) for kind in kinds)
 
 
 def _read_parts(storage: Storage, names: Sequence[str]) -> tuple[list[Action], _FileRows]:
@@ -331,7 +452,7 @@ def write_checkpoint(storage: Storage, state: TableState, now_ms: int | None = N
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     rows = _rows(state, now_ms)
     adds = _add_rows_of(state)
-    table = pa.concat_tables([pa.Table.from_pylist(rows, schema=CHECKPOINT_SCHEMA), adds])
+    table = pa.concat_tables([pa.Table.from_pylist(rows, schema=adds.schema), adds])
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="snappy")
     data = buf.getvalue()
@@ -344,9 +465,78 @@ def write_checkpoint(storage: Storage, state: TableState, now_ms: int | None = N
 
 
 def _add_rows_of(state: TableState) -> pa.Table:
-    """Checkpoint rows of the active files, from their columns, in path order (as snapshots list them)."""
+    """Checkpoint rows of the active files, from their columns, in path order (as snapshots list them).
+
+    The `add` struct is `_ADD`, with `stats_parsed` (and `partitionValues_parsed`)
+    when the table asks for them and every file's statistics read as their types;
+    without `stats_parsed` the JSON `stats` are always written (they would be lost).
+    """
     files = FileSet.of(state.files).table()
     files = files.take(pc.sort_indices(files.column("path")))
-    add = pa.StructArray.from_arrays([files.column(f.name).combine_chunks() for f in _ADD], fields=list(_ADD))
-    return pa.table({f.name: add if f.name == "add" else pa.nulls(len(add), f.type)
-                     for f in CHECKPOINT_SCHEMA}, schema=CHECKPOINT_SCHEMA)
+    columns = {f.name: files.column(f.name).combine_chunks() for f in _ADD}
+    config = TableConfig.of(state.metadata)
+    parsed = _stats_parsed(state, files) if config.stats_as_struct and files.num_rows else None
+    if parsed is not None:
+        stats, partitions = parsed
+        columns = {**{k: v for k, v in columns.items() if k != "stats" or config.stats_as_json},
+                   "stats_parsed": stats, **({"partitionValues_parsed": partitions} if partitions else {})}
+    add = pa.StructArray.from_arrays(list(columns.values()), names=list(columns))
+    schema = pa.schema([pa.field("add", add.type) if f.name == "add" else f for f in CHECKPOINT_SCHEMA])
+    return pa.table({f.name: add if f.name == "add" else pa.nulls(len(add), f.type) for f in schema},
+                    schema=schema)
+
+
+def _stats_parsed(state: TableState, files: pa.Table) -> tuple[pa.StructArray, pa.StructArray | None] | None:
+    """`stats_parsed` and `partitionValues_parsed` (None: not partitioned) of `files`, from their columns.
+
+    Top-level columns only, by physical name; columns whose type was widened are
+    left out (old files' statistics are of the old type). None when some file's
+    statistics or partition values cannot be read as their types.
+    """
+    md = state.metadata
+    schema = delta_to_arrow(md.schema_string)
+    mapping = ColumnMapping.of(md.schema_string, mapping_mode(md))
+    skip = set(md.partition_columns) | set(widened_from(md.schema_string))
+    data = [f for f in schema if f.name not in skip and not pa.types.is_nested(f.type)]
+    bounded = {mapping.physical_name(f.name): f.type for f in data
+               if pruning.parsed_stats_type(f.type) is not None}
+    as_read = pa.struct([(p, pa.string() if pa.types.is_temporal(t) else t) for p, t in bounded.items()])
+    fields = [("numRecords", pa.int64()), ("minValues", as_read), ("maxValues", as_read),
+              ("nullCount", pa.struct([(mapping.physical_name(f.name), pa.int64()) for f in data]))]
+    table = pruning.read_stats_json(files.column("stats").combine_chunks(),
+                                    pa.schema([f for f in fields if f[1] != pa.struct([])]))
+    if table is None:
+        return None
+    try:
+        columns = {name: _typed(table.column(name).combine_chunks(), bounded) if name.endswith("Values")
+                   else table.column(name).combine_chunks() for name in table.column_names}
+        partitions = [(c, _typed_partition(files.column("partitionValues").combine_chunks(),
+                                           mapping.physical_name(c), schema.field(c).type, c))
+                      for c in md.partition_columns]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, CorruptLogError):  # a value not of its type
+        return None
+    stats = pa.StructArray.from_arrays(list(columns.values()), names=list(columns))
+    if not partitions:
+        return stats, None
+    return stats, pa.StructArray.from_arrays([v for _, v in partitions], names=[c for c, _ in partitions])
+
+
+def _typed_partition(values: pa.MapArray, key: str, typ: pa.DataType, column: str) -> pa.Array:
+    """The partition values of `key` as `typ`, each distinct text parsed as a read parses it.
+
+    Raises:
+        CorruptLogError: a text is no value of `typ`.
+    """
+    texts = pc.map_lookup(values, key, "first").dictionary_encode()
+    distinct = pa.array([parse_partition_value(v, typ, column) for v in texts.dictionary.to_pylist()], typ)
+    return distinct.take(texts.indices)
+
+
+def _typed(values: pa.StructArray, types: Mapping[str, pa.DataType]) -> pa.StructArray:
+    """A `minValues` / `maxValues` struct read from JSON (dates and timestamps as text) as `types`.
+
+    Raises:
+        pa.ArrowInvalid: a value is no valid text of its type.
+    """
+    children = [values.field(p).cast(t) for p, t in types.items()]
+    return pa.StructArray.from_arrays(children, names=list(types), mask=values.is_null())

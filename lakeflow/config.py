@@ -37,6 +37,8 @@ DELETED_FILE_RETENTION = "delta.deletedFileRetentionDuration"
 TARGET_FILE_SIZE = "delta.targetFileSize"
 COLUMN_MAPPING_MODE = "delta.columnMapping.mode"
 DELETION_VECTORS = "delta.enableDeletionVectors"
+STATS_AS_STRUCT = "delta.checkpoint.writeStatsAsStruct"
+STATS_AS_JSON = "delta.checkpoint.writeStatsAsJson"
 
 DEFAULT_WINDOW = "1d"
 DEFAULT_CHECKPOINT_INTERVAL = 100
@@ -107,6 +109,10 @@ class TableConfig:
             operation has its default, e.g. `DEFAULT_TARGET_FILE_SIZE` for compaction).
         column_mapping_mode: `delta.columnMapping.mode` ("none", "name" or "id").
         deletion_vectors: `delta.enableDeletionVectors` (deletes mark rows instead of rewriting files).
+        stats_as_struct: `delta.checkpoint.writeStatsAsStruct` (default false, as the protocol,
+            Spark and delta-rs have it): checkpoints also hold typed `stats_parsed`.
+        stats_as_json: `delta.checkpoint.writeStatsAsJson` (default true): checkpoints hold
+            the JSON `stats`.
         raw: every property as stored.
     """
 
@@ -122,6 +128,8 @@ class TableConfig:
     target_file_size: int | None
     column_mapping_mode: str
     deletion_vectors: bool
+    stats_as_struct: bool
+    stats_as_json: bool
     raw: Mapping[str, str]
 
     @classmethod
@@ -143,6 +151,8 @@ class TableConfig:
             target_file_size=_int(raw, TARGET_FILE_SIZE, None),
             column_mapping_mode=raw.get(COLUMN_MAPPING_MODE, "none") or "none",
             deletion_vectors=_flag(raw, DELETION_VECTORS),
+            stats_as_struct=_flag(raw, STATS_AS_STRUCT),
+            stats_as_json=raw.get(STATS_AS_JSON, "true").lower() != "false",
             raw=raw,
         )
 

@@ -128,6 +128,9 @@ _ONE_BY_ONE = 64  # rows decoded one at a time before a base is decoded whole
 
 
 RowsLoader = Callable[[], pa.Table]  # reads a base's rows whole when first needed
+# Reads a base's `stats_parsed` of the physical columns given (leaf types as given), or
+# None where the checkpoint has none.
+StatsLoader = Callable[[Mapping[str, pa.DataType]], pa.StructArray | None]
 
 
 class _Base(Generic[A]):
@@ -138,10 +141,12 @@ class _Base(Generic[A]):
     read when a row is decoded or a column asked for.
     """
 
-    def __init__(self, rows: pa.Table, decode: Callable[[pa.Table], list[A]], load: RowsLoader | None) -> None:
+    def __init__(self, rows: pa.Table, decode: Callable[[pa.Table], list[A]], load: RowsLoader | None,
+                 parsed: StatsLoader | None = None) -> None:
         self._rows = rows
         self._decode = decode
         self._load = load
+        self._parsed = parsed
         self._decoded: dict[int, A] = {}
         self._all: list[A] | None = None
 
@@ -168,6 +173,16 @@ class _Base(Generic[A]):
             raise CorruptLogError(f"a checkpoint has {self._rows.num_rows} rows of paths, and "
                                   f"{rows.num_rows} when read whole; it is damaged")
         return rows if self._keep is None else rows.take(self._keep)
+
+    def parsed_stats(self, columns: Mapping[str, pa.DataType]) -> pa.StructArray | None:
+        """The rows' `stats_parsed` of `columns` (physical name: leaf type), None: not in the checkpoint."""
+        stats = self._parsed(columns) if self._parsed is not None else None
+        if stats is None:
+            return None
+        if len(stats) != self._rows.num_rows:
+            raise CorruptLogError(f"a checkpoint has {self._rows.num_rows} rows of paths, and "
+                                  f"{len(stats)} of stats_parsed; it is damaged")
+        return stats if self._keep is None else stats.take(self._keep)
 
     @functools.cached_property
     def index(self) -> dict[str, int]:
@@ -288,14 +303,16 @@ class FileSet(ActionSet[Add]):
         return files if isinstance(files, FileSet) else cls(None, frozenset(), dict(files))
 
     @classmethod
-    def from_table(cls, table: pa.Table, load: RowsLoader | None = None) -> FileSet:
+    def from_table(cls, table: pa.Table, load: RowsLoader | None = None,
+                   parsed: StatsLoader | None = None) -> FileSet:
         """A file set of the rows of an `ADD_SCHEMA` table (of a path's rows, the last counts).
 
         Args:
             table: the rows (with `load`, only their paths count).
             load: reads the rows whole, as an `ADD_SCHEMA` table, when first needed.
+            parsed: reads columns of the rows' `stats_parsed` (pruning without the JSON).
         """
-        return cls(_Base(table, decode_adds, load) if table.num_rows else None, frozenset(), {})
+        return cls(_Base(table, decode_adds, load, parsed) if table.num_rows else None, frozenset(), {})
 
     def table(self) -> pa.Table:
         """The active files as an `ADD_SCHEMA` table (base rows first, then later commits' adds)."""
@@ -403,6 +420,31 @@ class SortedFiles(Sequence[Add]):
         """Each file's `stats` JSON (null where absent), in path order."""
         column: pa.StringArray = self._column("stats")
         return column
+
+    def parsed_stats(self, columns: Mapping[str, pa.DataType]) -> pa.StructArray | None:
+        """The checkpoint's `stats_parsed` of `columns` for the files of the base, in base order.
+
+        With `overlay_stats` and `in_path_order` it gives every file's statistics
+        without the base's JSON. None: the checkpoint has no `stats_parsed`.
+        """
+        if self._base is None:
+            return None
+        stats = self._base.parsed_stats(columns)
+        return stats if stats is None or self._n_base == len(self._base.paths) else stats.take(
+            pa.array(self._live))
+
+    def overlay_stats(self) -> list[str | None]:
+        """The `stats` JSON of the files added after the checkpoint (`in_path_order`'s second part)."""
+        return [a.stats for a in self._overlay]
+
+    def overlay(self) -> list[Add]:
+        """The files added after the checkpoint, in `overlay_stats` order."""
+        return list(self._overlay)
+
+    def in_path_order(self, base: pa.Array, overlay: pa.Array) -> pa.Array:
+        """Per-file values of the base files (base order) and the later ones, in path order."""
+        joined = pa.concat_arrays([base, overlay])
+        return joined if self._order is None else joined.take(pa.array(self._order))
 
     def partition_values(self) -> list[dict[str, str | None]]:
         """Each file's raw `partitionValues` (physical keys), in path order."""

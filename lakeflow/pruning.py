@@ -182,6 +182,8 @@ def _literal(col: ColumnStats, value: pa.Scalar | None) -> pa.Scalar | None:
     if value is None or not value.is_valid:
         return None
     typ = col.lo.type
+    if pa.types.is_timestamp(typ) and not (pa.types.is_timestamp(value.type) and value.type.tz == typ.tz):
+        return None  # a cast between time zones (or from naive) changes the instant
     if pa.types.is_floating(typ):
         if not (pa.types.is_floating(value.type) or pa.types.is_integer(value.type)):
             return None
@@ -263,6 +265,16 @@ def stats_type(typ: pa.DataType) -> pa.DataType | None:
     return None
 
 
+def parsed_stats_type(typ: pa.DataType) -> pa.DataType | None:
+    """The type a column's typed statistics (`stats_parsed`) are pruned with (None: not pruned on).
+
+    Beyond `stats_type`, dates, timestamps and decimals: typed statistics carry them exactly.
+    """
+    if pa.types.is_date32(typ) or pa.types.is_timestamp(typ) or pa.types.is_decimal(typ):
+        return typ
+    return stats_type(typ)
+
+
 def _valid_json_stat(v: Any, target: pa.DataType) -> bool:
     if isinstance(v, bool):
         return False
@@ -303,8 +315,20 @@ def stats_arrays(target: pa.DataType, lo: pa.Array, hi: pa.Array, nulls: pa.Arra
     lo, hi = pc.if_else(known, lo, empty), pc.if_else(known, hi, empty)
     if target == pa.float64():
         lo, hi = float_tolerant(lo, hi)
+    if pa.types.is_timestamp(target):  # writers truncate timestamp statistics to milliseconds
+        hi = _plus_ms(hi)
     # No nulls is only claimed where the range is known, as the guarantees do.
     return ColumnStats(lo, hi, known)
+
+
+def _plus_ms(hi: pa.Array) -> pa.Array:
+    """Timestamps one millisecond later (null where that overflows)."""
+    unit = hi.type.unit
+    step = {"s": 1, "ms": 1, "us": 1000, "ns": 1_000_000}[unit]
+    ints = hi.view(pa.int64())
+    room = pc.less_equal(ints, pa.scalar(2**63 - 1 - step, pa.int64()))
+    moved = pc.if_else(room, pc.add(pc.if_else(room, ints, 0), step), pa.nulls(len(hi), pa.int64()))
+    return moved.view(hi.type)
 
 
 def _json_lines(texts: Sequence[str | None] | pa.StringArray) -> bytes | pa.Buffer | None:
@@ -325,6 +349,22 @@ def _json_lines(texts: Sequence[str | None] | pa.StringArray) -> bytes | pa.Buff
     return lines
 
 
+def read_stats_json(texts: Sequence[str | None] | pa.StringArray, schema: pa.Schema) -> pa.Table | None:
+    """The stats JSON texts (null: `{}`) as a table of `schema`, one row each, in one pass.
+
+    None when a value is not of its stated type or a text spans lines.
+    """
+    joined = _json_lines(texts)
+    if joined is None:
+        return None
+    try:
+        table = pa_json.read_json(pa.BufferReader(joined), parse_options=pa_json.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="ignore"))
+    except pa.ArrowException:
+        return None
+    return table if table.num_rows == len(texts) else None
+
+
 def json_stats(texts: Sequence[str | None] | pa.StringArray, columns: Mapping[str, tuple[str, pa.DataType]]
                ) -> dict[str, ColumnStats] | None:
     """Stats of `columns` (logical name: physical name, stats type) from the files' stats JSON.
@@ -338,15 +378,8 @@ def json_stats(texts: Sequence[str | None] | pa.StringArray, columns: Mapping[st
     fields = pa.struct([(physical, typ) for physical, typ in columns.values()])
     counts = pa.struct([(physical, pa.int64()) for physical, _ in columns.values()])
     schema = pa.schema([("minValues", fields), ("maxValues", fields), ("nullCount", counts)])
-    joined = _json_lines(texts)
-    if joined is None:
-        return None
-    try:
-        table = pa_json.read_json(pa.BufferReader(joined), parse_options=pa_json.ParseOptions(
-            explicit_schema=schema, unexpected_field_behavior="ignore"))
-    except pa.ArrowException:
-        return None
-    if table.num_rows != len(texts):
+    table = read_stats_json(texts, schema)
+    if table is None:
         return None
     out = {}
     for name, (physical, typ) in columns.items():

@@ -500,17 +500,50 @@ def prune_stats(snapshot: Snapshot, names: Sequence[str]) -> dict[str, pruning.C
         col = pruning.partition_stats(typ, values)
         if col is not None:
             out[name] = col
-    typed = {n: t for n in names if n not in parts and n not in snapshot._widened
-             and schema.get_field_index(n) >= 0
-             and (t := pruning.stats_type(schema.field(n).type)) is not None}
+    data = [n for n in names if n not in parts and n not in snapshot._widened and schema.get_field_index(n) >= 0]
+    parsed = _parsed_stats(snapshot, data) if data else None
+    if parsed is not None:
+        return {**out, **parsed}
+    typed = {n: t for n in data if (t := pruning.stats_type(schema.field(n).type)) is not None}
     fast = pruning.json_stats(adds.stats(), {n: (mapping.physical_name(n), t) for n, t in typed.items()})
     return {**out, **(fast if fast is not None else _decoded_stats(snapshot, list(typed)))}
 
 
-def _decoded_stats(snapshot: Snapshot, names: Sequence[str]) -> dict[str, pruning.ColumnStats]:
-    """`prune_stats` of data columns, decoding each file's stats JSON (any writer's quirks)."""
+def _parsed_stats(snapshot: Snapshot, names: Sequence[str]) -> dict[str, pruning.ColumnStats] | None:
+    """`prune_stats` of data columns from the checkpoint's `stats_parsed` (None: it has none).
+
+    Only the leaves of `names` are read from the checkpoint; files of later commits
+    count by their JSON statistics (dates, timestamps and decimals of those: unknown).
+    """
+    schema, adds, mapping = snapshot.schema, snapshot._adds, snapshot.column_mapping
+    typed = {n: t for n in names if (t := pruning.parsed_stats_type(schema.field(n).type)) is not None}
+    physical = {mapping.physical_name(n): t for n, t in typed.items()}
+    base = adds.parsed_stats(physical) if typed else None
+    if base is None:
+        return None
+    texts = adds.overlay_stats()
+    json_typed = {n: t for n, t in typed.items() if pruning.stats_type(schema.field(n).type) is not None}
+    later = (pruning.json_stats(texts, {n: (mapping.physical_name(n), t) for n, t in json_typed.items()})
+             or _decoded_stats(snapshot, list(json_typed), adds.overlay())) if texts else {}
+    out = {}
+    for name, typ in typed.items():
+        lo, hi, nulls = (pc.struct_field(base.field(k), mapping.physical_name(name))
+                         for k in ("minValues", "maxValues", "nullCount"))
+        col = pruning.stats_arrays(typ, lo, hi, nulls)
+        extra = later.get(name) or pruning.ColumnStats(*(pa.nulls(len(texts), t) for t in (typ, typ, pa.bool_())))
+        out[name] = pruning.ColumnStats(*(adds.in_path_order(a, b) for a, b in zip(
+            (col.lo, col.hi, col.no_nulls), (extra.lo, extra.hi, extra.no_nulls), strict=True)))
+    return out
+
+
+def _decoded_stats(snapshot: Snapshot, names: Sequence[str],
+                   adds: Sequence[Add] | None = None) -> dict[str, pruning.ColumnStats]:
+    """`prune_stats` of data columns, decoding each file's stats JSON (any writer's quirks).
+
+    Of `adds` (default: every file's), in order.
+    """
     raw: dict[str, tuple[list[Any], list[Any], list[Any]]] = {n: ([], [], []) for n in names}
-    for add in snapshot._adds if names else ():
+    for add in (snapshot._adds if adds is None else adds) if names else ():
         stats = add.parsed_stats() or {}
         mins, maxs, nulls = (snapshot.column_mapping.logical_keys(stats.get(k) or {})
                              for k in ("minValues", "maxValues", "nullCount"))
