@@ -612,3 +612,5 @@ def test_update_overwrite_restore(tmp_path, capsys):
     assert code == 1 and "not a column" in err
     code, _, _ = run(capsys, "update", uri, "--where", "id = 1", "--set", "amount")
     assert code == 2
+    code, _, err = run(capsys, "restore", uri)
+    assert code == 2 and "--version or --as-of" in err

@@ -155,6 +155,8 @@ def restore(uri: str = TableArg,
             as_of: str | None = typer.Option(None, "--as-of", help="ISO instant: restore the version of then."),
             as_json: bool = JsonOpt, options: list[str] | None = StorageOpt) -> None:
     """Commit a new version equal to an earlier one (by number or instant)."""
+    if (version is None) == (as_of is None):
+        raise typer.BadParameter("pass exactly one of --version or --as-of")
     t = open_table(uri, options)
     new = t.restore(version=version, as_of=instant(as_of, "--as-of") if as_of is not None else None)
     if as_json:

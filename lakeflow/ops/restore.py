@@ -84,7 +84,7 @@ def _check_not_derived(snapshot: Snapshot) -> None:
         raise InvalidArgumentError(
             f"{snapshot.storage.uri} is kept current from its source by {derived[0]!r}: restoring it "
             "would leave its rows out of step with the source version it records; rebuild it from the "
-            "source instead (View.rebuild(), Project.rebuild(asset) or `lakeflow rebuild ASSET`)")
+            "source instead (View.rebuild(), Project.rebuild(asset) or `lakeflow rebuild PROJECT ASSET`)")
 
 
 def _change_files(snapshot: Snapshot, target: Snapshot, gone: list[DataFile], back: list[DataFile]) -> list[Cdc]:
