@@ -35,7 +35,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -738,36 +738,50 @@ def _labelled(rows: pa.Table, change_type: str) -> pa.Table:
 
 def _pair(added: pa.Table, removed: pa.Table, keys: Sequence[str], values: Sequence[str],
           start: int, end: int) -> tuple[pa.Table, pa.Table]:
-    """Pair rows by key: (change rows ordered by key, updated rows side by side)."""
-    new, old = pl.DataFrame(added).lazy(), pl.DataFrame(removed).lazy()
+    """Pair rows by key: (change rows ordered by key, updated rows side by side).
+
+    Only the key columns go through polars (membership, uniqueness, the order); the
+    rows are taken once, in that order, so an update's pre- and postimage end up
+    next to each other and the preimages line up with their postimages by position.
+    """
     on = list(keys)
+    old, new = pl.DataFrame(removed.select(on)), pl.DataFrame(added.select(on))
+    for found, version in ((old, start), (new, end)):
+        _check_unique(found, on, version)
+    # Change type as its _CHANGE_ORDER code: 0 delete / 1 preimage, 2 postimage / 3 insert.
+    code = pl.concat([pl.Series(_has_key(old, new, on)).cast(pl.Int8),
+                      3 - pl.Series(_has_key(new, old, on)).cast(pl.Int8)])
+    order = (pl.concat([old, new]).with_columns(code.alias(CHANGE_TYPE))
+             .select(pl.arg_sort_by([*on, CHANGE_TYPE], nulls_last=True)).to_series())
+    codes = code.gather(order).to_arrow()
+    changes = pa.concat_tables([removed, added]).take(order.to_arrow())
+    kinds = pc.take(pa.array(list(_CHANGE_ORDER)), codes)
+    changes = changes.append_column(CHANGE_TYPE, kinds)
+    pre = changes.filter(pc.equal(codes, 1))
+    post = changes.filter(pc.equal(codes, 2))
+    return changes, _side_by_side(pre, post, keys, values)
 
-    def match(left: pl.LazyFrame, right: pl.LazyFrame, how: Literal["anti", "semi"]
-              ) -> pl.LazyFrame:
-        return left.join(right.select(on), on=on, how=how, nulls_equal=True)
 
-    def dupes(rows: pl.LazyFrame) -> pl.LazyFrame:
-        return rows.group_by(on).agg(pl.len().alias(_WEIGHT)).filter(pl.col(_WEIGHT) > 1)
+def _check_unique(keys: pl.DataFrame, on: Sequence[str], version: int) -> None:
+    """Refuse changed rows of one version that repeat a key (they cannot be paired)."""
+    if not keys.is_duplicated().any():
+        return
+    found = keys.group_by(on).agg(pl.len().alias(_WEIGHT)).filter(pl.col(_WEIGHT) > 1)
+    example = {k: found.item(0, k) for k in on}
+    raise DuplicateKeyError(
+        f"key {example} appears {found.item(0, _WEIGHT)} times among the changed rows "
+        f"of version {version}, so rows cannot be paired by key {list(on)}; pass a key "
+        "that identifies rows, or key=() for an unpaired diff"
+    )
 
-    pre, post = match(old, new, "semi"), match(new, old, "semi")
-    parts = [(match(old, new, "anti"), "delete"), (pre, "update_preimage"),
-             (post, "update_postimage"), (match(new, old, "anti"), "insert")]
-    # An update's pre- and postimage next to each other.
-    changes = pl.concat([p.with_columns(pl.lit(kind).alias(CHANGE_TYPE)) for p, kind in parts])
-    changes = changes.sort(
-        [*on, pl.col(CHANGE_TYPE).replace_strict(_CHANGE_ORDER, return_dtype=pl.Int8)],
-        nulls_last=True)
-    old_dupes, new_dupes, changed, updated = pl.collect_all(
-        [dupes(old), dupes(new), changes, _side_by_side(pre, post, keys, values)])
-    for found, version in ((old_dupes, start), (new_dupes, end)):
-        if found.height:
-            example = {k: found.item(0, k) for k in keys}
-            raise DuplicateKeyError(
-                f"key {example} appears {found.item(0, _WEIGHT)} times among the changed rows "
-                f"of version {version}, so rows cannot be paired by key {on}; pass a key "
-                "that identifies rows, or key=() for an unpaired diff"
-            )
-    return changed.to_arrow(), updated.to_arrow()
+
+def _has_key(rows: pl.DataFrame, other: pl.DataFrame, on: Sequence[str]) -> np.ndarray:
+    """Per row of `rows`: whether `other` holds its key (null keys match null keys)."""
+    hit = (rows.with_row_index(_WEIGHT).join(other, on=list(on), how="semi", nulls_equal=True)
+           .get_column(_WEIGHT).to_numpy())
+    mask = np.zeros(rows.height, dtype=bool)
+    mask[hit] = True
+    return mask
 
 
 def _updated_names(keys: Sequence[str], values: Sequence[str]) -> list[str]:
@@ -785,17 +799,18 @@ def _check_updated_names(keys: Sequence[str], values: Sequence[str]) -> None:
         )
 
 
-def _side_by_side(pre: pl.LazyFrame, post: pl.LazyFrame, keys: Sequence[str],
-                  values: Sequence[str]) -> pl.LazyFrame:
-    old = pre.select(*keys, *(pl.col(c).alias(f"{c}_old") for c in values))
-    new = post.select(*keys, *(pl.col(c).alias(f"{c}_new") for c in values))
-    joined = old.join(new, on=list(keys), how="inner", nulls_equal=True)
+def _side_by_side(pre: pa.Table, post: pa.Table, keys: Sequence[str],
+                  values: Sequence[str]) -> pa.Table:
+    """Preimages and postimages aligned by position: the key, old and new values, what differs."""
+    sides = {f"{c}_{side}": rows[c] for c in values for side, rows in (("old", pre), ("new", post))}
     differs = [pl.when(pl.col(f"{c}_old").ne_missing(pl.col(f"{c}_new"))).then(pl.lit(c))
                for c in values]
-    changed = (pl.concat_list(differs).list.drop_nulls() if differs
-               else pl.lit([], pl.List(pl.String)))
-    return joined.with_columns(changed.alias(CHANGED_COLUMNS)).select(
-        _updated_names(keys, values)).sort(list(keys), nulls_last=True)
+    changed: pa.Array | pa.ChunkedArray = pa.array([[]] * pre.num_rows, pa.list_(pa.string()))
+    if differs:
+        changed = (pl.DataFrame(pa.table(sides)).select(pl.concat_list(differs).list.drop_nulls())
+                   .to_series().to_arrow())
+    columns = {**{k: pre[k] for k in keys}, **sides, CHANGED_COLUMNS: changed}
+    return pa.table(columns).select(_updated_names(keys, values))
 
 
 def _typed_updated(updated: pa.Table, schema: pa.Schema, keys: Sequence[str],
