@@ -751,8 +751,10 @@ def _pair(added: pa.Table, removed: pa.Table, keys: Sequence[str], values: Seque
     # Change type as its _CHANGE_ORDER code: 0 delete / 1 preimage, 2 postimage / 3 insert.
     code = pl.concat([pl.Series(_has_key(old, new, on)).cast(pl.Int8),
                       3 - pl.Series(_has_key(new, old, on)).cast(pl.Int8)])
-    order = (pl.concat([old, new]).with_columns(code.alias(CHANGE_TYPE))
-             .select(pl.arg_sort_by([*on, CHANGE_TYPE], nulls_last=True)).to_series())
+    # A stable sort by key alone orders by code too: a key is in both halves only as an
+    # update, and the preimages (in `removed`) come first.
+    order = (pl.concat([old, new])
+             .select(pl.arg_sort_by(on, nulls_last=True, maintain_order=True)).to_series())
     codes = code.gather(order).to_arrow()
     changes = pa.concat_tables([removed, added]).take(order.to_arrow())
     kinds = pc.take(pa.array(list(_CHANGE_ORDER)), codes)
