@@ -491,25 +491,20 @@ def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
     if not change_files:
         kinds = pc.if_else(pc.greater(rows_read[_WEIGHT], 0), "insert", "delete")
         return rows_read.append_column(CHANGE_TYPE, kinds).select(order)
-    kinds = _current_change_types(rows_read[CHANGE_TYPE])
-    rows_read = rows_read.set_column(rows_read.schema.get_field_index(CHANGE_TYPE), CHANGE_TYPE, kinds)
-    unknown = kinds.filter(pc.invert(pc.is_in(kinds, value_set=pa.array(list(_CHANGE_WEIGHTS)))))
-    if len(unknown):
+    # One hash lookup names each row's change type (older writers' names renamed) and weight.
+    names = [*_CHANGE_WEIGHTS, *_OLD_CHANGE_TYPES]
+    current = [_OLD_CHANGE_TYPES.get(n, n) for n in names]
+    at = pc.index_in(rows_read[CHANGE_TYPE], value_set=pa.array(names))
+    if at.null_count:
+        unknown = rows_read[CHANGE_TYPE].filter(pc.is_null(at))
         raise CorruptLogError(
             f"a change data file holds _change_type {unknown[0]}; "
             f"expected one of {sorted(_CHANGE_WEIGHTS)}"
         )
-    adds = pa.array([k for k, w in _CHANGE_WEIGHTS.items() if w > 0])
-    weights = pc.if_else(pc.is_in(kinds, value_set=adds), pa.scalar(1, pa.int64()),
-                         pa.scalar(-1, pa.int64()))
+    kinds = pc.take(pa.array(current), at)
+    weights = pc.take(pa.array([_CHANGE_WEIGHTS[n] for n in current], pa.int64()), at)
+    rows_read = rows_read.set_column(rows_read.schema.get_field_index(CHANGE_TYPE), CHANGE_TYPE, kinds)
     return rows_read.append_column(_WEIGHT, weights).select(order)
-
-
-def _current_change_types(kinds: pa.ChunkedArray) -> pa.ChunkedArray:
-    """`kinds` with the change types of older writers renamed to the current ones."""
-    for old, new in _OLD_CHANGE_TYPES.items():
-        kinds = pc.replace_substring_regex(kinds, f"^{old}$", new)
-    return kinds
 
 
 def _gone(storage: Storage, f: _File) -> str | None:
