@@ -702,18 +702,24 @@ def _consolidate(rows: pa.Table, columns: Sequence[str]) -> tuple[pa.Table, pa.T
     adds = pc.greater(rows[_WEIGHT], 0)
     drops = pc.invert(adds)
     if not pc.any(drops).as_py() or not pc.any(adds).as_py():  # one sign only: nothing cancels
-        body = rows.select([*columns, COMMIT_VERSION])
-        return _copies(body, rows[_WEIGHT]), _copies(body, pc.negate(rows[_WEIGHT]))
+        return _signed(rows.select([*columns, _WEIGHT, COMMIT_VERSION]))
     hashes = pl.DataFrame(rows.select(columns)).hash_rows().to_arrow()
     paired = pc.or_(pc.and_(adds, pc.is_in(hashes, value_set=hashes.filter(drops))),
                     pc.and_(drops, pc.is_in(hashes, value_set=hashes.filter(adds))))
-    alone = rows.select([*columns, _WEIGHT, COMMIT_VERSION]).filter(pc.invert(paired))
+    alone = rows.select([*columns, _WEIGHT, COMMIT_VERSION])
+    if not pc.any(paired).as_py():  # no hash meets the opposite sign (e.g. only updates)
+        return _signed(alone)
+    alone = alone.filter(pc.invert(paired))
     net = (pl.DataFrame(rows.filter(paired).select(alone.column_names))
            .group_by(columns).agg(pl.col(_WEIGHT).sum(), pl.col(COMMIT_VERSION).max())
            .to_arrow())
-    both = pa.concat_tables([alone, net.cast(alone.schema)])
-    weights = both[_WEIGHT]
-    body = both.drop_columns([_WEIGHT])
+    return _signed(pa.concat_tables([alone, net.cast(alone.schema)]))
+
+
+def _signed(rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(added, removed) of weighted rows, one row per copy, without the weight column."""
+    weights = rows[_WEIGHT]
+    body = rows.drop_columns([_WEIGHT])
     return _copies(body, weights), _copies(body, pc.negate(weights))
 
 
