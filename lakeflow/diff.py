@@ -67,6 +67,7 @@ COMMIT_VERSION = "_commit_version"
 COMMIT_TIMESTAMP = "_commit_timestamp"
 CHANGED_COLUMNS = "_changed_columns"
 _WEIGHT = "__lakeflow_weight"
+_SIDE, _SAME = "__lakeflow_side", "__lakeflow_same"  # only ever beside _WEIGHT
 _RESERVED = (CHANGE_TYPE, COMMIT_VERSION, COMMIT_TIMESTAMP, _WEIGHT)
 _CHANGE_WEIGHTS = {"insert": 1, "update_postimage": 1, "delete": -1, "update_preimage": -1}
 _CHANGE_ORDER = {"delete": 0, "update_preimage": 1, "update_postimage": 2, "insert": 3}
@@ -741,23 +742,30 @@ def _pair(added: pa.Table, removed: pa.Table, keys: Sequence[str], values: Seque
           start: int, end: int) -> tuple[pa.Table, pa.Table]:
     """Pair rows by key: (change rows ordered by key, updated rows side by side).
 
-    Only the key columns go through polars (membership, uniqueness, the order); the
-    rows are taken once, in that order, so an update's pre- and postimage end up
-    next to each other and the preimages line up with their postimages by position.
+    Only the key columns go through polars: sorted stably by key (`removed` first),
+    equal keys are neighbours, so one pass over the neighbours finds the updates
+    (a key once on each side) and repeated keys. The rows are then taken once in
+    that order: an update's preimage right before its postimage, and the preimages
+    line up with their postimages by position.
     """
     on = list(keys)
     old, new = pl.DataFrame(removed.select(on)), pl.DataFrame(added.select(on))
-    for found, version in ((old, start), (new, end)):
-        _check_unique(found, on, version)
+    side = (pl.col(_WEIGHT) >= old.height).cast(pl.Int8)  # 0 removed, 1 added
+    same = pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift(1)) for k in on])
+    same = same & (pl.int_range(pl.len()) > 0)  # shift(1) of the first row is null
+    # Beside the keys only _WEIGHT (reserved) holds the row number; the output drops the keys.
+    flags = (pl.concat([old, new]).with_row_index(_WEIGHT)
+             .sort(on, nulls_last=True, maintain_order=True)
+             .select(pl.col(_WEIGHT), side.alias(_SIDE), same.alias(_SAME)))
+    side = pl.col(_SIDE)
+    repeated = pl.col(_SAME) & (side == side.shift(1))
+    sides = flags.filter(repeated).get_column(_SIDE)
+    if len(sides):  # a key twice on one side: report `removed`'s first, as a key check would
+        raise _repeated_key(*((new, end) if sides.min() else (old, start)), on)
+    paired = (pl.col(_SAME) | pl.col(_SAME).shift(-1, fill_value=False)).cast(pl.Int8)
     # Change type as its _CHANGE_ORDER code: 0 delete / 1 preimage, 2 postimage / 3 insert.
-    code = pl.concat([pl.Series(_has_key(old, new, on)).cast(pl.Int8),
-                      3 - pl.Series(_has_key(new, old, on)).cast(pl.Int8)])
-    # A stable sort by key alone orders by code too: a key is in both halves only as an
-    # update, and the preimages (in `removed`) come first.
-    order = (pl.concat([old, new])
-             .select(pl.arg_sort_by(on, nulls_last=True, maintain_order=True)).to_series())
-    codes = code.gather(order).to_arrow()
-    changes = pa.concat_tables([removed, added]).take(order.to_arrow())
+    codes = flags.select(side * 3 + (1 - 2 * side) * paired).to_series().to_arrow()
+    changes = pa.concat_tables([removed, added]).take(flags.get_column(_WEIGHT).to_arrow())
     kinds = pc.take(pa.array(list(_CHANGE_ORDER)), codes)
     changes = changes.append_column(CHANGE_TYPE, kinds)
     pre = changes.filter(pc.equal(codes, 1))
@@ -765,26 +773,15 @@ def _pair(added: pa.Table, removed: pa.Table, keys: Sequence[str], values: Seque
     return changes, _side_by_side(pre, post, keys, values)
 
 
-def _check_unique(keys: pl.DataFrame, on: Sequence[str], version: int) -> None:
-    """Refuse changed rows of one version that repeat a key (they cannot be paired)."""
-    if not keys.is_duplicated().any():
-        return
+def _repeated_key(keys: pl.DataFrame, version: int, on: Sequence[str]) -> DuplicateKeyError:
+    """The error for changed rows of one version that repeat a key (they cannot be paired)."""
     found = keys.group_by(on).agg(pl.len().alias(_WEIGHT)).filter(pl.col(_WEIGHT) > 1)
     example = {k: found.item(0, k) for k in on}
-    raise DuplicateKeyError(
+    return DuplicateKeyError(
         f"key {example} appears {found.item(0, _WEIGHT)} times among the changed rows "
         f"of version {version}, so rows cannot be paired by key {list(on)}; pass a key "
         "that identifies rows, or key=() for an unpaired diff"
     )
-
-
-def _has_key(rows: pl.DataFrame, other: pl.DataFrame, on: Sequence[str]) -> np.ndarray:
-    """Per row of `rows`: whether `other` holds its key (null keys match null keys)."""
-    hit = (rows.with_row_index(_WEIGHT).join(other, on=list(on), how="semi", nulls_equal=True)
-           .get_column(_WEIGHT).to_numpy())
-    mask = np.zeros(rows.height, dtype=bool)
-    mask[hit] = True
-    return mask
 
 
 def _updated_names(keys: Sequence[str], values: Sequence[str]) -> list[str]:
