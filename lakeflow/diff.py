@@ -803,14 +803,34 @@ def _side_by_side(pre: pa.Table, post: pa.Table, keys: Sequence[str],
                   values: Sequence[str]) -> pa.Table:
     """Preimages and postimages aligned by position: the key, old and new values, what differs."""
     sides = {f"{c}_{side}": rows[c] for c in values for side, rows in (("old", pre), ("new", post))}
-    differs = [pl.when(pl.col(f"{c}_old").ne_missing(pl.col(f"{c}_new"))).then(pl.lit(c))
-               for c in values]
-    changed: pa.Array | pa.ChunkedArray = pa.array([[]] * pre.num_rows, pa.list_(pa.string()))
-    if differs:
-        changed = (pl.DataFrame(pa.table(sides)).select(pl.concat_list(differs).list.drop_nulls())
-                   .to_series().to_arrow())
+    differ = np.zeros((pre.num_rows, len(values)), dtype=bool)
+    for i, c in enumerate(values):
+        differ[:, i] = _differs(pre[c], post[c])
+    at, which = np.nonzero(differ)  # row by row, each row's columns in order
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(at, minlength=pre.num_rows))])
+    changed = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
+                                       pc.take(pa.array(list(values), pa.string()), which))
     columns = {**{k: pre[k] for k in keys}, **sides, CHANGED_COLUMNS: changed}
     return pa.table(columns).select(_updated_names(keys, values))
+
+
+# Types whose Arrow comparison is polars' (nested and other types are compared by polars).
+_ARROW_COMPARABLE = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
+                     pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                     pa.types.is_large_binary, pa.types.is_decimal, pa.types.is_timestamp,
+                     pa.types.is_date, pa.types.is_time, pa.types.is_duration)
+
+
+def _differs(old: pa.ChunkedArray, new: pa.ChunkedArray) -> np.ndarray:
+    """Where `old` and `new` differ, as polars' `ne_missing`: null equals null, NaN equals NaN."""
+    if not any(is_type(old.type) for is_type in _ARROW_COMPARABLE):
+        frame = pl.DataFrame(pa.table({"old": old, "new": new}))
+        return frame.select(pl.col("old").ne_missing(pl.col("new"))).to_series().to_numpy()
+    differ = pc.not_equal(old, new)
+    if pa.types.is_floating(old.type):
+        differ = pc.and_(differ, pc.invert(pc.and_(pc.is_nan(old), pc.is_nan(new))))
+    one_null = pc.xor(pc.is_null(old), pc.is_null(new))
+    return np.asarray(pc.or_(pc.fill_null(differ, False), one_null).to_numpy(zero_copy_only=False))
 
 
 def _typed_updated(updated: pa.Table, schema: pa.Schema, keys: Sequence[str],

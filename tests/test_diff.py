@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import deltalake
@@ -341,6 +342,37 @@ def test_keyed_diff_with_nan_null_values_and_composite_keys_in_key_order(table_u
     assert d.updated["tag_old"].to_pylist() == pre["tag"].to_pylist() == ["v", "u", "w"]
     assert d.updated["tag_new"].to_pylist() == post["tag"].to_pylist() == ["V", "u", "w"]
     assert (d.summary.inserted, d.summary.deleted, d.summary.updated) == (1, 1, 3)
+
+
+def test_keyed_diff_names_the_changed_columns_of_every_type(table_uri):
+    """One update per column type changes that column only; NaN to NaN and null to null do not."""
+    decimal, ts = pa.decimal128(9, 2), pa.timestamp("us", tz="UTC")
+    new_year = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    columns = {
+        "i": (pa.int32(), 1, 2), "f": (pa.float64(), 1.5, float("nan")), "b": (pa.bool_(), True, False),
+        "s": (pa.string(), "x", "y"), "bin": (pa.binary(), b"x", b"y"),
+        "dec": (decimal, Decimal("1.00"), Decimal("2.00")), "ts": (ts, new_year, None),
+        "d": (pa.date32(), dt.date(2024, 1, 1), dt.date(2024, 1, 2)),
+        "l": (pa.list_(pa.int64()), [1, None], [1, 2]),
+        "st": (pa.struct([("a", pa.int64())]), {"a": 1}, {"a": None}),
+    }
+    schema = pa.schema([("id", pa.int64()), *((c, t) for c, (t, _, _) in columns.items())])
+    base = {c: before for c, (_, before, _) in columns.items()}
+    same = {**base, "f": float("nan"), "ts": None}  # NaN and null: unchanged when kept
+
+    def table(items):
+        return pa.Table.from_pylist(items, schema=schema)
+
+    old = [{"id": n, **same} for n in range(len(columns))]
+    new = [{**row, c: columns[c][2]} for row, c in zip(old, columns, strict=True)]
+    # Row n changes column n only; f goes NaN -> 1.5 and ts null -> a value.
+    new[1]["f"], new[6]["ts"] = 1.5, new_year
+    t = lf.Table.create(table_uri, schema)
+    v1 = t.append(table([*old, {"id": 99, **same}]))
+    v2 = t.overwrite(table([*new, {"id": 99, **same}]))
+    d = t.diff(v1, v2, key="id")
+    assert d.updated["_changed_columns"].to_pylist() == [[c] for c in columns]
+    assert d.updated["id"].to_pylist() == list(range(len(columns)))
 
 
 def test_duplicate_key_on_either_side_names_its_version(table_uri):
