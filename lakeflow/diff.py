@@ -35,7 +35,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -67,6 +67,7 @@ COMMIT_VERSION = "_commit_version"
 COMMIT_TIMESTAMP = "_commit_timestamp"
 CHANGED_COLUMNS = "_changed_columns"
 _WEIGHT = "__lakeflow_weight"
+_SIDE, _SAME = "__lakeflow_side", "__lakeflow_same"  # only ever beside _WEIGHT
 _RESERVED = (CHANGE_TYPE, COMMIT_VERSION, COMMIT_TIMESTAMP, _WEIGHT)
 _CHANGE_WEIGHTS = {"insert": 1, "update_postimage": 1, "delete": -1, "update_preimage": -1}
 _CHANGE_ORDER = {"delete": 0, "update_preimage": 1, "update_postimage": 2, "insert": 3}
@@ -491,25 +492,20 @@ def _read(storage: Storage, plan: _Plan, files: Sequence[tuple[_File, int]],
     if not change_files:
         kinds = pc.if_else(pc.greater(rows_read[_WEIGHT], 0), "insert", "delete")
         return rows_read.append_column(CHANGE_TYPE, kinds).select(order)
-    kinds = _current_change_types(rows_read[CHANGE_TYPE])
-    rows_read = rows_read.set_column(rows_read.schema.get_field_index(CHANGE_TYPE), CHANGE_TYPE, kinds)
-    unknown = kinds.filter(pc.invert(pc.is_in(kinds, value_set=pa.array(list(_CHANGE_WEIGHTS)))))
-    if len(unknown):
+    # One hash lookup names each row's change type (older writers' names renamed) and weight.
+    names = [*_CHANGE_WEIGHTS, *_OLD_CHANGE_TYPES]
+    current = [_OLD_CHANGE_TYPES.get(n, n) for n in names]
+    at = pc.index_in(rows_read[CHANGE_TYPE], value_set=pa.array(names))
+    if at.null_count:
+        unknown = rows_read[CHANGE_TYPE].filter(pc.is_null(at))
         raise CorruptLogError(
             f"a change data file holds _change_type {unknown[0]}; "
             f"expected one of {sorted(_CHANGE_WEIGHTS)}"
         )
-    adds = pa.array([k for k, w in _CHANGE_WEIGHTS.items() if w > 0])
-    weights = pc.if_else(pc.is_in(kinds, value_set=adds), pa.scalar(1, pa.int64()),
-                         pa.scalar(-1, pa.int64()))
+    kinds = pc.take(pa.array(current), at)
+    weights = pc.take(pa.array([_CHANGE_WEIGHTS[n] for n in current], pa.int64()), at)
+    rows_read = rows_read.set_column(rows_read.schema.get_field_index(CHANGE_TYPE), CHANGE_TYPE, kinds)
     return rows_read.append_column(_WEIGHT, weights).select(order)
-
-
-def _current_change_types(kinds: pa.ChunkedArray) -> pa.ChunkedArray:
-    """`kinds` with the change types of older writers renamed to the current ones."""
-    for old, new in _OLD_CHANGE_TYPES.items():
-        kinds = pc.replace_substring_regex(kinds, f"^{old}$", new)
-    return kinds
 
 
 def _gone(storage: Storage, f: _File) -> str | None:
@@ -707,18 +703,24 @@ def _consolidate(rows: pa.Table, columns: Sequence[str]) -> tuple[pa.Table, pa.T
     adds = pc.greater(rows[_WEIGHT], 0)
     drops = pc.invert(adds)
     if not pc.any(drops).as_py() or not pc.any(adds).as_py():  # one sign only: nothing cancels
-        body = rows.select([*columns, COMMIT_VERSION])
-        return _copies(body, rows[_WEIGHT]), _copies(body, pc.negate(rows[_WEIGHT]))
+        return _signed(rows.select([*columns, _WEIGHT, COMMIT_VERSION]))
     hashes = pl.DataFrame(rows.select(columns)).hash_rows().to_arrow()
     paired = pc.or_(pc.and_(adds, pc.is_in(hashes, value_set=hashes.filter(drops))),
                     pc.and_(drops, pc.is_in(hashes, value_set=hashes.filter(adds))))
-    alone = rows.select([*columns, _WEIGHT, COMMIT_VERSION]).filter(pc.invert(paired))
+    alone = rows.select([*columns, _WEIGHT, COMMIT_VERSION])
+    if not pc.any(paired).as_py():  # no hash meets the opposite sign (e.g. only updates)
+        return _signed(alone)
+    alone = alone.filter(pc.invert(paired))
     net = (pl.DataFrame(rows.filter(paired).select(alone.column_names))
            .group_by(columns).agg(pl.col(_WEIGHT).sum(), pl.col(COMMIT_VERSION).max())
            .to_arrow())
-    both = pa.concat_tables([alone, net.cast(alone.schema)])
-    weights = both[_WEIGHT]
-    body = both.drop_columns([_WEIGHT])
+    return _signed(pa.concat_tables([alone, net.cast(alone.schema)]))
+
+
+def _signed(rows: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(added, removed) of weighted rows, one row per copy, without the weight column."""
+    weights = rows[_WEIGHT]
+    body = rows.drop_columns([_WEIGHT])
     return _copies(body, weights), _copies(body, pc.negate(weights))
 
 
@@ -738,36 +740,48 @@ def _labelled(rows: pa.Table, change_type: str) -> pa.Table:
 
 def _pair(added: pa.Table, removed: pa.Table, keys: Sequence[str], values: Sequence[str],
           start: int, end: int) -> tuple[pa.Table, pa.Table]:
-    """Pair rows by key: (change rows ordered by key, updated rows side by side)."""
-    new, old = pl.DataFrame(added).lazy(), pl.DataFrame(removed).lazy()
+    """Pair rows by key: (change rows ordered by key, updated rows side by side).
+
+    Only the key columns go through polars: sorted stably by key (`removed` first),
+    equal keys are neighbours, so one pass over the neighbours finds the updates
+    (a key once on each side) and repeated keys. The rows are then taken once in
+    that order: an update's preimage right before its postimage, and the preimages
+    line up with their postimages by position.
+    """
     on = list(keys)
+    old, new = pl.DataFrame(removed.select(on)), pl.DataFrame(added.select(on))
+    side = (pl.col(_WEIGHT) >= old.height).cast(pl.Int8)  # 0 removed, 1 added
+    same = pl.all_horizontal([pl.col(k).eq_missing(pl.col(k).shift(1)) for k in on])
+    same = same & (pl.int_range(pl.len()) > 0)  # shift(1) of the first row is null
+    # Beside the keys only _WEIGHT (reserved) holds the row number; the output drops the keys.
+    flags = (pl.concat([old, new]).with_row_index(_WEIGHT)
+             .sort(on, nulls_last=True, maintain_order=True)
+             .select(pl.col(_WEIGHT), side.alias(_SIDE), same.alias(_SAME)))
+    side = pl.col(_SIDE)
+    repeated = pl.col(_SAME) & (side == side.shift(1))
+    sides = flags.filter(repeated).get_column(_SIDE)
+    if len(sides):  # a key twice on one side: report `removed`'s first, as a key check would
+        raise _repeated_key(*((new, end) if sides.min() else (old, start)), on)
+    paired = (pl.col(_SAME) | pl.col(_SAME).shift(-1, fill_value=False)).cast(pl.Int8)
+    # Change type as its _CHANGE_ORDER code: 0 delete / 1 preimage, 2 postimage / 3 insert.
+    codes = flags.select(side * 3 + (1 - 2 * side) * paired).to_series().to_arrow()
+    changes = pa.concat_tables([removed, added]).take(flags.get_column(_WEIGHT).to_arrow())
+    kinds = pc.take(pa.array(list(_CHANGE_ORDER)), codes)
+    changes = changes.append_column(CHANGE_TYPE, kinds)
+    pre = changes.filter(pc.equal(codes, 1))
+    post = changes.filter(pc.equal(codes, 2))
+    return changes, _side_by_side(pre, post, keys, values)
 
-    def match(left: pl.LazyFrame, right: pl.LazyFrame, how: Literal["anti", "semi"]
-              ) -> pl.LazyFrame:
-        return left.join(right.select(on), on=on, how=how, nulls_equal=True)
 
-    def dupes(rows: pl.LazyFrame) -> pl.LazyFrame:
-        return rows.group_by(on).agg(pl.len().alias(_WEIGHT)).filter(pl.col(_WEIGHT) > 1)
-
-    pre, post = match(old, new, "semi"), match(new, old, "semi")
-    parts = [(match(old, new, "anti"), "delete"), (pre, "update_preimage"),
-             (post, "update_postimage"), (match(new, old, "anti"), "insert")]
-    # An update's pre- and postimage next to each other.
-    changes = pl.concat([p.with_columns(pl.lit(kind).alias(CHANGE_TYPE)) for p, kind in parts])
-    changes = changes.sort(
-        [*on, pl.col(CHANGE_TYPE).replace_strict(_CHANGE_ORDER, return_dtype=pl.Int8)],
-        nulls_last=True)
-    old_dupes, new_dupes, changed, updated = pl.collect_all(
-        [dupes(old), dupes(new), changes, _side_by_side(pre, post, keys, values)])
-    for found, version in ((old_dupes, start), (new_dupes, end)):
-        if found.height:
-            example = {k: found.item(0, k) for k in keys}
-            raise DuplicateKeyError(
-                f"key {example} appears {found.item(0, _WEIGHT)} times among the changed rows "
-                f"of version {version}, so rows cannot be paired by key {on}; pass a key "
-                "that identifies rows, or key=() for an unpaired diff"
-            )
-    return changed.to_arrow(), updated.to_arrow()
+def _repeated_key(keys: pl.DataFrame, version: int, on: Sequence[str]) -> DuplicateKeyError:
+    """The error for changed rows of one version that repeat a key (they cannot be paired)."""
+    found = keys.group_by(on).agg(pl.len().alias(_WEIGHT)).filter(pl.col(_WEIGHT) > 1)
+    example = {k: found.item(0, k) for k in on}
+    return DuplicateKeyError(
+        f"key {example} appears {found.item(0, _WEIGHT)} times among the changed rows "
+        f"of version {version}, so rows cannot be paired by key {list(on)}; pass a key "
+        "that identifies rows, or key=() for an unpaired diff"
+    )
 
 
 def _updated_names(keys: Sequence[str], values: Sequence[str]) -> list[str]:
@@ -785,17 +799,38 @@ def _check_updated_names(keys: Sequence[str], values: Sequence[str]) -> None:
         )
 
 
-def _side_by_side(pre: pl.LazyFrame, post: pl.LazyFrame, keys: Sequence[str],
-                  values: Sequence[str]) -> pl.LazyFrame:
-    old = pre.select(*keys, *(pl.col(c).alias(f"{c}_old") for c in values))
-    new = post.select(*keys, *(pl.col(c).alias(f"{c}_new") for c in values))
-    joined = old.join(new, on=list(keys), how="inner", nulls_equal=True)
-    differs = [pl.when(pl.col(f"{c}_old").ne_missing(pl.col(f"{c}_new"))).then(pl.lit(c))
-               for c in values]
-    changed = (pl.concat_list(differs).list.drop_nulls() if differs
-               else pl.lit([], pl.List(pl.String)))
-    return joined.with_columns(changed.alias(CHANGED_COLUMNS)).select(
-        _updated_names(keys, values)).sort(list(keys), nulls_last=True)
+def _side_by_side(pre: pa.Table, post: pa.Table, keys: Sequence[str],
+                  values: Sequence[str]) -> pa.Table:
+    """Preimages and postimages aligned by position: the key, old and new values, what differs."""
+    sides = {f"{c}_{side}": rows[c] for c in values for side, rows in (("old", pre), ("new", post))}
+    differ = np.zeros((pre.num_rows, len(values)), dtype=bool)
+    for i, c in enumerate(values):
+        differ[:, i] = _differs(pre[c], post[c])
+    at, which = np.nonzero(differ)  # row by row, each row's columns in order
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(at, minlength=pre.num_rows))])
+    changed = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()),
+                                       pc.take(pa.array(list(values), pa.string()), which))
+    columns = {**{k: pre[k] for k in keys}, **sides, CHANGED_COLUMNS: changed}
+    return pa.table(columns).select(_updated_names(keys, values))
+
+
+# Types whose Arrow comparison is polars' (nested and other types are compared by polars).
+_ARROW_COMPARABLE = (pa.types.is_integer, pa.types.is_floating, pa.types.is_boolean,
+                     pa.types.is_string, pa.types.is_large_string, pa.types.is_binary,
+                     pa.types.is_large_binary, pa.types.is_decimal, pa.types.is_timestamp,
+                     pa.types.is_date, pa.types.is_time, pa.types.is_duration)
+
+
+def _differs(old: pa.ChunkedArray, new: pa.ChunkedArray) -> np.ndarray:
+    """Where `old` and `new` differ, as polars' `ne_missing`: null equals null, NaN equals NaN."""
+    if not any(is_type(old.type) for is_type in _ARROW_COMPARABLE):
+        frame = pl.DataFrame(pa.table({"old": old, "new": new}))
+        return frame.select(pl.col("old").ne_missing(pl.col("new"))).to_series().to_numpy()
+    differ = pc.not_equal(old, new)
+    if pa.types.is_floating(old.type):
+        differ = pc.and_(differ, pc.invert(pc.and_(pc.is_nan(old), pc.is_nan(new))))
+    one_null = pc.xor(pc.is_null(old), pc.is_null(new))
+    return np.asarray(pc.or_(pc.fill_null(differ, False), one_null).to_numpy(zero_copy_only=False))
 
 
 def _typed_updated(updated: pa.Table, schema: pa.Schema, keys: Sequence[str],

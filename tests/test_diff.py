@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import deltalake
@@ -301,6 +302,87 @@ def test_keyed_diff_with_null_key_and_composite_key(table_uri):
     assert d.updated.to_pylist() == [{"name": None, "part": "x", "id_old": 1, "id_new": 2,
                                       "_changed_columns": ["id"]}]
     assert d.inserted.num_rows == d.deleted.num_rows == 0
+
+
+def test_keyed_diff_with_nan_null_values_and_composite_keys_in_key_order(table_uri):
+    """NaN equals NaN and null equals null in the values; changes come ordered by key, nulls last."""
+    schema = pa.schema([("k1", pa.string()), ("k2", pa.int64()), ("x", pa.float64()),
+                        ("tag", pa.string())])
+    nan = float("nan")
+
+    def table(*items):
+        return pa.Table.from_pylist([dict(zip(schema.names, r, strict=True)) for r in items],
+                                    schema=schema)
+
+    t = lf.Table.create(table_uri, schema)
+    v1 = t.append(table(("b", 1, nan, None), ("b", None, 1.0, "u"), ("a", 2, None, "v"),
+                        (None, 1, nan, "w"), ("a", 1, 2.0, None), ("c", 3, 0.5, "gone")))
+    v2 = t.overwrite(table(("b", 1, nan, None), ("b", None, nan, "u"), ("a", 2, None, "V"),
+                           (None, 1, 3.0, "w"), ("a", 1, 2.0, None), ("c", 4, 0.5, "new")))
+    d = t.diff(v1, v2, key=["k1", "k2"])
+    # (b, 1) and (a, 1) are unchanged (NaN and null compare equal) and drop out.
+    assert d.updated.select(["k1", "k2", "_changed_columns"]).to_pylist() == [
+        {"k1": "a", "k2": 2, "_changed_columns": ["tag"]},
+        {"k1": "b", "k2": None, "_changed_columns": ["x"]},
+        {"k1": None, "k2": 1, "_changed_columns": ["x"]},
+    ]
+    assert [pc.is_nan(d.updated[c]).to_pylist() for c in ("x_old", "x_new")] == [
+        [None, False, True], [None, True, False]]
+    out = d.to_arrow()
+    assert list(zip(out["k1"].to_pylist(), out["k2"].to_pylist(), out["_change_type"].to_pylist(),
+                    strict=True)) == [
+        ("a", 2, "update_preimage"), ("a", 2, "update_postimage"),
+        ("b", None, "update_preimage"), ("b", None, "update_postimage"),
+        ("c", 3, "delete"), ("c", 4, "insert"),
+        (None, 1, "update_preimage"), (None, 1, "update_postimage"),
+    ]
+    # The updated table lines old and new values up with the pre- and postimages.
+    pre = out.filter(pc.field("_change_type") == "update_preimage")
+    post = out.filter(pc.field("_change_type") == "update_postimage")
+    assert d.updated["tag_old"].to_pylist() == pre["tag"].to_pylist() == ["v", "u", "w"]
+    assert d.updated["tag_new"].to_pylist() == post["tag"].to_pylist() == ["V", "u", "w"]
+    assert (d.summary.inserted, d.summary.deleted, d.summary.updated) == (1, 1, 3)
+
+
+def test_keyed_diff_names_the_changed_columns_of_every_type(table_uri):
+    """One update per column type changes that column only; NaN to NaN and null to null do not."""
+    decimal, ts = pa.decimal128(9, 2), pa.timestamp("us", tz="UTC")
+    new_year = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
+    columns = {
+        "i": (pa.int32(), 1, 2), "f": (pa.float64(), 1.5, float("nan")), "b": (pa.bool_(), True, False),
+        "s": (pa.string(), "x", "y"), "bin": (pa.binary(), b"x", b"y"),
+        "dec": (decimal, Decimal("1.00"), Decimal("2.00")), "ts": (ts, new_year, None),
+        "d": (pa.date32(), dt.date(2024, 1, 1), dt.date(2024, 1, 2)),
+        "l": (pa.list_(pa.int64()), [1, None], [1, 2]),
+        "st": (pa.struct([("a", pa.int64())]), {"a": 1}, {"a": None}),
+    }
+    schema = pa.schema([("id", pa.int64()), *((c, t) for c, (t, _, _) in columns.items())])
+    base = {c: before for c, (_, before, _) in columns.items()}
+    same = {**base, "f": float("nan"), "ts": None}  # NaN and null: unchanged when kept
+
+    def table(items):
+        return pa.Table.from_pylist(items, schema=schema)
+
+    old = [{"id": n, **same} for n in range(len(columns))]
+    new = [{**row, c: columns[c][2]} for row, c in zip(old, columns, strict=True)]
+    # Row n changes column n only; f goes NaN -> 1.5 and ts null -> a value.
+    new[1]["f"], new[6]["ts"] = 1.5, new_year
+    t = lf.Table.create(table_uri, schema)
+    v1 = t.append(table([*old, {"id": 99, **same}]))
+    v2 = t.overwrite(table([*new, {"id": 99, **same}]))
+    d = t.diff(v1, v2, key="id")
+    assert d.updated["_changed_columns"].to_pylist() == [[c] for c in columns]
+    assert d.updated["id"].to_pylist() == list(range(len(columns)))
+
+
+def test_duplicate_key_on_either_side_names_its_version(table_uri):
+    t = lf.Table.create(table_uri, SCHEMA)
+    v1 = t.append(rows((1, "a"), (2, None), (3, None)))
+    v2 = t.overwrite(rows((1, "b"), (2, "c"), (3, "c")))
+    with pytest.raises(lf.DuplicateKeyError, match=rf"\{{'name': None\}} appears 2 times .* {v1},"):
+        t.diff(v1, v2, key="name")
+    with pytest.raises(lf.DuplicateKeyError, match=rf"\{{'name': 'c'\}} appears 2 times .* {v2},"):
+        t.diff(0, v2, key="name")
 
 
 def test_duplicate_key_is_a_clear_error(table_uri):
