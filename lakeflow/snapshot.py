@@ -92,6 +92,11 @@ class DataFile:
     add: Add
     deletion_vector: DeletionVector | None = None
 
+    @property
+    def identity(self) -> tuple[str, str | None]:
+        """The logical file: (path, deletion vector id); the same path with another vector holds other rows."""
+        return self.path, self.deletion_vector.unique_id if self.deletion_vector is not None else None
+
 
 @dataclass(frozen=True)
 class Snapshot:

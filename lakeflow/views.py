@@ -32,7 +32,7 @@ from lakeflow.keys import frame_of, key_candidates
 from lakeflow.late import window_micros
 from lakeflow.ops.replace import Replacement, replace_keys
 from lakeflow.ops.rewrite import replacement_changes
-from lakeflow.snapshot import DataFile, Snapshot
+from lakeflow.snapshot import Snapshot
 from lakeflow.table import Table
 from lakeflow.transaction import retrying
 from lakeflow.write import write_data_files
@@ -363,7 +363,7 @@ class View:
         """
         wanted = groups.to_arrow().cast(pa.schema([snap.schema.field(k) for k in self.keys]))
         files = key_candidates(snap, wanted)[0]
-        read = {f.path: self._kept[_identity(f)] for f in files if _identity(f) in self._kept}
+        read = {f.path: self._kept[f.identity] for f in files if f.identity in self._kept}
         unread = [f for f in files if f.path not in read]
         read.update(zip((f.path for f in unread), snap.read_files(unread), strict=True))
         tables = [read[f.path] for f in files]
@@ -374,13 +374,13 @@ class View:
     def _keep(self, before: Snapshot, read: Mapping[str, pa.Table], done: Replacement) -> None:
         """Keep the rows of the files of the view table after a refresh: those read, and those written."""
         after = done.result.snapshot if done.result is not None else before
-        known = {**self._kept, **{_identity(f): read[f.path] for f in before.files if f.path in read}}
+        known = {**self._kept, **{f.identity: read[f.path] for f in before.files if f.path in read}}
         kept: dict[tuple[str, str | None], pa.Table] = {}
         for f in after.files:
-            rows = known.get(_identity(f))
+            rows = known.get(f.identity)
             rows = done.rows_of.get(f.add.path) if rows is None else rows
             if rows is not None:
-                kept[_identity(f)] = rows
+                kept[f.identity] = rows
         self._kept = kept if sum(t.nbytes for t in kept.values()) <= _KEPT_BYTES else {}
 
     def recompute(self, source_version: int) -> pa.Table:
@@ -467,11 +467,6 @@ class View:
         ]
         return pl.concat([rows.drop(_ALL).with_columns(pl.lit(kind).alias("_change_type"))
                           for rows, kind in parts]).to_arrow()
-
-
-def _identity(f: DataFile) -> tuple[str, str | None]:
-    """What names a logical file's rows for good: its path and its deletion vector."""
-    return f.path, f.deletion_vector.unique_id if f.deletion_vector is not None else None
 
 
 def _sum_type(t: pa.DataType) -> pa.DataType:

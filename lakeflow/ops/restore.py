@@ -21,12 +21,6 @@ from lakeflow.transaction import Transaction
 from lakeflow.write import write_cdc_files
 
 
-def _identity(f: DataFile) -> tuple[str, str | None]:
-    """A file with its deletion vector: the same path with another DV holds other rows."""
-    dv = f.deletion_vector
-    return f.path, dv.unique_id if dv is not None else None
-
-
 def _needed(f: DataFile) -> tuple[str, ...]:
     """The files a logical file reads: its data file and its deletion vector's file, if stored apart."""
     dv = f.deletion_vector
@@ -46,8 +40,8 @@ def restore(snapshot: Snapshot, target: Snapshot) -> int:
     """
     check_writable(snapshot.protocol, snapshot.metadata)
     _check_not_derived(snapshot)
-    current = {_identity(f): f for f in snapshot.files}
-    wanted = {_identity(f): f for f in target.files}
+    current = {f.identity: f for f in snapshot.files}
+    wanted = {f.identity: f for f in target.files}
     gone = [f for k, f in current.items() if k not in wanted]
     back = [f for k, f in wanted.items() if k not in current]
     missing = [p for f in back for p in _needed(f) if not snapshot.storage.exists(p)]
