@@ -227,13 +227,14 @@ class Project:
         Raises:
             DeclarationError: naming the declaration file and the columns.
         """
-        asset = self._asset(name)
-        declared = asset.arrow_schema
+        declared = self._asset(name).arrow_schema
+        if declared is None:  # inferred, or a derived asset
+            return
         try:
-            names = set(self.table(name).schema.names) if declared is not None else set()
+            names = set(self._warm(name).schema.names)  # the handle the run goes on with
         except TableNotFoundError:
             return
-        missing = [c for c in (declared.names if declared is not None else ()) if c not in names]
+        missing = [c for c in declared.names if c not in names]
         if missing:
             raise DeclarationError(
                 f"{self.files[name]}: {name}.schema declares {missing}, which its table {self.table_uri(name)} "
