@@ -331,14 +331,19 @@ class View:
             except (VersionNotFoundError, DataFileNotFoundError):
                 pass  # the source's history across the range is gone: recompute below
         new_state, mode = self._advance(self._state(snap.version), reflected, latest)
-        tx = self.table.transaction("VIEW REFRESH", {"sourceFrom": reflected, "sourceTo": latest, "mode": mode},
-                                    snapshot=snap)
-        tx.remove(*snap.files).read(txns=[self._app_id]).set_txn(self._app_id, latest)
-        arrow = new_state.drop(_ALL).to_arrow().cast(snap.schema) if new_state.height else snap.schema.empty_table()
-        if new_state.height:
-            tx.add(*write_data_files(snap.storage, arrow, (), mapping=snap.column_mapping))
-        tx.add(*replacement_changes(snap, snap.files, arrow))
-        return tx.info({"groups": new_state.height}).commit().version
+        return self._commit_whole(snap, new_state, latest, "VIEW REFRESH",
+                                  {"sourceFrom": reflected, "sourceTo": latest, "mode": mode})
+
+    def _commit_whole(self, snap: Snapshot, state: pl.DataFrame, source_version: int, operation: str,
+                      parameters: dict[str, Any]) -> int:
+        """Commit `state` as the whole view table, reflecting `source_version`; return the version."""
+        tx = self.table.transaction(operation, parameters, snapshot=snap)
+        tx.remove(*snap.files).read(txns=[self._app_id]).set_txn(self._app_id, source_version)
+        rows = state.drop(_ALL).to_arrow().cast(snap.schema) if state.height else snap.schema.empty_table()
+        if state.height:
+            tx.add(*write_data_files(snap.storage, rows, (), mapping=snap.column_mapping))
+        tx.add(*replacement_changes(snap, snap.files, rows))
+        return tx.info({"groups": state.height}).commit().version
 
     def _replace_groups(self, snap: Snapshot, reflected: int, latest: int) -> int:
         """Fold the source diff into the groups it touches and rewrite only those (O(change))."""
@@ -406,14 +411,8 @@ class View:
         source_version = self.source.refresh() if source_version is None else source_version
         self._check_source(source_version)
         state = self._from_scratch(source_version)
-        snap = self.table.snapshot()
-        tx = self.table.transaction("VIEW REBUILD", {"sourceTo": source_version}, snapshot=snap)
-        tx.remove(*snap.files).read(txns=[self._app_id]).set_txn(self._app_id, source_version)
-        rows = state.drop(_ALL).to_arrow().cast(snap.schema) if state.height else snap.schema.empty_table()
-        if state.height:
-            tx.add(*write_data_files(snap.storage, rows, (), mapping=snap.column_mapping))
-        tx.add(*replacement_changes(snap, snap.files, rows))
-        return tx.info({"groups": state.height}).commit().version
+        return self._commit_whole(self.table.snapshot(), state, source_version, "VIEW REBUILD",
+                                  {"sourceTo": source_version})
 
     def snapshot(self, source_version: int | None = None) -> pa.Table:
         """The view as of a source version (default: as of the last refresh).
